@@ -1,0 +1,3 @@
+"""neu-gateway: the signing egress gateway for the SuperApp OpenAPI."""
+
+__version__ = "0.1.0"

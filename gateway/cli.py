@@ -1,0 +1,220 @@
+"""neu-gateway: serve | check-config | sign | verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway import __version__, signing
+from gateway.app import create_app
+from gateway.clock import SystemClock
+from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, load
+from gateway.params import caller_fields
+
+log = logging.getLogger("neu_gateway")
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    command: Callable[[argparse.Namespace], int] = args.command
+    return command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neu-gateway",
+        description="Signing egress gateway for the SuperApp OpenAPI.",
+    )
+    parser.add_argument("--version", action="version", version=f"neu-gateway {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default INFO)",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway.")
+    _config_option(serve)
+    serve.set_defaults(command=_serve)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate gateway.yaml and exit",
+        description="Validate the config (and that every secret can be read); exit 2 if not.",
+    )
+    _config_option(check)
+    check.set_defaults(command=_check_config)
+
+    for name, helptext, run in (
+        ("sign", "show the canonical string (secret masked) and the sign", _sign),
+        ("verify", "check the sign=... among the params", _verify),
+    ):
+        sub = commands.add_parser(
+            name,
+            help=helptext,
+            description=(
+                f"{helptext[0].upper()}{helptext[1:]} for params given as key=value, as the "
+                "gateway computes it: appid from the config, timestamp now unless given, a "
+                "repeated key joined with commas."
+            ),
+        )
+        _config_option(sub)
+        sub.add_argument("--app", help="app name in the config (default: the default app)")
+        sub.add_argument("params", nargs="*", metavar="key=value", help="request parameters")
+        sub.set_defaults(command=run)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file (default ./{DEFAULT_CONFIG_PATH})",
+    )
+
+
+def _load_or_report(path: Path) -> Config | None:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"neu-gateway: invalid config {path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    print(f"{args.config}: ok")
+    print(f"  listen: {config.listen.host}:{config.listen.port}")
+    for app in config.apps.values():
+        default = " (default)" if app.name == config.default_app else ""
+        print(f"  app {app.name}{default}: appid {app.appid}, upstream {app.upstream}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    _run(_serve_until_stopped(config))
+    return EXIT_OK
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+async def _serve_until_stopped(config: Config) -> None:
+    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen.host, config.listen.port, shutdown_timeout=10)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(
+            f"neu-gateway: cannot listen on {config.listen.host}:{config.listen.port} "
+            f"({exc.strerror})"
+        ) from None
+    for host, port, *_ in runner.addresses:
+        log.info("neu-gateway listening on http://%s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("neu-gateway stopping: finishing requests in flight")
+    await runner.cleanup()
+
+
+def _params_for(args: argparse.Namespace) -> tuple[App, dict[str, str]] | None:
+    config = _load_or_report(args.config)
+    if config is None:
+        return None
+    name: str | None = args.app or config.default_app
+    if name is None or name not in config.apps:
+        known = ", ".join(config.apps)
+        print(f"neu-gateway: choose an app with --app ({known})", file=sys.stderr)
+        return None
+    app = config.apps[name]
+    pairs = []
+    for item in args.params:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            print(f"neu-gateway: {item!r} is not key=value", file=sys.stderr)
+            return None
+        pairs.append((key, value))
+    given = dict(pairs)
+    if given.get("appid", app.appid) != app.appid:
+        print(f"note: appid replaced by the app's own, {app.appid}", file=sys.stderr)
+    fields = caller_fields((k, v) for k, v in pairs if k.lower() != signing.SECRET_KEY)
+    fields["appid"] = app.appid
+    fields["timestamp"] = given.get("timestamp") or str(SystemClock().now_ms())
+    if "sign" in given:
+        fields["sign"] = given["sign"]
+    return app, fields
+
+
+def _print_canonical(app: App, fields: dict[str, str]) -> None:
+    print(f"app:       {app.name} (appid {app.appid})")
+    print(f"canonical: {signing.canonical_string(fields, signing.SECRET_MASK)}")
+
+
+def _sign(args: argparse.Namespace) -> int:
+    found = _params_for(args)
+    if found is None:
+        return EXIT_CONFIG
+    app, fields = found
+    fields.pop("sign", None)
+    fields["sign"] = signing.sign(fields, app.secret.reveal())
+    _print_canonical(app, fields)
+    print(f"sign:      {fields['sign']}")
+    print(f"form:      {urlencode(fields)}")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    found = _params_for(args)
+    if found is None:
+        return EXIT_CONFIG
+    app, fields = found
+    _print_canonical(app, fields)
+    if "sign" not in fields:
+        print("result:    no sign=... given", file=sys.stderr)
+        return EXIT_INVALID
+    if signing.verify(fields, app.secret.reveal()):
+        print("result:    valid")
+        return EXIT_OK
+    print(f"result:    INVALID, expected sign {signing.sign(fields, app.secret.reveal())}")
+    return EXIT_INVALID

@@ -1,0 +1,286 @@
+"""gateway.yaml into a frozen, validated Config; secrets resolved from env vars or files.
+
+Every problem is reported as `dotted.field.path: reason`, all at once, and never with a
+secret's value. `${VAR}` (or `${VAR:-default}`) in any string value is replaced from the
+environment before validation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from yarl import URL
+
+log = logging.getLogger("neu_gateway.config")
+
+DEFAULT_CONFIG_PATH = Path("gateway.yaml")
+MIB = 1 << 20
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_APP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(Exception):
+    """gateway.yaml cannot be used; `problems` are `field: reason` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Secret:
+    """A secret value that does not print itself; `reveal()` only where the hash is made."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+class _Model(BaseModel):
+    # Unknown keys are refused so a misspelt option is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class AppConfig(_Model):
+    appid: Annotated[str, Field(min_length=1)]
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    secret: str | None = None
+    upstream: str
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> AppConfig:
+        given = [
+            name
+            for name in ("secret_env", "secret_file", "secret")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of secret_env, secret_file or secret"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @field_validator("upstream")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(
+                "must be an http:// or https:// base URL, e.g. https://platform.example"
+            )
+        if url.query_string or url.fragment:
+            raise ValueError("must not carry a query or fragment; the gateway appends the path")
+        return value.rstrip("/")
+
+
+class TimeoutsConfig(_Model):
+    connect_s: Annotated[float, Field(gt=0, le=300)] = 3.0
+    total_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+
+
+class LimitsConfig(_Model):
+    max_body_bytes: Annotated[int, Field(gt=0)] = 64 * MIB
+    max_response_bytes: Annotated[int, Field(gt=0)] = 16 * MIB
+
+
+class FileConfig(_Model):
+    """The shape of gateway.yaml, before secrets are read."""
+
+    listen: ListenConfig = ListenConfig()
+    apps: Annotated[dict[Annotated[str, Field(pattern=_APP_NAME)], AppConfig], Field(min_length=1)]
+    default_app: str | None = None
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    insecure_allow_anonymous: bool = False
+
+    @field_validator("default_app")
+    @classmethod
+    def _default_app_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        apps = info.data.get("apps", {})
+        if value is not None and value not in apps:
+            raise ValueError(f"{value!r} is not one of apps ({', '.join(apps)})")
+        return value
+
+
+@dataclass(frozen=True)
+class App:
+    """One configured mini app, its secret read and ready."""
+
+    name: str
+    appid: str
+    secret: Secret
+    upstream: str
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: ListenConfig
+    apps: Mapping[str, App]
+    default_app: str | None
+    timeouts: TimeoutsConfig
+    limits: LimitsConfig
+    insecure_allow_anonymous: bool = False
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute, validate and resolve gateway.yaml, or raise ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError([f"{path}: not valid YAML{at}"]) from None
+    return from_mapping(document, os.environ if environ is None else environ)
+
+
+def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
+    if not isinstance(document, dict):
+        raise ConfigError(["(top level): must be a mapping with at least `apps`"])
+    problems: list[str] = []
+    document = _substitute(document, environ, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        parsed = FileConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+    apps = {}
+    for name, app in parsed.apps.items():
+        secret = _resolve_secret(name, app, environ, problems)
+        if secret is not None:
+            apps[name] = App(name, app.appid, secret, app.upstream)
+    default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
+    if not parsed.listen.is_loopback and not parsed.insecure_allow_anonymous:
+        problems.append(
+            f"listen.host: {parsed.listen.host} is not a loopback address and callers are not "
+            "authenticated; listen on 127.0.0.1, or set insecure_allow_anonymous: true "
+            "if something in front of the gateway authenticates callers"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        parsed.listen,
+        apps,
+        default_app,
+        parsed.timeouts,
+        parsed.limits,
+        parsed.insecure_allow_anonymous,
+    )
+
+
+def _substitute(node: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _substitute(value, environ, f"{where}.{key}" if where else str(key), problems)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [
+            _substitute(item, environ, f"{where}[{index}]", problems)
+            for index, item in enumerate(node)
+        ]
+    if not isinstance(node, str):
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{where}: environment variable {name} is not set")
+        return ""
+
+    return _ENV_REFERENCE.sub(replace, node)
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown option (check the spelling against the README's config reference)"
+    elif error["type"] == "missing":
+        message = "required"
+    return f"{location}: {message}"
+
+
+def _resolve_secret(
+    name: str, app: AppConfig, environ: Mapping[str, str], problems: list[str]
+) -> Secret | None:
+    where = f"apps.{name}"
+    if app.secret_env is not None:
+        value = environ.get(app.secret_env)
+        if value is None:
+            problems.append(f"{where}.secret_env: environment variable {app.secret_env} is not set")
+            return None
+        if not value:
+            problems.append(f"{where}.secret_env: environment variable {app.secret_env} is empty")
+            return None
+        return Secret(value)
+    if app.secret_file is not None:
+        try:
+            value = app.secret_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            problems.append(f"{where}.secret_file: cannot read {app.secret_file} ({reason})")
+            return None
+        if not value:
+            problems.append(f"{where}.secret_file: {app.secret_file} is empty")
+            return None
+        return Secret(value)
+    assert app.secret is not None
+    if not app.secret:
+        problems.append(f"{where}.secret: is empty")
+        return None
+    log.warning(
+        "%s.secret: the secret is written in the config file; outside the sandbox demo use "
+        "secret_env or secret_file",
+        where,
+    )
+    return Secret(app.secret)

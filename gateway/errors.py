@@ -1,0 +1,181 @@
+"""Errors the gateway makes itself, each with a stable code, an HTTP status and a clear message.
+
+GatewayError
+├── BadRequest                 400 bad_request
+│   ├── InvalidParams          400 invalid_params
+│   ├── SecretParamRejected    400 secret_param_rejected
+│   ├── InvalidJson            400 invalid_json
+│   ├── InvalidMultipart       400 invalid_multipart
+│   ├── InvalidPath            400 invalid_path
+│   └── AppRequired            400 app_required
+├── NotFound                   404 not_found
+│   └── UnknownApp             404 unknown_app
+├── MethodNotAllowed           405 method_not_allowed
+├── BodyTooLarge               413 body_too_large
+├── UnsupportedMediaType       415 unsupported_media_type
+├── InternalError              500 internal_error
+├── UpstreamUnreachable        502 upstream_unreachable
+│   └── UpstreamBadResponse    502 upstream_bad_response
+└── UpstreamTimeout            504 upstream_timeout
+
+A message may name what the caller sent (a parameter's name, a content type) so the caller can
+act on it, but never a value: values can be credentials. Foreign exceptions are translated into
+these at the edge where they happen; only the middleware renders them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+MAX_NAME_IN_MESSAGE = 64
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with itself."""
+
+    status: int = 500
+    code: str = "gateway_error"
+    message: ClassVar[str] = "the gateway could not handle the request"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.msg = message or self.message
+        super().__init__(self.msg)
+
+
+class BadRequest(GatewayError):
+    """The request is malformed."""
+
+    status = 400
+    code = "bad_request"
+    message = "the request is malformed"
+
+
+class InvalidParams(BadRequest):
+    """A query string or form body cannot be decoded into parameters."""
+
+    code = "invalid_params"
+    message = "the request parameters cannot be decoded"
+
+
+class SecretParamRejected(BadRequest):
+    """The caller sent a `secret` parameter; the gateway owns the secret."""
+
+    code = "secret_param_rejected"
+    message = (
+        "do not send 'secret': the gateway holds the app secret and signs for you; "
+        "remove the parameter (and rotate that secret if it was a real one)"
+    )
+
+
+class InvalidJson(BadRequest):
+    """A JSON body is not an object of scalars and lists of scalars."""
+
+    code = "invalid_json"
+    message = "the JSON body must be an object of scalars and lists of scalars"
+
+
+class InvalidMultipart(BadRequest):
+    """A multipart body cannot be parsed."""
+
+    code = "invalid_multipart"
+    message = "the multipart/form-data body is malformed"
+
+
+class InvalidPath(BadRequest):
+    """The request path is not a plain platform path."""
+
+    code = "invalid_path"
+    message = "the path must be a plain /neuopenapi/... path without encoded or dot segments"
+
+
+class AppRequired(BadRequest):
+    """Several apps are configured, none is the default, and the caller named none."""
+
+    code = "app_required"
+    message = "several apps are configured and none is the default: send header X-Neu-App"
+
+
+class NotFound(GatewayError):
+    """Nothing is served at this path."""
+
+    status = 404
+    code = "not_found"
+    message = "nothing here: the gateway serves /neuopenapi/... and /healthz"
+
+
+class UnknownApp(NotFound):
+    """X-Neu-App names an app that is not configured."""
+
+    code = "unknown_app"
+    message = "unknown app in X-Neu-App"
+
+
+class MethodNotAllowed(GatewayError):
+    """The platform's OpenAPI is called with GET or POST only."""
+
+    status = 405
+    code = "method_not_allowed"
+    message = "method not allowed: the platform's OpenAPI takes GET or POST"
+
+
+class BodyTooLarge(GatewayError):
+    """The request body is larger than limits.max_body_bytes."""
+
+    status = 413
+    code = "body_too_large"
+    message = "the request body is larger than the gateway accepts (limits.max_body_bytes)"
+
+
+class UnsupportedMediaType(GatewayError):
+    """The body's content type is not one the gateway can read parameters from."""
+
+    status = 415
+    code = "unsupported_media_type"
+    message = (
+        "unsupported Content-Type: send application/x-www-form-urlencoded, "
+        "application/json or multipart/form-data"
+    )
+
+
+class InternalError(GatewayError):
+    """A bug in the gateway; details are in its log under the request id."""
+
+    status = 500
+    code = "internal_error"
+    message = "internal gateway error; the gateway log has details under this request id"
+
+
+class UpstreamUnreachable(GatewayError):
+    """The upstream refused or dropped the connection."""
+
+    status = 502
+    code = "upstream_unreachable"
+    message = "the platform could not be reached (connection refused, reset or closed)"
+
+
+class UpstreamBadResponse(UpstreamUnreachable):
+    """The upstream answered with something the gateway cannot pass back."""
+
+    code = "upstream_bad_response"
+    message = "the platform's response could not be read"
+
+
+class UpstreamTimeout(GatewayError):
+    """The upstream did not answer within the configured timeouts."""
+
+    status = 504
+    code = "upstream_timeout"
+    message = "the platform did not answer in time (timeouts.connect_s / timeouts.total_s)"
+
+
+def quoted_name(name: str) -> str:
+    """A caller-supplied name made safe to put in a message: printable and short."""
+    printable = "".join(ch if ch.isprintable() else "?" for ch in name)
+    if len(printable) > MAX_NAME_IN_MESSAGE:
+        printable = printable[:MAX_NAME_IN_MESSAGE] + "…"
+    return repr(printable)
+
+
+def envelope(status: int, msg: str, code: str) -> dict[str, Any]:
+    """The platform's response shape, so callers parse one shape for every answer."""
+    return {"responseHeader": {"status": status, "msg": msg}, "response": None, "error": code}

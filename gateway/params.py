@@ -1,0 +1,144 @@
+"""Caller parameters: query strings, form bodies and JSON bodies into one flat mapping.
+
+Pure functions over bytes. Every key ends up with one text value, as the platform receives it:
+repeated keys and JSON lists are joined with commas (the doc's `openIds` is such a list), JSON
+numbers keep their literal text, null is empty. Multipart bodies are streamed by `uploads`,
+whose text fields join these pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from gateway.errors import InvalidJson, InvalidParams, SecretParamRejected, quoted_name
+from gateway.signing import SECRET_KEY
+
+Pairs = list[tuple[str, str]]
+
+# The gateway sets these itself; what a caller sends under these names is dropped.
+GATEWAY_KEYS = frozenset({"appid", "timestamp", "sign"})
+
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def parse_urlencoded(raw: bytes, where: str) -> Pairs:
+    """`a=1&b=x+y` (a query string or a form body) into decoded pairs, strictly.
+
+    Raises InvalidParams for malformed percent-encoding, bytes that are not UTF-8 and empty
+    names, where a lenient parser would forward something the caller did not mean.
+    """
+    pairs: Pairs = []
+    for piece in raw.split(b"&"):
+        if not piece:
+            continue
+        raw_key, _, raw_value = piece.partition(b"=")
+        key = _decode_component(raw_key, where)
+        if not key:
+            raise InvalidParams(f"a parameter in the {where} has an empty name")
+        pairs.append((key, _decode_component(raw_value, where)))
+    return pairs
+
+
+def _decode_component(raw: bytes, where: str) -> str:
+    if _BAD_PERCENT.search(raw):
+        raise InvalidParams(f"malformed percent-encoding in the {where}")
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParams(f"the {where} is not valid UTF-8 after percent-decoding") from None
+
+
+class _JsonObject(list[tuple[str, Any]]):
+    """Marks a decoded JSON object, so nesting can be told apart from a list."""
+
+
+def parse_json(body: bytes) -> Pairs:
+    """A JSON object of scalars and lists of scalars into pairs; anything else is refused."""
+    try:
+        document = json.loads(
+            body.decode("utf-8-sig"),
+            object_pairs_hook=_JsonObject,
+            # The sign covers the literal text: 1.50 must stay "1.50", not become 1.5.
+            parse_int=str,
+            parse_float=str,
+            parse_constant=_reject_constant,
+        )
+    except UnicodeDecodeError:
+        raise InvalidJson("the JSON body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise InvalidJson(f"the body is not valid JSON ({_json_problem(exc)})") from None
+    if not isinstance(document, _JsonObject):
+        raise InvalidJson('the JSON body must be an object, e.g. {"tradeNo": "..."}')
+    return [(_json_key(key), _json_value_text(key, value)) for key, value in document]
+
+
+def _json_key(key: str) -> str:
+    if not key:
+        raise InvalidJson("a JSON key is empty")
+    _require_unicode(key, key)
+    return key
+
+
+def _require_unicode(text: str, key: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJson(f"JSON key {quoted_name(key)} holds an unpaired surrogate") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number the platform accepts")
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)
+
+
+def _json_value_text(key: str, value: Any) -> str:
+    if isinstance(value, _JsonObject):
+        raise InvalidJson(
+            f"JSON key {quoted_name(key)} holds an object; "
+            "values must be scalars or lists of scalars"
+        )
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            if isinstance(item, list):
+                raise InvalidJson(
+                    f"JSON key {quoted_name(key)} holds a nested list or object; "
+                    "lists may hold scalars only"
+                )
+            items.append(_json_scalar_text(key, item))
+        return ",".join(items)
+    return _json_scalar_text(key, value)
+
+
+def _json_scalar_text(key: str, value: str | bool | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    _require_unicode(value, key)
+    return value
+
+
+def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The caller's pairs as the platform will get them, before the gateway's own keys.
+
+    Repeated keys become one comma-joined value in first-seen order. `appid`, `timestamp`
+    and `sign` are dropped (the gateway sets them); any spelling of `secret` is refused.
+    """
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key.lower() == SECRET_KEY:
+            raise SecretParamRejected()
+        if key in GATEWAY_KEYS:
+            continue
+        grouped.setdefault(key, []).append(value)
+    return {key: ",".join(values) for key, values in grouped.items()}

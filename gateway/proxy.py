@@ -1,0 +1,165 @@
+"""The egress handler: pick the app, read the caller's params, sign, forward, relay the answer."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from aiohttp import MultipartWriter, hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway import signing
+from gateway.config import App, Config
+from gateway.errors import (
+    AppRequired,
+    BadRequest,
+    BodyTooLarge,
+    InvalidPath,
+    MethodNotAllowed,
+    UnknownApp,
+    UnsupportedMediaType,
+    quoted_name,
+)
+from gateway.middlewares import REQUEST_ID_HEADER, error_response, request_id_for
+from gateway.params import caller_fields, parse_json, parse_urlencoded
+from gateway.state import APP_NAME, CLOCK, CONFIG, REQUEST_ID, UPSTREAM
+from gateway.uploads import Upload, read_multipart
+
+API_PREFIX = "/neuopenapi/"
+APP_HEADER = "X-Neu-App"
+FORM_TYPE = "application/x-www-form-urlencoded"
+# Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
+# hop-by-hop) stays here.
+FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
+# Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
+READ_CHUNK_BYTES = 1 << 16
+
+
+def choose_app(config: Config, requested: str | None) -> App:
+    if requested is not None:
+        app = config.apps.get(requested.strip())
+        if app is None:
+            raise UnknownApp(
+                f"unknown app {quoted_name(requested)} in {APP_HEADER}; "
+                f"configured: {', '.join(config.apps)}"
+            )
+        return app
+    if config.default_app is None:
+        raise AppRequired(
+            f"several apps are configured and none is the default: send header {APP_HEADER} "
+            f"with one of {', '.join(config.apps)}"
+        )
+    return config.apps[config.default_app]
+
+
+def checked_path(raw_target: str) -> str:
+    """The request path if it is a plain /neuopenapi/... path, else InvalidPath."""
+    if not raw_target.startswith("/"):
+        raise InvalidPath("absolute-form request targets are refused: this is not a forward proxy")
+    path = raw_target.split("?", 1)[0]
+    segments = path.removeprefix(API_PREFIX).split("/")
+    if not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
+        raise InvalidPath()
+    return path
+
+
+def signed_fields(fields: dict[str, str], app: App, now_ms: int) -> dict[str, str]:
+    """The caller's fields plus the gateway's appid, timestamp and sign."""
+    signed = {**fields, "appid": app.appid, "timestamp": str(now_ms)}
+    signed["sign"] = signing.sign(signed, app.secret.reveal())
+    return signed
+
+
+async def expect_body(request: web.Request) -> web.Response | None:
+    """Refuses an oversized upload before the caller sends it (Expect: 100-continue)."""
+    limit = request.app[CONFIG].limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(BodyTooLarge(), request_id_for(request))
+    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
+async def forward(request: web.Request) -> web.Response:
+    if request.method not in ("GET", "POST"):
+        raise MethodNotAllowed()
+    config = request.app[CONFIG]
+    app = choose_app(config, request.headers.get(APP_HEADER))
+    request[APP_NAME] = app.name
+    path = checked_path(request.raw_path)
+    query = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
+    upload = await read_body(request, config.limits.max_body_bytes)
+    try:
+        fields = caller_fields(query + upload.pairs)
+        if upload.files and request.method == "GET":
+            raise BadRequest("file uploads need POST")
+        signed = signed_fields(fields, app, request.app[CLOCK].now_ms())
+        url = app.upstream + path
+        headers = CIMultiDict(
+            (name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers
+        )
+        headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+        data: bytes | MultipartWriter | None = None
+        if request.method == "GET":
+            url += "?" + urlencode(signed)
+        elif upload.files:
+            data = multipart_body(signed, upload)
+        else:
+            headers[hdrs.CONTENT_TYPE] = FORM_TYPE
+            data = urlencode(signed).encode()
+        # encoded=True: urlencode() already produced the exact bytes the sign was made for.
+        answer = await request.app[UPSTREAM].request(
+            request.method, URL(url, encoded=True), headers=headers, data=data
+        )
+    finally:
+        upload.close()
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+
+async def read_body(request: web.Request, max_body_bytes: int) -> Upload:
+    """The caller's body as pairs (and spooled files), by its Content-Type."""
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        raise BodyTooLarge()
+    if not request.body_exists:
+        return Upload()
+    mimetype = request.content_type
+    if mimetype == "multipart/form-data":
+        return await read_multipart(request, max_body_bytes)
+    body = await _read_capped(request, max_body_bytes)
+    if not body:
+        return Upload()
+    if mimetype == FORM_TYPE:
+        return Upload(pairs=parse_urlencoded(body, "form body"))
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return Upload(pairs=parse_json(body))
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {quoted_name(mimetype)}: send {FORM_TYPE}, "
+        "application/json or multipart/form-data"
+    )
+
+
+async def _read_capped(request: web.Request, max_body_bytes: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise BodyTooLarge()
+    return bytes(body)
+
+
+def multipart_body(fields: dict[str, str], upload: Upload) -> MultipartWriter:
+    """Signed text fields first, as the platform's Java client sends them, then the files."""
+    writer = MultipartWriter("form-data")
+    for name, value in fields.items():
+        part = writer.append(value)
+        part.set_content_disposition("form-data", name=name)
+    for file in upload.files:
+        part = writer.append_payload(file.spool.payload(file.content_type))
+        if file.filename is None:
+            part.set_content_disposition("form-data", name=file.name)
+        else:
+            part.set_content_disposition("form-data", name=file.name, filename=file.filename)
+    return writer

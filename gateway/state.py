@@ -1,0 +1,17 @@
+"""Typed keys for what the web application holds; set in app.py, read by the handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.upstream import Upstream
+
+CONFIG = web.AppKey("neu_config", Config)
+CLOCK = web.AppKey("neu_clock", Clock)
+UPSTREAM = web.AppKey("neu_upstream", Upstream)
+
+# Per-request values, read by the access log.
+REQUEST_ID = web.RequestKey("neu_request_id", str)
+APP_NAME = web.RequestKey("neu_app", str)

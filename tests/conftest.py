@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.config import Config, from_mapping
+from tests.platform_double import APPID, SECRET, PlatformDouble
+
+GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def gateway_config(upstream: str, **overrides: Any) -> Config:
+    document: dict[str, Any] = {
+        "apps": {"demo": {"appid": APPID, "secret_env": "DEMO_SECRET", "upstream": upstream}},
+        "timeouts": {"connect_s": 2, "total_s": 5},
+    }
+    document.update(overrides)
+    return from_mapping(document, {"DEMO_SECRET": SECRET})
+
+
+@pytest.fixture
+def platform() -> PlatformDouble:
+    return PlatformDouble()
+
+
+@pytest.fixture
+async def platform_server(aiohttp_server: Any, platform: PlatformDouble) -> TestServer:
+    server: TestServer = await aiohttp_server(platform.app())
+    return server
+
+
+@pytest.fixture
+def platform_url(platform_server: TestServer) -> str:
+    return str(platform_server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+def make_gateway(aiohttp_client: Any, platform_url: str) -> GatewayFactory:
+    """A real gateway on a loopback port, pointed at the platform double unless told otherwise."""
+
+    async def make(upstream: str | None = None, **overrides: Any) -> TestClient[Any, Any]:
+        config = gateway_config(upstream or platform_url, **overrides)
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> TestClient[Any, Any]:
+    return await make_gateway()

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import ConfigError, Secret, from_mapping, load
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def app(**fields: Any) -> dict[str, Any]:
+    return {"appid": "a1", "secret_env": "S", "upstream": "https://platform.example", **fields}
+
+
+def problems_of(document: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(document, {"S": "s3cr3t"} if environ is None else environ)
+    return caught.value.problems
+
+
+def test_defaults() -> None:
+    config = from_mapping({"apps": {"demo": app()}}, {"S": "s3cr3t"})
+    assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8080)
+    assert config.default_app == "demo"
+    assert config.timeouts.connect_s == 3
+    assert config.timeouts.total_s == 15
+    assert config.limits.max_body_bytes == 64 * 1024 * 1024
+    assert config.apps["demo"].secret.reveal() == "s3cr3t"
+
+
+def test_the_repository_config_is_valid(caplog: pytest.LogCaptureFixture) -> None:
+    config = load(REPO / "gateway.yaml", environ={})
+    assert config.apps["demo"].appid == "demo-appid"
+    assert "apps.demo.secret: the secret is written in the config file" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("document", "environ", "expected"),
+    [
+        pytest.param(
+            {"apps": {"demo": app(secret_env="NEU_SECRET_DEMO")}},
+            {},
+            "apps.demo.secret_env: environment variable NEU_SECRET_DEMO is not set",
+            id="secret env var unset",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(secret_env="E")}},
+            {"E": ""},
+            "apps.demo.secret_env: environment variable E is empty",
+            id="secret env var empty",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(secret_env=None, secret_file="/nonexistent/secret")}},
+            None,
+            "apps.demo.secret_file: cannot read /nonexistent/secret (No such file or directory)",
+            id="secret file missing",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(secret="inline")}},
+            None,
+            "apps.demo: give exactly one of secret_env, secret_file or secret "
+            "(found secret_env, secret)",
+            id="two secret sources",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(secret_env=None)}},
+            None,
+            "apps.demo: give exactly one of secret_env, secret_file or secret",
+            id="no secret source",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(upstream="ftp://x")}},
+            None,
+            "apps.demo.upstream: must be an http:// or https:// base URL",
+            id="upstream not http",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(upstream="https://x/?a=1")}},
+            None,
+            "apps.demo.upstream: must not carry a query",
+            id="upstream with query",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "listen": {"port": 70000}},
+            None,
+            "listen.port: Input should be less than or equal to 65535",
+            id="port out of range",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "timeouts": {"total_s": 0}},
+            None,
+            "timeouts.total_s: Input should be greater than 0",
+            id="zero timeout",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "limits": {"max_body_byte": 1}},
+            None,
+            "limits.max_body_byte: unknown option",
+            id="misspelt option",
+        ),
+        pytest.param({"apps": {}}, None, "apps: ", id="no apps"),
+        pytest.param({"listen": {}}, None, "apps: required", id="apps missing"),
+        pytest.param(
+            {"apps": {"a": app(), "b": app()}, "default_app": "c"},
+            None,
+            "default_app: 'c' is not one of apps (a, b)",
+            id="unknown default app",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(upstream="${NEU_UPSTREAM}")}},
+            {"S": "s"},
+            "apps.demo.upstream: environment variable NEU_UPSTREAM is not set",
+            id="unset variable in a value",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "listen": {"host": "0.0.0.0"}},
+            None,
+            "listen.host: 0.0.0.0 is not a loopback address and callers are not authenticated",
+            id="non-loopback listener refused",
+        ),
+    ],
+)
+def test_problems_name_the_field(
+    document: dict[str, Any], environ: dict[str, str] | None, expected: str
+) -> None:
+    problems = problems_of(document, environ)
+    assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = problems_of(
+        {"apps": {"a": app(secret_env="A"), "b": app(secret_env="B")}}, environ={}
+    )
+    assert problems == [
+        "apps.a.secret_env: environment variable A is not set",
+        "apps.b.secret_env: environment variable B is not set",
+    ]
+
+
+def test_variables_are_substituted_with_defaults() -> None:
+    document = {"apps": {"demo": app(upstream="${HOST:-http://127.0.0.1:9}/base", appid="${ID}")}}
+    config = from_mapping(document, {"S": "s", "ID": "app-7"})
+    assert config.apps["demo"].upstream == "http://127.0.0.1:9/base"
+    assert config.apps["demo"].appid == "app-7"
+
+
+def test_secret_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-file\n")
+    config = from_mapping(
+        {"apps": {"demo": app(secret_env=None, secret_file=str(secret_file))}}, {}
+    )
+    assert config.apps["demo"].secret.reveal() == "from-file"
+
+
+def test_no_default_with_several_apps() -> None:
+    config = from_mapping({"apps": {"a": app(), "b": app()}}, {"S": "s"})
+    assert config.default_app is None
+
+
+def test_anonymous_public_listener_needs_explicit_consent(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    config = from_mapping(
+        {"apps": {"demo": app()}, "listen": {"host": "0.0.0.0"}, "insecure_allow_anonymous": True},
+        {"S": "s"},
+    )
+    assert config.listen.host == "0.0.0.0"
+
+
+def test_secret_never_prints_itself() -> None:
+    secret = Secret("s3cr3t")
+    assert "s3cr3t" not in repr(secret)
+    assert "s3cr3t" not in str(secret)
+    config = from_mapping({"apps": {"demo": app()}}, {"S": "s3cr3t"})
+    assert "s3cr3t" not in repr(config)
+
+
+def test_errors_never_echo_a_secret() -> None:
+    problems = problems_of({"apps": {"demo": app(secret=12345, secret_env=None)}})
+    assert "12345" not in "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("apps: [", "not valid YAML at line", id="broken YAML"),
+        pytest.param("- just a list", "(top level): must be a mapping", id="not a mapping"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load(path, environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load(tmp_path / "absent.yaml", environ={})
