@@ -1,0 +1,132 @@
+"""The gateway as its users run it: the `neu-gateway` command in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.platform_double import APPID, SECRET
+
+STARTUP_TIMEOUT_S = 30
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@dataclass
+class CommandResult:
+    status: int
+    stdout: str
+    stderr: str
+
+
+async def run_command(*args: str, env: dict[str, str] | None = None) -> CommandResult:
+    """Run a command to the end (the event loop keeps serving while it runs)."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return CommandResult(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def neu_gateway(*args: str, env: dict[str, str] | None = None) -> CommandResult:
+    return await run_command(sys.executable, "-m", "gateway", *args, env=env)
+
+
+def write_config(directory: Path, upstream: str, **extra: str) -> Path:
+    lines = [
+        "listen: {host: 127.0.0.1, port: 0}",
+        "apps:",
+        "  demo:",
+        f"    appid: {APPID}",
+        "    secret_env: NEU_SECRET_DEMO",
+        f"    upstream: {upstream}",
+        "timeouts: {connect_s: 2, total_s: 5}",
+        *(f"{key}: {value}" for key, value in extra.items()),
+    ]
+    path = directory / "gateway.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class GatewayProcess:
+    process: asyncio.subprocess.Process
+    url: str = ""
+    log_lines: list[str] = field(default_factory=list)
+    listening: asyncio.Future[str] = field(default_factory=asyncio.Future)
+    new_line: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.log_lines)
+
+    async def wait_for_log(self, text: str, timeout_s: float = 10) -> None:
+        """Returns once `text` shows in the log; each new line wakes the check."""
+
+        async def shown() -> None:
+            async with self.new_line:
+                await self.new_line.wait_for(lambda: text in self.log)
+
+        try:
+            await asyncio.wait_for(shown(), timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"{text!r} never logged:\n{self.log}") from None
+
+
+async def _drain(gateway: GatewayProcess, stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip()
+        async with gateway.new_line:
+            gateway.log_lines.append(text)
+            gateway.new_line.notify_all()
+        if not gateway.listening.done() and (match := _LISTENING.search(text)):
+            gateway.listening.set_result(match.group(1))
+    if not gateway.listening.done():
+        gateway.listening.set_exception(AssertionError(f"gateway exited at start:\n{gateway.log}"))
+
+
+StartGateway = Callable[[Path], Awaitable[GatewayProcess]]
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """Starts `python -m gateway serve -c CONFIG`, returns once it says where it listens."""
+    started: list[tuple[GatewayProcess, asyncio.Task[None]]] = []
+
+    async def start(config: Path) -> GatewayProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "--log-level",
+            "DEBUG",
+            "serve",
+            "-c",
+            str(config),
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "NEU_SECRET_DEMO": SECRET},
+        )
+        assert process.stderr is not None
+        gateway = GatewayProcess(process)
+        drain = asyncio.create_task(_drain(gateway, process.stderr))
+        started.append((gateway, drain))
+        gateway.url = await asyncio.wait_for(gateway.listening, STARTUP_TIMEOUT_S)
+        return gateway
+
+    yield start
+    for gateway, drain in started:
+        if gateway.process.returncode is None:
+            gateway.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(gateway.process.wait(), 20)
+        await drain

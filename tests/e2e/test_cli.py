@@ -1,0 +1,124 @@
+"""The `neu-gateway` command line: every subcommand, as a user runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import StartGateway, neu_gateway, write_config
+from tests.platform_double import SECRET
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+ENV = {"NEU_SECRET_DEMO": SECRET}
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["sign"], ["verify"]])
+async def test_help(command: list[str]) -> None:
+    result = await neu_gateway(*command, "--help")
+    assert result.status == 0
+    assert "usage: neu-gateway" in result.stdout
+
+
+async def test_check_config_on_the_repository_config() -> None:
+    result = await neu_gateway("check-config", "-c", str(REPO / "gateway.yaml"))
+    assert result.status == 0, result.stderr
+    assert "app demo (default): appid demo-appid" in result.stdout
+
+
+async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    result = await neu_gateway("check-config", "-c", str(config), env={"NEU_SECRET_DEMO": ""})
+    assert result.status == 2
+    assert "apps.demo.secret_env: environment variable NEU_SECRET_DEMO is empty" in result.stderr
+
+
+async def test_serve_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "not a url")
+    result = await neu_gateway("serve", "-c", str(config), env=ENV)
+    assert result.status == 2
+    assert "apps.demo.upstream: must be an http:// or https:// base URL" in result.stderr
+
+
+async def test_serve_refuses_an_anonymous_public_listener(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    config.write_text(config.read_text().replace("host: 127.0.0.1", "host: 0.0.0.0"))
+    result = await neu_gateway("serve", "-c", str(config), env=ENV)
+    assert result.status == 2
+    assert "listen.host: 0.0.0.0 is not a loopback address" in result.stderr
+
+
+async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
+    result = await neu_gateway("serve", "-c", str(tmp_path / "absent.yaml"))
+    assert result.status == 2
+    assert "cannot read the config file" in result.stderr
+
+
+async def test_sign_prints_the_published_vector(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    result = await neu_gateway(
+        "sign",
+        "-c",
+        str(config),
+        "code=abc123",
+        "grantType=authorization_code",
+        "scope=user.info",
+        "timestamp=1700000000000",
+        env={"NEU_SECRET_DEMO": "demo-secret"},
+    )
+    assert result.status == 0
+    assert (
+        "canonical: appid=demo-appidcode=abc123grantType=authorization_codescope=user.info"
+        "secret=******timestamp=1700000000000"
+    ) in result.stdout
+    assert "sign:      964bd40923c2f8911560c18cb06f580d3d26436378c11edff3f0691e4db00242" in (
+        result.stdout
+    )
+
+
+async def test_sign_joins_repeated_keys_and_refuses_bad_arguments(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    joined = await neu_gateway(
+        "sign", "-c", str(config), "openIds=a", "openIds=b", "timestamp=1", env=ENV
+    )
+    assert "openIds=a,b" in joined.stdout
+    bad = await neu_gateway("sign", "-c", str(config), "no-equals-sign", env=ENV)
+    assert bad.status == 2
+    assert "'no-equals-sign' is not key=value" in bad.stderr
+    unknown = await neu_gateway("sign", "-c", str(config), "--app", "nope", env=ENV)
+    assert unknown.status == 2
+    assert "choose an app with --app (demo)" in unknown.stderr
+
+
+async def test_verify_rejects_a_wrong_sign(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    result = await neu_gateway(
+        "verify", "-c", str(config), "tradeNo=T", "timestamp=1", "sign=" + "0" * 64, env=ENV
+    )
+    assert result.status == 1
+    assert "INVALID" in result.stdout
+
+
+async def test_serve_logs_requests_without_secrets(
+    tmp_path: Path, platform_url: str, start_gateway: StartGateway
+) -> None:
+    import aiohttp
+
+    gateway = await start_gateway(write_config(tmp_path, platform_url))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            gateway.url + "/neuopenapi/oauth/mini/accessToken",
+            data={"code": "one-time-code"},
+            headers={"X-Request-Id": "req-77"},
+        ) as response,
+    ):
+        assert response.status == 200
+        sign = (await response.json())["response"]["echo"]["sign"]
+    await gateway.wait_for_log("request_id=req-77")
+    assert "app=demo method=POST route=/neuopenapi/oauth/mini/accessToken status=200" in (
+        gateway.log
+    )
+    for secret_thing in (SECRET, sign, "one-time-code"):
+        assert secret_thing not in gateway.log
