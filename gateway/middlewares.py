@@ -77,6 +77,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("unhandled error, request_id=%s", request_id)
         response = error_response(InternalError(), request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
+    log_access(request, request_id, response.status, clock.monotonic() - started)
+    return response
+
+
+def log_access(request: web.Request, request_id: str, status: int, seconds: float) -> None:
     access_log.info(
         "request_id=%s app=%s method=%s route=%s status=%d latency_ms=%.1f",
         request_id,
@@ -85,7 +90,6 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         # The encoded path only: a query string can carry an accessToken, and a decoded
         # path could carry a line break into the log.
         request.rel_url.raw_path,
-        response.status,
-        (clock.monotonic() - started) * 1000,
+        status,
+        seconds * 1000,
     )
-    return response

@@ -21,7 +21,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     quoted_name,
 )
-from gateway.middlewares import REQUEST_ID_HEADER, error_response, request_id_for
+from gateway.middlewares import REQUEST_ID_HEADER, error_response, log_access, request_id_for
 from gateway.params import caller_fields, parse_json, parse_urlencoded
 from gateway.state import APP_NAME, CLOCK, CONFIG, REQUEST_ID, UPSTREAM
 from gateway.uploads import Upload, read_multipart
@@ -76,7 +76,10 @@ async def expect_body(request: web.Request) -> web.Response | None:
     """Refuses an oversized upload before the caller sends it (Expect: 100-continue)."""
     limit = request.app[CONFIG].limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return error_response(BodyTooLarge(), request_id_for(request))
+        # Middlewares do not run for an answer given here, so it is logged here.
+        request_id = request_id_for(request)
+        log_access(request, request_id, BodyTooLarge.status, 0.0)
+        return error_response(BodyTooLarge(), request_id)
     if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0

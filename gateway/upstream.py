@@ -8,6 +8,7 @@ UpstreamBadResponse (502).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from yarl import URL
 
 from gateway.config import LimitsConfig, TimeoutsConfig
 from gateway.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
+
+log = logging.getLogger("neu_gateway.upstream")
 
 # RFC 9110 section 7.6.1: these describe one connection, not the message, so never relay them.
 HOP_BY_HOP = frozenset(
@@ -95,10 +98,13 @@ class Upstream:
                 body = await self._read_capped(response)
                 return UpstreamResponse(response.status, end_to_end_headers(response.headers), body)
         except TimeoutError as exc:
+            _log_failure(method, url, exc)
             raise UpstreamTimeout() from exc
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+            _log_failure(method, url, exc)
             raise UpstreamBadResponse() from exc
         except (aiohttp.ClientError, OSError) as exc:
+            _log_failure(method, url, exc)
             raise UpstreamUnreachable() from exc
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
@@ -110,6 +116,11 @@ class Upstream:
             if len(body) > self._max_response_bytes:
                 raise UpstreamBadResponse(_too_large(self._max_response_bytes))
         return bytes(body)
+
+
+def _log_failure(method: str, url: URL, exc: BaseException) -> None:
+    # The query is left out: it holds the sign and, for user/info, an accessToken.
+    log.warning("upstream %s %s failed: %s", method, url.with_query(None), type(exc).__name__)
 
 
 def _too_large(limit: int) -> str:

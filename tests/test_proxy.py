@@ -287,11 +287,17 @@ def closed_port() -> int:
     return port
 
 
-async def test_refusing_upstream_gets_502(make_gateway: GatewayFactory) -> None:
-    gateway = await make_gateway(upstream=f"http://127.0.0.1:{closed_port()}")
-    response = await gateway.post(TOKEN_PATH, data={"code": "c"})
+async def test_refusing_upstream_gets_502_and_a_log_line_without_the_query(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = closed_port()
+    gateway = await make_gateway(upstream=f"http://127.0.0.1:{port}")
+    response = await gateway.get(TOKEN_PATH, params={"accessToken": "tok-123"})
     message = await envelope_of(response, 502, "upstream_unreachable")
     assert "could not be reached" in message
+    assert f"upstream GET http://127.0.0.1:{port}{TOKEN_PATH} failed" in caplog.text
+    assert "tok-123" not in caplog.text
+    assert "sign=" not in caplog.text
 
 
 @contextlib.asynccontextmanager

@@ -114,3 +114,28 @@ async def test_sign_command_matches_what_the_platform_verified(
     )
     assert verified.status == 0
     assert "result:    valid" in verified.stdout
+
+
+async def test_curl_oversized_upload_is_refused_before_it_is_sent(
+    tmp_path: Path, platform_url: str, start_gateway: StartGateway, platform: PlatformDouble
+) -> None:
+    gateway = await start_gateway(
+        write_config(tmp_path, platform_url, limits="{max_body_bytes: 1048576}")
+    )
+    upload = tmp_path / "big.bin"
+    upload.write_bytes(os.urandom(5 * 1024 * 1024))
+    result = await run_command(
+        "curl",
+        "--silent",
+        "--verbose",
+        "--max-time",
+        "30",
+        f"{gateway.url}/neuopenapi/file/upload",
+        "-F",
+        f"fileData=@{upload}",
+    )
+    # curl asks first (Expect: 100-continue) and the gateway answers 413 without the body.
+    assert "Expect: 100-continue" in result.stderr
+    assert json.loads(result.stdout)["error"] == "body_too_large"
+    assert platform.received == []
+    await gateway.wait_for_log("route=/neuopenapi/file/upload status=413")
