@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,8 +11,12 @@ from gateway import proxy
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.middlewares import gateway_middleware
-from gateway.state import CLOCK, CONFIG, UPSTREAM
+from gateway.sandbox.server import create_sandbox_app
+from gateway.sandbox.world import Settings
+from gateway.state import BASE_URLS, CLOCK, CONFIG, UPSTREAM
 from gateway.upstream import Upstream, close_session, create_session
+
+log = logging.getLogger("neu_gateway")
 
 
 def create_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -22,12 +27,53 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
+    app.cleanup_ctx.append(_embedded_sandbox)
     app.cleanup_ctx.append(_upstream_client)
     app.router.add_get("/healthz", health, allow_head=True)
     app.router.add_route(
         "*", proxy.API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
     )
     return app
+
+
+async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
+    """Starts the sandbox on its own listener when an app's upstream is `sandbox`."""
+    config = app[CONFIG]
+    base_urls = {name: entry.upstream for name, entry in config.apps.items()}
+    if not config.sandbox_apps:
+        app[BASE_URLS] = base_urls
+        yield
+        return
+    sandbox = create_sandbox_app(
+        {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
+        sandbox_settings(config),
+        app[CLOCK],
+    )
+    runner = web.AppRunner(sandbox, access_log=None)
+    await runner.setup()
+    listen = config.sandbox.listen
+    await web.TCPSite(runner, listen.host, listen.port).start()
+    host, port, *_ = runner.addresses[0]
+    url = f"http://{host}:{port}"
+    log.info(
+        "sandbox listening on %s (apps: %s)", url, ", ".join(a.name for a in config.sandbox_apps)
+    )
+    app[BASE_URLS] = {
+        name: url if entry.uses_sandbox else entry.upstream for name, entry in config.apps.items()
+    }
+    yield
+    await runner.cleanup()
+
+
+def sandbox_settings(config: Config) -> Settings:
+    sandbox = config.sandbox
+    return Settings(
+        token_expire_s=sandbox.token_expire_s,
+        code_ttl_s=sandbox.code_ttl_s,
+        notify_attempts=sandbox.notify_attempts,
+        notify_backoff_s=sandbox.notify_backoff_s,
+        explain=sandbox.explain,
+    )
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:

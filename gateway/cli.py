@@ -17,14 +17,19 @@ from aiohttp import web
 from gateway import __version__, signing
 from gateway.app import create_app
 from gateway.clock import SystemClock
-from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, load
+from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
 from gateway.params import caller_fields
+from gateway.sandbox.server import create_sandbox_app
+from gateway.sandbox.world import Settings
 
 log = logging.getLogger("neu_gateway")
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_CONFIG = 2
+# The public demo app of the sandbox; never a real app's credentials.
+DEMO_APPID = "demo-appid"
+DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo secret
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +69,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(check)
     check.set_defaults(command=_check_config)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the platform emulator alone",
+        description=(
+            "Run the SuperApp platform emulator on its own, for clients that sign their own "
+            "requests. Its controls are under /sandbox/ (see the README)."
+        ),
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 picks one)")
+    sandbox.add_argument(
+        "--app",
+        action="append",
+        metavar="APPID=SECRET",
+        help=f"an app to register (repeatable; default {DEMO_APPID}={DEMO_SECRET})",
+    )
+    sandbox.add_argument(
+        "--explain",
+        action="store_true",
+        help="say in a sign error what the sandbox signed (canonical string, secret masked)",
+    )
+    sandbox.add_argument("--token-expire-s", type=int, default=604800, help="accessToken life")
+    sandbox.add_argument("--notify-attempts", type=int, default=5, help="callback attempts")
+    sandbox.add_argument(
+        "--notify-backoff-s", type=float, default=1.0, help="first retry delay, doubling"
+    )
+    sandbox.set_defaults(command=_sandbox)
 
     for name, helptext, run in (
         ("sign", "show the canonical string (secret masked) and the sign", _sign),
@@ -111,9 +144,13 @@ def _check_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(f"{args.config}: ok")
     print(f"  listen: {config.listen.host}:{config.listen.port}")
+    sandbox = config.sandbox.listen
     for app in config.apps.values():
         default = " (default)" if app.name == config.default_app else ""
-        print(f"  app {app.name}{default}: appid {app.appid}, upstream {app.upstream}")
+        upstream = app.upstream
+        if app.uses_sandbox:
+            upstream = f"sandbox (embedded, http://{sandbox.host}:{sandbox.port})"
+        print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}")
     return EXIT_OK
 
 
@@ -121,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
-    _run(_serve_until_stopped(config))
+    _run(_serve_until_stopped(create_app(config), config.listen.host, config.listen.port))
     return EXIT_OK
 
 
@@ -135,27 +172,47 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def _serve_until_stopped(config: Config) -> None:
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen.host, config.listen.port, shutdown_timeout=10)
+async def _serve_until_stopped(
+    app: web.Application, host: str, port: int, what: str = "neu-gateway"
+) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
-        await site.start()
+        await runner.setup()
+        await web.TCPSite(runner, host, port, shutdown_timeout=10).start()
     except OSError as exc:
         await runner.cleanup()
-        raise SystemExit(
-            f"neu-gateway: cannot listen on {config.listen.host}:{config.listen.port} "
-            f"({exc.strerror})"
-        ) from None
-    for host, port, *_ in runner.addresses:
-        log.info("neu-gateway listening on http://%s:%d", host, port)
+        raise SystemExit(f"neu-gateway: cannot listen on {host}:{port} ({exc.strerror})") from None
+    for address, bound_port, *_ in runner.addresses:
+        log.info("%s listening on http://%s:%d", what, address, bound_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("neu-gateway stopping: finishing requests in flight")
+    log.info("%s stopping: finishing requests in flight", what)
     await runner.cleanup()
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    if not is_loopback(args.host):
+        print("neu-gateway: the sandbox listens on a loopback address only", file=sys.stderr)
+        return EXIT_CONFIG
+    secrets = {}
+    for item in args.app or [f"{DEMO_APPID}={DEMO_SECRET}"]:
+        appid, eq, secret = item.partition("=")
+        if not eq or not appid or not secret:
+            print(f"neu-gateway: --app {item!r} is not APPID=SECRET", file=sys.stderr)
+            return EXIT_CONFIG
+        secrets[appid] = secret
+    settings = Settings(
+        token_expire_s=args.token_expire_s,
+        notify_attempts=args.notify_attempts,
+        notify_backoff_s=args.notify_backoff_s,
+        explain=args.explain,
+    )
+    app = create_sandbox_app(secrets, settings)
+    _run(_serve_until_stopped(app, args.host, args.port, "sandbox"))
+    return EXIT_OK
 
 
 def _params_for(args: argparse.Namespace) -> tuple[App, dict[str, str]] | None:

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +31,7 @@ from yarl import URL
 log = logging.getLogger("neu_gateway.config")
 
 DEFAULT_CONFIG_PATH = Path("gateway.yaml")
+SANDBOX = "sandbox"
 MIB = 1 << 20
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -73,12 +74,16 @@ class ListenConfig(_Model):
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class AppConfig(_Model):
@@ -105,6 +110,8 @@ class AppConfig(_Model):
     @field_validator("upstream")
     @classmethod
     def _base_url(cls, value: str) -> str:
+        if value == SANDBOX:
+            return value
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(
@@ -125,6 +132,28 @@ class LimitsConfig(_Model):
     max_response_bytes: Annotated[int, Field(gt=0)] = 16 * MIB
 
 
+class SandboxListenConfig(ListenConfig):
+    port: Annotated[int, Field(ge=0, le=65535)] = 8090
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if not is_loopback(value):
+            raise ValueError("the sandbox listens on a loopback address only")
+        return value
+
+
+class SandboxConfig(_Model):
+    """The embedded platform emulator, run for apps whose upstream is `sandbox`."""
+
+    listen: SandboxListenConfig = SandboxListenConfig()
+    explain: bool = True
+    token_expire_s: Annotated[int, Field(gt=0)] = 604800
+    code_ttl_s: Annotated[int, Field(gt=0)] = 300
+    notify_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+
+
 class FileConfig(_Model):
     """The shape of gateway.yaml, before secrets are read."""
 
@@ -133,6 +162,7 @@ class FileConfig(_Model):
     default_app: str | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
     limits: LimitsConfig = LimitsConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     insecure_allow_anonymous: bool = False
 
     @field_validator("default_app")
@@ -151,7 +181,11 @@ class App:
     name: str
     appid: str
     secret: Secret
-    upstream: str
+    upstream: str  # a base URL, or SANDBOX for the embedded sandbox
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.upstream == SANDBOX
 
 
 @dataclass(frozen=True)
@@ -161,7 +195,12 @@ class Config:
     default_app: str | None
     timeouts: TimeoutsConfig
     limits: LimitsConfig
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     insecure_allow_anonymous: bool = False
+
+    @property
+    def sandbox_apps(self) -> list[App]:
+        return [app for app in self.apps.values() if app.uses_sandbox]
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -210,6 +249,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         default_app,
         parsed.timeouts,
         parsed.limits,
+        parsed.sandbox,
         parsed.insecure_allow_anonymous,
     )
 

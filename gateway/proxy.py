@@ -23,7 +23,7 @@ from gateway.errors import (
 )
 from gateway.middlewares import REQUEST_ID_HEADER, error_response, log_access, request_id_for
 from gateway.params import caller_fields, parse_json, parse_urlencoded
-from gateway.state import APP_NAME, CLOCK, CONFIG, REQUEST_ID, UPSTREAM
+from gateway.state import APP_NAME, BASE_URLS, CLOCK, CONFIG, REQUEST_ID, UPSTREAM
 from gateway.uploads import Upload, read_multipart
 
 API_PREFIX = "/neuopenapi/"
@@ -100,7 +100,7 @@ async def forward(request: web.Request) -> web.Response:
         if upload.files and request.method == "GET":
             raise BadRequest("file uploads need POST")
         signed = signed_fields(fields, app, request.app[CLOCK].now_ms())
-        url = app.upstream + path
+        url = request.app[BASE_URLS][app.name] + path
         headers = CIMultiDict(
             (name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers
         )

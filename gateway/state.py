@@ -11,6 +11,8 @@ from gateway.upstream import Upstream
 CONFIG = web.AppKey("neu_config", Config)
 CLOCK = web.AppKey("neu_clock", Clock)
 UPSTREAM = web.AppKey("neu_upstream", Upstream)
+# Each app's upstream base URL, the embedded sandbox's address filled in once it listens.
+BASE_URLS = web.AppKey("neu_base_urls", dict[str, str])
 
 # Per-request values, read by the access log.
 REQUEST_ID = web.RequestKey("neu_request_id", str)

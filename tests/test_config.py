@@ -200,3 +200,29 @@ def test_unreadable_files(tmp_path: Path, text: str, expected: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load(tmp_path / "absent.yaml", environ={})
+
+
+def test_sandbox_upstream_and_settings() -> None:
+    config = from_mapping(
+        {
+            "apps": {"demo": app(upstream="sandbox")},
+            "sandbox": {"listen": {"port": 0}, "token_expire_s": 2, "explain": False},
+        },
+        {"S": "s"},
+    )
+    assert config.apps["demo"].uses_sandbox
+    assert [a.name for a in config.sandbox_apps] == ["demo"]
+    assert (config.sandbox.listen.port, config.sandbox.token_expire_s) == (0, 2)
+    assert config.sandbox.explain is False
+
+
+def test_sandbox_defaults() -> None:
+    config = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
+    assert (config.sandbox.listen.host, config.sandbox.listen.port) == ("127.0.0.1", 8090)
+    assert config.sandbox.explain is True
+    assert config.sandbox_apps == []
+
+
+def test_sandbox_listens_on_loopback_only() -> None:
+    problems = problems_of({"apps": {"demo": app()}, "sandbox": {"listen": {"host": "0.0.0.0"}}})
+    assert problems == ["sandbox.listen.host: the sandbox listens on a loopback address only"]

@@ -16,7 +16,7 @@ import pytest
 from tests.platform_double import APPID, SECRET
 
 STARTUP_TIMEOUT_S = 30
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"(neu-gateway|sandbox) listening on (http://\S+)")
 
 
 @dataclass
@@ -43,7 +43,8 @@ async def neu_gateway(*args: str, env: dict[str, str] | None = None) -> CommandR
     return await run_command(sys.executable, "-m", "gateway", *args, env=env)
 
 
-def write_config(directory: Path, upstream: str, **extra: str) -> Path:
+def write_config(directory: Path, upstream: str = "sandbox", **extra: str) -> Path:
+    """A gateway.yaml for one demo app; the embedded sandbox (on a free port) by default."""
     lines = [
         "listen: {host: 127.0.0.1, port: 0}",
         "apps:",
@@ -52,6 +53,7 @@ def write_config(directory: Path, upstream: str, **extra: str) -> Path:
         "    secret_env: NEU_SECRET_DEMO",
         f"    upstream: {upstream}",
         "timeouts: {connect_s: 2, total_s: 5}",
+        "sandbox: {listen: {port: 0}, notify_backoff_s: 0.05}",
         *(f"{key}: {value}" for key, value in extra.items()),
     ]
     path = directory / "gateway.yaml"
@@ -62,7 +64,9 @@ def write_config(directory: Path, upstream: str, **extra: str) -> Path:
 @dataclass
 class GatewayProcess:
     process: asyncio.subprocess.Process
+    ready_when: str = "neu-gateway"
     url: str = ""
+    sandbox_url: str = ""
     log_lines: list[str] = field(default_factory=list)
     listening: asyncio.Future[str] = field(default_factory=asyncio.Future)
     new_line: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -90,35 +94,40 @@ async def _drain(gateway: GatewayProcess, stream: asyncio.StreamReader) -> None:
         async with gateway.new_line:
             gateway.log_lines.append(text)
             gateway.new_line.notify_all()
-        if not gateway.listening.done() and (match := _LISTENING.search(text)):
-            gateway.listening.set_result(match.group(1))
+        match = _LISTENING.search(text)
+        if match and match.group(1) == "sandbox":
+            gateway.sandbox_url = match.group(2)
+        if match and match.group(1) == gateway.ready_when and not gateway.listening.done():
+            gateway.listening.set_result(match.group(2))
     if not gateway.listening.done():
         gateway.listening.set_exception(AssertionError(f"gateway exited at start:\n{gateway.log}"))
 
 
 StartGateway = Callable[[Path], Awaitable[GatewayProcess]]
+StartCommand = Callable[..., Awaitable[GatewayProcess]]
 
 
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
-    """Starts `python -m gateway serve -c CONFIG`, returns once it says where it listens."""
+async def start_command() -> AsyncIterator[StartCommand]:
+    """Starts `python -m gateway --log-level DEBUG ARGS...`; returns once it says it listens.
+
+    The process is stopped with SIGTERM at the end of the test.
+    """
     started: list[tuple[GatewayProcess, asyncio.Task[None]]] = []
 
-    async def start(config: Path) -> GatewayProcess:
+    async def start(*args: str, ready_when: str = "neu-gateway") -> GatewayProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "gateway",
             "--log-level",
             "DEBUG",
-            "serve",
-            "-c",
-            str(config),
+            *args,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "NEU_SECRET_DEMO": SECRET},
         )
         assert process.stderr is not None
-        gateway = GatewayProcess(process)
+        gateway = GatewayProcess(process, ready_when)
         drain = asyncio.create_task(_drain(gateway, process.stderr))
         started.append((gateway, drain))
         gateway.url = await asyncio.wait_for(gateway.listening, STARTUP_TIMEOUT_S)
@@ -130,3 +139,13 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
             gateway.process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(gateway.process.wait(), 20)
         await drain
+
+
+@pytest.fixture
+def start_gateway(start_command: StartCommand) -> StartGateway:
+    """Starts `neu-gateway serve -c CONFIG`."""
+
+    async def start(config: Path) -> GatewayProcess:
+        return await start_command("serve", "-c", str(config))
+
+    return start

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import StartGateway, neu_gateway, write_config
+from tests.e2e.conftest import StartCommand, StartGateway, neu_gateway, write_config
 from tests.platform_double import SECRET
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +122,43 @@ async def test_serve_logs_requests_without_secrets(
     )
     for secret_thing in (SECRET, sign, "one-time-code"):
         assert secret_thing not in gateway.log
+
+
+async def test_sandbox_command_runs_the_platform_alone(start_command: StartCommand) -> None:
+    import aiohttp
+
+    from tests.sandbox_client import signed
+
+    sandbox = await start_command(
+        "sandbox",
+        "--port",
+        "0",
+        "--explain",
+        "--app",
+        "demo-appid=demo-secret",
+        ready_when="sandbox",
+    )
+    detail = sandbox.url + "/neuopenapi/pay/transactions/tradedetail"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(detail, params=signed({"tradeNo": "T"})) as response:
+            body = await response.json()
+        assert body["responseHeader"] == {"status": 404, "msg": "trade 'T' not found"}
+        async with session.get(
+            detail, params={**signed({"tradeNo": "T"}), "sign": "0"}
+        ) as response:
+            body = await response.json()
+        assert "the platform signed: appid=demo-appidsecret=******" in body["responseHeader"]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "the sandbox listens on a loopback address only"),
+        (["--app", "no-secret"], "--app 'no-secret' is not APPID=SECRET"),
+    ],
+    ids=["public address", "bad app"],
+)
+async def test_sandbox_command_refuses(args: list[str], message: str) -> None:
+    result = await neu_gateway("sandbox", *args)
+    assert result.status == 2
+    assert message in result.stderr

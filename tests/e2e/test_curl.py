@@ -1,4 +1,7 @@
-"""curl, as a developer would type it, against the real gateway process and the platform double."""
+"""curl, as a developer would type it, against the real gateway process and its embedded sandbox.
+
+The sandbox verifies every sign the gateway makes, as the platform would.
+"""
 
 from __future__ import annotations
 
@@ -6,122 +9,111 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import StartGateway, neu_gateway, run_command, write_config
-from tests.platform_double import SECRET, PlatformDouble
+from tests.e2e.conftest import GatewayProcess, StartGateway, neu_gateway, run_command, write_config
+from tests.platform_double import SECRET
 
 pytestmark = pytest.mark.e2e
+ECHO = "/neuopenapi/sandbox/echo"
 
 
-async def curl(*args: str) -> dict[str, object]:
+async def curl(*args: str) -> dict[str, Any]:
     result = await run_command("curl", "--silent", "--show-error", "--max-time", "30", *args)
     assert result.status == 0, result.stderr
-    body: dict[str, object] = json.loads(result.stdout)
+    body: dict[str, Any] = json.loads(result.stdout)
     return body
 
 
+def ok(body: dict[str, Any]) -> Any:
+    assert body["responseHeader"] == {"status": 200, "msg": "OK"}, body
+    return body["response"]
+
+
 @pytest.fixture
-async def gateway_url(tmp_path: Path, platform_url: str, start_gateway: StartGateway) -> str:
-    gateway = await start_gateway(write_config(tmp_path, platform_url))
-    return gateway.url
+async def gateway(tmp_path: Path, start_gateway: StartGateway) -> GatewayProcess:
+    return await start_gateway(write_config(tmp_path))
 
 
-async def test_curl_form_post(gateway_url: str, platform: PlatformDouble) -> None:
-    body = await curl(
-        "-X",
-        "POST",
-        f"{gateway_url}/neuopenapi/oauth/mini/accessToken",
-        "--data-urlencode",
-        "code=ce5f098c-8ae8-4fc9-b20c-c022de39e7c9",
-        "--data-urlencode",
-        "grantType=authorization_code",
-        "--data-urlencode",
-        "scope=user.info,user.phone",
+async def test_curl_form_post(gateway: GatewayProcess) -> None:
+    code = ok(await curl(f"{gateway.sandbox_url}/sandbox/login", "-d", "user=alice"))["code"]
+    token = ok(
+        await curl(
+            "-X",
+            "POST",
+            f"{gateway.url}/neuopenapi/oauth/mini/accessToken",
+            "--data-urlencode",
+            f"code={code}",
+            "--data-urlencode",
+            "grantType=authorization_code",
+            "--data-urlencode",
+            "scope=user.info,user.phone",
+        )
     )
-    assert body["responseHeader"] == {"status": 200, "msg": "OK"}
-    assert platform.last.sign_ok
-    assert platform.last.params["scope"] == "user.info,user.phone"
+    assert token["tokenType"] == "bearer"
 
 
-async def test_curl_get_with_query(gateway_url: str, platform: PlatformDouble) -> None:
-    body = await curl(
-        "-G",
-        f"{gateway_url}/neuopenapi/pay/transactions/tradedetail",
-        "--data-urlencode",
-        "tradeNo=8bf6dfaad61d4206a1726a2cfec697af",
-    )
-    assert body["responseHeader"] == {"status": 200, "msg": "OK"}
-    assert platform.last.method == "GET"
-    assert platform.last.sign_ok
-    assert platform.last.params["tradeNo"] == "8bf6dfaad61d4206a1726a2cfec697af"
+async def test_curl_get_with_query(gateway: GatewayProcess) -> None:
+    echoed = ok(await curl("-G", f"{gateway.url}{ECHO}", "--data-urlencode", "text=a+b&c=d%e 中文"))
+    assert echoed["params"]["text"] == "a+b&c=d%e 中文"
 
 
-async def test_curl_file_upload(gateway_url: str, platform: PlatformDouble, tmp_path: Path) -> None:
+async def test_curl_file_upload(gateway: GatewayProcess, tmp_path: Path) -> None:
     upload = tmp_path / "photo.jpg"
     blob = os.urandom(3 * 1024 * 1024 + 7)
     upload.write_bytes(blob)
-    body = await curl(
-        f"{gateway_url}/neuopenapi/file/upload",
-        "-F",
-        "title=holiday 中文",
-        "-F",
-        f"fileData=@{upload};type=image/jpeg",
+    echoed = ok(
+        await curl(
+            f"{gateway.url}{ECHO}",
+            "-F",
+            "title=holiday 中文",
+            "-F",
+            f"fileData=@{upload};type=image/jpeg",
+        )
     )
-    assert body["responseHeader"] == {"status": 200, "msg": "OK"}
-    assert platform.last.sign_ok
-    assert platform.last.params["title"] == "holiday 中文"
-    [received] = platform.last.files
-    assert (received.filename, received.content_type) == ("photo.jpg", "image/jpeg")
-    assert received.sha256 == hashlib.sha256(blob).hexdigest()
+    assert echoed["params"]["title"] == "holiday 中文"
+    [received] = echoed["files"]
+    assert (received["name"], received["filename"]) == ("fileData", "photo.jpg")
+    assert received["sha256"] == hashlib.sha256(blob).hexdigest()
 
 
-async def test_curl_sees_errors_in_the_platform_envelope(gateway_url: str) -> None:
-    body = await curl(f"{gateway_url}/neuopenapi/pay/transactions/trade", "-d", "secret=oops")
+async def test_curl_sees_gateway_errors_in_the_platform_envelope(gateway: GatewayProcess) -> None:
+    body = await curl(f"{gateway.url}/neuopenapi/pay/transactions/trade", "-d", "secret=oops")
     assert body["error"] == "secret_param_rejected"
-    assert body["responseHeader"]["status"] == 400  # type: ignore[index]
+    assert body["responseHeader"]["status"] == 400
 
 
 async def test_sign_command_matches_what_the_platform_verified(
-    gateway_url: str, platform: PlatformDouble, tmp_path: Path
+    gateway: GatewayProcess, tmp_path: Path
 ) -> None:
-    await curl(
-        "-G",
-        f"{gateway_url}/neuopenapi/pay/transactions/tradedetail",
-        "--data-urlencode",
-        "tradeNo=T-1",
-    )
-    received = platform.last.params
-    assert platform.last.sign_ok
+    echoed = ok(await curl("-G", f"{gateway.url}{ECHO}", "--data-urlencode", "tradeNo=T-1"))
+    timestamp = echoed["params"]["timestamp"]
+    config = str(tmp_path / "gateway.yaml")
+    env = {"NEU_SECRET_DEMO": SECRET}
     result = await neu_gateway(
-        "sign",
-        "-c",
-        str(tmp_path / "gateway.yaml"),
-        "tradeNo=T-1",
-        f"timestamp={received['timestamp']}",
-        env={"NEU_SECRET_DEMO": SECRET},
+        "sign", "-c", config, "tradeNo=T-1", f"timestamp={timestamp}", env=env
     )
     assert result.status == 0, result.stderr
-    assert f"sign:      {received['sign']}" in result.stdout
     assert SECRET not in result.stdout + result.stderr
+    form = next(line for line in result.stdout.splitlines() if line.startswith("form:"))
+    query = form.removeprefix("form:").strip()
+    # The sandbox itself accepts the printed form as a correctly signed request.
+    direct = ok(await curl(f"{gateway.sandbox_url}{ECHO}?{query}"))
+    assert direct["params"]["tradeNo"] == "T-1"
+    sign = query.rsplit("sign=", 1)[1]
     verified = await neu_gateway(
-        "verify",
-        "-c",
-        str(tmp_path / "gateway.yaml"),
-        *(f"{key}={value}" for key, value in received.items()),
-        env={"NEU_SECRET_DEMO": SECRET},
+        "verify", "-c", config, "tradeNo=T-1", f"timestamp={timestamp}", f"sign={sign}", env=env
     )
     assert verified.status == 0
     assert "result:    valid" in verified.stdout
 
 
 async def test_curl_oversized_upload_is_refused_before_it_is_sent(
-    tmp_path: Path, platform_url: str, start_gateway: StartGateway, platform: PlatformDouble
+    tmp_path: Path, start_gateway: StartGateway
 ) -> None:
-    gateway = await start_gateway(
-        write_config(tmp_path, platform_url, limits="{max_body_bytes: 1048576}")
-    )
+    gateway = await start_gateway(write_config(tmp_path, limits="{max_body_bytes: 1048576}"))
     upload = tmp_path / "big.bin"
     upload.write_bytes(os.urandom(5 * 1024 * 1024))
     result = await run_command(
@@ -130,12 +122,13 @@ async def test_curl_oversized_upload_is_refused_before_it_is_sent(
         "--verbose",
         "--max-time",
         "30",
-        f"{gateway.url}/neuopenapi/file/upload",
+        f"{gateway.url}{ECHO}",
         "-F",
         f"fileData=@{upload}",
     )
     # curl asks first (Expect: 100-continue) and the gateway answers 413 without the body.
     assert "Expect: 100-continue" in result.stderr
     assert json.loads(result.stdout)["error"] == "body_too_large"
-    assert platform.received == []
-    await gateway.wait_for_log("route=/neuopenapi/file/upload status=413")
+    await gateway.wait_for_log("route=/neuopenapi/sandbox/echo status=413")
+    stats = ok(await curl(f"{gateway.sandbox_url}/sandbox/stats"))
+    assert stats["calls"] == {}

@@ -1,0 +1,186 @@
+"""The platform's OpenAPI endpoints as data, from the parameter tables of its documentation.
+
+Pure: `validate(endpoint, params)` lists every problem with a request's parameters (without
+`appid`, `timestamp` and `sign`, which are checked apart), so a caller hears all of them at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from urllib.parse import urlsplit
+
+LANGUAGES = ("zh_CN", "en_US", "ar_SA")
+CURRENCIES = ("CNY", "USD", "SGD", "SAR")
+SCOPES = ("user.info", "user.phone")
+# The doc: "numbers, uppercase and lowercase letters _ - *".
+OUT_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-*]+$")
+
+
+class Kind(Enum):
+    STRING = "string"
+    LONG = "a whole number"
+    POSITIVE_LONG = "a positive whole number"
+    LIST = "a comma-separated list"
+    URL = "an http(s) URL without query or fragment"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: Kind = Kind.STRING
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    pattern: re.Pattern[str] | None = None
+    pattern_hint: str = ""
+
+
+Rule = Callable[[Mapping[str, str]], str | None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    params: tuple[Param, ...]
+    rules: tuple[Rule, ...] = field(default=())
+
+
+def _url_when_navigating_to_a_url(params: Mapping[str, str]) -> str | None:
+    if params.get("navigateType") == "2" and not params.get("url"):
+        return "url: required when navigateType is 2 (navigate to a URL)"
+    return None
+
+
+def _known_scopes(params: Mapping[str, str]) -> str | None:
+    scopes = [scope.strip() for scope in params.get("scope", "").split(",") if scope.strip()]
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown:
+        return f"scope: unknown {', '.join(unknown)}; use {' or '.join(SCOPES)}, comma-separated"
+    return None
+
+
+ACCESS_TOKEN = Endpoint(
+    "POST",
+    "/neuopenapi/oauth/mini/accessToken",
+    (
+        Param("code"),
+        Param("grantType", choices=("authorization_code",)),
+        Param("scope"),
+    ),
+    (_known_scopes,),
+)
+USER_INFO = Endpoint("GET", "/neuopenapi/oauth/mini/user/info", (Param("accessToken"),))
+TRADE = Endpoint(
+    "POST",
+    "/neuopenapi/pay/transactions/trade",
+    (
+        Param("merchantId", required=False),
+        Param("description", required=False),
+        Param(
+            "outTradeNo",
+            pattern=OUT_TRADE_NO,
+            pattern_hint="only letters, digits and _ - *",
+        ),
+        Param("timeExpire", Kind.POSITIVE_LONG, required=False),
+        Param("notifyUrl", Kind.URL),
+        Param("amount", Kind.POSITIVE_LONG),
+        Param("currency", choices=CURRENCIES),
+        Param("openId"),
+    ),
+)
+TRADE_DETAIL = Endpoint("GET", "/neuopenapi/pay/transactions/tradedetail", (Param("tradeNo"),))
+TRADE_CLOSE = Endpoint("POST", "/neuopenapi/pay/transactions/tradeclose", (Param("tradeNo"),))
+SEND_NOTIFY = Endpoint(
+    "POST",
+    "/neuopenapi/notify/sendNotify",
+    (
+        Param("notifyType", Kind.LONG, choices=("1",)),
+        Param("openIds", Kind.LIST),
+        Param("title"),
+        Param("text"),
+        Param("navigateType", choices=("1", "2")),
+        Param("url", required=False),
+        Param("link", required=False),
+        Param("language", choices=LANGUAGES),
+    ),
+    (_url_when_navigating_to_a_url,),
+)
+SEND_ACTIVITY = Endpoint(
+    "POST",
+    "/neuopenapi/activity/sendActivity",
+    (
+        Param("activityId"),
+        Param("openIds", Kind.LIST),
+        Param("color"),
+        Param("templateId"),
+        Param("title"),
+        Param("text"),
+        Param("iconUrl"),
+        Param("path", required=False),
+        Param("status", Kind.LONG, choices=("0", "1")),
+        Param("validityTime", Kind.POSITIVE_LONG),
+        Param("language", choices=LANGUAGES),
+    ),
+)
+
+ENDPOINTS = {
+    endpoint.path: endpoint
+    for endpoint in (
+        ACCESS_TOKEN,
+        USER_INFO,
+        TRADE,
+        TRADE_DETAIL,
+        TRADE_CLOSE,
+        SEND_NOTIFY,
+        SEND_ACTIVITY,
+    )
+}
+
+
+def validate(endpoint: Endpoint, params: Mapping[str, str]) -> list[str]:
+    """Every problem with these params for this endpoint, as `name: reason` lines."""
+    problems = []
+    for param in endpoint.params:
+        value = params.get(param.name, "")
+        if value == "":
+            if param.required:
+                problems.append(f"{param.name}: required")
+            continue
+        problem = _check(param, value)
+        if problem:
+            problems.append(f"{param.name}: {problem}")
+    problems += [problem for rule in endpoint.rules if (problem := rule(params))]
+    return problems
+
+
+def _check(param: Param, value: str) -> str | None:
+    if param.kind in (Kind.LONG, Kind.POSITIVE_LONG):
+        if not re.fullmatch(r"-?[0-9]{1,19}", value):
+            return f"must be {param.kind.value}, got {value[:40]!r}"
+        if param.kind is Kind.POSITIVE_LONG and int(value) <= 0:
+            return f"must be {param.kind.value}, got {value}"
+    if param.kind is Kind.URL and not _is_plain_url(value):
+        return f"must be {param.kind.value}"
+    if param.kind is Kind.LIST and not all(item.strip() for item in value.split(",")):
+        return "must be a comma-separated list without empty items"
+    if param.choices and value not in param.choices:
+        return f"must be one of {', '.join(param.choices)}"
+    if param.pattern and not param.pattern.fullmatch(value):
+        return param.pattern_hint or f"must match {param.pattern.pattern}"
+    return None
+
+
+def _is_plain_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+    )

@@ -1,0 +1,362 @@
+"""The sandbox's HTTP surface: the platform's OpenAPI under /neuopenapi/, controls under /sandbox/.
+
+Like the platform, an OpenAPI call answers HTTP 200 and puts its outcome in
+`responseHeader.status`; the /sandbox/ controls answer with that status on the wire too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.clock import Clock, SystemClock
+from gateway.endpoints import ENDPOINTS, Endpoint, validate
+from gateway.errors import InvalidParams
+from gateway.params import parse_urlencoded
+from gateway.sandbox.notifier import Notifier
+from gateway.sandbox.verify import Rejected, check_signed_request
+from gateway.sandbox.world import SandboxError, Settings, World
+
+ECHO_PATH = "/neuopenapi/sandbox/echo"
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+WORLD = web.AppKey("sandbox_world", World)
+NOTIFIER = web.AppKey("sandbox_notifier", Notifier)
+
+
+@dataclass
+class Fault:
+    delay_s: float = 0.0
+    status: int | None = None
+    reset: bool = False
+    hang: bool = False
+    times: int | None = None
+
+
+class Faults:
+    """Per-path faults for tests: delay, an HTTP status, a connection reset, or a hang."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, Fault] = {}
+        self._release = asyncio.Event()
+
+    def take(self, path: str) -> Fault | None:
+        fault = self.by_path.get(path)
+        if fault is not None and fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+                del self.by_path[path]
+        return fault
+
+    async def hang(self) -> None:
+        await self._release.wait()
+
+    def clear(self, path: str | None = None) -> None:
+        if path is None:
+            self.by_path.clear()
+        else:
+            self.by_path.pop(path, None)
+        # Hanging requests end when their fault is cleared.
+        self._release.set()
+        self._release = asyncio.Event()
+
+
+FAULTS = web.AppKey("sandbox_faults", Faults)
+TIMERS = web.AppKey("sandbox_timers", list[asyncio.TimerHandle])
+
+
+def envelope(status: int, msg: str, response: Any = None) -> dict[str, Any]:
+    return {"responseHeader": {"status": status, "msg": msg}, "response": response}
+
+
+def _is_platform_path(request: web.Request) -> bool:
+    return request.path.startswith("/neuopenapi/")
+
+
+@web.middleware
+async def sandbox_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        if _is_platform_path(request):
+            fault = request.app[FAULTS].take(request.path)
+            if fault is not None:
+                faulted = await _apply(fault, request)
+                if faulted is not None:
+                    return faulted
+        return await handler(request)
+    except (Rejected, SandboxError) as exc:
+        return _error(request, exc.status, exc.msg)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(request, exc.status, exc.reason)
+
+
+def _error(request: web.Request, status: int, msg: str) -> web.Response:
+    http_status = 200 if _is_platform_path(request) else status
+    return web.json_response(envelope(status, msg), status=http_status)
+
+
+async def _apply(fault: Fault, request: web.Request) -> web.StreamResponse | None:
+    if fault.delay_s:
+        await asyncio.sleep(fault.delay_s)
+    if fault.hang:
+        await request.app[FAULTS].hang()
+    if fault.reset:
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        raise asyncio.CancelledError
+    if fault.status is not None:
+        return web.json_response(
+            envelope(fault.status, "fault injected by /sandbox/faults"), status=fault.status
+        )
+    return None
+
+
+async def _platform_params(request: web.Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Query and body parameters as the platform reads them, and any uploaded files."""
+    try:
+        pairs = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
+        files: list[dict[str, Any]] = []
+        if request.content_type == "application/x-www-form-urlencoded":
+            pairs += parse_urlencoded(await request.read(), "form body")
+        elif request.content_type == "multipart/form-data":
+            for name, value in (await request.post()).items():
+                if isinstance(value, web.FileField):
+                    data = value.file.read()
+                    files.append(
+                        {
+                            "name": name,
+                            "filename": value.filename,
+                            "size": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest(),
+                        }
+                    )
+                else:
+                    pairs.append((name, str(value)))
+        elif request.body_exists and await request.read():
+            raise Rejected(
+                415, "the platform takes application/x-www-form-urlencoded or multipart/form-data"
+            )
+    except InvalidParams as exc:
+        raise Rejected(400, exc.msg) from None
+    except ValueError:
+        raise Rejected(400, "the request body cannot be parsed") from None
+    params: dict[str, list[str]] = {}
+    for key, value in pairs:
+        params.setdefault(key, []).append(value)
+    return {key: ",".join(values) for key, values in params.items()}, files
+
+
+Action = Callable[[web.Request, World, str, Mapping[str, str]], Any]
+
+
+def _exchange(request: web.Request, world: World, appid: str, params: Mapping[str, str]) -> Any:
+    return world.exchange(appid, params)
+
+
+def _user_info(request: web.Request, world: World, appid: str, params: Mapping[str, str]) -> Any:
+    return world.user_info(appid, params["accessToken"])
+
+
+def _trade(request: web.Request, world: World, appid: str, params: Mapping[str, str]) -> Any:
+    created = world.create_trade(appid, params)
+    deadline = world.trade(created["tradeNo"]).detail["timeExpire"]
+    if deadline is not None:
+        # Expire on time even if nobody asks, so the notification goes out as on the platform.
+        delay_s = max(0.0, (deadline - world.clock.now_ms()) / 1000)
+        trade = world.trade(created["tradeNo"])
+        handle = asyncio.get_running_loop().call_later(delay_s, world.expire_if_due, trade)
+        request.app[TIMERS].append(handle)
+    return created
+
+
+def _trade_detail(request: web.Request, world: World, appid: str, params: Mapping[str, str]) -> Any:
+    return world.trade_detail(appid, params["tradeNo"])
+
+
+def _trade_close(request: web.Request, world: World, appid: str, params: Mapping[str, str]) -> Any:
+    return world.close_trade(appid, params["tradeNo"])
+
+
+def _send_notify(request: web.Request, world: World, appid: str, params: Mapping[str, str]) -> Any:
+    return world.send_notify(appid, params)
+
+
+def _send_activity(
+    request: web.Request, world: World, appid: str, params: Mapping[str, str]
+) -> Any:
+    return world.send_activity(appid, params)
+
+
+ACTIONS: dict[str, Action] = {
+    "/neuopenapi/oauth/mini/accessToken": _exchange,
+    "/neuopenapi/oauth/mini/user/info": _user_info,
+    "/neuopenapi/pay/transactions/trade": _trade,
+    "/neuopenapi/pay/transactions/tradedetail": _trade_detail,
+    "/neuopenapi/pay/transactions/tradeclose": _trade_close,
+    "/neuopenapi/notify/sendNotify": _send_notify,
+    "/neuopenapi/activity/sendActivity": _send_activity,
+}
+
+
+async def platform_call(request: web.Request) -> web.Response:
+    world = request.app[WORLD]
+    world.calls[request.path] += 1
+    endpoint: Endpoint | None = ENDPOINTS.get(request.path)
+    if endpoint is None and request.path != ECHO_PATH:
+        raise Rejected(404, f"no such OpenAPI endpoint: {request.path[:120]}")
+    if endpoint is not None and request.method != endpoint.method:
+        raise Rejected(405, f"{request.path} takes {endpoint.method}, not {request.method}")
+    params, files = await _platform_params(request)
+    appid = check_signed_request(
+        params, world.secrets, world.clock.now_ms(), world.settings.explain
+    )
+    if endpoint is None:
+        echoed = {key: value for key, value in params.items() if key != "sign"}
+        return web.json_response(envelope(200, "OK", {"params": echoed, "files": files}))
+    problems = validate(endpoint, params)
+    if problems:
+        raise Rejected(400, "invalid parameters: " + "; ".join(problems))
+    return web.json_response(
+        envelope(200, "OK", ACTIONS[endpoint.path](request, world, appid, params))
+    )
+
+
+async def _control_params(request: web.Request) -> dict[str, str]:
+    """A control call's parameters from the query and a form or JSON body, for curl's sake."""
+    params = {key: value for key, value in request.query.items()}
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise SandboxError(400, "the JSON body cannot be parsed") from None
+        if not isinstance(body, dict):
+            raise SandboxError(400, "the JSON body must be an object")
+        params.update(
+            {
+                str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in body.items()
+            }
+        )
+    elif request.body_exists:
+        params.update({key: str(value) for key, value in (await request.post()).items()})
+    return params
+
+
+async def login(request: web.Request) -> web.Response:
+    world = request.app[WORLD]
+    params = await _control_params(request)
+    appid = params.get("appid") or (next(iter(world.secrets)) if len(world.secrets) == 1 else "")
+    if not appid:
+        raise SandboxError(400, "appid is required: several apps are registered")
+    return web.json_response(envelope(200, "OK", world.login(appid, params.get("user", ""))))
+
+
+async def pay(request: web.Request) -> web.Response:
+    params = await _control_params(request)
+    reason = params.get("failReasonType")
+    if reason is not None and not reason.lstrip("-").isdigit():
+        raise SandboxError(400, "failReasonType must be a number from the doc's table")
+    detail = request.app[WORLD].pay(
+        request.match_info["trade_no"],
+        params.get("result", ""),
+        int(reason) if reason is not None else None,
+    )
+    return web.json_response(envelope(200, "OK", detail))
+
+
+async def trade_view(request: web.Request) -> web.Response:
+    trade = request.app[WORLD].trade(request.match_info["trade_no"])
+    view = {
+        "detail": trade.detail,
+        "notifyUrl": trade.notify_url,
+        "notifications": trade.notifications,
+    }
+    return web.json_response(envelope(200, "OK", view))
+
+
+async def inbox(request: web.Request) -> web.Response:
+    return web.json_response(
+        envelope(200, "OK", request.app[WORLD].inbox(request.match_info["open_id"]))
+    )
+
+
+async def set_fault(request: web.Request) -> web.Response:
+    params = await _control_params(request)
+    path = params.get("path", "")
+    if not path.startswith("/neuopenapi/"):
+        raise SandboxError(400, "path is required: an OpenAPI path such as /neuopenapi/...")
+    try:
+        fault = Fault(
+            delay_s=float(params.get("delay_s") or 0),
+            status=int(params["status"]) if params.get("status") else None,
+            reset=params.get("reset", "").lower() in ("1", "true", "yes"),
+            hang=params.get("hang", "").lower() in ("1", "true", "yes"),
+            times=int(params["times"]) if params.get("times") else None,
+        )
+    except ValueError:
+        raise SandboxError(
+            400, "delay_s must be a number; status and times whole numbers"
+        ) from None
+    request.app[FAULTS].by_path[path] = fault
+    return web.json_response(envelope(200, "OK", {"path": path, **fault.__dict__}))
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[FAULTS].clear(request.query.get("path"))
+    return web.json_response(envelope(200, "OK", True))
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[WORLD].reset()
+    request.app[FAULTS].clear()
+    return web.json_response(envelope(200, "OK", True))
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(envelope(200, "OK", {"calls": dict(request.app[WORLD].calls)}))
+
+
+def create_sandbox_app(
+    secrets: Mapping[str, str], settings: Settings | None = None, clock: Clock | None = None
+) -> web.Application:
+    """The sandbox for these apps (appid -> secret)."""
+    clock = clock or SystemClock()
+    settings = settings or Settings()
+    app = web.Application(middlewares=[sandbox_middleware], client_max_size=MAX_BODY_BYTES)
+    notifier = Notifier(dict(secrets), settings, clock)
+    app[WORLD] = World(secrets, settings, clock, on_final=notifier.notify)
+    app[NOTIFIER] = notifier
+    app[FAULTS] = Faults()
+    app[TIMERS] = []
+    app.cleanup_ctx.append(_lifetime)
+    app.router.add_route("*", "/neuopenapi/{tail:.*}", platform_call)
+    app.router.add_post("/sandbox/login", login)
+    app.router.add_post("/sandbox/trades/{trade_no}/pay", pay)
+    app.router.add_get("/sandbox/trades/{trade_no}", trade_view)
+    app.router.add_get("/sandbox/inbox/{open_id}", inbox)
+    app.router.add_post("/sandbox/faults", set_fault)
+    app.router.add_delete("/sandbox/faults", clear_faults)
+    app.router.add_post("/sandbox/reset", reset)
+    app.router.add_get("/sandbox/stats", stats)
+    return app
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    yield
+    for handle in app[TIMERS]:
+        handle.cancel()
+    app[FAULTS].clear()
+    await app[NOTIFIER].close()
