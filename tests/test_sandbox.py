@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.sandbox import jwt
 from gateway.sandbox.server import NOTIFIER, create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.platform_double import APPID, SECRET, reference_sign
+from tests.receiver import CallbackReceiver
 from tests.sandbox_client import OTHER_APPID, SECRETS, MutableClock, call, login, signed
 
 Client = TestClient[Any, Any]
@@ -329,36 +328,9 @@ async def test_login_rejections(sandbox: Client) -> None:
 
 
 @pytest.fixture
-async def receiver(aiohttp_server: Any) -> Any:
-    """An internal service's notifyUrl: records what the platform posts; can fail on demand."""
-
-    class Receiver:
-        def __init__(self) -> None:
-            self.received: list[dict[str, str]] = []
-            self.fail_first = 0
-            self.arrived = asyncio.Condition()
-            self.url = ""
-
-        async def handle(self, request: web.Request) -> web.Response:
-            async with self.arrived:
-                self.received.append(dict(parse_qsl(await request.text())))
-                self.arrived.notify_all()
-            if self.fail_first:
-                self.fail_first -= 1
-                return web.Response(status=500)
-            return web.Response(text="ok")
-
-        async def wait_for(self, count: int) -> list[dict[str, str]]:
-            async with self.arrived:
-                await asyncio.wait_for(
-                    self.arrived.wait_for(lambda: len(self.received) >= count), 10
-                )
-            return self.received
-
-    receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/superpay/notify", receiver.handle)
-    server = await aiohttp_server(app)
+async def receiver(aiohttp_server: Any) -> CallbackReceiver:
+    receiver = CallbackReceiver()
+    server = await aiohttp_server(receiver.app())
     receiver.url = str(server.make_url("/superpay/notify"))
     return receiver
 

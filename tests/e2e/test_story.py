@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
-from aiohttp import web
 
 from gateway.signing import verify
 from tests.e2e.conftest import GatewayProcess, StartGateway, write_config
 from tests.e2e.test_curl import curl, ok
 from tests.platform_double import SECRET
+from tests.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
 MAX_POLLS = 50
 
 
-class NotifyReceiver:
-    """The mini app's notifyUrl: what the platform posts arrives here."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, str]] = []
-        self.arrived = asyncio.Condition()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        async with self.arrived:
-            self.received.append(dict(parse_qsl(await request.text())))
-            self.arrived.notify_all()
-        return web.Response(text="ok")
-
-    async def first(self) -> dict[str, str]:
-        async with self.arrived:
-            await asyncio.wait_for(self.arrived.wait_for(lambda: bool(self.received)), 10)
-        return self.received[0]
-
-
 @pytest.fixture
-async def receiver(aiohttp_server: Any) -> tuple[NotifyReceiver, str]:
-    receiver = NotifyReceiver()
-    app = web.Application()
-    app.router.add_post("/superpay/notify", receiver.handle)
-    server = await aiohttp_server(app)
-    return receiver, str(server.make_url("/superpay/notify"))
+async def receiver(aiohttp_server: Any) -> CallbackReceiver:
+    receiver = CallbackReceiver()
+    server = await aiohttp_server(receiver.app())
+    receiver.url = str(server.make_url("/superpay/notify"))
+    return receiver
 
 
 @pytest.fixture
@@ -111,17 +89,16 @@ async def detail_once_final(gateway: GatewayProcess, trade_no: str) -> dict[str,
 
 
 async def test_login_pay_notify_and_inbox(
-    gateway: GatewayProcess, receiver: tuple[NotifyReceiver, str]
+    gateway: GatewayProcess, receiver: CallbackReceiver
 ) -> None:
-    notify_receiver, notify_url = receiver
-    open_id, trade_no = await log_in_and_create_trade(gateway, notify_url)
+    open_id, trade_no = await log_in_and_create_trade(gateway, receiver.url)
     paid = ok(
         await curl(f"{gateway.sandbox_url}/sandbox/trades/{trade_no}/pay", "-d", "result=succeeded")
     )
     assert paid["transactionStatus"] == 2
     detail = await detail_once_final(gateway, trade_no)
     assert (detail["transactionStatus"], detail["amount"], detail["currency"]) == (2, 1999, "SAR")
-    callback = await notify_receiver.first()
+    [callback] = await receiver.wait_for(1)
     assert (callback["tradeNo"], callback["transactionStatus"]) == (trade_no, "2")
     assert verify(callback, SECRET)
 
@@ -162,17 +139,16 @@ async def test_login_pay_notify_and_inbox(
 
 
 async def test_login_and_close_instead_of_pay(
-    gateway: GatewayProcess, receiver: tuple[NotifyReceiver, str]
+    gateway: GatewayProcess, receiver: CallbackReceiver
 ) -> None:
-    notify_receiver, notify_url = receiver
-    _, trade_no = await log_in_and_create_trade(gateway, notify_url)
+    _, trade_no = await log_in_and_create_trade(gateway, receiver.url)
     closed = await curl(
         "-X", "POST", f"{gateway.url}/neuopenapi/pay/transactions/tradeclose?tradeNo={trade_no}"
     )
     assert ok(closed) is True
     detail = await detail_once_final(gateway, trade_no)
     assert detail["transactionStatus"] == 6
-    callback = await notify_receiver.first()
+    [callback] = await receiver.wait_for(1)
     assert (callback["tradeNo"], callback["transactionStatus"]) == (trade_no, "6")
     late = await curl(
         f"{gateway.sandbox_url}/sandbox/trades/{trade_no}/pay", "-d", "result=succeeded"
