@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from yarl import URL
 
 from gateway import proxy
 from gateway.clock import Clock, SystemClock
@@ -13,7 +14,9 @@ from gateway.config import Config
 from gateway.middlewares import gateway_middleware
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from gateway.state import BASE_URLS, CLOCK, CONFIG, UPSTREAM
+from gateway.state import BASE_URLS, CLOCK, CONFIG, TOKENS, UPSTREAM
+from gateway.stores import MemoryStore, RedisStore
+from gateway.tokens import Store, TokenCache
 from gateway.upstream import Upstream, close_session, create_session
 
 log = logging.getLogger("neu_gateway")
@@ -29,6 +32,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_embedded_sandbox)
     app.cleanup_ctx.append(_upstream_client)
+    app.cleanup_ctx.append(_token_cache)
     app.router.add_get("/healthz", health, allow_head=True)
     app.router.add_route(
         "*", proxy.API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
@@ -82,6 +86,26 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAM] = Upstream(session, config.limits)
     yield
     await close_session(session)
+
+
+async def _token_cache(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    cache = config.cache
+    store: Store
+    if cache.backend == "redis":
+        assert cache.url is not None
+        store = RedisStore(cache.url, cache.key_prefix, cache.timeout_s)
+        # user and password left out of the log line
+        log.info(
+            "token cache: redis at %s, keys under %r",
+            URL(cache.url).with_user(None),
+            cache.key_prefix,
+        )
+    else:
+        store = MemoryStore(cache.max_entries, app[CLOCK])
+    app[TOKENS] = TokenCache(store, app[CLOCK], cache.safety_margin_s, config.timeouts.total_s)
+    yield
+    await store.close()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -132,6 +132,30 @@ class LimitsConfig(_Model):
     max_response_bytes: Annotated[int, Field(gt=0)] = 16 * MIB
 
 
+class CacheConfig(_Model):
+    """The accessToken cache: memory in this process, or Redis shared by replicas."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    max_entries: Annotated[int, Field(gt=0)] = 10000
+    safety_margin_s: Annotated[float, Field(ge=0)] = 60.0
+    url: str | None = None
+    key_prefix: Annotated[str, Field(min_length=1)] = "neu:"
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and URL(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> CacheConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("url: required with backend: redis (e.g. redis://127.0.0.1:6379/0)")
+        return self
+
+
 class SandboxListenConfig(ListenConfig):
     port: Annotated[int, Field(ge=0, le=65535)] = 8090
 
@@ -162,6 +186,7 @@ class FileConfig(_Model):
     default_app: str | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
     limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
     sandbox: SandboxConfig = SandboxConfig()
     insecure_allow_anonymous: bool = False
 
@@ -195,6 +220,7 @@ class Config:
     default_app: str | None
     timeouts: TimeoutsConfig
     limits: LimitsConfig
+    cache: CacheConfig = field(default_factory=CacheConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     insecure_allow_anonymous: bool = False
 
@@ -249,6 +275,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         default_app,
         parsed.timeouts,
         parsed.limits,
+        parsed.cache,
         parsed.sandbox,
         parsed.insecure_allow_anonymous,
     )

@@ -8,12 +8,14 @@ GatewayError
 │   ├── InvalidMultipart       400 invalid_multipart
 │   ├── InvalidPath            400 invalid_path
 │   └── AppRequired            400 app_required
+├── TokenRequired              401 token_required
 ├── NotFound                   404 not_found
 │   └── UnknownApp             404 unknown_app
 ├── MethodNotAllowed           405 method_not_allowed
 ├── BodyTooLarge               413 body_too_large
 ├── UnsupportedMediaType       415 unsupported_media_type
 ├── InternalError              500 internal_error
+├── CacheUnavailable           503 cache_unavailable
 ├── UpstreamUnreachable        502 upstream_unreachable
 │   └── UpstreamBadResponse    502 upstream_bad_response
 └── UpstreamTimeout            504 upstream_timeout
@@ -93,6 +95,28 @@ class AppRequired(BadRequest):
 
     code = "app_required"
     message = "several apps are configured and none is the default: send header X-Neu-App"
+
+
+class TokenRequired(GatewayError):
+    """No live accessToken is cached for the openId a caller named."""
+
+    status = 401
+    code = "token_required"
+    message = (
+        "no live accessToken is cached for this openId: exchange the user's login code at "
+        "/neuopenapi/oauth/mini/accessToken first (or send accessToken yourself)"
+    )
+
+
+class CacheUnavailable(GatewayError):
+    """The shared token cache (Redis) does not answer."""
+
+    status = 503
+    code = "cache_unavailable"
+    message = (
+        "the token cache is unavailable, so accessTokens cannot be found by openId; "
+        "send accessToken yourself or retry shortly"
+    )
 
 
 class NotFound(GatewayError):

@@ -21,10 +21,12 @@ from gateway.errors import (
     UnsupportedMediaType,
     quoted_name,
 )
+from gateway.extras import ACCESS_TOKEN_PATH, USER_INFO_PATH, exchange_code, relay, user_info
 from gateway.middlewares import REQUEST_ID_HEADER, error_response, log_access, request_id_for
 from gateway.params import caller_fields, parse_json, parse_urlencoded
-from gateway.state import APP_NAME, BASE_URLS, CLOCK, CONFIG, REQUEST_ID, UPSTREAM
+from gateway.state import APP_NAME, BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM
 from gateway.uploads import Upload, read_multipart
+from gateway.upstream import UpstreamResponse
 
 API_PREFIX = "/neuopenapi/"
 APP_HEADER = "X-Neu-App"
@@ -99,27 +101,42 @@ async def forward(request: web.Request) -> web.Response:
         fields = caller_fields(query + upload.pairs)
         if upload.files and request.method == "GET":
             raise BadRequest("file uploads need POST")
-        signed = signed_fields(fields, app, request.app[CLOCK].now_ms())
-        url = request.app[BASE_URLS][app.name] + path
-        headers = CIMultiDict(
-            (name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers
-        )
-        headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
-        data: bytes | MultipartWriter | None = None
-        if request.method == "GET":
-            url += "?" + urlencode(signed)
-        elif upload.files:
-            data = multipart_body(signed, upload)
-        else:
-            headers[hdrs.CONTENT_TYPE] = FORM_TYPE
-            data = urlencode(signed).encode()
-        # encoded=True: urlencode() already produced the exact bytes the sign was made for.
-        answer = await request.app[UPSTREAM].request(
-            request.method, URL(url, encoded=True), headers=headers, data=data
-        )
+
+        async def send(final: dict[str, str]) -> UpstreamResponse:
+            return await _send(request, app, path, final, upload)
+
+        cache = request.app[TOKENS]
+        if request.method == "POST" and path == ACCESS_TOKEN_PATH and fields.get("code"):
+            return await exchange_code(cache, app.name, fields, send)
+        if request.method == "GET" and path == USER_INFO_PATH:
+            return await user_info(cache, app.name, fields, send)
+        return relay(await send(fields))
     finally:
         upload.close()
-    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+
+async def _send(
+    request: web.Request, app: App, path: str, fields: dict[str, str], upload: Upload
+) -> UpstreamResponse:
+    """Sign the fields and send them to the app's upstream as the platform expects them."""
+    signed = signed_fields(fields, app, request.app[CLOCK].now_ms())
+    url = request.app[BASE_URLS][app.name] + path
+    headers = CIMultiDict(
+        (name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers
+    )
+    headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    data: bytes | MultipartWriter | None = None
+    if request.method == "GET":
+        url += "?" + urlencode(signed)
+    elif upload.files:
+        data = multipart_body(signed, upload)
+    else:
+        headers[hdrs.CONTENT_TYPE] = FORM_TYPE
+        data = urlencode(signed).encode()
+    # encoded=True: urlencode() already produced the exact bytes the sign was made for.
+    return await request.app[UPSTREAM].request(
+        request.method, URL(url, encoded=True), headers=headers, data=data
+    )
 
 
 async def read_body(request: web.Request, max_body_bytes: int) -> Upload:

@@ -15,19 +15,21 @@ SECRETS = {APPID: SECRET, OTHER_APPID: OTHER_SECRET}
 
 
 class MutableClock:
-    """A clock the test moves by hand; durations still come from the real monotonic clock."""
+    """A clock the test moves by hand, wall time and monotonic time together."""
 
     def __init__(self) -> None:
         self.now = time.time_ns() // 1_000_000
+        self._skew = 0.0
 
     def now_ms(self) -> int:
         return self.now
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return time.monotonic() + self._skew
 
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * 1000)
+        self._skew += seconds
 
 
 def signed(params: dict[str, str], appid: str = APPID, now_ms: int | None = None) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.sandbox import jwt
+from gateway import jwt
 from gateway.sandbox.server import NOTIFIER, create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.platform_double import APPID, SECRET, reference_sign

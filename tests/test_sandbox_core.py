@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import jwt
 from gateway.endpoints import ENDPOINTS, SEND_NOTIFY, TRADE, validate
-from gateway.sandbox import jwt
 from gateway.sandbox.verify import Rejected, check_signed_request
 from tests.platform_double import reference_sign
 
