@@ -111,6 +111,56 @@ async def throughput(url: str, requests: int, concurrency: int) -> dict[str, flo
     }
 
 
+async def token_cache_memory(tokens: int = 20_000) -> dict[str, float]:
+    """Bytes of memory one cached login takes in the in-memory store (answer, openId, reverse)."""
+    import tracemalloc
+
+    from gateway import jwt
+    from gateway.clock import SystemClock
+    from gateway.stores import MemoryStore
+    from gateway.tokens import Answer, TokenCache
+
+    clock = SystemClock()
+    cache = TokenCache(MemoryStore(tokens, clock), clock, margin_s=60, wait_s=15)
+    now = clock.now_ms() // 1000
+    key = os.urandom(64)
+
+    def answer_for(i: int) -> Answer:
+        # The shape and size of the platform's answer, with a JWT like the doc's sample.
+        claims = {
+            "iat": now,
+            "nbf": now,
+            "exp": now + 604800,
+            "openId": f"{i:032x}",
+            "clientId": "tmfxzpo3g02unycoyl",
+            "scope": "user.info,user.phone",
+        }
+        body = json.dumps(
+            {
+                "responseHeader": {"status": 200, "msg": "OK"},
+                "response": {
+                    "accessToken": jwt.encode(claims, key),
+                    "expire": 604800,
+                    "tokenType": "bearer",
+                },
+            }
+        )
+        return Answer(200, "application/json", body.encode())
+
+    answers = [answer_for(i) for i in range(tokens)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, answer in enumerate(answers):
+
+        async def fetch(answer: Answer = answer) -> Answer:
+            return answer
+
+        await cache.exchange("demo", f"code-{i:08d}-0000-0000-000000000000", "user.info", fetch)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"token_cache_bytes_per_token": used / tokens}
+
+
 async def run(requests: int, concurrency: int) -> dict[str, float]:
     sink, sink_url = await start(sys.executable, str(HERE / "sink.py"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,6 +195,7 @@ async def run(requests: int, concurrency: int) -> dict[str, float]:
     results["gateway_throughput_vs_direct"] = (
         via["requests_per_second"] / direct["requests_per_second"]
     )
+    results.update(await token_cache_memory())
     return results
 
 

@@ -10,6 +10,8 @@ from gateway.app import create_app
 from gateway.config import Config, from_mapping
 from tests.platform_double import APPID, SECRET, PlatformDouble
 
+pytest_plugins = ["tests.redis_server"]
+
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 

@@ -56,6 +56,7 @@ def write_config(directory: Path, upstream: str = "sandbox", **extra: str) -> Pa
         "sandbox: {listen: {port: 0}, notify_backoff_s: 0.05}",
         *(f"{key}: {value}" for key, value in extra.items()),
     ]
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "gateway.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path

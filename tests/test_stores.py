@@ -1,0 +1,55 @@
+"""The Redis store against a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.stores import RedisStore
+from gateway.tokens import StoreError
+from tests.redis_server import RedisServer
+
+
+async def test_entries_live_under_the_prefix_with_a_ttl(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, "neu:test:", timeout_s=1)
+    await store.put("x:demo:abc", b"answer", ttl_s=30)
+    assert await store.get("x:demo:abc") == b"answer"
+    assert await store.lock("lock:x", ttl_s=5)
+    assert not await store.lock("lock:x", ttl_s=5)
+    client = aioredis.from_url(redis_server.url)
+    keys = sorted(await client.keys("*"))
+    assert keys == [b"neu:test:lock:x", b"neu:test:x:demo:abc"]
+    for key in keys:
+        assert 0 < await client.pttl(key) <= 30_000
+    await store.unlock("lock:x")
+    assert await store.lock("lock:x", ttl_s=5)
+    await store.delete("x:demo:abc")
+    assert await store.get("x:demo:abc") is None
+    await client.aclose()
+    await store.close()
+
+
+async def test_a_password_in_the_url() -> None:
+    server = RedisServer(password="s3cret-pw")
+    await server.start()
+    try:
+        store = RedisStore(server.url, "neu:", timeout_s=1)
+        await store.put("k", b"v", 5)
+        assert await store.get("k") == b"v"
+        await store.close()
+        wrong = RedisStore(server.url.replace("s3cret-pw", "wrong-pw"), "neu:", timeout_s=1)
+        with pytest.raises(StoreError) as caught:
+            await wrong.get("k")
+        assert "s3cret-pw" not in str(caught.value)
+        assert "wrong-pw" not in str(caught.value)
+        await wrong.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_stopped_server_is_a_store_error(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, "neu:", timeout_s=0.5)
+    await redis_server.stop()
+    with pytest.raises(StoreError):
+        await store.get("k")
+    await store.close()
