@@ -128,9 +128,10 @@ async def test_a_two_second_token_is_not_served_after_it_expires(
 ) -> None:
     login = await sandbox(gateway, "POST", "/sandbox/login", user="alice")
     await exchange(gateway, login["code"])
-    clock.advance(1.5)
-    assert (await gateway.get(USER_INFO, params={"openId": login["openId"]})).status == 200
+    # The JWT's exp is in whole seconds, so the token lives between 1 and 2 seconds.
     clock.advance(0.5)
+    assert (await gateway.get(USER_INFO, params={"openId": login["openId"]})).status == 200
+    clock.advance(1.5)
     response = await gateway.get(USER_INFO, params={"openId": login["openId"]})
     assert (response.status, (await response.json())["error"]) == (401, "token_required")
 
