@@ -9,6 +9,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway import proxy
+from gateway.admission import API_PREFIX
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.middlewares import gateway_middleware
@@ -27,6 +28,9 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         middlewares=[gateway_middleware],
         # Bodies are read by the handler with its own limit; this only guards request.read().
         client_max_size=config.limits.max_body_bytes,
+        # aiohttp refuses larger headers in plain text before any middleware; keep its limits
+        # above limits.max_header_bytes so callers get the envelope (431) from the gateway.
+        handler_args={"max_line_size": 1 << 17, "max_field_size": 1 << 17},
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
@@ -35,7 +39,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(_token_cache)
     app.router.add_get("/healthz", health, allow_head=True)
     app.router.add_route(
-        "*", proxy.API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
+        "*", API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
     )
     return app
 

@@ -28,6 +28,9 @@ from pydantic import (
 )
 from yarl import URL
 
+from gateway.access import Caller, Network, Route
+from gateway.credentials import Secret
+
 log = logging.getLogger("neu_gateway.config")
 
 DEFAULT_CONFIG_PATH = Path("gateway.yaml")
@@ -44,23 +47,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
-
-
-class Secret:
-    """A secret value that does not print itself; `reveal()` only where the hash is made."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
 
 
 class _Model(BaseModel):
@@ -130,6 +116,35 @@ class TimeoutsConfig(_Model):
 class LimitsConfig(_Model):
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * MIB
     max_response_bytes: Annotated[int, Field(gt=0)] = 16 * MIB
+    max_params: Annotated[int, Field(gt=0)] = 200
+    max_key_length: Annotated[int, Field(gt=0)] = 128
+    max_value_length: Annotated[int, Field(gt=0)] = 65536
+    max_header_bytes: Annotated[int, Field(gt=0, le=65536)] = 16384
+
+
+MIN_CALLER_TOKEN_LENGTH = 16
+
+
+class CallerConfig(_Model):
+    """A service that may call the gateway, and what it may do."""
+
+    token_env: str | None = None
+    token_file: Path | None = None
+    apps: Annotated[list[str], Field(min_length=1)]
+    allow: Annotated[list[str], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> CallerConfig:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token_env or token_file")
+        return self
+
+    @field_validator("allow")
+    @classmethod
+    def _routes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            Route.parse(item)
+        return value
 
 
 class CacheConfig(_Model):
@@ -188,7 +203,10 @@ class FileConfig(_Model):
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    callers: dict[Annotated[str, Field(pattern=_APP_NAME)], CallerConfig] = {}
+    trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     insecure_allow_anonymous: bool = False
+    strict_endpoints: bool = False
 
     @field_validator("default_app")
     @classmethod
@@ -222,7 +240,10 @@ class Config:
     limits: LimitsConfig
     cache: CacheConfig = field(default_factory=CacheConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    callers: Mapping[str, Caller] = field(default_factory=dict)
+    trusted_networks: tuple[Network, ...] = ()
     insecure_allow_anonymous: bool = False
+    strict_endpoints: bool = False
 
     @property
     def sandbox_apps(self) -> list[App]:
@@ -257,15 +278,19 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         raise ConfigError([_describe(error) for error in exc.errors()]) from None
     apps = {}
     for name, app in parsed.apps.items():
-        secret = _resolve_secret(name, app, environ, problems)
+        secret = _read_credential(
+            f"apps.{name}", "secret", app.secret_env, app.secret_file, app.secret, environ, problems
+        )
         if secret is not None:
             apps[name] = App(name, app.appid, secret, app.upstream)
     default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
-    if not parsed.listen.is_loopback and not parsed.insecure_allow_anonymous:
+    callers = _callers(parsed, environ, problems)
+    if not parsed.listen.is_loopback and not parsed.callers and not parsed.insecure_allow_anonymous:
         problems.append(
-            f"listen.host: {parsed.listen.host} is not a loopback address and callers are not "
-            "authenticated; listen on 127.0.0.1, or set insecure_allow_anonymous: true "
-            "if something in front of the gateway authenticates callers"
+            f"listen.host: {parsed.listen.host} is not a loopback address and no callers are "
+            "configured, so anyone who reaches it could act as your apps; configure callers, "
+            "listen on 127.0.0.1, or set insecure_allow_anonymous: true if something in front "
+            "of the gateway authenticates callers"
         )
     if problems:
         raise ConfigError(problems)
@@ -277,8 +302,44 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         parsed.limits,
         parsed.cache,
         parsed.sandbox,
+        callers,
+        tuple(parsed.trusted_networks),
         parsed.insecure_allow_anonymous,
+        parsed.strict_endpoints,
     )
+
+
+def _callers(
+    parsed: FileConfig, environ: Mapping[str, str], problems: list[str]
+) -> dict[str, Caller]:
+    callers: dict[str, Caller] = {}
+    for name, caller in parsed.callers.items():
+        where = f"callers.{name}"
+        unknown = [app for app in caller.apps if app not in parsed.apps]
+        if unknown:
+            problems.append(
+                f"{where}.apps: unknown app {', '.join(map(repr, unknown))} "
+                f"(configured: {', '.join(parsed.apps)})"
+            )
+        token = _read_credential(
+            where, "token", caller.token_env, caller.token_file, None, environ, problems
+        )
+        if token is None:
+            continue
+        if len(token.reveal()) < MIN_CALLER_TOKEN_LENGTH:
+            source = "token_env" if caller.token_env else "token_file"
+            problems.append(
+                f"{where}.{source}: the token is shorter than {MIN_CALLER_TOKEN_LENGTH} "
+                "characters; use a long random one (e.g. openssl rand -hex 32)"
+            )
+            continue
+        twin = next((c.name for c in callers.values() if c.token.matches(token.reveal())), None)
+        if twin is not None:
+            problems.append(f"{where}: has the same token as callers.{twin}; give each its own")
+            continue
+        routes = tuple(Route.parse(item) for item in caller.allow)
+        callers[name] = Caller(name, token, frozenset(caller.apps), routes)
+    return callers
 
 
 def _substitute(node: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
@@ -317,37 +378,46 @@ def _describe(error: Any) -> str:
     return f"{location}: {message}"
 
 
-def _resolve_secret(
-    name: str, app: AppConfig, environ: Mapping[str, str], problems: list[str]
+def _read_credential(
+    where: str,
+    what: str,
+    env_name: str | None,
+    file_path: Path | None,
+    inline: str | None,
+    environ: Mapping[str, str],
+    problems: list[str],
 ) -> Secret | None:
-    where = f"apps.{name}"
-    if app.secret_env is not None:
-        value = environ.get(app.secret_env)
+    """A secret or token from an environment variable, a file, or (demo only) inline."""
+    if env_name is not None:
+        value = environ.get(env_name)
         if value is None:
-            problems.append(f"{where}.secret_env: environment variable {app.secret_env} is not set")
+            problems.append(f"{where}.{what}_env: environment variable {env_name} is not set")
             return None
         if not value:
-            problems.append(f"{where}.secret_env: environment variable {app.secret_env} is empty")
+            problems.append(f"{where}.{what}_env: environment variable {env_name} is empty")
             return None
         return Secret(value)
-    if app.secret_file is not None:
+    if file_path is not None:
         try:
-            value = app.secret_file.read_text(encoding="utf-8").strip()
+            value = file_path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            problems.append(f"{where}.secret_file: cannot read {app.secret_file} ({reason})")
+            problems.append(f"{where}.{what}_file: cannot read {file_path} ({reason})")
             return None
         if not value:
-            problems.append(f"{where}.secret_file: {app.secret_file} is empty")
+            problems.append(f"{where}.{what}_file: {file_path} is empty")
             return None
         return Secret(value)
-    assert app.secret is not None
-    if not app.secret:
-        problems.append(f"{where}.secret: is empty")
+    assert inline is not None
+    if not inline:
+        problems.append(f"{where}.{what}: is empty")
         return None
     log.warning(
-        "%s.secret: the secret is written in the config file; outside the sandbox demo use "
-        "secret_env or secret_file",
+        "%s.%s: the secret is written in the config file; outside the sandbox demo use "
+        "%s_env or %s_file",
         where,
+        what,
+        what,
+        what,
     )
-    return Secret(app.secret)
+    return Secret(inline)

@@ -7,13 +7,18 @@ GatewayError
 │   ├── InvalidJson            400 invalid_json
 │   ├── InvalidMultipart       400 invalid_multipart
 │   ├── InvalidPath            400 invalid_path
+│   ├── ValidationFailed       400 validation_failed
 │   └── AppRequired            400 app_required
+├── Unauthenticated            401 unauthenticated
 ├── TokenRequired              401 token_required
+├── Forbidden                  403 forbidden
 ├── NotFound                   404 not_found
-│   └── UnknownApp             404 unknown_app
+│   ├── UnknownApp             404 unknown_app
+│   └── UnknownEndpoint        404 unknown_endpoint
 ├── MethodNotAllowed           405 method_not_allowed
 ├── BodyTooLarge               413 body_too_large
 ├── UnsupportedMediaType       415 unsupported_media_type
+├── HeadersTooLarge            431 headers_too_large
 ├── InternalError              500 internal_error
 ├── CacheUnavailable           503 cache_unavailable
 ├── UpstreamUnreachable        502 upstream_unreachable
@@ -39,8 +44,9 @@ class GatewayError(Exception):
     code: str = "gateway_error"
     message: ClassVar[str] = "the gateway could not handle the request"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, headers: dict[str, str] | None = None) -> None:
         self.msg = message or self.message
+        self.headers = headers or {}
         super().__init__(self.msg)
 
 
@@ -90,11 +96,34 @@ class InvalidPath(BadRequest):
     message = "the path must be a plain /neuopenapi/... path without encoded or dot segments"
 
 
+class ValidationFailed(BadRequest):
+    """The parameters break the endpoint's rules from the platform doc; all problems listed."""
+
+    code = "validation_failed"
+    message = "the parameters do not meet the endpoint's rules"
+
+
 class AppRequired(BadRequest):
     """Several apps are configured, none is the default, and the caller named none."""
 
     code = "app_required"
     message = "several apps are configured and none is the default: send header X-Neu-App"
+
+
+class Unauthenticated(GatewayError):
+    """No caller token, or one the gateway does not know."""
+
+    status = 401
+    code = "unauthenticated"
+    message = "missing or unknown caller token: send Authorization: Bearer <your caller token>"
+
+
+class Forbidden(GatewayError):
+    """The caller is known but may not use this app or route."""
+
+    status = 403
+    code = "forbidden"
+    message = "this caller may not do that"
 
 
 class TokenRequired(GatewayError):
@@ -134,6 +163,13 @@ class UnknownApp(NotFound):
     message = "unknown app in X-Neu-App"
 
 
+class UnknownEndpoint(NotFound):
+    """strict_endpoints is on and the path is not one of the platform's documented endpoints."""
+
+    code = "unknown_endpoint"
+    message = "not a documented platform endpoint, and strict_endpoints is on"
+
+
 class MethodNotAllowed(GatewayError):
     """The platform's OpenAPI is called with GET or POST only."""
 
@@ -159,6 +195,14 @@ class UnsupportedMediaType(GatewayError):
         "unsupported Content-Type: send application/x-www-form-urlencoded, "
         "application/json or multipart/form-data"
     )
+
+
+class HeadersTooLarge(GatewayError):
+    """The request's headers are larger than limits.max_header_bytes."""
+
+    status = 431
+    code = "headers_too_large"
+    message = "the request headers are larger than the gateway accepts (limits.max_header_bytes)"
 
 
 class InternalError(GatewayError):

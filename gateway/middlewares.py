@@ -13,12 +13,13 @@ from aiohttp.typedefs import Handler
 from gateway.errors import (
     BodyTooLarge,
     GatewayError,
+    HeadersTooLarge,
     InternalError,
     MethodNotAllowed,
     NotFound,
     envelope,
 )
-from gateway.state import APP_NAME, CLOCK, REQUEST_ID
+from gateway.state import APP_NAME, CALLER_NAME, CLOCK, CONFIG, REQUEST_ID
 
 access_log = logging.getLogger("neu_gateway.access")
 log = logging.getLogger("neu_gateway")
@@ -40,9 +41,10 @@ def error_response(error: GatewayError, request_id: str) -> web.Response:
         content_type="application/json",
     )
     response.headers[REQUEST_ID_HEADER] = request_id
-    if isinstance(error, MethodNotAllowed):
+    response.headers.update(error.headers)
+    if isinstance(error, MethodNotAllowed) and "Allow" not in error.headers:
         response.headers["Allow"] = "GET, POST"
-    if isinstance(error, BodyTooLarge):
+    if isinstance(error, BodyTooLarge | HeadersTooLarge):
         # The rest of the body is not read, so the connection cannot carry another request.
         response.force_close()
     return response
@@ -68,6 +70,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[REQUEST_ID] = request_id
     started = clock.monotonic()
     try:
+        check_header_size(request)
         response = await handler(request)
     except GatewayError as exc:
         response = error_response(exc, request_id)
@@ -81,10 +84,18 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def check_header_size(request: web.Request) -> None:
+    """Refuses oversized headers with our envelope, below aiohttp's own (plain-text) limits."""
+    size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    if size > request.app[CONFIG].limits.max_header_bytes:
+        raise HeadersTooLarge()
+
+
 def log_access(request: web.Request, request_id: str, status: int, seconds: float) -> None:
     access_log.info(
-        "request_id=%s app=%s method=%s route=%s status=%d latency_ms=%.1f",
+        "request_id=%s caller=%s app=%s method=%s route=%s status=%d latency_ms=%.1f",
         request_id,
+        request.get(CALLER_NAME, "-"),
         request.get(APP_NAME, "-"),
         request.method,
         # The encoded path only: a query string can carry an accessToken, and a decoded

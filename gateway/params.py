@@ -11,13 +11,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from gateway.errors import InvalidJson, InvalidParams, SecretParamRejected, quoted_name
 from gateway.signing import SECRET_KEY
 
 Pairs = list[tuple[str, str]]
+
+
+class ParamLimits(Protocol):
+    @property
+    def max_params(self) -> int: ...
+    @property
+    def max_key_length(self) -> int: ...
+    @property
+    def max_value_length(self) -> int: ...
+
 
 # The gateway sets these itself; what a caller sends under these names is dropped.
 GATEWAY_KEYS = frozenset({"appid", "timestamp", "sign"})
@@ -126,6 +136,25 @@ def _json_scalar_text(key: str, value: str | bool | None) -> str:
         return "true" if value else "false"
     _require_unicode(value, key)
     return value
+
+
+def check_limits(pairs: Pairs, files: int, limits: ParamLimits) -> None:
+    """Refuses more params, or longer names or values, than the gateway is set to take."""
+    if len(pairs) + files > limits.max_params:
+        raise InvalidParams(
+            f"too many parameters ({len(pairs) + files}; limits.max_params is {limits.max_params})"
+        )
+    for key, value in pairs:
+        if len(key) > limits.max_key_length:
+            raise InvalidParams(
+                f"parameter name {quoted_name(key)} is longer than limits.max_key_length "
+                f"({limits.max_key_length})"
+            )
+        if len(value) > limits.max_value_length:
+            raise InvalidParams(
+                f"the value of {quoted_name(key)} is longer than limits.max_value_length "
+                f"({limits.max_value_length})"
+            )
 
 
 def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlencode
 
 from aiohttp import MultipartWriter, hdrs, web
@@ -10,61 +9,48 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import signing
-from gateway.config import App, Config
+from gateway.admission import admit
+from gateway.config import App
+from gateway.endpoints import Endpoint, validate
 from gateway.errors import (
-    AppRequired,
     BadRequest,
     BodyTooLarge,
-    InvalidPath,
-    MethodNotAllowed,
-    UnknownApp,
+    GatewayError,
     UnsupportedMediaType,
+    ValidationFailed,
     quoted_name,
 )
 from gateway.extras import ACCESS_TOKEN_PATH, USER_INFO_PATH, exchange_code, relay, user_info
-from gateway.middlewares import REQUEST_ID_HEADER, error_response, log_access, request_id_for
-from gateway.params import caller_fields, parse_json, parse_urlencoded
-from gateway.state import APP_NAME, BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM
+from gateway.middlewares import (
+    REQUEST_ID_HEADER,
+    check_header_size,
+    error_response,
+    log_access,
+    request_id_for,
+)
+from gateway.params import caller_fields, check_limits, parse_json, parse_urlencoded
+from gateway.state import BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM
 from gateway.uploads import Upload, read_multipart
 from gateway.upstream import UpstreamResponse
 
-API_PREFIX = "/neuopenapi/"
-APP_HEADER = "X-Neu-App"
 FORM_TYPE = "application/x-www-form-urlencoded"
 # Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
 # hop-by-hop) stays here.
 FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
-# Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
 READ_CHUNK_BYTES = 1 << 16
 
 
-def choose_app(config: Config, requested: str | None) -> App:
-    if requested is not None:
-        app = config.apps.get(requested.strip())
-        if app is None:
-            raise UnknownApp(
-                f"unknown app {quoted_name(requested)} in {APP_HEADER}; "
-                f"configured: {', '.join(config.apps)}"
-            )
-        return app
-    if config.default_app is None:
-        raise AppRequired(
-            f"several apps are configured and none is the default: send header {APP_HEADER} "
-            f"with one of {', '.join(config.apps)}"
+def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
+    """All of the doc's rules for this endpoint, checked before anything is sent upstream."""
+    checked = fields
+    if endpoint.path == USER_INFO_PATH and not fields.get("accessToken") and fields.get("openId"):
+        # openId instead of accessToken is the gateway's own extension; the cache fills it in.
+        checked = {**fields, "accessToken": "from the token cache"}
+    problems = validate(endpoint, checked)
+    if problems:
+        raise ValidationFailed(
+            f"invalid parameters for {endpoint.method} {endpoint.path}: " + "; ".join(problems)
         )
-    return config.apps[config.default_app]
-
-
-def checked_path(raw_target: str) -> str:
-    """The request path if it is a plain /neuopenapi/... path, else InvalidPath."""
-    if not raw_target.startswith("/"):
-        raise InvalidPath("absolute-form request targets are refused: this is not a forward proxy")
-    path = raw_target.split("?", 1)[0]
-    segments = path.removeprefix(API_PREFIX).split("/")
-    if not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
-        raise InvalidPath()
-    return path
 
 
 def signed_fields(fields: dict[str, str], app: App, now_ms: int) -> dict[str, str]:
@@ -75,13 +61,18 @@ def signed_fields(fields: dict[str, str], app: App, now_ms: int) -> dict[str, st
 
 
 async def expect_body(request: web.Request) -> web.Response | None:
-    """Refuses an oversized upload before the caller sends it (Expect: 100-continue)."""
+    """Refuses a request before the caller sends its body (Expect: 100-continue)."""
     limit = request.app[CONFIG].limits.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
+    try:
+        check_header_size(request)
+        admit(request)
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge()
+    except GatewayError as exc:
         # Middlewares do not run for an answer given here, so it is logged here.
         request_id = request_id_for(request)
-        log_access(request, request_id, BodyTooLarge.status, 0.0)
-        return error_response(BodyTooLarge(), request_id)
+        log_access(request, request_id, exc.status, 0.0)
+        return error_response(exc, request_id)
     if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
@@ -89,18 +80,19 @@ async def expect_body(request: web.Request) -> web.Response | None:
 
 
 async def forward(request: web.Request) -> web.Response:
-    if request.method not in ("GET", "POST"):
-        raise MethodNotAllowed()
+    admitted = admit(request)
+    app, path = admitted.app, admitted.path
     config = request.app[CONFIG]
-    app = choose_app(config, request.headers.get(APP_HEADER))
-    request[APP_NAME] = app.name
-    path = checked_path(request.raw_path)
     query = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
     upload = await read_body(request, config.limits.max_body_bytes)
     try:
-        fields = caller_fields(query + upload.pairs)
+        pairs = query + upload.pairs
+        check_limits(pairs, len(upload.files), config.limits)
+        fields = caller_fields(pairs)
         if upload.files and request.method == "GET":
             raise BadRequest("file uploads need POST")
+        if admitted.endpoint is not None:
+            check_params(admitted.endpoint, fields)
 
         async def send(final: dict[str, str]) -> UpstreamResponse:
             return await _send(request, app, path, final, upload)

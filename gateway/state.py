@@ -19,3 +19,4 @@ BASE_URLS = web.AppKey("neu_base_urls", dict[str, str])
 # Per-request values, read by the access log.
 REQUEST_ID = web.RequestKey("neu_request_id", str)
 APP_NAME = web.RequestKey("neu_app", str)
+CALLER_NAME = web.RequestKey("neu_caller", str)

@@ -118,7 +118,7 @@ def test_the_repository_config_is_valid(caplog: pytest.LogCaptureFixture) -> Non
         pytest.param(
             {"apps": {"demo": app()}, "listen": {"host": "0.0.0.0"}},
             None,
-            "listen.host: 0.0.0.0 is not a loopback address and callers are not authenticated",
+            "listen.host: 0.0.0.0 is not a loopback address and no callers are configured",
             id="non-loopback listener refused",
         ),
     ],

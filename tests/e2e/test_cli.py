@@ -110,7 +110,7 @@ async def test_serve_logs_requests_without_secrets(
         aiohttp.ClientSession() as session,
         session.post(
             gateway.url + "/neuopenapi/oauth/mini/accessToken",
-            data={"code": "one-time-code"},
+            data={"code": "one-time-code", "grantType": "authorization_code", "scope": "user.info"},
             headers={"X-Request-Id": "req-77"},
         ) as response,
     ):
