@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from gateway import __version__, signing
+from gateway import __version__, logs, signing
 from gateway.app import create_app
 from gateway.clock import SystemClock
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
@@ -23,6 +23,9 @@ from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 
 log = logging.getLogger("neu_gateway")
+
+# Every log handler passes through it; it learns the secrets once the config is read.
+_redaction = logs.RedactingFilter()
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -35,11 +38,8 @@ DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    global _redaction
+    _redaction = logs.configure(args.log_level)
     command: Callable[[argparse.Namespace], int] = args.command
     return command(args)
 
@@ -130,12 +130,17 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def _load_or_report(path: Path) -> Config | None:
     try:
-        return load(path)
+        config = load(path)
     except ConfigError as exc:
         print(f"neu-gateway: invalid config {path}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
+    _redaction.add_secrets(
+        [app.secret.reveal() for app in config.apps.values()]
+        + [caller.token.reveal() for caller in config.callers.values()]
+    )
+    return config
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -204,6 +209,7 @@ def _sandbox(args: argparse.Namespace) -> int:
             print(f"neu-gateway: --app {item!r} is not APPID=SECRET", file=sys.stderr)
             return EXIT_CONFIG
         secrets[appid] = secret
+    _redaction.add_secrets(secrets.values())
     settings = Settings(
         token_expire_s=args.token_expire_s,
         notify_attempts=args.notify_attempts,

@@ -8,14 +8,22 @@ from typing import Any
 
 
 async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict[str, Any]]:
-    """Send one request as given; return the status and the JSON body of the answer."""
+    """Send one request as given; return the status and the JSON body of the answer.
+
+    The answer is read by its Content-Length, not to the end of the connection: a server that
+    refused a body it was promised may keep the connection open a while to drain it.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(head + b"\r\n\r\n" + body)
         await writer.drain()
-        answer = await reader.read()
+        answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status_line, *header_lines = answer_head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in header_lines if line)
+        }
+        payload = await reader.readexactly(int(headers.get("content-length", "0")))
     finally:
         writer.close()
-    status_line, _, rest = answer.partition(b"\r\n")
-    payload = rest.split(b"\r\n\r\n", 1)[1]
     return int(status_line.split()[1]), json.loads(payload)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.logs import REDACTED, RedactingFilter, redact
+
+JWT = (
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzUxMiJ9.eyJpYXQiOjE2NzEwMDk1NDMsIm9wZW5JZCI6IjIyIn0."
+    "pa54O9Da_W8TF4hEF7O3-UFVGWHNfMHyCJYcJKBMdcZoeAuqpktnMLPygnbsWbe"
+)
+SIGN = "964bd40923c2f8911560c18cb06f580d3d26436378c11edff3f0691e4db00242"
+
+
+@pytest.mark.parametrize(
+    ("text", "gone"),
+    [
+        pytest.param(f"token {JWT} used", JWT, id="a JWT anywhere"),
+        pytest.param(f"sign={SIGN}&x=1", SIGN, id="a sign in a query"),
+        pytest.param(f"got {SIGN.upper()}", SIGN.upper(), id="64 hex digits"),
+        pytest.param("code=ce5f098c-8ae8&scope=user.info", "ce5f098c", id="code in a query"),
+        pytest.param('{"phone": "18510538893"}', "18510538893", id="phone in JSON"),
+        pytest.param('{"accessToken":"abc.def"}', "abc.def", id="accessToken in JSON"),
+        pytest.param("Authorization: Bearer caller-token-xyz", "caller-token-xyz", id="bearer"),
+        pytest.param("redis://:pw-123@redis:6379/0", "pw-123", id="password in a URL"),
+        pytest.param("the secret is my-app-secret", "my-app-secret", id="a known secret"),
+    ],
+)
+def test_redact(text: str, gone: str) -> None:
+    redacted = redact(text, ["my-app-secret"])
+    assert gone not in redacted
+    assert REDACTED in redacted
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    line = "request_id=ab12 caller=orders app=demo method=POST route=/neuopenapi/x status=200"
+    assert redact(line) == line
+
+
+@given(
+    st.text(min_size=8, alphabet=st.characters(codec="ascii", categories=["L", "N"])),
+    st.text(),
+    st.text(),
+)
+def test_a_known_secret_never_survives(secret: str, before: str, after: str) -> None:
+    assert secret not in redact(before + secret + after, [secret])
+
+
+def test_filter_redacts_args_and_tracebacks() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "sent %s", (f"sign={SIGN}",), None)
+    try:
+        raise ValueError(f"bad token {JWT}")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert RedactingFilter().filter(record)
+    assert SIGN not in record.getMessage()
+    assert record.exc_text is not None
+    assert JWT not in record.exc_text
+    assert "ValueError" in record.exc_text

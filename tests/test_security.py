@@ -1,0 +1,436 @@
+"""Callers, rights, limits and the doc's parameter rules, through the gateway to a double."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.config import from_mapping
+from tests.platform_double import APPID, SECRET, PlatformDouble
+from tests.rawhttp import raw_request
+
+Client = TestClient[Any, Any]
+ORDERS_TOKEN = "orders-token-0123456789abcdef"
+NOTIFIER_TOKEN = "notifier-token-0123456789abcdef"
+TRADE = "/neuopenapi/pay/transactions/trade"
+DETAIL = "/neuopenapi/pay/transactions/tradedetail"
+NOTIFY = "/neuopenapi/notify/sendNotify"
+ACTIVITY = "/neuopenapi/activity/sendActivity"
+TOKEN = "/neuopenapi/oauth/mini/accessToken"
+USER_INFO = "/neuopenapi/oauth/mini/user/info"
+ECHO = "/neuopenapi/test/echo"
+
+
+def orders(token: str = ORDERS_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_gateway(aiohttp_client: Any, platform_url: str, **overrides: Any) -> Client:
+    app = {"secret_env": "DEMO_SECRET", "upstream": platform_url}
+    document: dict[str, Any] = {
+        "apps": {"demo": {"appid": APPID, **app}, "shop": {"appid": "shop-appid", **app}},
+        "default_app": "demo",
+        "callers": {
+            "orders": {
+                "token_env": "ORDERS_TOKEN",
+                "apps": ["demo"],
+                "allow": [
+                    f"POST {TRADE}",
+                    "POST /neuopenapi/pay/transactions/tradeclose",
+                    f"GET {DETAIL}",
+                ],
+            },
+            "notifier": {
+                "token_env": "NOTIFIER_TOKEN",
+                "apps": ["demo", "shop"],
+                "allow": [
+                    "POST /neuopenapi/notify/*",
+                    "POST /neuopenapi/activity/*",
+                    "* /neuopenapi/test/*",
+                ],
+            },
+        },
+        **overrides,
+    }
+    environ = {
+        "DEMO_SECRET": SECRET,
+        "ORDERS_TOKEN": ORDERS_TOKEN,
+        "NOTIFIER_TOKEN": NOTIFIER_TOKEN,
+    }
+    client: Client = await aiohttp_client(create_app(from_mapping(document, environ)))
+    return client
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, platform_url: str) -> Client:
+    return await make_gateway(aiohttp_client, platform_url)
+
+
+async def error_of(response: Any) -> tuple[int, str, str]:
+    body = await response.json()
+    assert body["responseHeader"]["status"] == response.status
+    return response.status, body["error"], body["responseHeader"]["msg"]
+
+
+# Who is calling
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no token"),
+        pytest.param(orders("wrong-token-0123456789abcdef"), id="unknown token"),
+        pytest.param({"Authorization": f"Basic {ORDERS_TOKEN}"}, id="not a bearer token"),
+    ],
+)
+async def test_unauthenticated_is_401_and_never_forwarded(
+    gateway: Client, platform: PlatformDouble, headers: dict[str, str]
+) -> None:
+    response = await gateway.get(DETAIL, params={"tradeNo": "T"}, headers=headers)
+    status, code, message = await error_of(response)
+    assert (status, code) == (401, "unauthenticated")
+    assert "Authorization: Bearer" in message
+    assert "wrong-token" not in message
+    assert ORDERS_TOKEN not in message
+    assert platform.received == []
+
+
+async def test_a_known_caller_within_its_rights_is_forwarded(
+    gateway: Client, platform: PlatformDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "neu_gateway.access")
+    response = await gateway.get(DETAIL, params={"tradeNo": "T"}, headers=orders())
+    assert response.status == 200
+    assert platform.last.sign_ok
+    assert "Authorization" not in platform.last.headers
+    assert "caller=orders app=demo method=GET" in caplog.text
+    assert ORDERS_TOKEN not in caplog.text
+
+
+async def test_an_app_outside_the_callers_rights_is_403(
+    gateway: Client, platform: PlatformDouble
+) -> None:
+    response = await gateway.get(
+        DETAIL, params={"tradeNo": "T"}, headers={**orders(), "X-Neu-App": "shop"}
+    )
+    assert await error_of(response) == (403, "forbidden", "caller 'orders' may not use app 'shop'")
+    unknown = await gateway.get(
+        DETAIL, params={"tradeNo": "T"}, headers={**orders(), "X-Neu-App": "x"}
+    )
+    status, code, message = await error_of(unknown)
+    assert (status, code) == (404, "unknown_app")
+    assert "shop" not in message, "only the caller's own apps are named"
+    assert platform.received == []
+
+
+async def test_a_route_outside_the_callers_rights_is_403(
+    gateway: Client, platform: PlatformDouble
+) -> None:
+    response = await gateway.post(NOTIFY, data={"title": "t"}, headers=orders())
+    assert await error_of(response) == (
+        403,
+        "forbidden",
+        f"caller 'orders' may not call POST {NOTIFY}",
+    )
+    assert platform.received == []
+
+
+async def test_trusted_networks_need_no_token(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, trusted_networks=["127.0.0.1/32"])
+    response = await gateway.post(ECHO, data={"x": "1"})
+    assert response.status == 200
+    wrong = await gateway.post(
+        ECHO, data={"x": "1"}, headers=orders("wrong-token-0123456789abcdef")
+    )
+    assert wrong.status == 401, "a token that is sent must be right, even from a trusted network"
+
+
+async def test_other_networks_are_not_trusted(aiohttp_client: Any, platform_url: str) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, trusted_networks=["10.0.0.0/8"])
+    assert (await gateway.post(ECHO, data={"x": "1"})).status == 401
+
+
+async def test_an_unauthenticated_upload_is_refused_before_the_body(
+    gateway: Client, platform: PlatformDouble
+) -> None:
+    head = (
+        f"POST {ECHO} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Length: 50000000\r\nExpect: 100-continue\r\nConnection: close"
+    ).encode()
+    status, body = await raw_request(gateway.port, head)
+    assert (status, body["error"]) == (401, "unauthenticated")
+    assert platform.received == []
+
+
+# Limits
+
+
+@pytest.mark.parametrize(
+    ("limits", "data", "message"),
+    [
+        pytest.param(
+            {"max_params": 3},
+            {f"k{i}": "v" for i in range(4)},
+            "too many parameters (4",
+            id="count",
+        ),
+        pytest.param(
+            {"max_key_length": 5}, {"longname": "v"}, "name 'longname' is longer", id="name length"
+        ),
+        pytest.param(
+            {"max_value_length": 5}, {"k": "123456"}, "value of 'k' is longer", id="value length"
+        ),
+    ],
+)
+async def test_parameter_limits(
+    aiohttp_client: Any,
+    platform_url: str,
+    platform: PlatformDouble,
+    limits: dict[str, int],
+    data: dict[str, str],
+    message: str,
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, limits=limits)
+    status, code, text = await error_of(
+        await gateway.post(ECHO, data=data, headers=orders(NOTIFIER_TOKEN))
+    )
+    assert (status, code) == (400, "invalid_params")
+    assert message in text
+    assert platform.received == []
+
+
+async def test_header_size_limit(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, limits={"max_header_bytes": 2048})
+    response = await gateway.post(
+        ECHO, data={"x": "1"}, headers={**orders(NOTIFIER_TOKEN), "X-Big": "a" * 4000}
+    )
+    assert (await error_of(response))[:2] == (431, "headers_too_large")
+    huge = await gateway.post(
+        ECHO, data={"x": "1"}, headers={**orders(NOTIFIER_TOKEN), "X-Big": "a" * 60000}
+    )
+    assert (await error_of(huge))[:2] == (431, "headers_too_large")
+    assert platform.received == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "code"),
+    [
+        pytest.param(
+            b"a=%zz",
+            "application/x-www-form-urlencoded",
+            "invalid_params",
+            id="malformed percent-encoding",
+        ),
+        pytest.param(
+            b"a=\xff\xfe", "application/x-www-form-urlencoded", "invalid_params", id="invalid UTF-8"
+        ),
+        pytest.param(
+            b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+            "invalid_multipart",
+            id="multipart part without a name",
+        ),
+        pytest.param(b"[1]", "application/json", "invalid_json", id="JSON that is not an object"),
+    ],
+)
+async def test_malformed_bodies(
+    gateway: Client, platform: PlatformDouble, body: bytes, content_type: str, code: str
+) -> None:
+    headers = {**orders(NOTIFIER_TOKEN), "Content-Type": content_type}
+    assert (await error_of(await gateway.post(ECHO, data=body, headers=headers)))[:2] == (400, code)
+    assert platform.received == []
+
+
+# The doc's parameter rules
+
+
+VALID = {
+    TRADE: {
+        "outTradeNo": "o-1",
+        "amount": "100",
+        "currency": "USD",
+        "openId": "u1",
+        "notifyUrl": "https://shop.example/n",
+    },
+    NOTIFY: {
+        "notifyType": "1",
+        "openIds": "u1",
+        "title": "t",
+        "text": "x",
+        "navigateType": "2",
+        "url": "https://shop.example/o",
+        "language": "en_US",
+    },
+    ACTIVITY: {
+        "activityId": "a",
+        "openIds": "u1",
+        "color": "FFFFFF",
+        "templateId": "1",
+        "title": "t",
+        "text": "x",
+        "iconUrl": "https://x.example/i.png",
+        "status": "1",
+        "validityTime": "60",
+        "language": "zh_CN",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "problem"),
+    [
+        pytest.param(
+            TRADE, {"outTradeNo": ""}, "outTradeNo: required", id="trade: outTradeNo required"
+        ),
+        pytest.param(
+            TRADE,
+            {"outTradeNo": "a b"},
+            "outTradeNo: only letters, digits and _ - *",
+            id="trade: outTradeNo pattern",
+        ),
+        pytest.param(
+            TRADE,
+            {"amount": "ten"},
+            "amount: must be a positive whole number",
+            id="trade: amount Long",
+        ),
+        pytest.param(
+            TRADE,
+            {"amount": "-5"},
+            "amount: must be a positive whole number",
+            id="trade: amount positive",
+        ),
+        pytest.param(
+            TRADE,
+            {"currency": "EUR"},
+            "currency: must be one of CNY, USD, SGD, SAR",
+            id="trade: currency",
+        ),
+        pytest.param(
+            TRADE,
+            {"timeExpire": "soon"},
+            "timeExpire: must be a positive whole number",
+            id="trade: timeExpire Long",
+        ),
+        pytest.param(
+            TRADE,
+            {"notifyUrl": "ftp://x"},
+            "notifyUrl: must be an http(s) URL",
+            id="trade: notifyUrl",
+        ),
+        pytest.param(TRADE, {"openId": ""}, "openId: required", id="trade: openId required"),
+        pytest.param(
+            NOTIFY, {"notifyType": "2"}, "notifyType: must be one of 1", id="notify: notifyType"
+        ),
+        pytest.param(
+            NOTIFY,
+            {"navigateType": "3"},
+            "navigateType: must be one of 1, 2",
+            id="notify: navigateType",
+        ),
+        pytest.param(
+            NOTIFY,
+            {"url": ""},
+            "url: required when navigateType is 2",
+            id="notify: url when navigateType 2",
+        ),
+        pytest.param(
+            NOTIFY,
+            {"language": "de_DE"},
+            "language: must be one of zh_CN, en_US, ar_SA",
+            id="notify: language",
+        ),
+        pytest.param(
+            NOTIFY,
+            {"openIds": "a,,b"},
+            "openIds: must be a comma-separated list",
+            id="notify: openIds list",
+        ),
+        pytest.param(NOTIFY, {"title": ""}, "title: required", id="notify: title required"),
+        pytest.param(
+            ACTIVITY, {"status": "2"}, "status: must be one of 0, 1", id="activity: status"
+        ),
+        pytest.param(
+            ACTIVITY,
+            {"validityTime": "1.5"},
+            "validityTime: must be a positive whole number",
+            id="activity: validityTime",
+        ),
+        pytest.param(ACTIVITY, {"color": ""}, "color: required", id="activity: color required"),
+        pytest.param(
+            ACTIVITY, {"language": ""}, "language: required", id="activity: language required"
+        ),
+    ],
+)
+async def test_endpoint_rules(
+    gateway: Client, platform: PlatformDouble, path: str, change: dict[str, str], problem: str
+) -> None:
+    token = ORDERS_TOKEN if path == TRADE else NOTIFIER_TOKEN
+    response = await gateway.post(path, data={**VALID[path], **change}, headers=orders(token))
+    status, code, message = await error_of(response)
+    assert (status, code) == (400, "validation_failed")
+    assert problem in message
+    assert platform.received == []
+
+
+async def test_valid_params_pass(gateway: Client, platform: PlatformDouble) -> None:
+    for path, params in VALID.items():
+        token = ORDERS_TOKEN if path == TRADE else NOTIFIER_TOKEN
+        assert (await gateway.post(path, data=params, headers=orders(token))).status == 200
+    assert len(platform.received) == 3
+
+
+async def test_every_problem_in_one_answer(gateway: Client) -> None:
+    response = await gateway.post(
+        NOTIFY, data={"navigateType": "2"}, headers=orders(NOTIFIER_TOKEN)
+    )
+    message = (await error_of(response))[2]
+    for name in ("notifyType", "openIds", "title", "text", "language", "url"):
+        assert f"{name}: required" in message
+
+
+async def test_exchange_and_user_info_rules(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, callers={})
+    bad_grant = await gateway.post(
+        TOKEN, data={"code": "c", "grantType": "password", "scope": "user.info"}
+    )
+    assert "grantType: must be one of authorization_code" in (await error_of(bad_grant))[2]
+    bad_scope = await gateway.post(
+        TOKEN, data={"code": "c", "grantType": "authorization_code", "scope": "all"}
+    )
+    assert "scope: unknown all" in (await error_of(bad_scope))[2]
+    no_token = await gateway.get(USER_INFO)
+    assert "accessToken: required" in (await error_of(no_token))[2]
+    assert platform.received == []
+
+
+async def test_a_known_endpoint_with_the_wrong_method_is_405(
+    aiohttp_client: Any, platform_url: str
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, callers={})
+    response = await gateway.get(TRADE)
+    assert (await error_of(response))[:2] == (405, "method_not_allowed")
+    assert response.headers["Allow"] == "POST"
+
+
+async def test_unknown_endpoints_are_forwarded_unless_strict(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble
+) -> None:
+    relaxed = await make_gateway(aiohttp_client, platform_url, callers={})
+    assert (await relaxed.post(ECHO, data={"x": "1"})).status == 200
+    strict = await make_gateway(aiohttp_client, platform_url, callers={}, strict_endpoints=True)
+    assert (await error_of(await strict.post(ECHO, data={"x": "1"})))[:2] == (
+        404,
+        "unknown_endpoint",
+    )
+    assert len(platform.received) == 1
