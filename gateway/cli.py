@@ -163,6 +163,13 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
+    if not config.listen.is_loopback and not config.callers:
+        log.warning(
+            "INSECURE: listening on %s with no caller authentication "
+            "(insecure_allow_anonymous: true): anyone who can reach this address can make "
+            "signed calls as every configured app",
+            config.listen.host,
+        )
     _run(_serve_until_stopped(create_app(config), config.listen.host, config.listen.port))
     return EXIT_OK
 

@@ -167,11 +167,25 @@ def multipart_body(fields: dict[str, str], upload: Upload) -> MultipartWriter:
     writer = MultipartWriter("form-data")
     for name, value in fields.items():
         part = writer.append(value)
-        part.set_content_disposition("form-data", name=name)
+        part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(name)
     for file in upload.files:
         part = writer.append_payload(file.spool.payload(file.content_type))
-        if file.filename is None:
-            part.set_content_disposition("form-data", name=file.name)
-        else:
-            part.set_content_disposition("form-data", name=file.name, filename=file.filename)
+        part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(file.name, file.filename)
     return writer
+
+
+def form_data_disposition(name: str, filename: str | None = None) -> str:
+    """`form-data; name="..."` as browsers write it (RFC 7578 section 4.2, HTML's encoding).
+
+    Names and filenames go as UTF-8 inside quotes with `"`, CR and LF percent-escaped; aiohttp's
+    own `name*=utf-8''...` form is not what servers expect (and its writer refuses it).
+    """
+
+    def quoted(text: str) -> str:
+        escaped = text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+        return f'"{escaped}"'
+
+    value = f"form-data; name={quoted(name)}"
+    if filename is not None:
+        value += f"; filename={quoted(filename)}"
+    return value

@@ -96,6 +96,9 @@ class Upstream:
                 method, url, headers=headers, data=data, allow_redirects=False
             ) as response:
                 body = await self._read_capped(response)
+                # The full URL holds the sign (and user/info's accessToken): the log's redaction
+                # filter removes them; this line is only for debugging what was sent.
+                log.debug("upstream %s %s answered %d", method, url, response.status)
                 return UpstreamResponse(response.status, end_to_end_headers(response.headers), body)
         except TimeoutError as exc:
             _log_failure(method, url, exc)

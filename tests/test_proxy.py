@@ -523,3 +523,17 @@ async def test_health(gateway: Client) -> None:
     response = await gateway.get("/healthz")
     assert response.status == 200
     assert (await response.json())["response"] == {"status": "ok"}
+
+
+async def test_non_ascii_names_and_filenames_in_multipart(
+    gateway: Client, platform: PlatformDouble
+) -> None:
+    form = FormData(quote_fields=False)
+    form.add_field("标题", "值")
+    form.add_field("fileData", b"abc", filename="收据 2024.pdf")
+    response = await gateway.post(UPLOAD_PATH, data=form)
+    assert response.status == 200
+    params = signed_by_gateway(platform)
+    assert params["标题"] == "值"
+    [file] = platform.last.files
+    assert (file.name, file.filename, file.size) == ("fileData", "收据 2024.pdf", 3)

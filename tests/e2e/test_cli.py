@@ -162,3 +162,27 @@ async def test_sandbox_command_refuses(args: list[str], message: str) -> None:
     result = await neu_gateway("sandbox", *args)
     assert result.status == 2
     assert message in result.stderr
+
+
+async def test_serve_warns_loudly_when_anonymous_on_a_public_address(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    config = write_config(tmp_path, "https://platform.example", insecure_allow_anonymous="true")
+    config.write_text(config.read_text().replace("host: 127.0.0.1", "host: 0.0.0.0"))
+    gateway = await start_gateway(config)
+    assert "WARNING neu_gateway INSECURE: listening on 0.0.0.0 with no caller authentication" in (
+        gateway.log
+    )
+
+
+async def test_callers_make_a_public_listener_acceptable(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "https://platform.example",
+        callers="{orders: {token_env: ORDERS_TOKEN, apps: [demo], allow: ['* /neuopenapi/*']}}",
+    )
+    config.write_text(config.read_text().replace("host: 127.0.0.1", "host: 0.0.0.0"))
+    result = await neu_gateway(
+        "check-config", "-c", str(config), env={**ENV, "ORDERS_TOKEN": "t" * 32}
+    )
+    assert result.status == 0, result.stderr
