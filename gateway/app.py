@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from yarl import URL
 
-from gateway import proxy
+from gateway import logs, proxy
 from gateway.admission import API_PREFIX
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -20,7 +19,7 @@ from gateway.stores import MemoryStore, RedisStore
 from gateway.tokens import Store, TokenCache
 from gateway.upstream import Upstream, close_session, create_session
 
-log = logging.getLogger("neu_gateway")
+log = logs.logger("neu_gateway")
 
 
 def create_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -33,6 +32,10 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         handler_args={"max_line_size": 1 << 17, "max_field_size": 1 << 17},
     )
     app[CONFIG] = config
+    logs.REDACTION.add_secrets(
+        [entry.secret.reveal() for entry in config.apps.values()]
+        + [caller.token.reveal() for caller in config.callers.values()]
+    )
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_embedded_sandbox)
     app.cleanup_ctx.append(_upstream_client)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,10 +21,7 @@ from gateway.params import caller_fields
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 
-log = logging.getLogger("neu_gateway")
-
-# Every log handler passes through it; it learns the secrets once the config is read.
-_redaction = logs.RedactingFilter()
+log = logs.logger("neu_gateway")
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -38,8 +34,7 @@ DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    global _redaction
-    _redaction = logs.configure(args.log_level)
+    logs.configure(args.log_level)
     command: Callable[[argparse.Namespace], int] = args.command
     return command(args)
 
@@ -136,10 +131,6 @@ def _load_or_report(path: Path) -> Config | None:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
-    _redaction.add_secrets(
-        [app.secret.reveal() for app in config.apps.values()]
-        + [caller.token.reveal() for caller in config.callers.values()]
-    )
     return config
 
 
@@ -216,7 +207,7 @@ def _sandbox(args: argparse.Namespace) -> int:
             print(f"neu-gateway: --app {item!r} is not APPID=SECRET", file=sys.stderr)
             return EXIT_CONFIG
         secrets[appid] = secret
-    _redaction.add_secrets(secrets.values())
+    logs.REDACTION.add_secrets(secrets.values())
     settings = Settings(
         token_expire_s=args.token_expire_s,
         notify_attempts=args.notify_attempts,

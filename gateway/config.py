@@ -8,7 +8,6 @@ environment before validation.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -28,10 +27,11 @@ from pydantic import (
 )
 from yarl import URL
 
+from gateway import logs
 from gateway.access import Caller, Network, Route
 from gateway.credentials import Secret
 
-log = logging.getLogger("neu_gateway.config")
+log = logs.logger("neu_gateway.config")
 
 DEFAULT_CONFIG_PATH = Path("gateway.yaml")
 SANDBOX = "sandbox"

@@ -61,14 +61,25 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure(level: str) -> RedactingFilter:
-    """Log to stderr, every handler behind one redacting filter; add secrets to it later."""
+# The one filter: on every gateway logger (so it holds wherever the records go) and, once
+# configure() ran, on every handler (for other libraries' records too).
+REDACTION = RedactingFilter()
+
+
+def logger(name: str) -> logging.Logger:
+    """A gateway logger, its records redacted before any handler sees them."""
+    named = logging.getLogger(name)
+    if REDACTION not in named.filters:
+        named.addFilter(REDACTION)
+    return named
+
+
+def configure(level: str) -> None:
+    """Log to stderr, every handler behind the redacting filter."""
     logging.basicConfig(
         level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    redaction = RedactingFilter()
     for handler in logging.getLogger().handlers:
-        handler.addFilter(redaction)
-    return redaction
+        handler.addFilter(REDACTION)

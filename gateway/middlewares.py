@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway import logs
 from gateway.errors import (
     BodyTooLarge,
     GatewayError,
@@ -21,8 +21,8 @@ from gateway.errors import (
 )
 from gateway.state import APP_NAME, CALLER_NAME, CLOCK, CONFIG, REQUEST_ID
 
-access_log = logging.getLogger("neu_gateway.access")
-log = logging.getLogger("neu_gateway")
+access_log = logs.logger("neu_gateway.access")
+log = logs.logger("neu_gateway")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # A caller's id is kept only when it cannot break a log line or a header.

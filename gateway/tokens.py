@@ -14,16 +14,15 @@ import asyncio
 import base64
 import hashlib
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from gateway import jwt
+from gateway import jwt, logs
 from gateway.clock import Clock
 from gateway.errors import CacheUnavailable
 
-log = logging.getLogger("neu_gateway.tokens")
+log = logs.logger("neu_gateway.tokens")
 T = TypeVar("T")
 
 # How long a store stays skipped after it failed, so an outage does not slow every request.

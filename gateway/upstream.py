@@ -8,7 +8,6 @@ UpstreamBadResponse (502).
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +15,11 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway import logs
 from gateway.config import LimitsConfig, TimeoutsConfig
 from gateway.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 
-log = logging.getLogger("neu_gateway.upstream")
+log = logs.logger("neu_gateway.upstream")
 
 # RFC 9110 section 7.6.1: these describe one connection, not the message, so never relay them.
 HOP_BY_HOP = frozenset(

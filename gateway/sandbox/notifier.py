@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from urllib.parse import urlencode
 
 import aiohttp
 
-from gateway import signing
+from gateway import logs, signing
 from gateway.clock import Clock
 from gateway.sandbox.world import Settings, Trade
 
-log = logging.getLogger("neu_gateway.sandbox")
+log = logs.logger("neu_gateway.sandbox")
 ATTEMPT_TIMEOUT_S = 10
 MAX_BACKOFF_S = 60
 
