@@ -157,11 +157,12 @@ def validate(endpoint: Endpoint, params: Mapping[str, str]) -> list[str]:
 
 
 def _check(param: Param, value: str) -> str | None:
+    # Messages never repeat the value: it may be a credential, and the caller has it anyway.
     if param.kind in (Kind.LONG, Kind.POSITIVE_LONG):
         if not re.fullmatch(r"-?[0-9]{1,19}", value):
-            return f"must be {param.kind.value}, got {value[:40]!r}"
+            return f"must be {param.kind.value}"
         if param.kind is Kind.POSITIVE_LONG and int(value) <= 0:
-            return f"must be {param.kind.value}, got {value}"
+            return f"must be {param.kind.value}"
     if param.kind is Kind.URL and not _is_plain_url(value):
         return f"must be {param.kind.value}"
     if param.kind is Kind.LIST and not all(item.strip() for item in value.split(",")):
