@@ -252,7 +252,10 @@ async def test_malformed_bodies(
 # The doc's parameter rules
 
 
+CLOSE = "/neuopenapi/pay/transactions/tradeclose"
 VALID = {
+    DETAIL: {"tradeNo": "T1"},
+    CLOSE: {"tradeNo": "T1"},
     TRADE: {
         "outTradeNo": "o-1",
         "amount": "100",
@@ -355,6 +358,14 @@ VALID = {
             id="notify: openIds list",
         ),
         pytest.param(NOTIFY, {"title": ""}, "title: required", id="notify: title required"),
+        pytest.param(NOTIFY, {"text": ""}, "text: required", id="notify: text required"),
+        pytest.param(NOTIFY, {"openIds": ""}, "openIds: required", id="notify: openIds required"),
+        pytest.param(
+            NOTIFY,
+            {"notifyType": "one"},
+            "notifyType: must be a whole number",
+            id="notify: notifyType int",
+        ),
         pytest.param(
             ACTIVITY, {"status": "2"}, "status: must be one of 0, 1", id="activity: status"
         ),
@@ -373,8 +384,12 @@ VALID = {
 async def test_endpoint_rules(
     gateway: Client, platform: PlatformDouble, path: str, change: dict[str, str], problem: str
 ) -> None:
-    token = ORDERS_TOKEN if path == TRADE else NOTIFIER_TOKEN
-    response = await gateway.post(path, data={**VALID[path], **change}, headers=orders(token))
+    token = ORDERS_TOKEN if path in (TRADE, DETAIL, CLOSE) else NOTIFIER_TOKEN
+    params = {**VALID[path], **change}
+    if path == DETAIL:
+        response = await gateway.get(path, params=params, headers=orders(token))
+    else:
+        response = await gateway.post(path, data=params, headers=orders(token))
     status, code, message = await error_of(response)
     assert (status, code) == (400, "validation_failed")
     assert problem in message
@@ -383,9 +398,13 @@ async def test_endpoint_rules(
 
 async def test_valid_params_pass(gateway: Client, platform: PlatformDouble) -> None:
     for path, params in VALID.items():
-        token = ORDERS_TOKEN if path == TRADE else NOTIFIER_TOKEN
-        assert (await gateway.post(path, data=params, headers=orders(token))).status == 200
-    assert len(platform.received) == 3
+        token = ORDERS_TOKEN if path in (TRADE, DETAIL, CLOSE) else NOTIFIER_TOKEN
+        if path == DETAIL:
+            response = await gateway.get(path, params=params, headers=orders(token))
+        else:
+            response = await gateway.post(path, data=params, headers=orders(token))
+        assert response.status == 200
+    assert len(platform.received) == len(VALID)
 
 
 async def test_every_problem_in_one_answer(gateway: Client) -> None:
