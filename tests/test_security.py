@@ -290,6 +290,34 @@ VALID = {
 @pytest.mark.parametrize(
     ("path", "change", "problem"),
     [
+        *(
+            pytest.param(
+                path, {name: ""}, f"{name}: required", id=f"{path.rsplit('/', 1)[1]}: {name}"
+            )
+            for path, names in {
+                DETAIL: ["tradeNo"],
+                CLOSE: ["tradeNo"],
+                TRADE: ["notifyUrl", "currency", "amount"],
+                NOTIFY: ["openIds", "notifyType", "navigateType", "language"],
+                ACTIVITY: [
+                    "activityId",
+                    "templateId",
+                    "iconUrl",
+                    "openIds",
+                    "title",
+                    "text",
+                    "validityTime",
+                    "status",
+                ],
+            }.items()
+            for name in names
+        ),
+        pytest.param(
+            NOTIFY,
+            {"notifyType": "one"},
+            "notifyType: must be a whole number",
+            id="notify: notifyType int",
+        ),
         pytest.param(
             TRADE, {"outTradeNo": ""}, "outTradeNo: required", id="trade: outTradeNo required"
         ),
