@@ -387,13 +387,6 @@ VALID = {
         ),
         pytest.param(NOTIFY, {"title": ""}, "title: required", id="notify: title required"),
         pytest.param(NOTIFY, {"text": ""}, "text: required", id="notify: text required"),
-        pytest.param(NOTIFY, {"openIds": ""}, "openIds: required", id="notify: openIds required"),
-        pytest.param(
-            NOTIFY,
-            {"notifyType": "one"},
-            "notifyType: must be a whole number",
-            id="notify: notifyType int",
-        ),
         pytest.param(
             ACTIVITY, {"status": "2"}, "status: must be one of 0, 1", id="activity: status"
         ),
