@@ -9,15 +9,19 @@ from yarl import URL
 
 from gateway import logs, proxy
 from gateway.admission import API_PREFIX
+from gateway.callbacks import CallbackContext, create_callbacks_app
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.delivery import DeliveryWorker
 from gateway.middlewares import gateway_middleware
+from gateway.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from gateway.state import BASE_URLS, CLOCK, CONFIG, TOKENS, UPSTREAM
+from gateway.state import BASE_URLS, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
 from gateway.stores import MemoryStore, RedisStore
 from gateway.tokens import Store, TokenCache
 from gateway.upstream import Upstream, close_session, create_session
+from gateway.waits import TradeWaits
 
 log = logs.logger("neu_gateway")
 
@@ -40,6 +44,8 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(_embedded_sandbox)
     app.cleanup_ctx.append(_upstream_client)
     app.cleanup_ctx.append(_token_cache)
+    app.cleanup_ctx.append(_callbacks)
+    app[WAITS] = TradeWaits(app[CLOCK])
     app.router.add_get("/healthz", health, allow_head=True)
     app.router.add_route(
         "*", API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
@@ -113,6 +119,38 @@ async def _token_cache(app: web.Application) -> AsyncIterator[None]:
     app[TOKENS] = TokenCache(store, app[CLOCK], cache.safety_margin_s, config.timeouts.total_s)
     yield
     await store.close()
+
+
+def open_outbox(config: Config) -> Outbox:
+    if config.callbacks.store == "redis":
+        assert config.cache.url is not None
+        return RedisOutbox(config.cache.url, config.cache.key_prefix, config.cache.timeout_s)
+    return SqliteOutbox(sqlite_path(config.callbacks.store))
+
+
+async def _callbacks(app: web.Application) -> AsyncIterator[None]:
+    """The listener facing the platform and the delivery worker, when callbacks.listen is set."""
+    config = app[CONFIG]
+    listen = config.callbacks.listen
+    if listen is None:
+        yield
+        return
+    outbox = open_outbox(config)
+    targets = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
+    worker = DeliveryWorker(outbox, targets, config.callbacks, app[CLOCK])
+    worker.start()
+    context = CallbackContext(
+        config, app[BASE_URLS], app[UPSTREAM], outbox, worker, app[WAITS], app[CLOCK]
+    )
+    runner = web.AppRunner(create_callbacks_app(context), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, listen.host, listen.port).start()
+    host, port, *_ = runner.addresses[0]
+    log.info("callbacks listening on http://%s:%d (outbox %s)", host, port, config.callbacks.store)
+    yield
+    await runner.cleanup()
+    await worker.stop()
+    await outbox.close()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -72,12 +72,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class AppCallbacksConfig(_Model):
+    """What happens to this app's payment callbacks from the platform."""
+
+    verify_sign: bool = True
+    deliver_to: str | None = None
+
+    @field_validator("deliver_to")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and (
+            URL(value).scheme not in ("http", "https") or not URL(value).host
+        ):
+            raise ValueError("must be an http:// or https:// URL of the internal service")
+        return value
+
+
 class AppConfig(_Model):
     appid: Annotated[str, Field(min_length=1)]
     secret_env: str | None = None
     secret_file: Path | None = None
     secret: str | None = None
     upstream: str
+    callbacks: AppCallbacksConfig = AppCallbacksConfig()
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> AppConfig:
@@ -171,6 +188,28 @@ class CacheConfig(_Model):
         return self
 
 
+class CallbacksListenConfig(ListenConfig):
+    port: Annotated[int, Field(ge=0, le=65535)] = 8081
+
+
+class CallbacksConfig(_Model):
+    """The listener facing the platform, and the durable outbox behind it."""
+
+    listen: CallbacksListenConfig | None = None
+    store: str = "sqlite:///var/lib/neu-gateway/outbox.db"
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 12
+    backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    max_backoff_s: Annotated[float, Field(gt=0)] = 300.0
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value != "redis" and not value.startswith("sqlite:///"):
+            raise ValueError("must be sqlite:///PATH or redis (the cache's Redis)")
+        return value
+
+
 class SandboxListenConfig(ListenConfig):
     port: Annotated[int, Field(ge=0, le=65535)] = 8090
 
@@ -203,6 +242,7 @@ class FileConfig(_Model):
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    callbacks: CallbacksConfig = CallbacksConfig()
     callers: dict[Annotated[str, Field(pattern=_APP_NAME)], CallerConfig] = {}
     trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     insecure_allow_anonymous: bool = False
@@ -225,6 +265,7 @@ class App:
     appid: str
     secret: Secret
     upstream: str  # a base URL, or SANDBOX for the embedded sandbox
+    callbacks: AppCallbacksConfig = field(default_factory=AppCallbacksConfig)
 
     @property
     def uses_sandbox(self) -> bool:
@@ -240,6 +281,7 @@ class Config:
     limits: LimitsConfig
     cache: CacheConfig = field(default_factory=CacheConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     callers: Mapping[str, Caller] = field(default_factory=dict)
     trusted_networks: tuple[Network, ...] = ()
     insecure_allow_anonymous: bool = False
@@ -282,7 +324,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
             f"apps.{name}", "secret", app.secret_env, app.secret_file, app.secret, environ, problems
         )
         if secret is not None:
-            apps[name] = App(name, app.appid, secret, app.upstream)
+            apps[name] = App(name, app.appid, secret, app.upstream, app.callbacks)
     default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
     callers = _callers(parsed, environ, problems)
     if not parsed.listen.is_loopback and not parsed.callers and not parsed.insecure_allow_anonymous:
@@ -292,6 +334,8 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
             "listen on 127.0.0.1, or set insecure_allow_anonymous: true if something in front "
             "of the gateway authenticates callers"
         )
+    if parsed.callbacks.store == "redis" and parsed.cache.backend != "redis":
+        problems.append("callbacks.store: redis needs cache.backend: redis (its url is used)")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -302,6 +346,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         parsed.limits,
         parsed.cache,
         parsed.sandbox,
+        parsed.callbacks,
         callers,
         tuple(parsed.trusted_networks),
         parsed.insecure_allow_anonymous,

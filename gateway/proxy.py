@@ -8,7 +8,6 @@ from aiohttp import MultipartWriter, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway import signing
 from gateway.admission import admit
 from gateway.config import App
 from gateway.endpoints import Endpoint, validate
@@ -29,11 +28,14 @@ from gateway.middlewares import (
     request_id_for,
 )
 from gateway.params import caller_fields, check_limits, parse_json, parse_urlencoded
-from gateway.state import BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM
+from gateway.platform import TRADE_DETAIL_PATH, signed_fields, trade_detail
+from gateway.state import BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM, WAITS
 from gateway.uploads import Upload, read_multipart
 from gateway.upstream import UpstreamResponse
+from gateway.waits import MAX_WAIT_S
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+WAIT_HEADER = "X-Neu-Wait"
 # Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
 # hop-by-hop) stays here.
 FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
@@ -51,13 +53,6 @@ def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
         raise ValidationFailed(
             f"invalid parameters for {endpoint.method} {endpoint.path}: " + "; ".join(problems)
         )
-
-
-def signed_fields(fields: dict[str, str], app: App, now_ms: int) -> dict[str, str]:
-    """The caller's fields plus the gateway's appid, timestamp and sign."""
-    signed = {**fields, "appid": app.appid, "timestamp": str(now_ms)}
-    signed["sign"] = signing.sign(signed, app.secret.reveal())
-    return signed
 
 
 async def expect_body(request: web.Request) -> web.Response | None:
@@ -97,6 +92,8 @@ async def forward(request: web.Request) -> web.Response:
         async def send(final: dict[str, str]) -> UpstreamResponse:
             return await _send(request, app, path, final, upload)
 
+        if path == TRADE_DETAIL_PATH and "wait" in fields:
+            return await wait_for_trade(request, app, fields)
         cache = request.app[TOKENS]
         if request.method == "POST" and path == ACCESS_TOKEN_PATH and fields.get("code"):
             return await exchange_code(cache, app.name, fields, send)
@@ -105,6 +102,24 @@ async def forward(request: web.Request) -> web.Response:
         return relay(await send(fields))
     finally:
         upload.close()
+
+
+async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str]) -> web.Response:
+    """tradedetail with `wait=N`: answered once the trade leaves processing, or after N s."""
+    wait = fields.pop("wait")
+    if not wait.isdigit() or not 1 <= int(wait) <= MAX_WAIT_S:
+        raise ValidationFailed(f"wait: must be a whole number of seconds from 1 to {MAX_WAIT_S}")
+    trade_no = fields["tradeNo"]
+    base_url = request.app[BASE_URLS][app.name]
+    upstream, clock = request.app[UPSTREAM], request.app[CLOCK]
+
+    async def fetch() -> UpstreamResponse:
+        return await trade_detail(upstream, base_url, app, trade_no, clock.now_ms())
+
+    answer, settled = await request.app[WAITS].wait(app.name, trade_no, int(wait), fetch)
+    response = relay(answer)
+    response.headers[WAIT_HEADER] = "done" if settled else "timeout"
+    return response
 
 
 async def _send(

@@ -8,11 +8,13 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.tokens import TokenCache
 from gateway.upstream import Upstream
+from gateway.waits import TradeWaits
 
 CONFIG = web.AppKey("neu_config", Config)
 CLOCK = web.AppKey("neu_clock", Clock)
 UPSTREAM = web.AppKey("neu_upstream", Upstream)
 TOKENS = web.AppKey("neu_tokens", TokenCache)
+WAITS = web.AppKey("neu_waits", TradeWaits)
 # Each app's upstream base URL, the embedded sandbox's address filled in once it listens.
 BASE_URLS = web.AppKey("neu_base_urls", dict[str, str])
 

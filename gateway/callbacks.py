@@ -1,0 +1,164 @@
+"""The listener facing the platform: payment callbacks verified, confirmed, stored, answered.
+
+`POST /callbacks/{app}/pay` and nothing else is served there. A callback is checked (appid,
+timestamp, sign and replay, when the app's `callbacks.verify_sign` is on), then confirmed
+with the platform's own tradedetail, whose answer is the truth; only then is it written to
+the outbox and answered 200. Anything that does not hold is refused and logged; nothing of it
+is delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway import logs, signing
+from gateway.clock import Clock
+from gateway.config import App, Config
+from gateway.delivery import DeliveryWorker
+from gateway.errors import GatewayError, envelope
+from gateway.outbox import Outbox
+from gateway.params import parse_json, parse_urlencoded
+from gateway.platform import detail_of, trade_detail
+from gateway.upstream import Upstream
+from gateway.waits import PROCESSING, TradeWaits
+
+log = logs.logger("neu_gateway.callbacks")
+MAX_CALLBACK_BYTES = 64 * 1024
+MAX_SKEW_S = 300
+# A sign is refused as a replay for as long as its timestamp could still be accepted.
+REPLAY_WINDOW_S = 2 * MAX_SKEW_S
+
+
+@dataclass(frozen=True)
+class CallbackContext:
+    config: Config
+    base_urls: dict[str, str]
+    upstream: Upstream
+    outbox: Outbox
+    worker: DeliveryWorker
+    waits: TradeWaits
+    clock: Clock
+
+
+CONTEXT = web.AppKey("neu_callbacks", CallbackContext)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, msg: str) -> None:
+        self.status, self.code, self.msg = status, code, msg
+        super().__init__(msg)
+
+
+def _refusal(refusal: Refused) -> web.Response:
+    return web.json_response(
+        envelope(refusal.status, refusal.msg, refusal.code), status=refusal.status
+    )
+
+
+async def pay_callback(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    name = request.match_info["app"]
+    try:
+        app = context.config.apps.get(name)
+        if app is None:
+            raise Refused(404, "unknown_app", "no such app")
+        params = await _params(request)
+        try:
+            accepted = await _accept(context, app, params)
+        except (sqlite3.Error, RedisError, OSError):
+            log.exception("the outbox could not be written")
+            raise Refused(503, "outbox_unavailable", "not stored; send it again later") from None
+    except Refused as refusal:
+        log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
+        return _refusal(refusal)
+    return web.json_response({"responseHeader": {"status": 200, "msg": accepted}, "response": True})
+
+
+async def not_here(request: web.Request) -> web.Response:
+    return _refusal(Refused(404, "not_found", "only POST /callbacks/{app}/pay is served here"))
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    if request.content_length is not None and request.content_length > MAX_CALLBACK_BYTES:
+        raise Refused(413, "body_too_large", "callback body too large")
+    body = await request.content.read(MAX_CALLBACK_BYTES + 1)
+    if len(body) > MAX_CALLBACK_BYTES:
+        raise Refused(413, "body_too_large", "callback body too large")
+    try:
+        if request.content_type == "application/json":
+            pairs = parse_json(body)
+        else:
+            pairs = parse_urlencoded(body, "callback body")
+    except GatewayError as exc:
+        raise Refused(400, exc.code, exc.msg) from None
+    # The platform may add fields over time: keep them all, first value of each.
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        params.setdefault(key, value)
+    if not params.get("tradeNo"):
+        raise Refused(400, "invalid_params", "tradeNo is required")
+    return params
+
+
+async def _accept(context: CallbackContext, app: App, params: dict[str, str]) -> str:
+    now = context.clock.now_ms() / 1000
+    if app.callbacks.verify_sign:
+        await _verify(context, app, params, now)
+    trade_no = params["tradeNo"]
+    try:
+        answer = await trade_detail(
+            context.upstream, context.base_urls[app.name], app, trade_no, context.clock.now_ms()
+        )
+    except GatewayError:
+        # Not the callback's fault: a non-2xx makes the platform send it again later.
+        raise Refused(503, "upstream_unreachable", "could not confirm with the platform") from None
+    detail = detail_of(answer)
+    if detail is None:
+        raise Refused(404, "unknown_trade", "the platform does not know this trade")
+    if detail.get("appId") != app.appid:
+        raise Refused(403, "foreign_trade", "the trade belongs to another app")
+    actual = detail.get("transactionStatus")
+    claimed = params.get("transactionStatus")
+    if claimed is not None and claimed != str(actual):
+        raise Refused(
+            409,
+            "status_mismatch",
+            f"callback says status {claimed[:8]}, the platform says {actual}",
+        )
+    if not isinstance(actual, int) or actual == PROCESSING:
+        raise Refused(409, "not_final", "the platform says the trade is still processing")
+    payload = json.dumps(detail, ensure_ascii=False).encode()
+    added = await context.outbox.add(app.name, trade_no, actual, payload, now)
+    if app.callbacks.verify_sign:
+        await context.outbox.remember_sign(params["sign"], now, REPLAY_WINDOW_S)
+    if added:
+        context.worker.wake()
+    context.waits.settle(app.name, trade_no, answer)
+    state = "accepted" if added else "already accepted"
+    log.info("payment callback %s:%s for app %s %s", trade_no, actual, app.name, state)
+    return state
+
+
+async def _verify(context: CallbackContext, app: App, params: dict[str, str], now: float) -> None:
+    if params.get("appid") != app.appid:
+        raise Refused(401, "bad_sign", "appid is not this app's")
+    timestamp = params.get("timestamp", "")
+    if not timestamp.isdigit() or abs(int(timestamp) / 1000 - now) > MAX_SKEW_S:
+        raise Refused(401, "bad_sign", "timestamp missing or more than 5 minutes off")
+    if not signing.verify(params, app.secret.reveal()):
+        raise Refused(401, "bad_sign", "sign does not verify")
+    if await context.outbox.sign_seen(params["sign"], now):
+        raise Refused(409, "replayed", "this sign was already used: a replay")
+
+
+def create_callbacks_app(context: CallbackContext) -> web.Application:
+    app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
+    app[CONTEXT] = context
+    app.router.add_post("/callbacks/{app}/pay", pay_callback)
+    app.router.add_route("*", "/{tail:.*}", not_here)
+    return app

@@ -1,0 +1,318 @@
+"""The durable outbox of verified payment callbacks, and the record of signs already seen.
+
+Each (tradeNo, transactionStatus) is one row, so a callback the platform repeats adds nothing.
+A row is written, and synced to disk, before the platform gets its 200; a delivery worker
+works through the pending rows and survives restarts because the rows do.
+
+SQLite (stdlib) by default. Its calls block, so they run in a worker thread; one connection,
+one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    app: str
+    trade_no: str
+    status: int
+    payload: bytes
+    state: str
+    attempts: int
+    next_at: float
+    last_error: str
+    created_at: float
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.trade_no}:{self.status}"
+
+
+class Outbox(Protocol):
+    async def add(
+        self, app: str, trade_no: str, status: int, payload: bytes, now: float
+    ) -> bool: ...
+    async def due(self, now: float, limit: int) -> list[Delivery]: ...
+    async def next_due_at(self) -> float | None: ...
+    async def delivered(self, delivery_id: int) -> None: ...
+    async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None: ...
+    async def listing(self, states: tuple[str, ...]) -> list[Delivery]: ...
+    async def replay(self, delivery_id: int, now: float) -> bool: ...
+    async def sign_seen(self, sign: str, now: float) -> bool: ...
+    async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None: ...
+    async def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    trade_no TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    UNIQUE (trade_no, status)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
+CREATE TABLE IF NOT EXISTS seen_signs (sign TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+"""
+_COLUMNS = "id, app, trade_no, status, payload, state, attempts, next_at, last_error, created_at"
+
+
+def sqlite_path(store: str) -> Path:
+    """`sqlite:///var/lib/x.db` is the absolute path /var/lib/x.db."""
+    return Path(store.removeprefix("sqlite://"))
+
+
+class SqliteOutbox:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            # WAL with synchronous=FULL: a committed row survives a crash or power loss.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    async def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+
+        return await asyncio.to_thread(run)
+
+    async def _change(self, sql: str, *args: Any) -> int:
+        def run() -> int:
+            with self._lock:
+                return self._db.execute(sql, args).rowcount
+
+        return await asyncio.to_thread(run)
+
+    async def add(self, app: str, trade_no: str, status: int, payload: bytes, now: float) -> bool:
+        added = await self._change(
+            "INSERT OR IGNORE INTO deliveries (app, trade_no, status, payload, state, next_at,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            app,
+            trade_no,
+            status,
+            payload,
+            PENDING,
+            now,
+            now,
+        )
+        return added == 1
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        rows = await self._run(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE state = ? AND next_at <= ?"  # noqa: S608 - constant columns
+            " ORDER BY next_at LIMIT ?",
+            PENDING,
+            now,
+            limit,
+        )
+        return [Delivery(*row) for row in rows]
+
+    async def next_due_at(self) -> float | None:
+        rows = await self._run("SELECT MIN(next_at) FROM deliveries WHERE state = ?", PENDING)
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    async def delivered(self, delivery_id: int) -> None:
+        await self._change(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ''"
+            " WHERE id = ?",
+            DELIVERED,
+            delivery_id,
+        )
+
+    async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None:
+        await self._change(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?,"
+            " next_at = ? WHERE id = ?",
+            DEAD if dead else PENDING,
+            error,
+            next_at,
+            delivery_id,
+        )
+
+    async def listing(self, states: tuple[str, ...]) -> list[Delivery]:
+        marks = ", ".join("?" for _ in states)
+        rows = await self._run(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE state IN ({marks}) ORDER BY id",  # noqa: S608 - only ? marks
+            *states,
+        )
+        return [Delivery(*row) for row in rows]
+
+    async def replay(self, delivery_id: int, now: float) -> bool:
+        changed = await self._change(
+            "UPDATE deliveries SET state = ?, attempts = 0, next_at = ?, last_error = ''"
+            " WHERE id = ?",
+            PENDING,
+            now,
+            delivery_id,
+        )
+        return changed == 1
+
+    async def sign_seen(self, sign: str, now: float) -> bool:
+        """Whether a callback with this sign was accepted before, within the replay window."""
+        rows = await self._run(
+            "SELECT 1 FROM seen_signs WHERE sign = ? AND expires_at > ?", sign, now
+        )
+        return bool(rows)
+
+    async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None:
+        def run() -> None:
+            with self._lock:
+                self._db.execute("DELETE FROM seen_signs WHERE expires_at <= ?", (now,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO seen_signs (sign, expires_at) VALUES (?, ?)",
+                    (sign, now + ttl_s),
+                )
+
+        await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RedisOutbox:
+    """The outbox in the Redis the token cache uses, shared by every replica.
+
+    Pending deliveries never expire; delivered ones are kept for RETAIN_S, dead ones until
+    replayed or for DEAD_RETAIN_S. How durable a write is depends on the Redis server's own
+    persistence (use appendonly yes).
+    """
+
+    RETAIN_S = 7 * 24 * 3600
+    DEAD_RETAIN_S = 30 * 24 * 3600
+    _ADD = """
+    if redis.call('SET', KEYS[1], '0', 'NX') then
+      local id = redis.call('INCR', KEYS[2])
+      redis.call('HSET', ARGV[1] .. id, 'app', ARGV[2], 'trade_no', ARGV[3], 'status', ARGV[4],
+        'payload', ARGV[5], 'state', 'pending', 'attempts', 0, 'next_at', ARGV[6],
+        'last_error', '', 'created_at', ARGV[6])
+      redis.call('ZADD', KEYS[3], ARGV[6], id)
+      redis.call('SET', KEYS[1], id)
+      return id
+    end
+    return 0
+    """
+
+    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+        import redis.asyncio as aioredis
+
+        self._p = prefix + "outbox:"
+        self._redis: Any = aioredis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    def _d(self, delivery_id: int | str) -> str:
+        return f"{self._p}d:{delivery_id}"
+
+    async def add(self, app: str, trade_no: str, status: int, payload: bytes, now: float) -> bool:
+        keys = [f"{self._p}key:{trade_no}:{status}", f"{self._p}seq", f"{self._p}due"]
+        added = await self._redis.eval(
+            self._ADD, len(keys), *keys, f"{self._p}d:", app, trade_no, status, payload, now
+        )
+        return int(added) > 0
+
+    async def _load(self, ids: list[Any]) -> list[Delivery]:
+        deliveries = []
+        for raw_id in ids:
+            row = await self._redis.hgetall(self._d(int(raw_id)))
+            if row:
+                value = {k.decode(): v for k, v in row.items()}
+                deliveries.append(
+                    Delivery(
+                        int(raw_id),
+                        value["app"].decode(),
+                        value["trade_no"].decode(),
+                        int(value["status"]),
+                        value["payload"],
+                        value["state"].decode(),
+                        int(value["attempts"]),
+                        float(value["next_at"]),
+                        value["last_error"].decode(),
+                        float(value["created_at"]),
+                    )
+                )
+        return deliveries
+
+    async def due(self, now: float, limit: int) -> list[Delivery]:
+        ids = await self._redis.zrangebyscore(f"{self._p}due", "-inf", now, start=0, num=limit)
+        return await self._load(ids)
+
+    async def next_due_at(self) -> float | None:
+        first = await self._redis.zrange(f"{self._p}due", 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def delivered(self, delivery_id: int) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._d(delivery_id), mapping={"state": DELIVERED, "last_error": ""})
+            pipe.hincrby(self._d(delivery_id), "attempts", 1)
+            pipe.zrem(f"{self._p}due", delivery_id)
+            pipe.expire(self._d(delivery_id), self.RETAIN_S)
+            await pipe.execute()
+
+    async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            state = DEAD if dead else PENDING
+            pipe.hset(
+                self._d(delivery_id),
+                mapping={"state": state, "last_error": error, "next_at": next_at},
+            )
+            pipe.hincrby(self._d(delivery_id), "attempts", 1)
+            if dead:
+                pipe.zrem(f"{self._p}due", delivery_id)
+                pipe.zadd(f"{self._p}dead", {str(delivery_id): next_at})
+                pipe.expire(self._d(delivery_id), self.DEAD_RETAIN_S)
+            else:
+                pipe.zadd(f"{self._p}due", {str(delivery_id): next_at})
+            await pipe.execute()
+
+    async def listing(self, states: tuple[str, ...]) -> list[Delivery]:
+        ids: list[Any] = []
+        if PENDING in states:
+            ids += await self._redis.zrange(f"{self._p}due", 0, -1)
+        if DEAD in states:
+            ids += await self._redis.zrange(f"{self._p}dead", 0, -1)
+        return sorted(await self._load(ids), key=lambda d: d.id)
+
+    async def replay(self, delivery_id: int, now: float) -> bool:
+        if not await self._redis.exists(self._d(delivery_id)):
+            return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._d(delivery_id),
+                mapping={"state": PENDING, "attempts": 0, "next_at": now, "last_error": ""},
+            )
+            pipe.persist(self._d(delivery_id))
+            pipe.zrem(f"{self._p}dead", delivery_id)
+            pipe.zadd(f"{self._p}due", {str(delivery_id): now})
+            await pipe.execute()
+        return True
+
+    async def sign_seen(self, sign: str, now: float) -> bool:
+        return bool(await self._redis.exists(f"{self._p}sign:{sign}"))
+
+    async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None:
+        await self._redis.set(f"{self._p}sign:{sign}", b"1", px=int(ttl_s * 1000))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
