@@ -17,7 +17,7 @@ from gateway.middlewares import gateway_middleware
 from gateway.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from gateway.state import BASE_URLS, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
+from gateway.state import BASE_URLS, CALLBACKS_URL, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
 from gateway.stores import MemoryStore, RedisStore
 from gateway.tokens import Store, TokenCache
 from gateway.upstream import Upstream, close_session, create_session
@@ -146,6 +146,7 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     await web.TCPSite(runner, listen.host, listen.port).start()
     host, port, *_ = runner.addresses[0]
+    app[CALLBACKS_URL] = f"http://{host}:{port}"
     log.info("callbacks listening on http://%s:%d (outbox %s)", host, port, config.callbacks.store)
     yield
     await runner.cleanup()

@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway import __version__, logs, signing
-from gateway.app import create_app
+from gateway.app import create_app, open_outbox
 from gateway.clock import SystemClock
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
+from gateway.outbox import DEAD, PENDING
 from gateway.params import caller_fields
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
@@ -92,6 +93,26 @@ def _parser() -> argparse.ArgumentParser:
         "--notify-backoff-s", type=float, default=1.0, help="first retry delay, doubling"
     )
     sandbox.set_defaults(command=_sandbox)
+
+    callbacks = commands.add_parser(
+        "callbacks",
+        help="list or replay payment callbacks in the outbox",
+        description="Inspect the outbox of verified payment callbacks (callbacks.store).",
+    )
+    callback_commands = callbacks.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    listing = callback_commands.add_parser(
+        "list", help="pending and dead deliveries", description="Show pending and dead deliveries."
+    )
+    _config_option(listing)
+    listing.set_defaults(command=_callbacks_list)
+    replay = callback_commands.add_parser(
+        "replay",
+        help="send one delivery again",
+        description="Make a delivery (dead or not) pending again; the running gateway sends it.",
+    )
+    _config_option(replay)
+    replay.add_argument("id", type=int, help="delivery id, as `callbacks list` shows it")
+    replay.set_defaults(command=_callbacks_replay)
 
     for name, helptext, run in (
         ("sign", "show the canonical string (secret masked) and the sign", _sign),
@@ -216,6 +237,47 @@ def _sandbox(args: argparse.Namespace) -> int:
     )
     app = create_sandbox_app(secrets, settings)
     _run(_serve_until_stopped(app, args.host, args.port, "sandbox"))
+    return EXIT_OK
+
+
+def _callbacks_list(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    return asyncio.run(_list_outbox(config))
+
+
+async def _list_outbox(config: Config) -> int:
+    outbox = open_outbox(config)
+    try:
+        deliveries = await outbox.listing((PENDING, DEAD))
+    finally:
+        await outbox.close()
+    print(f"{'id':>6}  {'state':8} {'app':12} {'tradeNo:status':44} {'attempts':>8}  last error")
+    for d in deliveries:
+        key = d.idempotency_key
+        print(f"{d.id:>6}  {d.state:8} {d.app:12} {key:44} {d.attempts:>8}  {d.last_error or '-'}")
+    print(f"{len(deliveries)} pending or dead")
+    return EXIT_OK
+
+
+def _callbacks_replay(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    return asyncio.run(_replay(config, args.id))
+
+
+async def _replay(config: Config, delivery_id: int) -> int:
+    outbox = open_outbox(config)
+    try:
+        found = await outbox.replay(delivery_id, SystemClock().now_ms() / 1000)
+    finally:
+        await outbox.close()
+    if not found:
+        print(f"neu-gateway: no delivery {delivery_id} in the outbox", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"delivery {delivery_id} is pending again; the running gateway sends it shortly")
     return EXIT_OK
 
 

@@ -15,6 +15,8 @@ CLOCK = web.AppKey("neu_clock", Clock)
 UPSTREAM = web.AppKey("neu_upstream", Upstream)
 TOKENS = web.AppKey("neu_tokens", TokenCache)
 WAITS = web.AppKey("neu_waits", TradeWaits)
+# Where the platform-facing callbacks listener listens, once it does.
+CALLBACKS_URL = web.AppKey("neu_callbacks_url", str)
 # Each app's upstream base URL, the embedded sandbox's address filled in once it listens.
 BASE_URLS = web.AppKey("neu_base_urls", dict[str, str])
 

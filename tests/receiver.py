@@ -11,6 +11,9 @@ from aiohttp import web
 class CallbackReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.accepted = 0
         self.fail_first = 0
         self.url = ""
         self._arrived = asyncio.Condition()
@@ -22,12 +25,26 @@ class CallbackReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         async with self._arrived:
-            self.received.append(dict(parse_qsl(await request.text())))
+            body = await request.read()
+            self.bodies.append(body)
+            self.headers.append(dict(request.headers))
+            self.received.append(dict(parse_qsl(body.decode("utf-8", "replace"))))
+            failing = self.fail_first > 0
+            if failing:
+                self.fail_first -= 1
+            else:
+                self.accepted += 1
             self._arrived.notify_all()
-        if self.fail_first:
-            self.fail_first -= 1
+        if failing:
             return web.Response(status=500)
         return web.Response(text="ok")
+
+    async def wait_accepted(self, count: int, timeout_s: float = 15) -> None:
+        """Returns once `count` requests were answered 2xx."""
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: self.accepted >= count), timeout_s
+            )
 
     async def wait_for(self, count: int, timeout_s: float = 10) -> list[dict[str, str]]:
         """Returns once `count` callbacks have arrived; each arrival wakes the check."""
