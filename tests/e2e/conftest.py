@@ -16,6 +16,7 @@ import pytest
 from tests.platform_double import APPID, SECRET
 
 STARTUP_TIMEOUT_S = 30
+ENV_SECRET = {"NEU_SECRET_DEMO": SECRET}
 _LISTENING = re.compile(r"(neu-gateway|sandbox) listening on (http://\S+)")
 
 
@@ -43,7 +44,9 @@ async def neu_gateway(*args: str, env: dict[str, str] | None = None) -> CommandR
     return await run_command(sys.executable, "-m", "gateway", *args, env=env)
 
 
-def write_config(directory: Path, upstream: str = "sandbox", **extra: str) -> Path:
+def write_config(
+    directory: Path, upstream: str = "sandbox", app_callbacks: str | None = None, **extra: str
+) -> Path:
     """A gateway.yaml for one demo app; the embedded sandbox (on a free port) by default."""
     lines = [
         "listen: {host: 127.0.0.1, port: 0}",
@@ -52,6 +55,7 @@ def write_config(directory: Path, upstream: str = "sandbox", **extra: str) -> Pa
         f"    appid: {APPID}",
         "    secret_env: NEU_SECRET_DEMO",
         f"    upstream: {upstream}",
+        *([f"    callbacks: {app_callbacks}"] if app_callbacks else []),
         "timeouts: {connect_s: 2, total_s: 5}",
         "sandbox: {listen: {port: 0}, notify_backoff_s: 0.05}",
         *(f"{key}: {value}" for key, value in extra.items()),
