@@ -10,7 +10,7 @@ from gateway.app import create_app
 from gateway.config import Config, from_mapping
 from tests.platform_double import APPID, SECRET, PlatformDouble
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.receiver"]
 
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

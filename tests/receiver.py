@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import parse_qsl
 
+import pytest
 from aiohttp import web
+
+RECEIVE_PATH = "/receive"
 
 
 class CallbackReceiver:
@@ -18,7 +22,7 @@ class CallbackReceiver:
         self.url = ""
         self._arrived = asyncio.Condition()
 
-    def app(self, path: str = "/superpay/notify") -> web.Application:
+    def app(self, path: str = RECEIVE_PATH) -> web.Application:
         app = web.Application()
         app.router.add_post(path, self._handle)
         return app
@@ -53,3 +57,12 @@ class CallbackReceiver:
                 self._arrived.wait_for(lambda: len(self.received) >= count), timeout_s
             )
         return self.received
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Any) -> CallbackReceiver:
+    """A receiving service on loopback; `receiver.url` is where to send."""
+    receiver = CallbackReceiver()
+    server = await aiohttp_server(receiver.app())
+    receiver.url = str(server.make_url(RECEIVE_PATH))
+    return receiver

@@ -25,14 +25,6 @@ Client = TestClient[Any, Any]
 DETAIL = "/neuopenapi/pay/transactions/tradedetail"
 
 
-@pytest.fixture
-async def receiver(aiohttp_server: Any) -> CallbackReceiver:
-    receiver = CallbackReceiver()
-    server = await aiohttp_server(receiver.app("/payments"))
-    receiver.url = str(server.make_url("/payments"))
-    return receiver
-
-
 def config_for(tmp_path: Path, receiver: CallbackReceiver, **extra: Any) -> dict[str, Any]:
     verify_sign = extra.pop("verify_sign", True)
     return {

@@ -12,7 +12,6 @@ from gateway import jwt
 from gateway.sandbox.server import NOTIFIER, create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.platform_double import APPID, SECRET, reference_sign
-from tests.receiver import CallbackReceiver
 from tests.sandbox_client import OTHER_APPID, SECRETS, MutableClock, call, login, signed
 
 Client = TestClient[Any, Any]
@@ -325,14 +324,6 @@ async def test_login_rejections(sandbox: Client) -> None:
 
 
 # Trades and payment notifications
-
-
-@pytest.fixture
-async def receiver(aiohttp_server: Any) -> CallbackReceiver:
-    receiver = CallbackReceiver()
-    server = await aiohttp_server(receiver.app())
-    receiver.url = str(server.make_url("/superpay/notify"))
-    return receiver
 
 
 async def new_trade(sandbox: Client, notify_url: str, **extra: str) -> str:

@@ -29,14 +29,6 @@ async def platform(aiohttp_server: Any) -> TestServer:
     return server
 
 
-@pytest.fixture
-async def receiver(aiohttp_server: Any) -> CallbackReceiver:
-    receiver = CallbackReceiver()
-    server = await aiohttp_server(receiver.app("/payments"))
-    receiver.url = str(server.make_url("/payments"))
-    return receiver
-
-
 def outbox_config(
     tmp_path: Path, platform: TestServer, receiver: CallbackReceiver, attempts: int
 ) -> Path:

@@ -18,14 +18,6 @@ MAX_POLLS = 50
 
 
 @pytest.fixture
-async def receiver(aiohttp_server: Any) -> CallbackReceiver:
-    receiver = CallbackReceiver()
-    server = await aiohttp_server(receiver.app())
-    receiver.url = str(server.make_url("/superpay/notify"))
-    return receiver
-
-
-@pytest.fixture
 async def gateway(tmp_path: Path, start_gateway: StartGateway) -> GatewayProcess:
     return await start_gateway(write_config(tmp_path))
 
