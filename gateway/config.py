@@ -30,7 +30,6 @@ from yarl import URL
 from gateway.access import Caller, Network, Route
 from gateway.credentials import Secret, read_credential
 
-
 DEFAULT_CONFIG_PATH = Path("gateway.yaml")
 SANDBOX = "sandbox"
 MIB = 1 << 20
