@@ -93,6 +93,7 @@ class RedisStore:
     async def _run(self, operation: Any) -> Any:
         try:
             return await operation
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, TypeError, ValueError) as exc:
+            # TypeError and ValueError: redis-py's answer to a URL option it cannot use.
             # The message names the kind of failure only: a URL could carry a password.
             raise StoreError(type(exc).__name__) from exc

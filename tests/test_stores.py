@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -53,3 +55,21 @@ async def test_a_stopped_server_is_a_store_error(redis_server: RedisServer) -> N
     with pytest.raises(StoreError):
         await store.get("k")
     await store.close()
+
+
+async def test_redis_over_tls_with_a_password(tmp_path: Path) -> None:
+    server = RedisServer(password="tls-pw-123", tls_dir=tmp_path)
+    await server.start()
+    try:
+        assert server.url.startswith("rediss://")
+        store = RedisStore(server.url, "neu:", timeout_s=2)
+        await store.put("k", b"over tls", 5)
+        assert await store.get("k") == b"over tls"
+        await store.close()
+        without_tls = server.url.replace("rediss://", "redis://").split("?")[0]
+        plain = RedisStore(without_tls, "neu:", timeout_s=1)
+        with pytest.raises(StoreError):
+            await plain.get("k")
+        await plain.close()
+    finally:
+        await server.stop()
