@@ -11,7 +11,7 @@ from gateway import logs, proxy
 from gateway.admission import API_PREFIX
 from gateway.callbacks import CallbackContext, create_callbacks_app
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config
+from gateway.config import SQLITE_STORE, Config
 from gateway.delivery import DeliveryWorker
 from gateway.middlewares import gateway_middleware
 from gateway.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
@@ -125,7 +125,7 @@ def open_outbox(config: Config) -> Outbox:
     if config.callbacks.store == "redis":
         assert config.cache.url is not None
         return RedisOutbox(config.cache.url, config.cache.key_prefix, config.cache.timeout_s)
-    return SqliteOutbox(sqlite_path(config.callbacks.store))
+    return SqliteOutbox(sqlite_path(config.callbacks.store or SQLITE_STORE))
 
 
 async def _callbacks(app: web.Application) -> AsyncIterator[None]:

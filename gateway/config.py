@@ -189,11 +189,15 @@ class CallbacksListenConfig(ListenConfig):
     port: Annotated[int, Field(ge=0, le=65535)] = 8081
 
 
+SQLITE_STORE = "sqlite:///var/lib/neu-gateway/outbox.db"
+
+
 class CallbacksConfig(_Model):
     """The listener facing the platform, and the durable outbox behind it."""
 
     listen: CallbacksListenConfig | None = None
-    store: str = "sqlite:///var/lib/neu-gateway/outbox.db"
+    # None: Redis when the cache is Redis (so replicas share one outbox), else SQLITE_STORE.
+    store: str | None = None
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 12
     backoff_s: Annotated[float, Field(gt=0)] = 1.0
     max_backoff_s: Annotated[float, Field(gt=0)] = 300.0
@@ -201,8 +205,8 @@ class CallbacksConfig(_Model):
 
     @field_validator("store")
     @classmethod
-    def _store_url(cls, value: str) -> str:
-        if value != "redis" and not value.startswith("sqlite:///"):
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is not None and value != "redis" and not value.startswith("sqlite:///"):
             raise ValueError("must be sqlite:///PATH or redis (the cache's Redis)")
         return value
 
@@ -331,7 +335,11 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
             "listen on 127.0.0.1, or set insecure_allow_anonymous: true if something in front "
             "of the gateway authenticates callers"
         )
-    if parsed.callbacks.store == "redis" and parsed.cache.backend != "redis":
+    callbacks = parsed.callbacks
+    if callbacks.store is None:
+        store = "redis" if parsed.cache.backend == "redis" else SQLITE_STORE
+        callbacks = callbacks.model_copy(update={"store": store})
+    if callbacks.store == "redis" and parsed.cache.backend != "redis":
         problems.append("callbacks.store: redis needs cache.backend: redis (its url is used)")
     if problems:
         raise ConfigError(problems)
@@ -343,7 +351,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         parsed.limits,
         parsed.cache,
         parsed.sandbox,
-        parsed.callbacks,
+        callbacks,
         callers,
         tuple(parsed.trusted_networks),
         parsed.insecure_allow_anonymous,

@@ -226,3 +226,15 @@ def test_sandbox_defaults() -> None:
 def test_sandbox_listens_on_loopback_only() -> None:
     problems = problems_of({"apps": {"demo": app()}, "sandbox": {"listen": {"host": "0.0.0.0"}}})
     assert problems == ["sandbox.listen.host: the sandbox listens on a loopback address only"]
+
+
+def test_the_outbox_follows_the_cache() -> None:
+    memory = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
+    assert memory.callbacks.store == "sqlite:///var/lib/neu-gateway/outbox.db"
+    redis = from_mapping(
+        {"apps": {"demo": app()}, "cache": {"backend": "redis", "url": "redis://127.0.0.1:6379/0"}},
+        {"S": "s"},
+    )
+    assert redis.callbacks.store == "redis"
+    problems = problems_of({"apps": {"demo": app()}, "callbacks": {"store": "redis"}})
+    assert problems == ["callbacks.store: redis needs cache.backend: redis (its url is used)"]
