@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway import __version__, logs, signing
 from gateway.app import create_app, open_outbox
@@ -201,7 +203,12 @@ async def _serve_until_stopped(
 ) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
+        # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
+    except (OSError, sqlite3.Error) as exc:
+        await runner.cleanup()
+        raise SystemExit(f"neu-gateway: cannot start: {exc}") from None
+    try:
         await web.TCPSite(runner, host, port, shutdown_timeout=10).start()
     except OSError as exc:
         await runner.cleanup()
@@ -248,11 +255,17 @@ def _callbacks_list(args: argparse.Namespace) -> int:
 
 
 async def _list_outbox(config: Config) -> int:
-    outbox = open_outbox(config)
     try:
-        deliveries = await outbox.listing((PENDING, DEAD))
-    finally:
-        await outbox.close()
+        outbox = open_outbox(config)
+        try:
+            deliveries = await outbox.listing((PENDING, DEAD))
+        finally:
+            await outbox.close()
+    except (OSError, sqlite3.Error, RedisError) as exc:
+        print(
+            f"neu-gateway: cannot read the outbox {config.callbacks.store}: {exc}", file=sys.stderr
+        )
+        return EXIT_CONFIG
     print(f"{'id':>6}  {'state':8} {'app':12} {'tradeNo:status':44} {'attempts':>8}  last error")
     for d in deliveries:
         key = d.idempotency_key
@@ -269,11 +282,17 @@ def _callbacks_replay(args: argparse.Namespace) -> int:
 
 
 async def _replay(config: Config, delivery_id: int) -> int:
-    outbox = open_outbox(config)
     try:
-        found = await outbox.replay(delivery_id, SystemClock().now_ms() / 1000)
-    finally:
-        await outbox.close()
+        outbox = open_outbox(config)
+        try:
+            found = await outbox.replay(delivery_id, SystemClock().now_ms() / 1000)
+        finally:
+            await outbox.close()
+    except (OSError, sqlite3.Error, RedisError) as exc:
+        print(
+            f"neu-gateway: cannot read the outbox {config.callbacks.store}: {exc}", file=sys.stderr
+        )
+        return EXIT_CONFIG
     if not found:
         print(f"neu-gateway: no delivery {delivery_id} in the outbox", file=sys.stderr)
         return EXIT_INVALID

@@ -186,3 +186,37 @@ async def test_callers_make_a_public_listener_acceptable(tmp_path: Path) -> None
         "check-config", "-c", str(config), env={**ENV, "ORDERS_TOKEN": "t" * 32}
     )
     assert result.status == 0, result.stderr
+
+
+async def test_serve_says_when_the_sandbox_port_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path)
+        config.write_text(
+            config.read_text().replace(
+                "sandbox: {listen: {port: 0}", f"sandbox: {{listen: {{port: {port}}}"
+            )
+        )
+        result = await neu_gateway("serve", "-c", str(config), env=ENV)
+    assert result.status == 1
+    assert "neu-gateway: cannot start:" in result.stderr
+    assert str(port) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = write_config(
+        tmp_path, callbacks=f"{{listen: {{port: 0}}, store: 'sqlite://{blocker}/outbox.db'}}"
+    )
+    served = await neu_gateway("serve", "-c", str(config), env=ENV)
+    assert "neu-gateway: cannot start:" in served.stderr
+    assert "Traceback" not in served.stderr
+    listed = await neu_gateway("callbacks", "list", "-c", str(config), env=ENV)
+    assert listed.status == 2
+    assert "cannot read the outbox" in listed.stderr
