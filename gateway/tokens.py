@@ -156,7 +156,7 @@ class TokenCache:
         lock_key = f"lock:{key}"
         locked = await self._lock(lock_key)
         if not locked:
-            found = await self._await_other_replica(key, lock_key)
+            found, locked = await self._await_other_replica(key, lock_key)
             if found is not None:
                 return found, "hit"
         try:
@@ -170,18 +170,21 @@ class TokenCache:
             if locked:
                 await self._call(self._store.unlock(lock_key), None)
 
-    async def _await_other_replica(self, key: str, lock_key: str) -> Answer | None:
-        """Another replica holds the lock: wait for its answer, or for the lock to go."""
+    async def _await_other_replica(self, key: str, lock_key: str) -> tuple[Answer | None, bool]:
+        """Another replica holds the lock: wait for its answer, or take the lock when it goes.
+
+        Returns the answer, or None and whether this replica now holds the lock (it does not
+        when the wait ran out; the platform then refuses a second exchange by itself).
+        """
         deadline = self._clock.monotonic() + self._wait_s
         while self._clock.monotonic() < deadline:
             await asyncio.sleep(LOCK_POLL_S)
             cached = await self._get(key)
             if cached is not None:
-                return Answer.loads(cached)
+                return Answer.loads(cached), False
             if await self._lock(lock_key):
-                await self._call(self._store.unlock(lock_key), None)
-                return None
-        return None
+                return None, True
+        return None, False
 
     async def _remember(self, app: str, key: str, answer: Answer) -> None:
         issued = issued_token(answer, self._clock.now_ms() / 1000, self._margin_s)

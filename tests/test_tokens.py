@@ -249,3 +249,59 @@ async def test_a_store_outage_degrades_and_recovers(
     assert "token cache store is back" in caplog.text
     await cache.exchange("demo", "c3", "s", platform.fetcher(answer))
     assert await cache.token_for("demo", "o1") == token()
+
+
+class SharedStore(MemoryStore):
+    """One store for two caches, with a real lock: what Redis is to two replicas."""
+
+    shared = True
+
+    def __init__(self, clock: MutableClock) -> None:
+        super().__init__(100, clock)
+        self.locks: set[str] = set()
+
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        if key in self.locks:
+            return False
+        self.locks.add(key)
+        return True
+
+    async def unlock(self, key: str) -> None:
+        self.locks.discard(key)
+
+
+async def test_two_replicas_make_one_exchange(clock: MutableClock) -> None:
+    store = SharedStore(clock)
+    first, second = (TokenCache(store, clock, margin_s=0, wait_s=5) for _ in range(2))
+    platform = Platform()
+    platform.release.clear()
+    answer = exchange_answer(token())
+    leading = asyncio.ensure_future(first.exchange("demo", "c", "s", platform.fetcher(answer)))
+    await asyncio.sleep(0)  # wait-ok: the first replica takes the lock
+    following = asyncio.ensure_future(second.exchange("demo", "c", "s", platform.fetcher(answer)))
+    platform.release.set()
+    assert await leading == (answer, "miss")
+    assert await following == (answer, "hit")
+    assert platform.calls == 1
+    assert store.locks == set()
+
+
+async def test_a_replica_takes_over_when_the_first_exchange_fails(clock: MutableClock) -> None:
+    store = SharedStore(clock)
+    first, second = (TokenCache(store, clock, margin_s=0, wait_s=5) for _ in range(2))
+    refused, platform = exchange_answer("", status=400), Platform()
+    platform.release.clear()
+    held_while_fetching: list[bool] = []
+
+    async def fetch_holding_the_lock() -> Answer:
+        held_while_fetching.append(bool(store.locks))
+        return refused
+
+    leading = asyncio.ensure_future(first.exchange("demo", "c", "s", platform.fetcher(refused)))
+    await asyncio.sleep(0)  # wait-ok: the first replica takes the lock
+    following = asyncio.ensure_future(second.exchange("demo", "c", "s", fetch_holding_the_lock))
+    platform.release.set()
+    assert (await leading)[0] == refused
+    assert (await following)[0] == refused
+    assert (platform.calls, held_while_fetching) == (1, [True])
+    assert store.locks == set(), "the replica that took over released the lock"
