@@ -57,8 +57,10 @@ class TradeWaits:
         watch = self._watches.get(key)
         if watch is None:
             watch = self._watches[key] = _Watch(deadline)
-            watch.task = asyncio.get_running_loop().create_task(self._poll(watch, fetch))
         watch.deadline = max(watch.deadline, deadline)
+        if not watch.final.done() and (watch.task is None or watch.task.done()):
+            # The first waiter, or one that came as the last loop reached its own deadline.
+            watch.task = asyncio.get_running_loop().create_task(self._poll(watch, fetch))
         watch.waiters += 1
         try:
             answer = await asyncio.wait_for(asyncio.shield(watch.final), seconds)

@@ -361,3 +361,14 @@ async def test_the_redis_outbox_delivers_once(
     ] == ("already accepted")
     assert receiver.accepted == 1
     assert {h["Idempotency-Key"] for h in receiver.headers} == {f"{trade_no}:2"}
+
+
+async def test_an_oversized_callback_is_refused(gateway: Client) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            gateway.app[CALLBACKS_URL] + "/callbacks/demo/pay",
+            data={"tradeNo": "T", "padding": "x" * 100_000},
+        ) as response,
+    ):
+        assert (response.status, (await response.json())["error"]) == (413, "body_too_large")
