@@ -21,7 +21,7 @@ from gateway.config import CallbacksConfig
 from gateway.outbox import Delivery, Outbox
 
 log = logs.logger("neu_gateway.delivery")
-BATCH = 50
+BATCH = 20
 IDLE_CHECK_S = 5.0
 
 
@@ -46,6 +46,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
@@ -58,6 +59,7 @@ class DeliveryWorker:
         self._wake.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -65,7 +67,7 @@ class DeliveryWorker:
             await self._session.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.deliver_due()
                 next_at = await self._outbox.next_due_at()
@@ -76,12 +78,19 @@ class DeliveryWorker:
             if next_at is not None:
                 wait_s = min(max(0.0, next_at - self._clock.now_ms() / 1000), IDLE_CHECK_S)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that stop() sends if the wake-up comes at the same moment.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
 
     async def deliver_due(self) -> None:
-        for delivery in await self._outbox.due(self._clock.now_ms() / 1000, BATCH):
-            await self._deliver(delivery)
+        # Longer than one attempt can take, so the lease outlives the delivery it guards; after
+        # a crash, what it had leased waits this long before it is sent again.
+        lease_s = 2 * self._settings.timeout_s + 1
+        batch = await self._outbox.due(self._clock.now_ms() / 1000, BATCH, lease_s)
+        # Side by side, so the whole batch finishes within one attempt's time and its lease.
+        await asyncio.gather(*(self._deliver(delivery) for delivery in batch))
 
     async def _deliver(self, delivery: Delivery) -> None:
         target = self._targets.get(delivery.app)

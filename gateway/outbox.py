@@ -42,7 +42,7 @@ class Outbox(Protocol):
     async def add(
         self, app: str, trade_no: str, status: int, payload: bytes, now: float
     ) -> bool: ...
-    async def due(self, now: float, limit: int) -> list[Delivery]: ...
+    async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]: ...
     async def next_due_at(self) -> float | None: ...
     async def delivered(self, delivery_id: int) -> None: ...
     async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None: ...
@@ -117,15 +117,31 @@ class SqliteOutbox:
         )
         return added == 1
 
-    async def due(self, now: float, limit: int) -> list[Delivery]:
-        rows = await self._run(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE state = ? AND next_at <= ?"  # noqa: S608 - constant columns
-            " ORDER BY next_at LIMIT ?",
-            PENDING,
-            now,
-            limit,
-        )
-        return [Delivery(*row) for row in rows]
+    async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        """Pending deliveries whose time has come, leased for `lease_s` to this caller.
+
+        The lease (next_at moved ahead) is what keeps two workers on one outbox from sending
+        the same delivery; it runs out by itself if this one dies mid-delivery.
+        """
+
+        def run() -> list[Delivery]:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = self._db.execute(
+                        f"SELECT {_COLUMNS} FROM deliveries WHERE state = ? AND next_at <= ?"  # noqa: S608 - constant columns
+                        " ORDER BY next_at LIMIT ?",
+                        (PENDING, now, limit),
+                    ).fetchall()
+                    self._db.executemany(
+                        "UPDATE deliveries SET next_at = ? WHERE id = ?",
+                        [(now + lease_s, row[0]) for row in rows],
+                    )
+                finally:
+                    self._db.execute("COMMIT")
+                return [Delivery(*row) for row in rows]
+
+        return await asyncio.to_thread(run)
 
     async def next_due_at(self) -> float | None:
         rows = await self._run("SELECT MIN(next_at) FROM deliveries WHERE state = ?", PENDING)
@@ -254,8 +270,15 @@ class RedisOutbox:
                 )
         return deliveries
 
-    async def due(self, now: float, limit: int) -> list[Delivery]:
-        ids = await self._redis.zrangebyscore(f"{self._p}due", "-inf", now, start=0, num=limit)
+    _LEASE = """
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+    for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id) end
+    return ids
+    """
+
+    async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        """Due deliveries, leased (moved ahead by `lease_s`) in one step so replicas split them."""
+        ids = await self._redis.eval(self._LEASE, 1, f"{self._p}due", now, limit, now + lease_s)
         return await self._load(ids)
 
     async def next_due_at(self) -> float | None:

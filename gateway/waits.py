@@ -63,7 +63,8 @@ class TradeWaits:
             watch.task = asyncio.get_running_loop().create_task(self._poll(watch, fetch))
         watch.waiters += 1
         try:
-            answer = await asyncio.wait_for(asyncio.shield(watch.final), seconds)
+            async with asyncio.timeout(seconds):
+                answer = await asyncio.shield(watch.final)
             return answer, True
         except TimeoutError:
             if watch.latest is None:

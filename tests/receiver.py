@@ -28,8 +28,8 @@ class CallbackReceiver:
         return app
 
     async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
         async with self._arrived:
-            body = await request.read()
             self.bodies.append(body)
             self.headers.append(dict(request.headers))
             self.received.append(dict(parse_qsl(body.decode("utf-8", "replace"))))

@@ -38,7 +38,7 @@ def outbox_config(
         app_callbacks=f"{{verify_sign: true, deliver_to: '{receiver.url}'}}",
         callbacks=(
             f"{{listen: {{port: 0}}, store: 'sqlite://{tmp_path}/outbox.db', backoff_s: 0.05, "
-            f"max_backoff_s: 0.1, max_attempts: {attempts}}}"
+            f"max_backoff_s: 0.1, max_attempts: {attempts}, timeout_s: 1}}"
         ),
     )
 
@@ -101,7 +101,8 @@ async def test_a_callback_accepted_before_a_crash_is_delivered_once_after_it(
     await first.process.wait()
     receiver.fail_first = 0
     await start_gateway(config)
-    await receiver.wait_accepted(1)
+    # Sent again once the dead process's lease on it (2 * timeout_s + 1) has run out.
+    await receiver.wait_accepted(1, timeout_s=20)
     await until_state(tmp_path, "delivered")
     assert receiver.accepted == 1
     assert {h["Idempotency-Key"] for h in receiver.headers} == {f"{trade_no}:2"}
