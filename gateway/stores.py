@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -59,6 +60,7 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
         self._prefix = prefix
+        self._held: dict[str, bytes] = {}
         self._redis: Any = aioredis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -77,15 +79,26 @@ class RedisStore:
         if keys:
             await self._run(self._redis.delete(*(self._prefix + key for key in keys)))
 
+    # Deletes the lock only if it still holds this holder's token, never another's.
+    _UNLOCK = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
+
     async def lock(self, key: str, ttl_s: float) -> bool:
         # SET NX PX: one replica gets it; it expires by itself if that replica dies.
+        holder = secrets.token_hex(16).encode()
         acquired = await self._run(
-            self._redis.set(self._prefix + key, b"1", nx=True, px=int(ttl_s * 1000))
+            self._redis.set(self._prefix + key, holder, nx=True, px=int(ttl_s * 1000))
         )
+        if acquired:
+            self._held[key] = holder
         return bool(acquired)
 
     async def unlock(self, key: str) -> None:
-        await self._run(self._redis.delete(self._prefix + key))
+        holder = self._held.pop(key, None)
+        if holder is not None:
+            await self._run(self._redis.eval(self._UNLOCK, 1, self._prefix + key, holder))
 
     async def close(self) -> None:
         await self._redis.aclose()

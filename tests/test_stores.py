@@ -25,6 +25,10 @@ async def test_entries_live_under_the_prefix_with_a_ttl(redis_server: RedisServe
         assert 0 < await client.pttl(key) <= 30_000
     await store.unlock("lock:x")
     assert await store.lock("lock:x", ttl_s=5)
+    other = RedisStore(redis_server.url, "neu:test:", timeout_s=1)
+    await other.unlock("lock:x")
+    assert not await other.lock("lock:x", ttl_s=5), "only the holder releases its lock"
+    await other.close()
     await store.delete("x:demo:abc")
     assert await store.get("x:demo:abc") is None
     await client.aclose()
