@@ -31,14 +31,18 @@ async def trade_detail(
     return await upstream.request("GET", url, headers=CIMultiDict())
 
 
+def platform_status(body: bytes) -> tuple[int | None, Any]:
+    """`responseHeader.status` and `response` of a platform answer, (None, None) if not one."""
+    try:
+        document = json.loads(body)
+        status = document["responseHeader"]["status"]
+    except (ValueError, TypeError, KeyError):
+        return None, None
+    return (status if isinstance(status, int) else None), document.get("response")
+
+
 def detail_of(answer: UpstreamResponse) -> dict[str, Any] | None:
     """The trade detail in a successful tradedetail answer, None otherwise."""
-    try:
-        document = json.loads(answer.body)
-    except ValueError:
-        return None
-    if not isinstance(document, dict):
-        return None
-    header, response = document.get("responseHeader"), document.get("response")
-    ok = isinstance(header, dict) and header.get("status") == 200 and answer.status == 200
+    status, response = platform_status(answer.body)
+    ok = status == 200 and answer.status == 200
     return response if ok and isinstance(response, dict) else None

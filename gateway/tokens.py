@@ -16,11 +16,12 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from gateway import jwt, logs
 from gateway.clock import Clock
 from gateway.errors import CacheUnavailable
+from gateway.platform import platform_status
 
 log = logs.logger("neu_gateway.tokens")
 T = TypeVar("T")
@@ -69,16 +70,6 @@ class IssuedToken:
     token: str
     open_id: str
     life_s: float
-
-
-def platform_status(body: bytes) -> tuple[int | None, Any]:
-    """`responseHeader.status` and `response` of a platform answer, (None, None) if not one."""
-    try:
-        document = json.loads(body)
-        status = document["responseHeader"]["status"]
-    except (ValueError, TypeError, KeyError):
-        return None, None
-    return (status if isinstance(status, int) else None), document.get("response")
 
 
 def issued_token(answer: Answer, now_s: float, margin_s: float) -> IssuedToken | None:
