@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import logs, signing
+from gateway import logs
 from gateway.clock import Clock
 from gateway.config import App, Config
 from gateway.delivery import DeliveryWorker
@@ -25,13 +25,13 @@ from gateway.outbox import Outbox
 from gateway.params import parse_json, parse_urlencoded
 from gateway.platform import detail_of, trade_detail
 from gateway.upstream import Upstream
+from gateway.verification import MAX_SKEW_MS, Rejected, check_signed_request
 from gateway.waits import PROCESSING, TradeWaits
 
 log = logs.logger("neu_gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024
-MAX_SKEW_S = 300
 # A sign is refused as a replay for as long as its timestamp could still be accepted.
-REPLAY_WINDOW_S = 2 * MAX_SKEW_S
+REPLAY_WINDOW_S = 2 * MAX_SKEW_MS / 1000
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,12 @@ async def _accept(context: CallbackContext, app: App, params: dict[str, str]) ->
 
 
 async def _verify(context: CallbackContext, app: App, params: dict[str, str], now: float) -> None:
-    if params.get("appid") != app.appid:
-        raise Refused(401, "bad_sign", "appid is not this app's")
-    timestamp = params.get("timestamp", "")
-    if not timestamp.isdigit() or abs(int(timestamp) / 1000 - now) > MAX_SKEW_S:
-        raise Refused(401, "bad_sign", "timestamp missing or more than 5 minutes off")
-    if not signing.verify(params, app.secret.reveal()):
-        raise Refused(401, "bad_sign", "sign does not verify")
+    try:
+        check_signed_request(
+            params, {app.appid: app.secret.reveal()}, int(now * 1000), explain=False
+        )
+    except Rejected as rejected:
+        raise Refused(401, "bad_sign", rejected.msg) from None
     if await context.outbox.sign_seen(params["sign"], now):
         raise Refused(409, "replayed", "this sign was already used: a replay")
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gateway import jwt
 from gateway.endpoints import ENDPOINTS, SEND_NOTIFY, TRADE, validate
-from gateway.sandbox.verify import Rejected, check_signed_request
+from gateway.verification import Rejected, check_signed_request
 from tests.platform_double import reference_sign
 
 KEY = b"k" * 64

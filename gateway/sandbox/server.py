@@ -22,8 +22,8 @@ from gateway.endpoints import ENDPOINTS, Endpoint, validate
 from gateway.errors import InvalidParams
 from gateway.params import parse_urlencoded
 from gateway.sandbox.notifier import Notifier
-from gateway.sandbox.verify import Rejected, check_signed_request
 from gateway.sandbox.world import SandboxError, Settings, World
+from gateway.verification import Rejected, check_signed_request
 
 ECHO_PATH = "/neuopenapi/sandbox/echo"
 MAX_BODY_BYTES = 256 * 1024 * 1024

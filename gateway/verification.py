@@ -1,4 +1,8 @@
-"""How the platform checks an incoming request before anything else. Pure."""
+"""How a signed request is checked on arrival: appid, timestamp, sign. Pure.
+
+The sandbox checks requests this way, as the platform does; the gateway checks the platform's
+payment callbacks the same way.
+"""
 
 from __future__ import annotations
 
