@@ -7,9 +7,9 @@ import asyncio
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -19,12 +19,14 @@ from gateway import __version__, logs, signing
 from gateway.app import create_app, open_outbox
 from gateway.clock import SystemClock
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
-from gateway.outbox import DEAD, PENDING
+from gateway.outbox import DEAD, PENDING, Outbox
 from gateway.params import caller_fields
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 
 log = logs.logger("neu_gateway")
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -248,23 +250,8 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _callbacks_list(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.config)
-    if config is None:
-        return EXIT_CONFIG
-    return asyncio.run(_list_outbox(config))
-
-
-async def _list_outbox(config: Config) -> int:
-    try:
-        outbox = open_outbox(config)
-        try:
-            deliveries = await outbox.listing((PENDING, DEAD))
-        finally:
-            await outbox.close()
-    except (OSError, sqlite3.Error, RedisError) as exc:
-        print(
-            f"neu-gateway: cannot read the outbox {config.callbacks.store}: {exc}", file=sys.stderr
-        )
+    deliveries = _with_outbox(args, lambda outbox: outbox.listing((PENDING, DEAD)))
+    if deliveries is None:
         return EXIT_CONFIG
     print(f"{'id':>6}  {'state':8} {'app':12} {'tradeNo:status':44} {'attempts':>8}  last error")
     for d in deliveries:
@@ -275,29 +262,37 @@ async def _list_outbox(config: Config) -> int:
 
 
 def _callbacks_replay(args: argparse.Namespace) -> int:
+    now = SystemClock().now_ms() / 1000
+    found = _with_outbox(args, lambda outbox: outbox.replay(args.id, now))
+    if found is None:
+        return EXIT_CONFIG
+    if not found:
+        print(f"neu-gateway: no delivery {args.id} in the outbox", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"delivery {args.id} is pending again; the running gateway sends it shortly")
+    return EXIT_OK
+
+
+def _with_outbox(args: argparse.Namespace, operation: Callable[[Outbox], Awaitable[T]]) -> T | None:
+    """The operation's result on the config's outbox, or None once the problem is reported."""
     config = _load_or_report(args.config)
     if config is None:
-        return EXIT_CONFIG
-    return asyncio.run(_replay(config, args.id))
+        return None
 
-
-async def _replay(config: Config, delivery_id: int) -> int:
-    try:
+    async def run() -> T:
         outbox = open_outbox(config)
         try:
-            found = await outbox.replay(delivery_id, SystemClock().now_ms() / 1000)
+            return await operation(outbox)
         finally:
             await outbox.close()
+
+    try:
+        return asyncio.run(run())
     except (OSError, sqlite3.Error, RedisError) as exc:
         print(
             f"neu-gateway: cannot read the outbox {config.callbacks.store}: {exc}", file=sys.stderr
         )
-        return EXIT_CONFIG
-    if not found:
-        print(f"neu-gateway: no delivery {delivery_id} in the outbox", file=sys.stderr)
-        return EXIT_INVALID
-    print(f"delivery {delivery_id} is pending again; the running gateway sends it shortly")
-    return EXIT_OK
+        return None
 
 
 def _params_for(args: argparse.Namespace) -> tuple[App, dict[str, str]] | None:
