@@ -100,9 +100,11 @@ def caller_for(
     """The Caller, TRUSTED or ANONYMOUS (no rights check), or None (not authenticated)."""
     if not callers:
         return ANONYMOUS
-    presented = bearer_token(authorization)
-    if presented is not None:
-        return identify(callers.values(), presented)
+    if authorization is not None:
+        # A credential that is sent must be right, whatever its scheme: a wrong or
+        # malformed one is refused even from a trusted network.
+        presented = bearer_token(authorization)
+        return identify(callers.values(), presented) if presented is not None else None
     if is_trusted(remote, trusted_networks):
         return TRUSTED
     return None

@@ -1,8 +1,9 @@
 """Whether a request may go any further, decided before its body is read.
 
 In order: the method, the caller (401), the app (404, 403), the path (400), the caller's
-route rights (403), and the endpoint's method (405). The same checks run when a caller asks
-`Expect: 100-continue`, so a refused upload is refused before it is sent.
+route rights (403), the endpoint's method (405), and the body's encoding (415). The same
+checks run when a caller asks `Expect: 100-continue`, so a refused upload is refused before
+it is sent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.access import ANONYMOUS, TRUSTED, Caller, caller_for
+from gateway.bodies import refuse_compressed
 from gateway.config import App, Config
 from gateway.endpoints import ENDPOINTS, Endpoint
 from gateway.errors import (
@@ -70,6 +72,7 @@ def admit(request: web.Request) -> Admitted:
             f"{path} takes {endpoint.method}, not {request.method}",
             headers={"Allow": endpoint.method},
         )
+    refuse_compressed(request.headers)
     return Admitted(name, app, path, endpoint)
 
 

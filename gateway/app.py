@@ -13,6 +13,7 @@ from gateway.callbacks import CallbackContext, create_callbacks_app
 from gateway.clock import Clock, SystemClock
 from gateway.config import SQLITE_STORE, Config
 from gateway.delivery import DeliveryWorker
+from gateway.listener import ConnectionLimits, GuardedRunner
 from gateway.middlewares import gateway_middleware
 from gateway.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.sandbox.server import create_sandbox_app
@@ -31,9 +32,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         middlewares=[gateway_middleware],
         # Bodies are read by the handler with its own limit; this only guards request.read().
         client_max_size=config.limits.max_body_bytes,
-        # aiohttp refuses larger headers in plain text before any middleware; keep its limits
-        # above limits.max_header_bytes so callers get the envelope (431) from the gateway.
-        handler_args={"max_line_size": 1 << 17, "max_field_size": 1 << 17},
+        handler_args=connection_limits(config).handler_args(),
     )
     app[CONFIG] = config
     logs.REDACTION.add_secrets(
@@ -80,6 +79,17 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     }
     yield
     await runner.cleanup()
+
+
+def connection_limits(config: Config) -> ConnectionLimits:
+    """How each of the gateway's listeners bounds its connections (see `listener`)."""
+    limits = config.limits
+    return ConnectionLimits(
+        max_header_bytes=limits.max_header_bytes,
+        header_timeout_s=limits.header_timeout_s,
+        keepalive_timeout_s=limits.keepalive_timeout_s,
+        max_connections=limits.max_connections,
+    )
 
 
 def sandbox_settings(config: Config) -> Settings:
@@ -140,9 +150,17 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     worker = DeliveryWorker(outbox, targets, config.callbacks, app[CLOCK])
     worker.start()
     context = CallbackContext(
-        config, app[BASE_URLS], app[UPSTREAM], outbox, worker, app[WAITS], app[CLOCK]
+        config,
+        app[BASE_URLS],
+        app[UPSTREAM],
+        outbox,
+        worker,
+        app[WAITS],
+        app[CLOCK],
+        body_idle_timeout_s=config.limits.body_idle_timeout_s,
     )
-    runner = web.AppRunner(create_callbacks_app(context), access_log=None)
+    guard = connection_limits(config)
+    runner = GuardedRunner(create_callbacks_app(context, guard.handler_args()), guard)
     await runner.setup()
     await web.TCPSite(runner, listen.host, listen.port).start()
     host, port, *_ = runner.addresses[0]

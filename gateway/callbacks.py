@@ -11,25 +11,30 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway import logs
+from gateway.bodies import read_capped, refuse_compressed
 from gateway.clock import Clock
 from gateway.config import App, Config
 from gateway.delivery import DeliveryWorker
 from gateway.errors import GatewayError, envelope
+from gateway.flights import SingleFlight
 from gateway.outbox import Outbox
 from gateway.params import parse_json, parse_urlencoded
 from gateway.platform import detail_of, trade_detail
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, UpstreamResponse
 from gateway.verification import MAX_SKEW_MS, Rejected, check_signed_request
 from gateway.waits import PROCESSING, TradeWaits
 
 log = logs.logger("neu_gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024
+# The doc's callback has seven fields; room for the platform to add some.
+MAX_CALLBACK_FIELDS = 64
 # A sign is refused as a replay for as long as its timestamp could still be accepted.
 REPLAY_WINDOW_S = 2 * MAX_SKEW_MS / 1000
 
@@ -43,6 +48,10 @@ class CallbackContext:
     worker: DeliveryWorker
     waits: TradeWaits
     clock: Clock
+    body_idle_timeout_s: float = 30.0
+    confirmations: SingleFlight[tuple[str, str], UpstreamResponse] = field(
+        default_factory=SingleFlight
+    )
 
 
 CONTEXT = web.AppKey("neu_callbacks", CallbackContext)
@@ -67,7 +76,7 @@ async def pay_callback(request: web.Request) -> web.Response:
         app = context.config.apps.get(name)
         if app is None:
             raise Refused(404, "unknown_app", "no such app")
-        params = await _params(request)
+        params = await _params(request, context.body_idle_timeout_s)
         try:
             accepted = await _accept(context, app, params)
         except (sqlite3.Error, RedisError, OSError):
@@ -75,7 +84,11 @@ async def pay_callback(request: web.Request) -> web.Response:
             raise Refused(503, "outbox_unavailable", "not stored; send it again later") from None
     except Refused as refusal:
         log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
-        return _refusal(refusal)
+        response = _refusal(refusal)
+        if not request.content.is_eof():
+            # Refused unread (too large, compressed, stalled): nothing more is read from it.
+            response.force_close()
+        return response
     return web.json_response({"responseHeader": {"status": 200, "msg": accepted}, "response": True})
 
 
@@ -83,19 +96,16 @@ async def not_here(request: web.Request) -> web.Response:
     return _refusal(Refused(404, "not_found", "only POST /callbacks/{app}/pay is served here"))
 
 
-async def _params(request: web.Request) -> dict[str, str]:
+async def _params(request: web.Request, idle_s: float) -> dict[str, str]:
     try:
-        # client_max_size of this listener's app bounds it.
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise Refused(413, "body_too_large", "callback body too large") from None
-    try:
+        refuse_compressed(request.headers)
+        body = await read_capped(request, MAX_CALLBACK_BYTES, idle_s, "a callback's size")
         if request.content_type == "application/json":
-            pairs = parse_json(body)
+            pairs = parse_json(body, MAX_CALLBACK_FIELDS)
         else:
-            pairs = parse_urlencoded(body, "callback body")
+            pairs = parse_urlencoded(body, "callback body", MAX_CALLBACK_FIELDS)
     except GatewayError as exc:
-        raise Refused(400, exc.code, exc.msg) from None
+        raise Refused(exc.status, exc.code, exc.msg) from None
     # The platform may add fields over time: keep them all, first value of each.
     params: dict[str, str] = {}
     for key, value in pairs:
@@ -110,10 +120,16 @@ async def _accept(context: CallbackContext, app: App, params: dict[str, str]) ->
     if app.callbacks.verify_sign:
         await _verify(context, app, params, now)
     trade_no = params["tradeNo"]
-    try:
-        answer = await trade_detail(
+
+    async def confirm() -> UpstreamResponse:
+        return await trade_detail(
             context.upstream, context.base_urls[app.name], app, trade_no, context.clock.now_ms()
         )
+
+    try:
+        # The platform's retries, or a replay, may bring the same callback many times at
+        # once: one tradedetail answers them all.
+        answer, _ = await context.confirmations.run((app.name, trade_no), confirm)
     except GatewayError:
         # Not the callback's fault: a non-2xx makes the platform send it again later.
         raise Refused(503, "upstream_unreachable", "could not confirm with the platform") from None
@@ -155,8 +171,10 @@ async def _verify(context: CallbackContext, app: App, params: dict[str, str], no
         raise Refused(409, "replayed", "this sign was already used: a replay")
 
 
-def create_callbacks_app(context: CallbackContext) -> web.Application:
-    app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
+def create_callbacks_app(
+    context: CallbackContext, handler_args: dict[str, Any] | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_CALLBACK_BYTES, handler_args=handler_args)
     app[CONTEXT] = context
     app.router.add_post("/callbacks/{app}/pay", pay_callback)
     app.router.add_route("*", "/{tail:.*}", not_here)

@@ -16,9 +16,10 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway import __version__, logs, signing
-from gateway.app import create_app, open_outbox
+from gateway.app import connection_limits, create_app, open_outbox
 from gateway.clock import SystemClock
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
+from gateway.listener import GuardedRunner
 from gateway.outbox import DEAD, PENDING, Outbox
 from gateway.params import caller_fields
 from gateway.sandbox.server import create_sandbox_app
@@ -186,7 +187,9 @@ def _serve(args: argparse.Namespace) -> int:
             "signed calls as every configured app",
             config.listen.host,
         )
-    _run(_serve_until_stopped(create_app(config), config.listen.host, config.listen.port))
+    app = create_app(config)
+    runner = GuardedRunner(app, connection_limits(config))
+    _run(_serve_until_stopped(runner, config.listen.host, config.listen.port))
     return EXIT_OK
 
 
@@ -201,9 +204,8 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve_until_stopped(
-    app: web.Application, host: str, port: int, what: str = "neu-gateway"
+    runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway"
 ) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
@@ -244,8 +246,8 @@ def _sandbox(args: argparse.Namespace) -> int:
         notify_backoff_s=args.notify_backoff_s,
         explain=args.explain,
     )
-    app = create_sandbox_app(secrets, settings)
-    _run(_serve_until_stopped(app, args.host, args.port, "sandbox"))
+    runner = web.AppRunner(create_sandbox_app(secrets, settings), access_log=None)
+    _run(_serve_until_stopped(runner, args.host, args.port, "sandbox"))
     return EXIT_OK
 
 

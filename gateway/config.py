@@ -128,12 +128,21 @@ class TimeoutsConfig(_Model):
 
 
 class LimitsConfig(_Model):
+    """What one caller may make the gateway hold or do; SECURITY.md lists what hitting each gets."""
+
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * MIB
+    # Form and JSON bodies, and the text parts of a multipart body together, are parsed in
+    # memory on the event loop; files are spooled, so only they may be as large as the body.
+    max_form_bytes: Annotated[int, Field(gt=0, le=64 * MIB)] = MIB
     max_response_bytes: Annotated[int, Field(gt=0)] = 16 * MIB
-    max_params: Annotated[int, Field(gt=0)] = 200
+    max_params: Annotated[int, Field(gt=0, le=100_000)] = 200
     max_key_length: Annotated[int, Field(gt=0)] = 128
     max_value_length: Annotated[int, Field(gt=0)] = 65536
-    max_header_bytes: Annotated[int, Field(gt=0, le=65536)] = 16384
+    max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 16384
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    body_idle_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 75.0
+    max_connections: Annotated[int, Field(gt=0, le=1_000_000)] = 1024
 
 
 MIN_CALLER_TOKEN_LENGTH = 16

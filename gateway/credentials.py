@@ -24,7 +24,10 @@ class Secret:
 
     def matches(self, presented: str) -> bool:
         """Constant-time comparison, so timing tells nothing about the value."""
-        return hmac.compare_digest(self._value.encode(), presented.encode())
+        # A header's bytes that are not UTF-8 come as surrogates; compare the bytes sent.
+        return hmac.compare_digest(
+            self._value.encode(), presented.encode("utf-8", "surrogateescape")
+        )
 
     def __repr__(self) -> str:
         return "Secret('**********')"

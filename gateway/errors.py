@@ -16,11 +16,16 @@ GatewayError
 │   ├── UnknownApp             404 unknown_app
 │   └── UnknownEndpoint        404 unknown_endpoint
 ├── MethodNotAllowed           405 method_not_allowed
+├── RequestTimeout             408 request_timeout
+│   ├── HeaderTimeout          408 header_timeout
+│   └── BodyTimeout            408 body_timeout
 ├── BodyTooLarge               413 body_too_large
 ├── UnsupportedMediaType       415 unsupported_media_type
+│   └── UnsupportedContentEncoding 415 unsupported_content_encoding
 ├── HeadersTooLarge            431 headers_too_large
 ├── InternalError              500 internal_error
 ├── CacheUnavailable           503 cache_unavailable
+├── TooManyConnections         503 too_many_connections
 ├── UpstreamUnreachable        502 upstream_unreachable
 │   └── UpstreamBadResponse    502 upstream_bad_response
 └── UpstreamTimeout            504 upstream_timeout
@@ -178,6 +183,34 @@ class MethodNotAllowed(GatewayError):
     message = "method not allowed: the platform's OpenAPI takes GET or POST"
 
 
+class RequestTimeout(GatewayError):
+    """The caller was too slow to send its request."""
+
+    status = 408
+    code = "request_timeout"
+    message = "the request did not arrive in time"
+
+
+class HeaderTimeout(RequestTimeout):
+    """The request line and headers did not all arrive within limits.header_timeout_s."""
+
+    code = "header_timeout"
+    message = (
+        "the request headers did not arrive within limits.header_timeout_s; "
+        "the connection is closed"
+    )
+
+
+class BodyTimeout(RequestTimeout):
+    """No byte of the request body arrived for limits.body_idle_timeout_s."""
+
+    code = "body_timeout"
+    message = (
+        "the request body stalled: nothing arrived for limits.body_idle_timeout_s; "
+        "the connection is closed"
+    )
+
+
 class BodyTooLarge(GatewayError):
     """The request body is larger than limits.max_body_bytes."""
 
@@ -197,6 +230,15 @@ class UnsupportedMediaType(GatewayError):
     )
 
 
+class UnsupportedContentEncoding(UnsupportedMediaType):
+    """A compressed request body: inflating it could turn a few KB into gigabytes."""
+
+    code = "unsupported_content_encoding"
+    message = (
+        "compressed request bodies are not accepted (Content-Encoding): send the body uncompressed"
+    )
+
+
 class HeadersTooLarge(GatewayError):
     """The request's headers are larger than limits.max_header_bytes."""
 
@@ -211,6 +253,17 @@ class InternalError(GatewayError):
     status = 500
     code = "internal_error"
     message = "internal gateway error; the gateway log has details under this request id"
+
+
+class TooManyConnections(GatewayError):
+    """The listener already holds limits.max_connections connections."""
+
+    status = 503
+    code = "too_many_connections"
+    message = (
+        "the gateway holds as many connections as limits.max_connections allows; "
+        "retry shortly or reuse a kept-alive connection"
+    )
 
 
 class UpstreamUnreachable(GatewayError):

@@ -1,9 +1,11 @@
 """Logging set-up, with the filter that keeps credentials out of every log line.
 
 Redaction is the last step before a record is written: known secrets (app secrets, caller
-tokens) by value; JWTs, 64-hex signs and bearer tokens by shape; and the values of sensitive
-keys (`sign`, `accessToken`, `code`, `secret`, `token`, `phone`, `password`) in query-string
-and JSON text.
+tokens) by value; JWTs, 64-hex signs and bearer tokens by shape; and the values of keys whose
+names hold a sensitive word (`sign`, `token`, `code`, `secret`, `phone`, `mobile`, `password`,
+`auth`, `credential`: so `accessToken`, `authCode`, `phoneNumber` too) in query-string and JSON
+text. Then every control character is escaped, so nothing that came from the network can
+break a line: a record is always one line, and a traceback's lines are indented under it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,34 @@ REDACTED = "[redacted]"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _HEX_SIGN = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
-_SENSITIVE = r"(?:sign|accessToken|access_token|code|secret|token|phone|mobile|password)"
-_PAIR = re.compile(rf"(?i)\b({_SENSITIVE})=[^&\s\"',;]*")
+# A key is sensitive when its name holds one of these words anywhere (authCode, phoneNumber,
+# refreshToken, client_secret): the platform adds keys, and a list of names would lag.
+_SENSITIVE_WORD = r"(?:sign|token|code|secret|phone|mobile|password|passwd|auth|credential)"
+# Bounded on both sides, so a long run of letters costs linear time, not quadratic.
+_SENSITIVE = rf"[A-Za-z0-9_.\-]{{0,64}}{_SENSITIVE_WORD}[A-Za-z0-9_.\-]{{0,64}}"
+_PAIR = re.compile(rf"(?i)(?<![A-Za-z0-9_.\-])({_SENSITIVE})=[^&\s\"',;]*")
 _JSON_PAIR = re.compile(rf"(?i)(\"{_SENSITIVE}\"\s*:\s*)(\"(?:[^\"\\]|\\.)*\"|[0-9+\-]+)")
+# C0 and C1 controls (line breaks among them) and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s/]+@")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as visible escapes, so a value from the network (a path segment,
+    a header) can never start a forged log line or hide part of a real one."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    return named or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def escape_traceback(text: str) -> str:
+    """A traceback's lines each indented, so no line of it can pass for a record of its own."""
+    return "\n".join("    " + escape_controls(line) for line in text.splitlines())
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -48,17 +74,22 @@ class RedactingFilter(logging.Filter):
         self._secrets = tuple(sorted({*self._secrets, *(s for s in secrets if s)}))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._secrets)
+        if getattr(record, _CLEANED, False):
+            # Already done by the logger's own filter; a handler sees the same record again.
+            return True
+        record.msg = escape_controls(redact(record.getMessage(), self._secrets))
         record.args = None
         if record.exc_info:
             # Tracebacks are formatted here so they pass through redaction too.
-            record.exc_text = redact(
-                logging.Formatter().formatException(record.exc_info), self._secrets
-            )
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self._secrets)
+            record.exc_text = escape_traceback(redact(record.exc_text, self._secrets))
+        setattr(record, _CLEANED, True)
         return True
+
+
+_CLEANED = "neu_cleaned"
 
 
 # The one filter: on every gateway logger (so it holds wherever the records go) and, once

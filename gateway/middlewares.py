@@ -17,6 +17,7 @@ from gateway.errors import (
     InternalError,
     MethodNotAllowed,
     NotFound,
+    RequestTimeout,
     envelope,
 )
 from gateway.state import APP_NAME, CALLER_NAME, CLOCK, CONFIG, REQUEST_ID
@@ -44,7 +45,7 @@ def error_response(error: GatewayError, request_id: str) -> web.Response:
     response.headers.update(error.headers)
     if isinstance(error, MethodNotAllowed) and "Allow" not in error.headers:
         response.headers["Allow"] = "GET, POST"
-    if isinstance(error, BodyTooLarge | HeadersTooLarge):
+    if isinstance(error, BodyTooLarge | HeadersTooLarge | RequestTimeout):
         # The rest of the body is not read, so the connection cannot carry another request.
         response.force_close()
     return response
@@ -79,6 +80,9 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error, request_id=%s", request_id)
         response = error_response(InternalError(), request_id)
+    if response.status >= 400 and not request.content.is_eof():
+        # The body was refused unread: draining it would be work for the caller's choosing.
+        response.force_close()
     response.headers[REQUEST_ID_HEADER] = request_id
     log_access(request, request_id, response.status, clock.monotonic() - started)
     return response

@@ -33,24 +33,32 @@ class ParamLimits(Protocol):
 GATEWAY_KEYS = frozenset({"appid", "timestamp", "sign"})
 
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_PIECE = re.compile(rb"[^&]+")
 
 
-def parse_urlencoded(raw: bytes, where: str) -> Pairs:
+def parse_urlencoded(raw: bytes, where: str, max_pairs: int | None = None) -> Pairs:
     """`a=1&b=x+y` (a query string or a form body) into decoded pairs, strictly.
 
     Raises InvalidParams for malformed percent-encoding, bytes that are not UTF-8 and empty
-    names, where a lenient parser would forward something the caller did not mean.
+    names, where a lenient parser would forward something the caller did not mean; and, as
+    soon as the pair after `max_pairs` is found, for too many parameters, so a body of
+    millions of `a=&` costs no more than the limit does.
     """
     pairs: Pairs = []
-    for piece in raw.split(b"&"):
-        if not piece:
-            continue
-        raw_key, _, raw_value = piece.partition(b"=")
+    # finditer skips runs of `&` in C and never splits the whole body into pieces at once.
+    for match in _PIECE.finditer(raw):
+        if max_pairs is not None and len(pairs) >= max_pairs:
+            raise too_many_params(max_pairs)
+        raw_key, _, raw_value = match.group().partition(b"=")
         key = _decode_component(raw_key, where)
         if not key:
             raise InvalidParams(f"a parameter in the {where} has an empty name")
         pairs.append((key, _decode_component(raw_value, where)))
     return pairs
+
+
+def too_many_params(limit: int) -> InvalidParams:
+    return InvalidParams(f"too many parameters (limits.max_params is {limit})")
 
 
 def _decode_component(raw: bytes, where: str) -> str:
@@ -66,7 +74,7 @@ class _JsonObject(list[tuple[str, Any]]):
     """Marks a decoded JSON object, so nesting can be told apart from a list."""
 
 
-def parse_json(body: bytes) -> Pairs:
+def parse_json(body: bytes, max_pairs: int | None = None) -> Pairs:
     """A JSON object of scalars and lists of scalars into pairs; anything else is refused."""
     try:
         document = json.loads(
@@ -79,10 +87,17 @@ def parse_json(body: bytes) -> Pairs:
         )
     except UnicodeDecodeError:
         raise InvalidJson("the JSON body is not valid UTF-8") from None
+    except RecursionError:
+        # json's C scanner recurses per level; the accepted shape is two levels deep anyway.
+        raise InvalidJson(
+            "the JSON body nests too deeply: send an object of scalars and lists of scalars"
+        ) from None
     except ValueError as exc:
         raise InvalidJson(f"the body is not valid JSON ({_json_problem(exc)})") from None
     if not isinstance(document, _JsonObject):
         raise InvalidJson('the JSON body must be an object, e.g. {"tradeNo": "..."}')
+    if max_pairs is not None and len(document) > max_pairs:
+        raise too_many_params(max_pairs)
     return [(_json_key(key), _json_value_text(key, value)) for key, value in document]
 
 
@@ -94,10 +109,18 @@ def _json_key(key: str) -> str:
 
 
 def _require_unicode(text: str, key: str) -> None:
+    if not is_unicode(text):
+        raise InvalidJson(f"JSON key {quoted_name(key)} holds an unpaired surrogate")
+
+
+def is_unicode(text: str) -> bool:
+    """Whether the text can be sent as UTF-8: no lone surrogates, such as the ones that stand
+    for undecodable bytes in headers."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidJson(f"JSON key {quoted_name(key)} holds an unpaired surrogate") from None
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> None:

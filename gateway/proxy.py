@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from aiohttp import MultipartWriter, hdrs, web
@@ -9,11 +11,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.admission import admit
-from gateway.config import App
+from gateway.bodies import read_capped, refuse_declared_size
+from gateway.config import App, LimitsConfig
 from gateway.endpoints import Endpoint, validate
 from gateway.errors import (
     BadRequest,
-    BodyTooLarge,
     GatewayError,
     UnsupportedMediaType,
     ValidationFailed,
@@ -27,19 +29,25 @@ from gateway.middlewares import (
     log_access,
     request_id_for,
 )
-from gateway.params import caller_fields, check_limits, parse_json, parse_urlencoded
+from gateway.params import (
+    caller_fields,
+    check_limits,
+    is_unicode,
+    parse_json,
+    parse_urlencoded,
+)
 from gateway.platform import TRADE_DETAIL_PATH, signed_fields, trade_detail
 from gateway.state import BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM, WAITS
-from gateway.uploads import Upload, read_multipart
+from gateway.uploads import MultipartLimits, Upload, read_multipart
 from gateway.upstream import UpstreamResponse
 from gateway.waits import MAX_WAIT_S
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 WAIT_HEADER = "X-Neu-Wait"
+_WAIT_SECONDS = re.compile(r"[0-9]{1,3}")
 # Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
 # hop-by-hop) stays here.
 FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
-READ_CHUNK_BYTES = 1 << 16
 
 
 def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
@@ -61,8 +69,7 @@ async def expect_body(request: web.Request) -> web.Response | None:
     try:
         check_header_size(request)
         admit(request)
-        if request.content_length is not None and request.content_length > limit:
-            raise BodyTooLarge()
+        refuse_declared_size(request, limit, "limits.max_body_bytes")
     except GatewayError as exc:
         # Middlewares do not run for an answer given here, so it is logged here.
         request_id = request_id_for(request)
@@ -78,11 +85,14 @@ async def forward(request: web.Request) -> web.Response:
     admitted = admit(request)
     app, path = admitted.app, admitted.path
     config = request.app[CONFIG]
-    query = parse_urlencoded(request.rel_url.raw_query_string.encode(), "query string")
-    upload = await read_body(request, config.limits.max_body_bytes)
+    limits = config.limits
+    query = parse_urlencoded(
+        request.rel_url.raw_query_string.encode(), "query string", limits.max_params
+    )
+    upload = await read_body(request, limits, limits.max_params - len(query))
     try:
         pairs = query + upload.pairs
-        check_limits(pairs, len(upload.files), config.limits)
+        check_limits(pairs, len(upload.files), limits)
         fields = caller_fields(pairs)
         if upload.files and request.method == "GET":
             raise BadRequest("file uploads need POST")
@@ -107,7 +117,8 @@ async def forward(request: web.Request) -> web.Response:
 async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str]) -> web.Response:
     """tradedetail with `wait=N`: answered once the trade leaves processing, or after N s."""
     wait = fields.pop("wait")
-    if not wait.isdigit() or not 1 <= int(wait) <= MAX_WAIT_S:
+    # isdigit() would take '²' and other digits int() refuses; only ASCII ones will do.
+    if not _WAIT_SECONDS.fullmatch(wait) or not 1 <= int(wait) <= MAX_WAIT_S:
         raise ValidationFailed(f"wait: must be a whole number of seconds from 1 to {MAX_WAIT_S}")
     trade_no = fields["tradeNo"]
     base_url = request.app[BASE_URLS][app.name]
@@ -128,9 +139,7 @@ async def _send(
     """Sign the fields and send them to the app's upstream as the platform expects them."""
     signed = signed_fields(fields, app, request.app[CLOCK].now_ms())
     url = request.app[BASE_URLS][app.name] + path
-    headers = CIMultiDict(
-        (name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers
-    )
+    headers = forwarded_headers(request.headers)
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     data: bytes | MultipartWriter | None = None
     if request.method == "GET":
@@ -146,35 +155,51 @@ async def _send(
     )
 
 
-async def read_body(request: web.Request, max_body_bytes: int) -> Upload:
-    """The caller's body as pairs (and spooled files), by its Content-Type."""
-    if request.content_length is not None and request.content_length > max_body_bytes:
-        raise BodyTooLarge()
+def forwarded_headers(given: Mapping[str, str]) -> CIMultiDict[str]:
+    """The caller's headers worth passing on, where they can be sent on as they came."""
+    return CIMultiDict(
+        (name, given[name])
+        for name in FORWARDED_HEADERS
+        # Bytes that are not UTF-8 arrive as surrogates, which cannot be written again.
+        if name in given and is_unicode(given[name])
+    )
+
+
+async def read_body(request: web.Request, limits: LimitsConfig, params_left: int) -> Upload:
+    """The caller's body as pairs (and spooled files), by its Content-Type.
+
+    Nothing is parsed beyond the limits: form and JSON bodies are read up to
+    `max_form_bytes` and parsed to at most `params_left` pairs; a multipart body is read part
+    by part, files spooled, up to `max_body_bytes`.
+    """
+    refuse_declared_size(request, limits.max_body_bytes, "limits.max_body_bytes")
     if not request.body_exists:
         return Upload()
     mimetype = request.content_type
     if mimetype == "multipart/form-data":
-        return await read_multipart(request, max_body_bytes)
-    body = await _read_capped(request, max_body_bytes)
+        return await read_multipart(
+            request,
+            MultipartLimits(
+                limits.max_body_bytes,
+                limits.max_form_bytes,
+                params_left,
+                limits.body_idle_timeout_s,
+            ),
+        )
+    is_json = mimetype == "application/json" or mimetype.endswith("+json")
+    if mimetype != FORM_TYPE and not is_json:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {quoted_name(mimetype)}: send {FORM_TYPE}, "
+            "application/json or multipart/form-data"
+        )
+    body = await read_capped(
+        request, limits.max_form_bytes, limits.body_idle_timeout_s, "limits.max_form_bytes"
+    )
     if not body:
         return Upload()
-    if mimetype == FORM_TYPE:
-        return Upload(pairs=parse_urlencoded(body, "form body"))
-    if mimetype == "application/json" or mimetype.endswith("+json"):
-        return Upload(pairs=parse_json(body))
-    raise UnsupportedMediaType(
-        f"unsupported Content-Type {quoted_name(mimetype)}: send {FORM_TYPE}, "
-        "application/json or multipart/form-data"
-    )
-
-
-async def _read_capped(request: web.Request, max_body_bytes: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-        body += chunk
-        if len(body) > max_body_bytes:
-            raise BodyTooLarge()
-    return bytes(body)
+    if is_json:
+        return Upload(pairs=parse_json(body, params_left))
+    return Upload(pairs=parse_urlencoded(body, "form body", params_left))
 
 
 def multipart_body(fields: dict[str, str], upload: Upload) -> MultipartWriter:

@@ -3,7 +3,7 @@
 A successful exchange answer is kept under (app, code, scope) and the token under
 (app, openId), both for the token's life: the smaller of the answer's `expire` and the JWT's
 `exp`, less a safety margin. Identical exchanges in flight share one upstream call (one
-Future per key in this process; a short lock in the store across replicas). The store is
+flight per key in this process; a short lock in the store across replicas). The store is
 memory (bounded LRU) or Redis; when Redis fails, exchanges go straight to the platform and
 lookups by openId raise CacheUnavailable, until Redis answers again.
 """
@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 from gateway import jwt, logs
 from gateway.clock import Clock
 from gateway.errors import CacheUnavailable
+from gateway.flights import SingleFlight
 from gateway.platform import platform_status
 
 log = logs.logger("neu_gateway.tokens")
@@ -106,7 +107,7 @@ class TokenCache:
         self._clock = clock
         self._margin_s = margin_s
         self._wait_s = wait_s
-        self._flights: dict[str, asyncio.Future[Answer]] = {}
+        self._flights: SingleFlight[str, tuple[Answer, str]] = SingleFlight()
         self._skip_store_until = 0.0
         self._store_down = False
 
@@ -117,29 +118,20 @@ class TokenCache:
     async def exchange(
         self, app: str, code: str, scope: str, fetch: Callable[[], Awaitable[Answer]]
     ) -> tuple[Answer, str]:
-        """The answer to exchanging this code, and whether it was a cache `hit` or a `miss`."""
+        """The answer to exchanging this code, and where it came from.
+
+        `hit`: the cache (this replica's store or another replica's answer); `shared`: an
+        exchange of the same code under way here, success or failure; `miss`: the platform.
+        """
         scopes = ",".join(sorted({s.strip() for s in scope.split(",") if s.strip()}))
         key = f"x:{app}:{_digest(code)}:{scopes}"
         cached = await self._get(key)
         if cached is not None:
             return Answer.loads(cached), "hit"
-        flight = self._flights.get(key)
-        if flight is not None:
-            return await asyncio.shield(flight), "hit"
-        flight = asyncio.get_running_loop().create_future()
-        # Nobody may be waiting on a failed flight; reading its exception keeps asyncio quiet.
-        flight.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._flights[key] = flight
-        try:
-            answer, state = await self._exchange_once(app, key, fetch)
-        except BaseException as exc:
-            flight.set_exception(exc)
-            raise
-        else:
-            flight.set_result(answer)
-            return answer, state
-        finally:
-            del self._flights[key]
+        (answer, state), shared = await self._flights.run(
+            key, lambda: self._exchange_once(app, key, fetch)
+        )
+        return answer, "shared" if shared else state
 
     async def _exchange_once(
         self, app: str, key: str, fetch: Callable[[], Awaitable[Answer]]

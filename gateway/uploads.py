@@ -1,4 +1,4 @@
-"""multipart/form-data from a caller: text fields become params, file parts are spooled.
+"""multipart/form-data from a caller: text fields become params, the fileData part is spooled.
 
 A file part is never held whole in memory: it is read in chunks into a spool that stays in
 memory while small and moves to an anonymous temporary file beyond SPOOL_MEMORY_BYTES, then is
@@ -14,13 +14,16 @@ from typing import IO
 from aiohttp import BodyPartReader, MultipartReader, payload, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.errors import BodyTooLarge, InvalidMultipart, quoted_name
-from gateway.params import Pairs
+from gateway.bodies import IDENTITY, too_large, within_idle
+from gateway.errors import InvalidMultipart, SecretParamRejected, quoted_name
+from gateway.params import Pairs, is_unicode, too_many_params
+from gateway.signing import SECRET_KEY
 
 SPOOL_MEMORY_BYTES = 1 << 20
 READ_CHUNK_BYTES = 1 << 16
-MAX_TEXT_FIELD_BYTES = 1 << 20
 FILE_FIELD = "fileData"
+PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+UTF8_NAMES = frozenset({"utf-8", "utf8"})
 DEFAULT_FILE_TYPE = "application/octet-stream"
 
 
@@ -86,18 +89,34 @@ class Upload:
             part.spool.close()
 
 
-async def read_multipart(request: web.Request, max_body_bytes: int) -> Upload:
-    """Read the caller's multipart body; the caller must close() the result."""
+@dataclass(frozen=True)
+class MultipartLimits:
+    max_body_bytes: int
+    max_text_bytes: int  # all text parts together (limits.max_form_bytes)
+    max_parts: int  # what is left of limits.max_params after the query string
+    idle_s: float
+
+
+async def read_multipart(request: web.Request, limits: MultipartLimits) -> Upload:
+    """Read the caller's multipart body; the caller must close() the result.
+
+    The part named `fileData` is the file (the one field the platform's sign leaves out);
+    every other part is a parameter, and is refused if it claims to be a file, so the platform
+    never receives a field the gateway did not sign.
+    """
     upload = Upload()
     try:
         reader = await request.multipart()
+        text_budget = limits.max_text_bytes
         while True:
-            part = await reader.next()
+            part = await within_idle(reader.next(), limits.idle_s)
             if part is None:
                 break
+            if len(upload.pairs) + len(upload.files) >= limits.max_parts:
+                raise too_many_params(limits.max_parts)
             if isinstance(part, MultipartReader):
                 raise InvalidMultipart("nested multipart parts are not supported")
-            await _read_part(part, upload, request, max_body_bytes)
+            text_budget -= await _read_part(part, upload, request, limits, text_budget)
     except (HttpProcessingError, ValueError, RuntimeError, AssertionError, LookupError) as exc:
         upload.close()
         raise InvalidMultipart(
@@ -112,45 +131,79 @@ async def read_multipart(request: web.Request, max_body_bytes: int) -> Upload:
 def _reason(exc: Exception) -> str:
     # aiohttp's messages can quote body bytes; keep the kind of failure, not the content.
     text = str(exc).split(":")[0].split("b'")[0].strip()
-    return text[:80] or type(exc).__name__
+    return "".join(ch for ch in text[:80] if ch.isprintable()) or type(exc).__name__
 
 
-async def _read_part(
-    part: BodyPartReader, upload: Upload, request: web.Request, max_body_bytes: int
-) -> None:
+def _checked_part(part: BodyPartReader) -> str:
+    """The part's name, once its headers are ones the gateway can forward faithfully."""
     name = part.name
     if not name:
         raise InvalidMultipart("a multipart part has no name in its Content-Disposition")
-    if part.filename is not None or name == FILE_FIELD:
+    for what, text in (("name", name), ("filename", part.filename)):
+        if text is not None and not is_unicode(text):
+            raise InvalidMultipart(f"a multipart part's {what} is not valid UTF-8")
+    transfer = part.headers.get("Content-Transfer-Encoding", "").strip().lower()
+    if transfer not in PLAIN_TRANSFER_ENCODINGS:
+        # RFC 7578 section 4.7: senders must not use it over HTTP, and it would be forwarded
+        # (and signed) still encoded.
+        raise InvalidMultipart(
+            f"part {quoted_name(name)} has a Content-Transfer-Encoding; send its bytes as they are"
+        )
+    if part.headers.get("Content-Encoding", "").strip().lower() not in IDENTITY:
+        raise InvalidMultipart(f"part {quoted_name(name)} is compressed; send it uncompressed")
+    if name.lower() == SECRET_KEY:
+        raise SecretParamRejected()
+    return name
+
+
+async def _read_part(
+    part: BodyPartReader,
+    upload: Upload,
+    request: web.Request,
+    limits: MultipartLimits,
+    text_budget: int,
+) -> int:
+    """Reads one part into the upload; returns the text bytes it used."""
+    name = _checked_part(part)
+    if name == FILE_FIELD:
         spool = Spool()
         upload.files.append(
             FilePart(
                 name, part.filename, part.headers.get("Content-Type", DEFAULT_FILE_TYPE), spool
             )
         )
-        while chunk := await part.read_chunk(READ_CHUNK_BYTES):
-            _check_body_size(request, max_body_bytes)
+        while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s):
+            _check_body_size(request, limits.max_body_bytes)
             spool.write(chunk)
-        return
-    text = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
-        _check_body_size(request, max_body_bytes)
-        text += chunk
-        if len(text) > MAX_TEXT_FIELD_BYTES:
-            raise InvalidMultipart(
-                f"text field {quoted_name(name)} is over {MAX_TEXT_FIELD_BYTES} bytes; "
-                "send large content as a file part"
-            )
-    charset = part.get_charset(default="utf-8")
-    try:
-        upload.pairs.append((name, bytes(text).decode(charset)))
-    except (UnicodeDecodeError, LookupError):
+        return 0
+    if part.filename is not None:
         raise InvalidMultipart(
-            f"text field {quoted_name(name)} is not valid {quoted_name(charset)} text"
-        ) from None
+            f"part {quoted_name(name)} carries a filename, but only {FILE_FIELD!r} is sent as a "
+            f"file (the platform signs every other field): send {quoted_name(name)} as a plain "
+            "text field, or the file as fileData"
+        )
+    charset = part.get_charset(default="utf-8").strip().lower()
+    if charset not in UTF8_NAMES:
+        raise InvalidMultipart(
+            f"text field {quoted_name(name)} declares charset {quoted_name(charset)}; "
+            "only utf-8 is accepted"
+        )
+    text = bytearray()
+    while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s):
+        _check_body_size(request, limits.max_body_bytes)
+        text += chunk
+        if len(text) > text_budget:
+            raise too_large(
+                "limits.max_form_bytes, for all text fields together", limits.max_text_bytes
+            )
+    try:
+        upload.pairs.append((name, bytes(text).decode("utf-8")))
+    except UnicodeDecodeError:
+        raise InvalidMultipart(f"text field {quoted_name(name)} is not valid UTF-8") from None
+    return len(text)
 
 
 def _check_body_size(request: web.Request, max_body_bytes: int) -> None:
     # A chunked body has no Content-Length to refuse up front, so count what has arrived.
     if request.content.total_bytes > max_body_bytes:
-        raise BodyTooLarge()
+        raise too_large("limits.max_body_bytes", max_body_bytes)

@@ -18,6 +18,7 @@ from yarl import URL
 from gateway import logs
 from gateway.config import LimitsConfig, TimeoutsConfig
 from gateway.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
+from gateway.params import is_unicode
 
 log = logs.logger("neu_gateway.upstream")
 
@@ -57,7 +58,10 @@ def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIM
     }
     dropped = HOP_BY_HOP | REFRAMED | named_in_connection
     return CIMultiDict(
-        (name, value) for name, value in headers.items() if name.lower() not in dropped
+        (name, value)
+        for name, value in headers.items()
+        # A value whose bytes are not UTF-8 could not be written to the caller again.
+        if name.lower() not in dropped and is_unicode(name) and is_unicode(value)
     )
 
 
@@ -95,6 +99,12 @@ class Upstream:
             async with self._session.request(
                 method, url, headers=headers, data=data, allow_redirects=False
             ) as response:
+                if response.status < 200:
+                    # 101 Switching Protocols (or another 1xx) relayed would leave the caller
+                    # waiting on a protocol the gateway does not speak.
+                    raise UpstreamBadResponse(
+                        f"the platform answered HTTP {response.status}, which cannot be relayed"
+                    )
                 body = await self._read_capped(response)
                 # The full URL holds the sign (and user/info's accessToken): the log's redaction
                 # filter removes them; this line is only for debugging what was sent.

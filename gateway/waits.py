@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.clock import Clock
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.platform import detail_of
 from gateway.upstream import UpstreamResponse
 
@@ -68,7 +68,10 @@ class TradeWaits:
             return answer, True
         except TimeoutError:
             if watch.latest is None:
-                raise
+                # Not one answer from the platform in the time the caller gave.
+                raise UpstreamTimeout(
+                    f"the platform did not answer tradedetail within the wait ({seconds:g} s)"
+                ) from None
             return watch.latest, False
         finally:
             watch.waiters -= 1

@@ -4,15 +4,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
-from gateway.app import create_app
+from gateway.app import connection_limits, create_app
 from gateway.config import Config, from_mapping
+from gateway.listener import GuardedRunner
+from gateway.state import CONFIG
 from tests.platform_double import APPID, SECRET, PlatformDouble
 
 pytest_plugins = ["tests.redis_server", "tests.receiver"]
 
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+class GuardedTestServer(TestServer):
+    """A TestServer whose connections go through the gateway's own listener, as in `serve`."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GuardedRunner(self.app, connection_limits(self.app[CONFIG]), **kwargs)
+
+
+def guarded(app: web.Application) -> TestServer:
+    """The gateway app served as `neu-gateway serve` serves it, for aiohttp_client."""
+    return GuardedTestServer(app)
 
 
 def gateway_config(upstream: str, **overrides: Any) -> Config:
@@ -46,7 +62,7 @@ def make_gateway(aiohttp_client: Any, platform_url: str) -> GatewayFactory:
 
     async def make(upstream: str | None = None, **overrides: Any) -> TestClient[Any, Any]:
         config = gateway_config(upstream or platform_url, **overrides)
-        client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
+        client: TestClient[Any, Any] = await aiohttp_client(guarded(create_app(config)))
         return client
 
     return make

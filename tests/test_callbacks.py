@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.config import from_mapping
 from gateway.outbox import DELIVERED, SqliteOutbox
 from gateway.state import BASE_URLS, CALLBACKS_URL
+from tests.conftest import guarded
 from tests.platform_double import APPID, SECRET
 from tests.receiver import CallbackReceiver
 from tests.redis_server import RedisServer
@@ -51,7 +52,7 @@ def config_for(tmp_path: Path, receiver: CallbackReceiver, **extra: Any) -> dict
 @pytest.fixture
 async def gateway(aiohttp_client: Any, tmp_path: Path, receiver: CallbackReceiver) -> Client:
     config = from_mapping(config_for(tmp_path, receiver), {"S": SECRET})
-    client: Client = await aiohttp_client(create_app(config))
+    client: Client = await aiohttp_client(guarded(create_app(config)))
     return client
 
 
@@ -228,7 +229,7 @@ async def test_a_trade_of_another_app_is_refused(
     }
     document["default_app"] = "demo"
     gateway = await aiohttp_client(
-        create_app(from_mapping(document, {"S": SECRET, "S2": "shop-secret"}))
+        guarded(create_app(from_mapping(document, {"S": SECRET, "S2": "shop-secret"})))
     )
     sandbox = Sandbox(gateway)
     trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
@@ -245,7 +246,7 @@ async def test_without_sign_checks_the_platform_is_still_asked(
     aiohttp_client: Any, tmp_path: Path, receiver: CallbackReceiver
 ) -> None:
     config = from_mapping(config_for(tmp_path, receiver, verify_sign=False), {"S": SECRET})
-    gateway = await aiohttp_client(create_app(config))
+    gateway = await aiohttp_client(guarded(create_app(config)))
     sandbox = Sandbox(gateway)
     trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
     unsigned = {"tradeNo": trade_no, "transactionStatus": "2"}
@@ -350,7 +351,7 @@ async def test_the_redis_outbox_delivers_once(
     document = config_for(tmp_path, receiver, cache={"backend": "redis", "url": redis_server.url})
     # With the cache in Redis, the outbox is there too unless told otherwise.
     del document["callbacks"]["store"]
-    gateway = await aiohttp_client(create_app(from_mapping(document, {"S": SECRET})))
+    gateway = await aiohttp_client(guarded(create_app(from_mapping(document, {"S": SECRET}))))
     sandbox = Sandbox(gateway)
     receiver.fail_first = 1
     trade_no = await sandbox.new_trade()

@@ -20,7 +20,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app
+from gateway.app import connection_limits, create_app
+from gateway.listener import GuardedRunner
+from gateway.state import CONFIG
 from tests.conftest import gateway_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -49,7 +51,8 @@ def port() -> Iterator[int]:
         await upstream.setup()
         await web.TCPSite(upstream, "127.0.0.1", 0).start()
         upstream_port = upstream.addresses[0][1]
-        gateway = web.AppRunner(create_app(gateway_config(f"http://127.0.0.1:{upstream_port}")))
+        app = create_app(gateway_config(f"http://127.0.0.1:{upstream_port}"))
+        gateway = GuardedRunner(app, connection_limits(app[CONFIG]))
         await gateway.setup()
         await web.TCPSite(gateway, "127.0.0.1", 0).start()
         state["port"], state["stop"] = gateway.addresses[0][1], asyncio.Event()

@@ -12,6 +12,7 @@ from gateway.app import create_app
 from gateway.config import from_mapping
 from gateway.sandbox.server import create_sandbox_app
 from gateway.state import BASE_URLS
+from tests.conftest import guarded
 from tests.platform_double import APPID, SECRET
 
 Client = TestClient[Any, Any]
@@ -31,7 +32,7 @@ async def gateway(aiohttp_client: Any) -> Client:
         },
         {"S": SECRET},
     )
-    client: Client = await aiohttp_client(create_app(config))
+    client: Client = await aiohttp_client(guarded(create_app(config)))
     return client
 
 
@@ -207,7 +208,7 @@ async def test_a_wrong_secret_shows_as_the_platforms_sign_error(
         },
         {"S": "a-stale-secret"},
     )
-    gateway = await aiohttp_client(create_app(config))
+    gateway = await aiohttp_client(guarded(create_app(config)))
     response = await gateway.get(
         "/neuopenapi/pay/transactions/tradedetail", params={"tradeNo": "T"}
     )

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.config import from_mapping
 from gateway.state import BASE_URLS
+from tests.conftest import guarded
 from tests.platform_double import APPID, SECRET
 from tests.sandbox_client import MutableClock
 
@@ -35,7 +36,7 @@ async def make_gateway(aiohttp_client: Any, clock: MutableClock, **cache: Any) -
         },
         {"S": SECRET},
     )
-    client: Client = await aiohttp_client(create_app(config, clock=clock))
+    client: Client = await aiohttp_client(guarded(create_app(config, clock=clock)))
     return client
 
 

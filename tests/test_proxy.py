@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.uploads import SPOOL_MEMORY_BYTES
-from tests.conftest import GatewayFactory, gateway_config
+from tests.conftest import GatewayFactory, gateway_config, guarded
 from tests.platform_double import APPID, PlatformDouble, reference_sign
 from tests.rawhttp import raw_request
 
@@ -161,7 +161,9 @@ class FixedClock:
 async def test_caller_supplied_appid_timestamp_and_sign_are_replaced(
     aiohttp_client: Any, platform_url: str, platform: PlatformDouble
 ) -> None:
-    gateway = await aiohttp_client(create_app(gateway_config(platform_url), clock=FixedClock()))
+    gateway = await aiohttp_client(
+        guarded(create_app(gateway_config(platform_url), clock=FixedClock()))
+    )
     response = await gateway.post(
         ECHO_PATH + "?sign=q",
         data={"appid": "forged", "timestamp": "1", "sign": "forged", "code": "c"},
@@ -230,18 +232,58 @@ async def test_multipart_file_is_forwarded_byte_for_byte_and_not_signed(
     assert platform.last.part_order[-1] == "fileData"
 
 
-async def test_several_file_parts_keep_their_names(
+async def test_several_file_data_parts_are_all_forwarded_unsigned(
     gateway: Client, platform: PlatformDouble
 ) -> None:
     form = FormData()
     form.add_field("fileData", b"one", filename="1.txt")
-    form.add_field("image", b"two", filename="2.png", content_type="image/png")
+    form.add_field("fileData", b"three", filename="3.png", content_type="image/png")
     form.add_field("title", "t")
     response = await gateway.post(UPLOAD_PATH, data=form)
     assert response.status == 200
-    params = signed_by_gateway(platform)
-    assert "image" not in params
-    assert [(f.name, f.size) for f in platform.last.files] == [("fileData", 3), ("image", 3)]
+    assert signed_by_gateway(platform)["title"] == "t"
+    assert [(f.name, f.size) for f in platform.last.files] == [("fileData", 3), ("fileData", 5)]
+
+
+def _part(name: str, filename: str | None, value: bytes = b"v") -> bytes:
+    disposition = f'form-data; name="{name}"'
+    if filename is not None:
+        disposition += f'; filename="{filename}"'
+    return (f"--b\r\nContent-Disposition: {disposition}\r\n\r\n").encode() + value + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "filename", "status", "code"),
+    [
+        pytest.param(
+            "secret", "", 400, "secret_param_rejected", id="secret with an empty filename"
+        ),
+        pytest.param("Secret", "s.txt", 400, "secret_param_rejected", id="secret as a file"),
+        pytest.param("title", "", 400, "invalid_multipart", id="a field with an empty filename"),
+        pytest.param("image", "a.png", 400, "invalid_multipart", id="a file not named fileData"),
+    ],
+)
+async def test_only_file_data_may_be_a_file(
+    gateway: Client, platform: PlatformDouble, name: str, filename: str, status: int, code: str
+) -> None:
+    """Any other part is a parameter the platform signs, so it may not pass as a file."""
+    body = _part("title", None) + _part(name, filename) + b"--b--\r\n"
+    response = await gateway.post(
+        UPLOAD_PATH, data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    await envelope_of(response, status, code)
+    assert platform.received == []
+
+
+async def test_file_data_without_a_filename_is_still_the_unsigned_file(
+    gateway: Client, platform: PlatformDouble
+) -> None:
+    body = _part("title", None, b"t") + _part("fileData", None, b"raw bytes") + b"--b--\r\n"
+    response = await gateway.post(
+        UPLOAD_PATH, data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status == 200
+    assert "fileData" not in signed_by_gateway(platform)
 
 
 async def test_oversized_body_is_refused_before_forwarding(
@@ -391,7 +433,7 @@ async def test_x_neu_app_picks_the_app(
         },
         {"O": "other-secret", "D": "demo-secret"},
     )
-    gateway = await aiohttp_client(create_app(config))
+    gateway = await aiohttp_client(guarded(create_app(config)))
     response = await gateway.get(ECHO_PATH)
     await envelope_of(response, 400, "app_required")
     response = await gateway.get(ECHO_PATH, headers={"X-Neu-App": "demo"})

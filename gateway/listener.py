@@ -1,0 +1,291 @@
+"""How a listener takes connections: bounded header bytes and time, and a connection cap.
+
+aiohttp buffers a request's header block until it is complete, waits for it as long as the
+client likes, and takes any number of connections. Each listener of the gateway (the callers'
+one and the platform-facing callbacks one) runs behind this module's runner instead, whose
+connections:
+
+- count the bytes of each header block as they arrive and answer 431 once they pass what
+  `limits.max_header_bytes` allows, so a client cannot make the gateway hold more;
+- answer 408 when a header block is not complete within `limits.header_timeout_s` of its
+  first byte (or of the connection opening), and close;
+- are refused with 503 beyond `limits.max_connections` open at once;
+- answer what aiohttp's parser refuses (a malformed request line, an oversized header) in
+  the platform's envelope, not in aiohttp's plain text.
+
+The body's own idle timeout is kept by the handlers that read it (`bodies`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway import logs
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    HeaderTimeout,
+    InternalError,
+    TooManyConnections,
+    UpstreamTimeout,
+    envelope,
+)
+
+log = logs.logger("neu_gateway.listener")
+access_log = logs.logger("neu_gateway.access")
+
+# Room for the request line beside the headers; both are bounded by max_header_bytes on
+# their own (aiohttp's line and field limits), this bounds what is held while they arrive.
+REQUEST_LINE_ALLOWANCE = 1024
+# aiohttp's default; with each field bounded, the block is bounded by the byte count anyway.
+MAX_HEADER_FIELDS = 128
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection to a listener may hold and how long it may take to ask."""
+
+    max_header_bytes: int
+    header_timeout_s: float
+    keepalive_timeout_s: float
+    max_connections: int
+
+    @property
+    def max_header_block_bytes(self) -> int:
+        """Request line plus headers; each is checked on its own by the parser as well."""
+        return 2 * self.max_header_bytes + REQUEST_LINE_ALLOWANCE
+
+    def handler_args(self) -> dict[str, Any]:
+        """aiohttp's parser limits, for `web.Application(handler_args=...)`.
+
+        Request bodies are never inflated: `bodies` refuses a Content-Encoding instead, since
+        a few KB of gzip can inflate to gigabytes before any limit is looked at.
+        """
+        return {
+            "max_line_size": self.max_header_bytes,
+            "max_field_size": self.max_header_bytes,
+            "max_headers": MAX_HEADER_FIELDS,
+            "auto_decompress": False,
+        }
+
+
+def error_bytes(error: GatewayError, request_id: str) -> bytes:
+    """A whole HTTP/1.1 answer carrying the error, for when no aiohttp response can be sent."""
+    body = json.dumps(envelope(error.status, error.msg, error.code)).encode()
+    reason = HTTPStatus(error.status).phrase
+    head = (
+        f"HTTP/1.1 {error.status} {reason}\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        f"X-Request-Id: {request_id}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def error_for_parser(status: int, exc: BaseException | None) -> GatewayError:
+    """The gateway's own error for what aiohttp refused before any handler ran."""
+    if isinstance(exc, LineTooLong) or (
+        isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower()
+    ):
+        return HeadersTooLarge(
+            "the request line or a header is longer, or there are more headers, than the "
+            "gateway accepts (limits.max_header_bytes)"
+        )
+    if isinstance(exc, HttpProcessingError) or status == 400:
+        # aiohttp's message can quote the request's bytes; name only the kind of problem.
+        kind = type(exc).__name__ if exc is not None else "BadHttpMessage"
+        return BadRequest(f"the request is not valid HTTP/1.1 ({kind})")
+    if status == 504:
+        return UpstreamTimeout()
+    return InternalError()
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection handler, with the header block bounded in bytes and time."""
+
+    def __init__(self, manager: GuardedServer, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        kwargs["keepalive_timeout"] = limits.keepalive_timeout_s
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._server = manager
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+        # The body of the request whose headers came last: while it is still arriving,
+        # the bytes belong to it, not to a header block.
+        self._body: Any = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server.opened()
+        self._counted = True
+        if self._server.open_connections > self._limits.max_connections:
+            log.warning(
+                "refused a connection: %d open, limits.max_connections is %d",
+                self._server.open_connections - 1,
+                self._limits.max_connections,
+            )
+            self._refuse(TooManyConnections())
+            return
+        # A connection that never sends a whole request is closed like a slow one.
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_timer()
+        if self._counted:
+            self._counted = False
+            self._server.closed()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close:
+            return
+        in_header_block = self._payload_parser is None and (
+            self._body is None or self._body.is_eof()
+        )
+        requests_before = self._request_count
+        super().data_received(data)
+        if self._request_count != requests_before:
+            # A header block is complete: what follows is its body, or the next request.
+            self._cancel_header_timer()
+            self._header_bytes = 0
+            if self._messages:
+                self._body = self._messages[-1][1]
+            return
+        if not in_header_block or not data:
+            return
+        self._header_bytes += len(data)
+        if self._header_timer is None:
+            self._arm_header_timer()
+        if self._header_bytes > self._limits.max_header_block_bytes:
+            self._refuse(HeadersTooLarge())
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """What aiohttp would answer in plain text, in the envelope instead."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has started; no error answer can follow it")
+        error = error_for_parser(status, exc)
+        request_id = uuid.uuid4().hex
+        if isinstance(error, InternalError):
+            log.error("unhandled error, request_id=%s", request_id, exc_info=exc)
+        else:
+            log.info(
+                "refused a malformed request from %s: %s (%s)",
+                request.remote,
+                error.code,
+                type(exc).__name__ if exc is not None else "-",
+            )
+        access_log.info(
+            "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
+            request_id,
+            error.status,
+        )
+        response = web.Response(
+            status=error.status,
+            text=json.dumps(envelope(error.status, error.msg, error.code)),
+            content_type="application/json",
+            headers={"X-Request-Id": request_id},
+        )
+        response.force_close()
+        return response
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self._loop.call_later(
+            self._limits.header_timeout_s, self._header_time_up
+        )
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_time_up(self) -> None:
+        self._header_timer = None
+        if self._force_close or self.transport is None:
+            return
+        if self._request_in_progress or self._messages:
+            # Busy with a request: bytes of a pipelined one wait their turn, not the client.
+            self._arm_header_timer()
+            return
+        if self._header_bytes == 0:
+            # Nothing was asked; an idle connection is closed without an answer.
+            self.force_close()
+            return
+        log.info(
+            "closed a connection from %s: its headers did not arrive within %ss",
+            self._peer(),
+            self._limits.header_timeout_s,
+        )
+        self._refuse(HeaderTimeout())
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer with the error (unless an answer is under way) and close the connection."""
+        transport = self.transport
+        if transport is not None and not self._request_in_progress:
+            request_id = uuid.uuid4().hex
+            transport.write(error_bytes(error, request_id))
+            access_log.info(
+                "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
+                request_id,
+                error.status,
+            )
+        self.force_close()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, tuple) else "-"
+
+
+class GuardedServer(web.Server):
+    """aiohttp's server, making GuardedRequestHandlers and counting their connections."""
+
+    def __init__(self, server: web.Server, limits: ConnectionLimits) -> None:
+        super().__init__(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
+        )
+        self._limits = limits
+        self.open_connections = 0
+
+    def opened(self) -> None:
+        self.open_connections += 1
+
+    def closed(self) -> None:
+        self.open_connections -= 1
+
+    def __call__(self) -> RequestHandler:
+        return GuardedRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose connections are guarded by `limits`."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+        kwargs.setdefault("access_log", None)
+        super().__init__(app, **kwargs)
+        self._limits = limits
+
+    async def _make_server(self) -> web.Server:
+        return GuardedServer(await super()._make_server(), self._limits)
