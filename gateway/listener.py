@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -161,8 +162,11 @@ class GuardedRequestHandler(RequestHandler):
             # A header block is complete: what follows is its body, or the next request.
             self._cancel_header_timer()
             self._header_bytes = 0
-            if self._messages:
-                self._body = self._messages[-1][1]
+            if not self._messages:
+                return
+            message, self._body = self._messages[-1]
+            if not isinstance(message, RawRequestMessage):
+                self._stop_reading(message)
             return
         if not in_header_block or not data:
             return
@@ -171,6 +175,14 @@ class GuardedRequestHandler(RequestHandler):
             self._arm_header_timer()
         if self._header_bytes > self._limits.max_header_block_bytes:
             self._refuse(HeadersTooLarge())
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        if not self._request_in_progress and self._task_handler is not None:
+            # Idle, or draining the unread body of a refused request: nothing is in flight.
+            # aiohttp would wait out its whole shutdown timeout on the drain, since it stops
+            # reading from a connection once it is shutting down.
+            self._task_handler.cancel()
+        await super().shutdown(timeout)
 
     def handle_error(
         self,
@@ -206,6 +218,19 @@ class GuardedRequestHandler(RequestHandler):
         )
         response.force_close()
         return response
+
+    def _stop_reading(self, parse_error: Any) -> None:
+        """The parser refused the request: it is answered once, then the connection closes.
+
+        aiohttp would go on feeding the parser, queueing one more error per chunk, each
+        holding that chunk through its traceback: megabytes per connection.
+        """
+        self._close = True
+        exc = getattr(parse_error, "exc", None)
+        if isinstance(exc, BaseException):
+            exc.__traceback__ = None
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()

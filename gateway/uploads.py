@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any, cast
 
-from aiohttp import BodyPartReader, MultipartReader, payload, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, payload, web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from gateway.bodies import IDENTITY, too_large, within_idle
 from gateway.errors import InvalidMultipart, SecretParamRejected, quoted_name
@@ -25,6 +27,11 @@ FILE_FIELD = "fileData"
 PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 UTF8_NAMES = frozenset({"utf-8", "utf8"})
 DEFAULT_FILE_TYPE = "application/octet-stream"
+# RFC 2046 allows text before the first boundary; no form client sends more than a line.
+MAX_PREAMBLE_BYTES = 1024
+# A form part has a Content-Disposition and perhaps a Content-Type; room for a few more.
+MAX_PART_HEADERS = 16
+MAX_PART_HEADER_BYTES = 8190
 
 
 class Spool:
@@ -106,7 +113,7 @@ async def read_multipart(request: web.Request, limits: MultipartLimits) -> Uploa
     """
     upload = Upload()
     try:
-        reader = await request.multipart()
+        reader = await _reader(request, limits.idle_s)
         text_budget = limits.max_text_bytes
         while True:
             part = await within_idle(reader.next(), limits.idle_s)
@@ -126,6 +133,53 @@ async def read_multipart(request: web.Request, limits: MultipartLimits) -> Uploa
         upload.close()
         raise
     return upload
+
+
+class _AfterPreamble:
+    """The body's stream, handing the first boundary line back once it has been found.
+
+    aiohttp's reader looks for the first boundary line by line, with no bound on the lines
+    before it: megabytes of empty lines kept the event loop busy for seconds.
+    """
+
+    def __init__(self, content: StreamReader, first_boundary: bytes) -> None:
+        self._content = content
+        self._first_boundary: bytes | None = first_boundary
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        if self._first_boundary is not None:
+            line, self._first_boundary = self._first_boundary, None
+            return line
+        return await self._content.readline(max_line_length=max_line_length)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._content, name)
+
+
+async def _reader(request: web.Request, idle_s: float) -> MultipartReader:
+    boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.get("boundary")
+    if not boundary:
+        raise InvalidMultipart("the multipart/form-data Content-Type has no boundary")
+    delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
+    preamble = 0
+    while True:
+        line = await within_idle(
+            request.content.readline(max_line_length=MAX_PREAMBLE_BYTES), idle_s
+        )
+        if line.rstrip() in (delimiter, delimiter + b"--"):
+            break
+        preamble += len(line)
+        if not line or preamble > MAX_PREAMBLE_BYTES:
+            raise InvalidMultipart(
+                "the multipart/form-data body does not start with its boundary "
+                f"(at most {MAX_PREAMBLE_BYTES} bytes may come before it)"
+            )
+    return MultipartReader(
+        request.headers,
+        cast(StreamReader, _AfterPreamble(request.content, line)),
+        max_field_size=MAX_PART_HEADER_BYTES,
+        max_headers=MAX_PART_HEADERS,
+    )
 
 
 def _reason(exc: Exception) -> str:

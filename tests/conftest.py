@@ -14,7 +14,7 @@ from gateway.listener import GuardedRunner
 from gateway.state import CONFIG
 from tests.platform_double import APPID, SECRET, PlatformDouble
 
-pytest_plugins = ["tests.redis_server", "tests.receiver"]
+pytest_plugins = ["tests.redis_server", "tests.receiver", "tests.processes"]
 
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

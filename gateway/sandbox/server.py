@@ -12,7 +12,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -134,14 +134,9 @@ async def _platform_params(request: web.Request) -> tuple[dict[str, str], list[d
         elif request.content_type == "multipart/form-data":
             for name, value in (await request.post()).items():
                 if isinstance(value, web.FileField):
-                    data = value.file.read()
+                    size, digest = _measure(value.file)
                     files.append(
-                        {
-                            "name": name,
-                            "filename": value.filename,
-                            "size": len(data),
-                            "sha256": hashlib.sha256(data).hexdigest(),
-                        }
+                        {"name": name, "filename": value.filename, "size": size, "sha256": digest}
                     )
                 else:
                     pairs.append((name, str(value)))
@@ -157,6 +152,15 @@ async def _platform_params(request: web.Request) -> tuple[dict[str, str], list[d
     for key, value in pairs:
         params.setdefault(key, []).append(value)
     return {key: ",".join(values) for key, values in params.items()}, files
+
+
+def _measure(file: IO[bytes]) -> tuple[int, str]:
+    """Size and SHA-256 of an uploaded file, read in chunks: uploads may be large."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := file.read(1 << 16):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 Action = Callable[[web.Request, World, str, Mapping[str, str]], Any]

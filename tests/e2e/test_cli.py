@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import StartCommand, StartGateway, neu_gateway, write_config
 from tests.platform_double import SECRET
+from tests.processes import StartCommand, StartGateway, neu_gateway, write_config
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

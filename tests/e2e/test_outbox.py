@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 from gateway.outbox import SqliteOutbox
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.e2e.conftest import ENV_SECRET, GatewayProcess, StartGateway, neu_gateway, write_config
 from tests.platform_double import APPID, SECRET
+from tests.processes import ENV_SECRET, GatewayProcess, StartGateway, neu_gateway, write_config
 from tests.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e

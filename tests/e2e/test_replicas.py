@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.sandbox.server import create_sandbox_app
-from tests.e2e.conftest import GatewayProcess, StartGateway, write_config
 from tests.platform_double import APPID, SECRET
+from tests.processes import GatewayProcess, StartGateway, write_config
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e

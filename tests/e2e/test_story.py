@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from gateway.signing import verify
-from tests.e2e.conftest import GatewayProcess, StartGateway, write_config
 from tests.e2e.test_curl import curl, ok
 from tests.platform_double import SECRET
+from tests.processes import GatewayProcess, StartGateway, write_config
 from tests.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e

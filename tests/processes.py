@@ -1,4 +1,4 @@
-"""The gateway as its users run it: the `neu-gateway` command in its own process."""
+"""The gateway as its users run it: the `neu-gateway` command in its own process (a plugin)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,9 @@ async def start_command() -> AsyncIterator[StartCommand]:
     """
     started: list[tuple[GatewayProcess, asyncio.Task[None]]] = []
 
-    async def start(*args: str, ready_when: str = "neu-gateway") -> GatewayProcess:
+    async def start(
+        *args: str, ready_when: str = "neu-gateway", env: dict[str, str] | None = None
+    ) -> GatewayProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -129,7 +131,7 @@ async def start_command() -> AsyncIterator[StartCommand]:
             "DEBUG",
             *args,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "NEU_SECRET_DEMO": SECRET},
+            env={**os.environ, "NEU_SECRET_DEMO": SECRET, **(env or {})},
         )
         assert process.stderr is not None
         gateway = GatewayProcess(process, ready_when)
@@ -150,7 +152,7 @@ async def start_command() -> AsyncIterator[StartCommand]:
 def start_gateway(start_command: StartCommand) -> StartGateway:
     """Starts `neu-gateway serve -c CONFIG`."""
 
-    async def start(config: Path) -> GatewayProcess:
-        return await start_command("serve", "-c", str(config))
+    async def start(config: Path, env: dict[str, str] | None = None) -> GatewayProcess:
+        return await start_command("serve", "-c", str(config), env=env)
 
     return start

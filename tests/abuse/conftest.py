@@ -1,0 +1,220 @@
+"""The gateway as a real process under attack, and the measures of whether it held.
+
+Each test starts `neu-gateway serve` with the embedded sandbox and the callbacks listener,
+sends hostile input from raw sockets, and checks three things: the answer (a 4xx envelope,
+or the connection closed), the process's peak memory (VmHWM in /proc), and that both
+listeners kept answering within a second while the abuse went on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.processes import GatewayProcess, StartGateway, write_config
+
+pytestmark = pytest.mark.e2e
+
+LIVENESS_BOUND_S = 1.0
+HEADER_TIMEOUT_S = 1.0
+BODY_IDLE_TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 48
+_CALLBACKS = re.compile(r"callbacks listening on (http://\S+)")
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def error(self) -> str:
+        return str(self.body.get("error"))
+
+
+@dataclass
+class Target:
+    """A running gateway: its two listeners, its sandbox, and its process."""
+
+    process: GatewayProcess
+    url: str
+    callbacks_url: str
+    sandbox_url: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.process.pid
+
+    @property
+    def port(self) -> int:
+        return URL(self.url).port or 0
+
+    @property
+    def callbacks_port(self) -> int:
+        return URL(self.callbacks_url).port or 0
+
+    def memory_kb(self, field_name: str = "VmHWM") -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.MULTILINE)
+        assert match is not None, status
+        return int(match.group(1))
+
+    @asynccontextmanager
+    async def under_abuse(self, max_growth_mb: float) -> AsyncIterator[Liveness]:
+        """Probes both listeners throughout; afterwards, checks they kept answering and that
+        the peak memory grew by at most max_growth_mb."""
+        before = self.memory_kb()
+        async with Liveness([f"{self.url}/healthz", f"{self.callbacks_url}/healthz"]) as probe:
+            yield probe
+        probe.assert_answered()
+        grown_mb = (self.memory_kb() - before) / 1024
+        assert grown_mb <= max_growth_mb, f"peak memory grew by {grown_mb:.1f} MB"
+        assert self.process.process.returncode is None, "the gateway died"
+
+
+@dataclass
+class Liveness:
+    """Asks each URL in turn, back to back, and records the slowest answer."""
+
+    urls: list[str]
+    slowest_s: float = 0.0
+    answered: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Liveness:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        for url in self.urls:
+            # Opens the pooled connections before the abuse starts.
+            await self._ask(url)
+        self._task = asyncio.create_task(self._probe())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        assert self._session is not None
+        await self._task
+        await self._session.close()
+
+    async def _probe(self) -> None:
+        while not self._stop.is_set():
+            for url in self.urls:
+                await self._ask(url)
+
+    async def _ask(self, url: str) -> None:
+        assert self._session is not None
+        started = time.monotonic()
+        try:
+            async with self._session.get(url) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.failures.append(f"{url}: {type(exc).__name__}")
+        self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+        self.answered += 1
+
+    def assert_answered(self) -> None:
+        assert not self.failures, self.failures
+        assert self.answered > len(self.urls), "the probe never ran during the abuse"
+        assert self.slowest_s < LIVENESS_BOUND_S, f"slowest answer took {self.slowest_s:.2f} s"
+
+
+async def exchange(port: int, data: bytes, timeout_s: float = 15) -> Answer | None:
+    """Sends the bytes and reads one answer; None when the server closed without one.
+
+    The answer is read while the bytes are still being sent: the gateway may refuse a body
+    before it has arrived, and close.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def push() -> None:
+        try:
+            writer.write(data)
+            await writer.drain()
+        except ConnectionError:
+            pass
+
+    pusher = asyncio.create_task(push())
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await read_answer(reader)
+    finally:
+        pusher.cancel()
+        writer.close()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines if line)
+    }
+    payload = await reader.readexactly(int(headers.get("content-length", "0")))
+    body = json.loads(payload) if payload else {}
+    return Answer(int(status_line.split()[1]), headers, body)
+
+
+def request_bytes(
+    method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    framed = {"transfer-encoding", "content-length"} & {name.lower() for name in headers or {}}
+    if body and not framed:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def assert_refused(answer: Answer | None, status: int, code: str) -> None:
+    assert answer is not None, "the connection closed without an answer"
+    assert (answer.status, answer.error) == (status, code), answer
+    assert answer.body["responseHeader"]["status"] == status
+
+
+StartTarget = Callable[..., Awaitable[Target]]
+
+
+@pytest.fixture
+def start_target(start_gateway: StartGateway, tmp_path: Path) -> StartTarget:
+    """Starts a gateway with short timeouts, the embedded sandbox and the callbacks listener."""
+
+    async def start(env: dict[str, str] | None = None, **extra: str) -> Target:
+        limits = (
+            f"{{header_timeout_s: {HEADER_TIMEOUT_S}, body_idle_timeout_s: "
+            f"{BODY_IDLE_TIMEOUT_S}, max_connections: {MAX_CONNECTIONS}}}"
+        )
+        settings = {
+            "limits": limits,
+            "callbacks": f"{{listen: {{port: 0}}, store: 'sqlite:///{tmp_path}/outbox.db'}}",
+            **extra,
+        }
+        config = write_config(tmp_path, app_callbacks="{verify_sign: true}", **settings)
+        process = await start_gateway(config, env)
+        match = _CALLBACKS.search(process.log)
+        assert match is not None, process.log
+        return Target(process, process.url, match.group(1), process.sandbox_url)
+
+    return start
+
+
+@pytest.fixture
+async def target(start_target: StartTarget) -> Target:
+    return await start_target()
