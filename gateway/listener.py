@@ -176,7 +176,7 @@ class GuardedRequestHandler(RequestHandler):
         if self._header_bytes > self._limits.max_header_block_bytes:
             self._refuse(HeadersTooLarge())
 
-    async def shutdown(self, timeout: float | None = 15.0) -> None:
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
         if not self._request_in_progress and self._task_handler is not None:
             # Idle, or draining the unread body of a refused request: nothing is in flight.
             # aiohttp would wait out its whole shutdown timeout on the drain, since it stops
