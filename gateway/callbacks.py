@@ -10,6 +10,7 @@ is delivered.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from gateway.flights import SingleFlight
 from gateway.outbox import Outbox
 from gateway.params import parse_json, parse_urlencoded
 from gateway.platform import detail_of, trade_detail
-from gateway.upstream import Upstream, UpstreamResponse
+from gateway.upstream import Upstream
 from gateway.verification import MAX_SKEW_MS, Rejected, check_signed_request
 from gateway.waits import PROCESSING, TradeWaits
 
@@ -35,6 +36,7 @@ log = logs.logger("neu_gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024
 # The doc's callback has seven fields; room for the platform to add some.
 MAX_CALLBACK_FIELDS = 64
+_STATUS = re.compile(r"[0-9]{1,3}")
 # A sign is refused as a replay for as long as its timestamp could still be accepted.
 REPLAY_WINDOW_S = 2 * MAX_SKEW_MS / 1000
 
@@ -49,7 +51,7 @@ class CallbackContext:
     waits: TradeWaits
     clock: Clock
     body_idle_timeout_s: float = 30.0
-    confirmations: SingleFlight[tuple[str, str], UpstreamResponse] = field(
+    confirmations: SingleFlight[tuple[str, str, str | None], str] = field(
         default_factory=SingleFlight
     )
 
@@ -120,16 +122,35 @@ async def _accept(context: CallbackContext, app: App, params: dict[str, str]) ->
     if app.callbacks.verify_sign:
         await _verify(context, app, params, now)
     trade_no = params["tradeNo"]
+    claimed = params.get("transactionStatus")
+    if (
+        claimed is not None
+        and _STATUS.fullmatch(claimed)
+        and await context.outbox.holds(trade_no, int(claimed))
+    ):
+        # A retry of a callback already confirmed and stored: nothing more to do.
+        state = "already accepted"
+    else:
+        # The platform's retries, or a replay, may bring the same callback many times at
+        # once: one confirmation (one tradedetail) and one write answer them all.
+        state, _ = await context.confirmations.run(
+            (app.name, trade_no, claimed), lambda: _confirm_and_store(context, app, params, now)
+        )
+    if app.callbacks.verify_sign:
+        await context.outbox.remember_sign(params["sign"], now, REPLAY_WINDOW_S)
+    log.info("payment callback %s:%s for app %s %s", trade_no, claimed, app.name, state)
+    return state
 
-    async def confirm() -> UpstreamResponse:
-        return await trade_detail(
+
+async def _confirm_and_store(
+    context: CallbackContext, app: App, params: dict[str, str], now: float
+) -> str:
+    """Asks the platform's tradedetail, whose answer is the truth; stores it if it holds."""
+    trade_no = params["tradeNo"]
+    try:
+        answer = await trade_detail(
             context.upstream, context.base_urls[app.name], app, trade_no, context.clock.now_ms()
         )
-
-    try:
-        # The platform's retries, or a replay, may bring the same callback many times at
-        # once: one tradedetail answers them all.
-        answer, _ = await context.confirmations.run((app.name, trade_no), confirm)
     except GatewayError:
         # Not the callback's fault: a non-2xx makes the platform send it again later.
         raise Refused(503, "upstream_unreachable", "could not confirm with the platform") from None
@@ -150,14 +171,10 @@ async def _accept(context: CallbackContext, app: App, params: dict[str, str]) ->
         raise Refused(409, "not_final", "the platform says the trade is still processing")
     payload = json.dumps(detail, ensure_ascii=False).encode()
     added = await context.outbox.add(app.name, trade_no, actual, payload, now)
-    if app.callbacks.verify_sign:
-        await context.outbox.remember_sign(params["sign"], now, REPLAY_WINDOW_S)
     if added:
         context.worker.wake()
     context.waits.settle(app.name, trade_no, answer)
-    state = "accepted" if added else "already accepted"
-    log.info("payment callback %s:%s for app %s %s", trade_no, actual, app.name, state)
-    return state
+    return "accepted" if added else "already accepted"
 
 
 async def _verify(context: CallbackContext, app: App, params: dict[str, str], now: float) -> None:

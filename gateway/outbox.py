@@ -42,6 +42,7 @@ class Outbox(Protocol):
     async def add(
         self, app: str, trade_no: str, status: int, payload: bytes, now: float
     ) -> bool: ...
+    async def holds(self, trade_no: str, status: int) -> bool: ...
     async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]: ...
     async def next_due_at(self) -> float | None: ...
     async def delivered(self, delivery_id: int) -> None: ...
@@ -116,6 +117,13 @@ class SqliteOutbox:
             now,
         )
         return added == 1
+
+    async def holds(self, trade_no: str, status: int) -> bool:
+        """Whether this (tradeNo, status) was accepted before, whatever became of it."""
+        rows = await self._run(
+            "SELECT 1 FROM deliveries WHERE trade_no = ? AND status = ?", trade_no, status
+        )
+        return bool(rows)
 
     async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
         """Pending deliveries whose time has come, leased for `lease_s` to this caller.
@@ -247,6 +255,9 @@ class RedisOutbox:
             self._ADD, len(keys), *keys, f"{self._p}d:", app, trade_no, status, payload, now
         )
         return int(added) > 0
+
+    async def holds(self, trade_no: str, status: int) -> bool:
+        return bool(await self._redis.exists(f"{self._p}key:{trade_no}:{status}"))
 
     async def _load(self, ids: list[Any]) -> list[Delivery]:
         deliveries = []

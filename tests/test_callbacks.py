@@ -373,3 +373,18 @@ async def test_an_oversized_callback_is_refused(gateway: Client) -> None:
         ) as response,
     ):
         assert (response.status, (await response.json())["error"]) == (413, "body_too_large")
+
+
+async def test_identical_concurrent_callbacks_confirm_with_one_tradedetail(
+    gateway: Client, tmp_path: Path
+) -> None:
+    sandbox = Sandbox(gateway)
+    # The sandbox's own notification goes nowhere, so only the callbacks below arrive.
+    trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/nowhere")
+    await sandbox.pay(trade_no)
+    before = await sandbox.detail_calls()
+    fields = signed_callback(trade_no, "2")
+    answers = await asyncio.gather(*(post_callback(sandbox, fields) for _ in range(50)))
+    assert {status for status, _ in answers} == {200}
+    assert await sandbox.detail_calls() == before + 1
+    await outbox_settles(tmp_path, [(trade_no, 2, DELIVERED)])

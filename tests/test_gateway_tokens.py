@@ -84,6 +84,16 @@ async def test_twenty_concurrent_exchanges_make_one_upstream_call(gateway: Clien
     assert await exchanges_seen(gateway) == 1
 
 
+async def test_concurrent_exchanges_say_they_shared_one_call(gateway: Client) -> None:
+    """A waiter on another request's exchange gets `shared`, success or failure, never `hit`."""
+    code = (await sandbox(gateway, "POST", "/sandbox/login", user="alice"))["code"]
+    for sent in (code, "never-issued"):
+        results = await asyncio.gather(*(exchange(gateway, sent) for _ in range(10)))
+        labels = sorted(response.headers["X-Neu-Cache"] for response, _ in results)
+        assert labels == ["miss"] + ["shared"] * 9, sent
+    assert await exchanges_seen(gateway) == 2
+
+
 async def test_a_failed_exchange_is_relayed_and_not_cached(gateway: Client) -> None:
     for _ in range(2):
         _, body = await exchange(gateway, "never-issued")

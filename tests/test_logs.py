@@ -62,3 +62,51 @@ def test_filter_redacts_args_and_tracebacks() -> None:
     assert record.exc_text is not None
     assert JWT not in record.exc_text
     assert "ValueError" in record.exc_text
+
+
+@pytest.mark.parametrize(
+    "key", ["phoneNumber", "authCode", "refreshToken", "client_secret", "x-api-credential"]
+)
+def test_keys_are_redacted_by_the_words_their_names_hold(key: str) -> None:
+    line = f"upstream GET http://p/neuopenapi/x?tradeNo=t1&{key}=value-123&a=1"
+    redacted = redact(line)
+    assert "value-123" not in redacted
+    assert "tradeNo=t1" in redacted
+    assert redact(f'{{"{key}": "value-123", "tradeNo": "t1"}}').count("value-123") == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("demo\n2026 INFO forged", "demo\\n2026 INFO forged"),
+        ("a\r\nb", "a\\r\\nb"),
+        ("esc\x1b[2Kx", "esc\\x1b[2Kx"),
+        ("nel\x85x", "nel\\x85x"),
+        ("sep\u2028x", "sep\\u2028x"),
+        ("tab\tx", "tab\\tx"),
+    ],
+)
+def test_control_characters_from_the_network_are_escaped(given: str, shown: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "refused app %s", (given,), None)
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == f"refused app {shown}"
+
+
+def test_traceback_lines_cannot_pass_for_records() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), None)
+    try:
+        raise ValueError("bad\n2026-01-01 00:00:00,000 INFO forged line")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert RedactingFilter().filter(record)
+    assert record.exc_text is not None
+    assert all(line.startswith("    ") for line in record.exc_text.splitlines())
+
+
+@given(st.text())
+def test_a_record_is_always_one_line(text: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", (text,), None)
+    assert RedactingFilter().filter(record)
+    assert len(record.getMessage().splitlines()) <= 1

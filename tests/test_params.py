@@ -142,3 +142,23 @@ def test_json_objects_of_scalars_are_accepted(document: dict[str, object]) -> No
 def test_json_parser_only_ever_raises_gateway_errors(raw: bytes) -> None:
     with contextlib.suppress(InvalidJson):
         parse_json(raw)
+
+
+def test_parsing_stops_at_the_pair_after_the_limit() -> None:
+    body = b"a=1&" * 1_000_000
+    with pytest.raises(InvalidParams, match="too many parameters"):
+        parse_urlencoded(body, "form body", max_pairs=200)
+    assert len(parse_urlencoded(b"&&&a=1&&&b=2&&", "form body", max_pairs=2)) == 2
+
+
+@pytest.mark.parametrize("depth", [3, 1000, 100_000])
+def test_deep_json_is_refused(depth: int) -> None:
+    with pytest.raises(InvalidJson):
+        parse_json(b'{"a":' + b"[" * depth + b"]" * depth + b"}")
+
+
+def test_json_with_more_keys_than_the_limit_is_refused() -> None:
+    body = ("{" + ",".join(f'"k{i}": 1' for i in range(10)) + "}").encode()
+    with pytest.raises(InvalidParams, match="too many parameters"):
+        parse_json(body, max_pairs=9)
+    assert len(parse_json(body, max_pairs=10)) == 10

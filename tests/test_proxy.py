@@ -579,3 +579,45 @@ async def test_non_ascii_names_and_filenames_in_multipart(
     assert params["标题"] == "值"
     [file] = platform.last.files
     assert (file.name, file.filename, file.size) == ("fileData", "收据 2024.pdf", 3)
+
+
+async def raw_upstream(answer: bytes) -> tuple[asyncio.Server, str]:
+    """An upstream that reads a request's head and answers with these bytes, then waits."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # holds the connection open, as an upgraded one would be
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def test_an_upstream_101_is_a_502_not_relayed(make_gateway: GatewayFactory) -> None:
+    server, url = await raw_upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with server:
+        gateway = await make_gateway(url)
+        async with asyncio.timeout(5):
+            response = await gateway.get(ECHO_PATH, params={"a": "1"})
+            await envelope_of(response, 502, "upstream_bad_response")
+
+
+async def test_an_upstream_header_that_is_not_utf8_is_left_behind(
+    make_gateway: GatewayFactory,
+) -> None:
+    body = b'{"responseHeader": {"status": 200, "msg": "OK"}, "response": true}'
+    server, url = await raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Odd: caf\xe9\r\n"
+        b"X-Fine: yes\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    async with server:
+        gateway = await make_gateway(url)
+        response = await gateway.get(ECHO_PATH, params={"a": "1"})
+        assert response.status == 200
+        assert "X-Odd" not in response.headers
+        assert response.headers["X-Fine"] == "yes"

@@ -152,6 +152,19 @@ async def test_trusted_networks_need_no_token(
     assert wrong.status == 401, "a token that is sent must be right, even from a trusted network"
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic b3JkZXJzOng=", "Token orders-token-0123456789abcdef", "Bearer ", "Bearer", ""],
+)
+async def test_any_credential_sent_from_a_trusted_network_must_be_right(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble, authorization: str
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url, trusted_networks=["127.0.0.1/32"])
+    response = await gateway.post(ECHO, data={"x": "1"}, headers={"Authorization": authorization})
+    assert (await error_of(response))[:2] == (401, "unauthenticated")
+    assert platform.received == []
+
+
 async def test_other_networks_are_not_trusted(aiohttp_client: Any, platform_url: str) -> None:
     gateway = await make_gateway(aiohttp_client, platform_url, trusted_networks=["10.0.0.0/8"])
     assert (await gateway.post(ECHO, data={"x": "1"})).status == 401

@@ -62,6 +62,10 @@ class Target:
         return URL(self.url).port or 0
 
     @property
+    def sandbox_port(self) -> int:
+        return URL(self.sandbox_url).port or 0
+
+    @property
     def callbacks_port(self) -> int:
         return URL(self.callbacks_url).port or 0
 
