@@ -114,3 +114,6 @@ def configure(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(REDACTION)
+    # Libraries warn with text from the request (aiohttp quotes a bad Content-Disposition):
+    # through logging, it is escaped and redacted like every other line.
+    logging.captureWarnings(True)

@@ -124,7 +124,16 @@ async def read_multipart(request: web.Request, limits: MultipartLimits) -> Uploa
             if isinstance(part, MultipartReader):
                 raise InvalidMultipart("nested multipart parts are not supported")
             text_budget -= await _read_part(part, upload, request, limits, text_budget)
-    except (HttpProcessingError, ValueError, RuntimeError, AssertionError, LookupError) as exc:
+    except (
+        HttpProcessingError,
+        ValueError,
+        RuntimeError,
+        AssertionError,
+        LookupError,
+        # aiohttp warns of a Content-Disposition it cannot parse (and then finds no name);
+        # where warnings are errors, that warning is the error.
+        Warning,
+    ) as exc:
         upload.close()
         raise InvalidMultipart(
             f"the multipart/form-data body is malformed ({_reason(exc)})"
@@ -196,6 +205,9 @@ def _checked_part(part: BodyPartReader) -> str:
     for what, text in (("name", name), ("filename", part.filename)):
         if text is not None and not is_unicode(text):
             raise InvalidMultipart(f"a multipart part's {what} is not valid UTF-8")
+    if not all(is_unicode(value) for value in part.headers.values()):
+        # They would be written again when the part is forwarded (its Content-Type).
+        raise InvalidMultipart(f"part {quoted_name(name)} has a header that is not valid UTF-8")
     transfer = part.headers.get("Content-Transfer-Encoding", "").strip().lower()
     if transfer not in PLAIN_TRANSFER_ENCODINGS:
         # RFC 7578 section 4.7: senders must not use it over HTTP, and it would be forwarded

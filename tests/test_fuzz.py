@@ -19,10 +19,11 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from gateway.app import connection_limits, create_app
 from gateway.listener import GuardedRunner
-from gateway.state import CONFIG
+from gateway.state import CALLBACKS_URL, CONFIG
 from tests.conftest import gateway_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,10 +40,12 @@ async def _accept_anything(request: web.Request) -> web.Response:
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
+    """The gateway's two listeners: `gateway` (callers) and `callbacks` (the platform)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict[str, Any] = {}
+    outbox = tmp_path_factory.mktemp("fuzz") / "outbox.db"
 
     async def serve() -> None:
         upstream_app = web.Application(client_max_size=1 << 26)
@@ -51,11 +54,19 @@ def port() -> Iterator[int]:
         await upstream.setup()
         await web.TCPSite(upstream, "127.0.0.1", 0).start()
         upstream_port = upstream.addresses[0][1]
-        app = create_app(gateway_config(f"http://127.0.0.1:{upstream_port}"))
+        config = gateway_config(
+            f"http://127.0.0.1:{upstream_port}",
+            callbacks={"listen": {"port": 0}, "store": f"sqlite://{outbox}"},
+        )
+        app = create_app(config)
         gateway = GuardedRunner(app, connection_limits(app[CONFIG]))
         await gateway.setup()
         await web.TCPSite(gateway, "127.0.0.1", 0).start()
-        state["port"], state["stop"] = gateway.addresses[0][1], asyncio.Event()
+        state["ports"] = {
+            "gateway": gateway.addresses[0][1],
+            "callbacks": URL(app[CALLBACKS_URL]).port,
+        }
+        state["stop"] = asyncio.Event()
         ready.set()
         await state["stop"].wait()
         await gateway.cleanup()
@@ -64,10 +75,15 @@ def port() -> Iterator[int]:
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
     assert ready.wait(20), "the gateway did not start"
-    yield state["port"]
+    yield state["ports"]
     loop.call_soon_threadsafe(state["stop"].set)
     thread.join(20)
     loop.close()
+
+
+@pytest.fixture(scope="module")
+def port(ports: dict[str, int]) -> int:
+    return ports["gateway"]
 
 
 def send(
@@ -161,3 +177,114 @@ def test_arbitrary_multipart(
         body += f"--{boundary}--\r\n".encode()
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     assert_handled(*send(port, "POST", "/neuopenapi/test/echo", body, headers))
+
+
+# Part headers as attackers write them: names and filenames of any bytes, any charset and
+# transfer encoding, odd or repeated headers.
+header_names = st.sampled_from(
+    [b"Content-Type", b"Content-Transfer-Encoding", b"Content-Encoding", b"X-Other"]
+)
+header_values = st.one_of(
+    st.sampled_from(
+        [
+            b"text/plain; charset=utf-8",
+            b"text/plain; charset=utf-7",
+            b"text/plain; charset=latin-1",
+            b"text/plain; charset=\xff",
+            b"text/plain; charset=",
+            b"application/octet-stream",
+            b"multipart/mixed; boundary=zz",
+            b"base64",
+            b"quoted-printable",
+            b"8bit",
+            b"gzip",
+        ]
+    ),
+    st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
+)
+raw_names = st.one_of(
+    st.sampled_from([b"fileData", b"secret", b"SECRET", b"title", b""]),
+    st.binary(max_size=20).filter(lambda b: not set(b) & set(b'"\r\n')),
+)
+dispositions = st.builds(
+    lambda name, filename, star: (
+        (b"name*=utf-8''" + name if star else b'name="' + name + b'"')
+        + (b'; filename="' + filename + b'"' if filename is not None else b"")
+    ),
+    raw_names,
+    st.one_of(st.none(), raw_names),
+    st.booleans(),
+)
+raw_parts = st.lists(
+    st.tuples(
+        dispositions,
+        st.lists(st.tuples(header_names, header_values), max_size=3),
+        st.binary(max_size=200),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@FUZZ
+@given(raw_parts, st.booleans())
+def test_arbitrary_multipart_headers(
+    port: int, parts: list[tuple[bytes, list[tuple[bytes, bytes]], bytes]], secret_first: bool
+) -> None:
+    body = b""
+    for disposition, headers, data in parts:
+        body += b"--xyz\r\nContent-Disposition: form-data; " + disposition + b"\r\n"
+        body += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        body += b"\r\n" + data + b"\r\n"
+    body += b"--xyz--\r\n"
+    status, answer = send(
+        port,
+        "POST",
+        "/neuopenapi/test/echo",
+        body,
+        {"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert_handled(status, answer)
+    if any(b"secret" in disposition.lower() for disposition, _, _ in parts):
+        assert status >= 400 or b"secret" not in answer.lower()
+
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+)
+nested_json = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["gateway", "callbacks"]),
+    st.one_of(nested_json, st.dictionaries(st.text(max_size=8), nested_json, max_size=5)),
+    st.integers(min_value=0, max_value=3000),
+)
+def test_nested_json_on_both_listeners(
+    ports: dict[str, int], listener: str, document: Any, extra_depth: int
+) -> None:
+    """Any JSON, and JSON buried under thousands of lists, is a clear 4xx where refused."""
+    body = json.dumps(document).encode()
+    if extra_depth:
+        body = b'{"a":' + b"[" * extra_depth + body + b"]" * extra_depth + b"}"
+    path = "/neuopenapi/test/echo" if listener == "gateway" else "/callbacks/demo/pay"
+    status, answer = send(ports[listener], "POST", path, body, {"Content-Type": "application/json"})
+    assert_handled(status, answer)
+
+
+@FUZZ
+@given(content_types, st.binary(max_size=2000), st.sampled_from(["demo", "x", "%0A", "d%FFemo"]))
+def test_arbitrary_callback_bodies(
+    ports: dict[str, int], content_type: str, body: bytes, app: str
+) -> None:
+    status, answer = send(
+        ports["callbacks"], "POST", f"/callbacks/{app}/pay", body, {"Content-Type": content_type}
+    )
+    assert_handled(status, answer)
