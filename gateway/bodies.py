@@ -9,22 +9,44 @@ its limit is refused as soon as it is, and a client that stops sending for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from typing import TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy
 
 from gateway.errors import BadRequest, BodyTimeout, BodyTooLarge, UnsupportedContentEncoding
+from gateway.listener import waiting_on_client, was_evicted
 
 T = TypeVar("T")
 READ_CHUNK_BYTES = 1 << 16
 IDENTITY = frozenset({"", "identity"})
 
 
-def refuse_compressed(headers: Mapping[str, str]) -> None:
-    """415 for a Content-Encoding: inflating it is work the caller chooses the size of."""
-    if headers.get("Content-Encoding", "").strip().lower() not in IDENTITY:
+def refuse_compressed(headers: CIMultiDictProxy[str]) -> None:
+    """415 for a compressed body: inflating it is work the caller chooses the size of.
+
+    Every Content-Encoding header counts (a second one may follow an `identity`), and any
+    transfer coding but chunked.
+    """
+    encodings = _codings(headers.getall(hdrs.CONTENT_ENCODING, []))
+    if not encodings <= IDENTITY:
         raise UnsupportedContentEncoding()
+    if not _codings(headers.getall(hdrs.TRANSFER_ENCODING, [])) <= {"chunked"}:
+        raise UnsupportedContentEncoding(
+            "transfer codings other than chunked are not accepted: send the body uncompressed"
+        )
+
+
+def _codings(values: list[str]) -> set[str]:
+    return {token.strip().lower() for value in values for token in value.split(",")}
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """`100 Continue` to a client that waits for it before sending its body."""
+    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
 
 
 def refuse_declared_size(request: web.BaseRequest, max_bytes: int, limit_name: str) -> None:
@@ -39,16 +61,26 @@ def too_large(limit_name: str, max_bytes: int) -> BodyTooLarge:
     )
 
 
-async def within_idle(step: Awaitable[T], idle_s: float) -> T:
-    """One read step of a body: 408 if it makes no progress for idle_s, 400 if it is broken."""
+async def within_idle(step: Awaitable[T], idle_s: float, request: web.BaseRequest) -> T:
+    """One read step of a body: 408 if it makes no progress for idle_s (or the listener is
+    full and this client is the slowest), 400 if it is broken."""
     try:
-        async with asyncio.timeout(idle_s):
-            return await step
+        async with asyncio.timeout(idle_s) as deadline:
+            with waiting_on_client(request, deadline):
+                return await step
     except TimeoutError:
+        if was_evicted(request):
+            raise BodyTimeout(
+                "the gateway was at limits.max_connections and this request's body was the "
+                "slowest to arrive; the connection is closed"
+            ) from None
         raise BodyTimeout() from None
     except web.RequestPayloadError as exc:
         # A broken chunked encoding or a body shorter than its Content-Length.
         raise BadRequest(f"the request body is malformed ({_kind(exc)})") from None
+    except ConnectionError:
+        # The client went away mid-body; the answer goes nowhere, but is logged as a 400.
+        raise BadRequest("the connection closed before the whole body arrived") from None
 
 
 def _kind(exc: BaseException) -> str:
@@ -64,7 +96,7 @@ async def read_capped(
     body = bytearray()
     content = request.content
     while True:
-        chunk = await within_idle(content.read(READ_CHUNK_BYTES), idle_s)
+        chunk = await within_idle(content.read(READ_CHUNK_BYTES), idle_s, request)
         if not chunk:
             return bytes(body)
         body += chunk

@@ -19,7 +19,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway import logs
-from gateway.bodies import read_capped, refuse_compressed
+from gateway.bodies import read_capped, refuse_compressed, refuse_declared_size, send_continue
 from gateway.clock import Clock
 from gateway.config import App, Config
 from gateway.delivery import DeliveryWorker
@@ -188,11 +188,26 @@ async def _verify(context: CallbackContext, app: App, params: dict[str, str], no
         raise Refused(409, "replayed", "this sign was already used: a replay")
 
 
+async def expect_callback(request: web.Request) -> web.Response | None:
+    """Refuses a callback that is too large or compressed before its body is sent."""
+    try:
+        refuse_compressed(request.headers)
+        refuse_declared_size(request, MAX_CALLBACK_BYTES, "a callback's size")
+    except GatewayError as exc:
+        response = _refusal(Refused(exc.status, exc.code, exc.msg))
+        response.force_close()
+        return response
+    await send_continue(request)
+    return None
+
+
 def create_callbacks_app(
     context: CallbackContext, handler_args: dict[str, Any] | None = None
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_CALLBACK_BYTES, handler_args=handler_args)
     app[CONTEXT] = context
-    app.router.add_post("/callbacks/{app}/pay", pay_callback)
+    app.router.add_route(
+        "POST", "/callbacks/{app}/pay", pay_callback, expect_handler=expect_callback
+    )
     app.router.add_route("*", "/{tail:.*}", not_here)
     return app

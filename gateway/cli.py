@@ -21,7 +21,7 @@ from gateway.clock import SystemClock
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
 from gateway.listener import GuardedRunner
 from gateway.outbox import DEAD, PENDING, Outbox
-from gateway.params import caller_fields
+from gateway.params import caller_fields, is_secret_name
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 
@@ -317,7 +317,7 @@ def _params_for(args: argparse.Namespace) -> tuple[App, dict[str, str]] | None:
     given = dict(pairs)
     if given.get("appid", app.appid) != app.appid:
         print(f"note: appid replaced by the app's own, {app.appid}", file=sys.stderr)
-    fields = caller_fields((k, v) for k, v in pairs if k.lower() != signing.SECRET_KEY)
+    fields = caller_fields((k, v) for k, v in pairs if not is_secret_name(k))
     fields["appid"] = app.appid
     fields["timestamp"] = given.get("timestamp") or str(SystemClock().now_ms())
     if "sign" in given:

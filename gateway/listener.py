@@ -9,11 +9,14 @@ connections:
   `limits.max_header_bytes` allows, so a client cannot make the gateway hold more;
 - answer 408 when a header block is not complete within `limits.header_timeout_s` of its
   first byte (or of the connection opening), and close;
-- are refused with 503 beyond `limits.max_connections` open at once;
+- at `limits.max_connections` open at once, make room for a new one by closing the one that
+  has waited longest on its client (idle, or sending headers or a body), and refuse it with
+  503 only when all are busy with requests;
 - answer what aiohttp's parser refuses (a malformed request line, an oversized header) in
   the platform's envelope, not in aiohttp's plain text.
 
-The body's own idle timeout is kept by the handlers that read it (`bodies`).
+The body's own idle timeout is kept by the handlers that read it (`bodies`), which mark
+their waits with `waiting_on_client`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -51,6 +56,8 @@ access_log = logs.logger("neu_gateway.access")
 REQUEST_LINE_ALLOWANCE = 1024
 # aiohttp's default; with each field bounded, the block is bounded by the byte count anyway.
 MAX_HEADER_FIELDS = 128
+# What a connection waits on its client for, as the log names it.
+IDLE, HEADERS, BODY = "idle", "sending headers", "sending a body"
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,25 @@ class ConnectionLimits:
             "max_headers": MAX_HEADER_FIELDS,
             "auto_decompress": False,
         }
+
+
+@contextmanager
+def waiting_on_client(request: web.BaseRequest, deadline: asyncio.Timeout) -> Iterator[None]:
+    """Marks a body read as waiting on the client, so a full listener may cut it short."""
+    protocol = request.protocol
+    if not isinstance(protocol, GuardedRequestHandler):
+        yield
+        return
+    protocol.client_wait_began(deadline)
+    try:
+        yield
+    finally:
+        protocol.client_wait_ended()
+
+
+def was_evicted(request: web.BaseRequest) -> bool:
+    """Whether the request's body read was cut short to make room for a new connection."""
+    return getattr(request.protocol, "evicted", False) is True
 
 
 def error_bytes(error: GatewayError, request_id: str) -> bytes:
@@ -127,14 +153,24 @@ class GuardedRequestHandler(RequestHandler):
         # the bytes belong to it, not to a header block.
         self._body: Any = None
         self._counted = False
+        # When the connection went idle (opened, or answered its last request), when its
+        # current header block began, and the body read it is waiting on the client for.
+        self._idle_since = 0.0
+        self._headers_since = 0.0
+        self._body_since: float | None = None
+        self._client_wait: asyncio.Timeout | None = None
+        # Orders connections accepted in the same loop iteration, whose times are equal.
+        self.serial = 0
+        self.evicted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._server.opened()
+        self._idle_since = self._loop.time()
         self._counted = True
-        if self._server.open_connections > self._limits.max_connections:
+        if not self._server.opened(self):
             log.warning(
-                "refused a connection: %d open, limits.max_connections is %d",
+                "refused a connection: %d open, none waiting on its client, and "
+                "limits.max_connections is %d",
                 self._server.open_connections - 1,
                 self._limits.max_connections,
             )
@@ -147,8 +183,53 @@ class GuardedRequestHandler(RequestHandler):
         self._cancel_header_timer()
         if self._counted:
             self._counted = False
-            self._server.closed()
+            self._server.closed(self)
         super().connection_lost(exc)
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._idle_since = self._loop.time()
+            self._body_since = None
+
+    def client_wait_began(self, deadline: asyncio.Timeout) -> None:
+        """A handler waits for body bytes: until they come, the connection may be evicted."""
+        self._client_wait = deadline
+        if self._body_since is None:
+            self._body_since = self._loop.time()
+
+    def client_wait_ended(self) -> None:
+        self._client_wait = None
+
+    def waiting_on_client_since(self) -> tuple[float, int, str] | None:
+        """Since when this connection has been waiting on its client, in what state, and its
+        serial (connections accepted in the same loop iteration have equal times); None while
+        a request is being worked on (it waits on the platform, not the client)."""
+        if self._force_close or self.transport is None:
+            return None
+        if self._request_in_progress:
+            if self._client_wait is not None and self._body_since is not None:
+                return (self._body_since, self.serial, BODY)
+            return None
+        if self._messages:
+            return None
+        if self._header_bytes:
+            return (self._headers_since, self.serial, HEADERS)
+        return (self._idle_since, self.serial, IDLE)
+
+    def evict(self, state: str) -> None:
+        """Makes room: an idle connection is closed, a slow one answered 408 and closed."""
+        if state == BODY and self._client_wait is not None:
+            # The body read times out now, and the handler answers 408 as for a stall.
+            self.evicted = True
+            self._client_wait.reschedule(self._loop.time())
+        elif state == HEADERS:
+            self._refuse(HeaderTimeout())
+        else:
+            self.force_close()
 
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
@@ -170,6 +251,8 @@ class GuardedRequestHandler(RequestHandler):
             return
         if not in_header_block or not data:
             return
+        if not self._header_bytes:
+            self._headers_since = self._loop.time()
         self._header_bytes += len(data)
         if self._header_timer is None:
             self._arm_header_timer()
@@ -292,13 +375,45 @@ class GuardedServer(web.Server):
             **server._kwargs,
         )
         self._limits = limits
-        self.open_connections = 0
+        self._open: set[GuardedRequestHandler] = set()
+        self._accepted = 0
 
-    def opened(self) -> None:
-        self.open_connections += 1
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
-    def closed(self) -> None:
-        self.open_connections -= 1
+    def opened(self, handler: GuardedRequestHandler) -> bool:
+        """Counts the new connection in; False if there is no room for it.
+
+        At the cap, the connection that has waited longest on its client gives way (see
+        `waiting_on_client_since`), so clients holding connections open idle or slowly cannot
+        lock out ones that ask promptly; only when every connection is busy with a request is
+        the new one refused.
+        """
+        self._accepted += 1
+        handler.serial = self._accepted
+        self._open.add(handler)
+        if len(self._open) <= self._limits.max_connections:
+            return True
+        waiting = [
+            (since, other)
+            for other in self._open
+            if other is not handler and (since := other.waiting_on_client_since()) is not None
+        ]
+        if not waiting:
+            return False
+        (_, _, state), victim = min(waiting, key=lambda item: item[0])
+        log.info(
+            "limits.max_connections (%d) reached: closed the connection waiting longest on "
+            "its client (%s) for a new one",
+            self._limits.max_connections,
+            state,
+        )
+        victim.evict(state)
+        return True
+
+    def closed(self, handler: GuardedRequestHandler) -> None:
+        self._open.discard(handler)
 
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)

@@ -20,12 +20,16 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _HEX_SIGN = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 # A key is sensitive when its name holds one of these words anywhere (authCode, phoneNumber,
-# refreshToken, client_secret): the platform adds keys, and a list of names would lag.
-_SENSITIVE_WORD = r"(?:sign|token|code|secret|phone|mobile|password|passwd|auth|credential)"
-# Bounded on both sides, so a long run of letters costs linear time, not quadratic.
-_SENSITIVE = rf"[A-Za-z0-9_.\-]{{0,64}}{_SENSITIVE_WORD}[A-Za-z0-9_.\-]{{0,64}}"
-_PAIR = re.compile(rf"(?i)(?<![A-Za-z0-9_.\-])({_SENSITIVE})=[^&\s\"',;]*")
-_JSON_PAIR = re.compile(rf"(?i)(\"{_SENSITIVE}\"\s*:\s*)(\"(?:[^\"\\]|\\.)*\"|[0-9+\-]+)")
+# refresh_token[], mobile(1)): the platform adds keys, and a list of names would lag.
+_SENSITIVE_KEY = re.compile(
+    r"(?i)sign|token|code|secret|phone|mobile|tel|msisdn|password|passwd|auth|credential"
+)
+_DELIMITERS = r"\s&?=;,\"'"
+# key=value, the key a whole run between delimiters (a match starts only where a run does and
+# takes it possessively, so any text costs linear time), spaces allowed before the `=`.
+_PAIR = re.compile(rf"(?<![^{_DELIMITERS}])([^{_DELIMITERS}]++)(\s*+)=[^&\s\"',;]*+")
+# "key": value in JSON text; a key holds no quote, so each try ends at its closing one.
+_JSON_PAIR = re.compile(r'("[^"]*+"\s*+:\s*+)("(?:[^"\\]++|\\.)*+"|[0-9+\-]++)')
 # C0 and C1 controls (line breaks among them) and the Unicode line and paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s/]+@")
@@ -56,9 +60,19 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _HEX_SIGN.sub(REDACTED, text)
     text = _BEARER.sub(rf"\g<1>{REDACTED}", text)
-    text = _PAIR.sub(rf"\g<1>={REDACTED}", text)
-    text = _JSON_PAIR.sub(rf'\g<1>"{REDACTED}"', text)
+    text = _PAIR.sub(_redacted_pair, text)
+    text = _JSON_PAIR.sub(_redacted_json_pair, text)
     return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
+
+
+def _redacted_pair(match: re.Match[str]) -> str:
+    key, spaces = match.group(1), match.group(2)
+    return f"{key}{spaces}={REDACTED}" if _SENSITIVE_KEY.search(key) else match.group()
+
+
+def _redacted_json_pair(match: re.Match[str]) -> str:
+    key = match.group(1)
+    return f'{key}"{REDACTED}"' if _SENSITIVE_KEY.search(key) else match.group()
 
 
 class RedactingFilter(logging.Filter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -74,7 +75,9 @@ class _JsonObject(list[tuple[str, Any]]):
     """Marks a decoded JSON object, so nesting can be told apart from a list."""
 
 
-def parse_json(body: bytes, max_pairs: int | None = None) -> Pairs:
+def parse_json(
+    body: bytes, max_pairs: int | None = None, max_value_length: int | None = None
+) -> Pairs:
     """A JSON object of scalars and lists of scalars into pairs; anything else is refused."""
     try:
         document = json.loads(
@@ -98,7 +101,9 @@ def parse_json(body: bytes, max_pairs: int | None = None) -> Pairs:
         raise InvalidJson('the JSON body must be an object, e.g. {"tradeNo": "..."}')
     if max_pairs is not None and len(document) > max_pairs:
         raise too_many_params(max_pairs)
-    return [(_json_key(key), _json_value_text(key, value)) for key, value in document]
+    return [
+        (_json_key(key), _json_value_text(key, value, max_value_length)) for key, value in document
+    ]
 
 
 def _json_key(key: str) -> str:
@@ -133,13 +138,20 @@ def _json_problem(exc: ValueError) -> str:
     return str(exc)
 
 
-def _json_value_text(key: str, value: Any) -> str:
+def _json_value_text(key: str, value: Any, max_value_length: int | None = None) -> str:
     if isinstance(value, _JsonObject):
         raise InvalidJson(
             f"JSON key {quoted_name(key)} holds an object; "
             "values must be scalars or lists of scalars"
         )
     if isinstance(value, list):
+        # Each item is at least one character and a comma: a list this long cannot fit, and
+        # is refused before its items are looked at one by one.
+        if max_value_length is not None and 2 * len(value) - 1 > max_value_length:
+            raise InvalidParams(
+                f"the value of {quoted_name(key)} is longer than limits.max_value_length "
+                f"({max_value_length})"
+            )
         items = []
         for item in value:
             if isinstance(item, list):
@@ -180,6 +192,12 @@ def check_limits(pairs: Pairs, files: int, limits: ParamLimits) -> None:
             )
 
 
+def is_secret_name(key: str) -> bool:
+    """`secret` in any spelling a server might take for it: any case, compatibility forms
+    (the long s, U+017F, makes `secret` to Java's equalsIgnoreCase) and surrounding spaces."""
+    return unicodedata.normalize("NFKC", key).casefold().strip() == SECRET_KEY
+
+
 def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The caller's pairs as the platform will get them, before the gateway's own keys.
 
@@ -188,7 +206,7 @@ def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     """
     grouped: dict[str, list[str]] = {}
     for key, value in pairs:
-        if key.lower() == SECRET_KEY:
+        if is_secret_name(key):
             raise SecretParamRejected()
         if key in GATEWAY_KEYS:
             continue

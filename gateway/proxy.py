@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.admission import admit
-from gateway.bodies import read_capped, refuse_declared_size
+from gateway.bodies import read_capped, refuse_declared_size, send_continue
 from gateway.config import App, LimitsConfig
 from gateway.endpoints import Endpoint, validate
 from gateway.errors import (
@@ -75,9 +75,7 @@ async def expect_body(request: web.Request) -> web.Response | None:
         request_id = request_id_for(request)
         log_access(request, request_id, exc.status, 0.0)
         return error_response(exc, request_id)
-    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
+    await send_continue(request)
     return None
 
 
@@ -198,7 +196,7 @@ async def read_body(request: web.Request, limits: LimitsConfig, params_left: int
     if not body:
         return Upload()
     if is_json:
-        return Upload(pairs=parse_json(body, params_left))
+        return Upload(pairs=parse_json(body, params_left, limits.max_value_length))
     return Upload(pairs=parse_urlencoded(body, "form body", params_left))
 
 
@@ -210,7 +208,10 @@ def multipart_body(fields: dict[str, str], upload: Upload) -> MultipartWriter:
         part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(name)
     for file in upload.files:
         part = writer.append_payload(file.spool.payload(file.content_type))
-        part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(file.name, file.filename)
+        # The platform's own client always names the file; a server reads a part without a
+        # filename as a text field.
+        filename = file.filename if file.filename is not None else file.name
+        part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(file.name, filename)
     return writer
 
 

@@ -1,32 +1,43 @@
 """multipart/form-data from a caller: text fields become params, the fileData part is spooled.
 
 A file part is never held whole in memory: it is read in chunks into a spool that stays in
-memory while small and moves to an anonymous temporary file beyond SPOOL_MEMORY_BYTES, then is
-streamed to the upstream from there. Its bytes are never decoded or changed.
+memory while small and moves to an anonymous temporary file beyond SPOOL_MEMORY_BYTES (for all
+of a request's files together), then is streamed to the upstream from there. Its bytes are
+never decoded or changed.
 """
 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, payload, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    parse_content_disposition,
+)
 from aiohttp.streams import StreamReader
 
 from gateway.bodies import IDENTITY, too_large, within_idle
 from gateway.errors import InvalidMultipart, SecretParamRejected, quoted_name
-from gateway.params import Pairs, is_unicode, too_many_params
-from gateway.signing import SECRET_KEY
+from gateway.params import Pairs, is_secret_name, is_unicode, too_many_params
 
-SPOOL_MEMORY_BYTES = 1 << 20
+SPOOL_MEMORY_BYTES = 256 * 1024
 READ_CHUNK_BYTES = 1 << 16
 FILE_FIELD = "fileData"
 PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 UTF8_NAMES = frozenset({"utf-8", "utf8"})
 DEFAULT_FILE_TYPE = "application/octet-stream"
+# aiohttp warns of a Content-Disposition it cannot parse, quoting it. Warnings shown once per
+# distinct text are remembered forever, so each attacker-chosen header would stay in memory;
+# the part is refused for having no name anyway.
+warnings.filterwarnings("ignore", category=BadContentDispositionHeader)
+warnings.filterwarnings("ignore", category=BadContentDispositionParam)
 # RFC 2046 allows text before the first boundary; no form client sends more than a line.
 MAX_PREAMBLE_BYTES = 1024
 # A form part has a Content-Disposition and perhaps a Content-Type; room for a few more.
@@ -46,6 +57,10 @@ class Spool:
     @property
     def on_disk(self) -> bool:
         return self._file is not None
+
+    @property
+    def memory_bytes(self) -> int:
+        return len(self._memory)
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -116,7 +131,7 @@ async def read_multipart(request: web.Request, limits: MultipartLimits) -> Uploa
         reader = await _reader(request, limits.idle_s)
         text_budget = limits.max_text_bytes
         while True:
-            part = await within_idle(reader.next(), limits.idle_s)
+            part = await within_idle(reader.next(), limits.idle_s, request)
             if part is None:
                 break
             if len(upload.pairs) + len(upload.files) >= limits.max_parts:
@@ -173,7 +188,7 @@ async def _reader(request: web.Request, idle_s: float) -> MultipartReader:
     preamble = 0
     while True:
         line = await within_idle(
-            request.content.readline(max_line_length=MAX_PREAMBLE_BYTES), idle_s
+            request.content.readline(max_line_length=MAX_PREAMBLE_BYTES), idle_s, request
         )
         if line.rstrip() in (delimiter, delimiter + b"--"):
             break
@@ -193,12 +208,18 @@ async def _reader(request: web.Request, idle_s: float) -> MultipartReader:
 
 def _reason(exc: Exception) -> str:
     # aiohttp's messages can quote body bytes; keep the kind of failure, not the content.
+    if isinstance(exc, HttpProcessingError | Warning):
+        return type(exc).__name__
     text = str(exc).split(":")[0].split("b'")[0].strip()
     return "".join(ch for ch in text[:80] if ch.isprintable()) or type(exc).__name__
 
 
 def _checked_part(part: BodyPartReader) -> str:
     """The part's name, once its headers are ones the gateway can forward faithfully."""
+    disposition, _ = parse_content_disposition(part.headers.get(hdrs.CONTENT_DISPOSITION))
+    if disposition != "form-data":
+        # RFC 7578 section 4.2: every part of a form is `Content-Disposition: form-data`.
+        raise InvalidMultipart("each multipart part needs Content-Disposition: form-data")
     name = part.name
     if not name:
         raise InvalidMultipart("a multipart part has no name in its Content-Disposition")
@@ -217,7 +238,7 @@ def _checked_part(part: BodyPartReader) -> str:
         )
     if part.headers.get("Content-Encoding", "").strip().lower() not in IDENTITY:
         raise InvalidMultipart(f"part {quoted_name(name)} is compressed; send it uncompressed")
-    if name.lower() == SECRET_KEY:
+    if is_secret_name(name):
         raise SecretParamRejected()
     return name
 
@@ -232,13 +253,15 @@ async def _read_part(
     """Reads one part into the upload; returns the text bytes it used."""
     name = _checked_part(part)
     if name == FILE_FIELD:
-        spool = Spool()
+        # One memory budget for all of a request's files: many small parts must not add up
+        # to many times SPOOL_MEMORY_BYTES.
+        spool = Spool(max(0, SPOOL_MEMORY_BYTES - sum(f.spool.memory_bytes for f in upload.files)))
         upload.files.append(
             FilePart(
                 name, part.filename, part.headers.get("Content-Type", DEFAULT_FILE_TYPE), spool
             )
         )
-        while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s):
+        while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
             _check_body_size(request, limits.max_body_bytes)
             spool.write(chunk)
         return 0
@@ -255,7 +278,7 @@ async def _read_part(
             "only utf-8 is accepted"
         )
     text = bytearray()
-    while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s):
+    while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
         _check_body_size(request, limits.max_body_bytes)
         text += chunk
         if len(text) > text_budget:

@@ -65,7 +65,18 @@ def test_filter_redacts_args_and_tracebacks() -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["phoneNumber", "authCode", "refreshToken", "client_secret", "x-api-credential"]
+    "key",
+    [
+        "phoneNumber",
+        "authCode",
+        "refreshToken",
+        "client_secret",
+        "x-api-credential",
+        "refresh_token[]",
+        "mobile(1)",
+        "tel",
+        "a" * 70 + "Token",
+    ],
 )
 def test_keys_are_redacted_by_the_words_their_names_hold(key: str) -> None:
     line = f"upstream GET http://p/neuopenapi/x?tradeNo=t1&{key}=value-123&a=1"
@@ -110,3 +121,7 @@ def test_a_record_is_always_one_line(text: str) -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", (text,), None)
     assert RedactingFilter().filter(record)
     assert len(record.getMessage().splitlines()) <= 1
+
+
+def test_a_space_before_the_equals_sign_hides_nothing() -> None:
+    assert "value-123" not in redact("x?code =value-123&y=1")

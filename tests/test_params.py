@@ -162,3 +162,26 @@ def test_json_with_more_keys_than_the_limit_is_refused() -> None:
     with pytest.raises(InvalidParams, match="too many parameters"):
         parse_json(body, max_pairs=9)
     assert len(parse_json(body, max_pairs=10)) == 10
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "secret",
+        "SECRET",
+        " secret ",
+        "Secret\t",
+        "\u017fecret",
+        "\uff53\uff45\uff43\uff52\uff45\uff54",
+    ],
+)
+def test_every_spelling_of_secret_is_refused(key: str) -> None:
+    with pytest.raises(SecretParamRejected):
+        caller_fields([(key, "x")])
+
+
+def test_a_json_list_too_long_for_its_value_is_refused_before_it_is_joined() -> None:
+    body = b'{"a": [' + b"1," * 100_000 + b"1]}"
+    with pytest.raises(InvalidParams, match="max_value_length"):
+        parse_json(body, max_value_length=65536)
+    assert parse_json(b'{"a": [1, 2]}', max_value_length=3) == [("a", "1,2")]

@@ -284,6 +284,8 @@ async def test_file_data_without_a_filename_is_still_the_unsigned_file(
     )
     assert response.status == 200
     assert "fileData" not in signed_by_gateway(platform)
+    # Forwarded as a file, named as the platform's own client names one.
+    assert [(f.name, f.filename) for f in platform.last.files] == [("fileData", "fileData")]
 
 
 async def test_oversized_body_is_refused_before_forwarding(

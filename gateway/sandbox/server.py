@@ -47,6 +47,8 @@ class Faults:
     def __init__(self) -> None:
         self.by_path: dict[str, Fault] = {}
         self._release = asyncio.Event()
+        # Requests held by a hang fault right now, so tests can wait until they all are.
+        self.hanging = 0
 
     def take(self, path: str) -> Fault | None:
         fault = self.by_path.get(path)
@@ -57,7 +59,11 @@ class Faults:
         return fault
 
     async def hang(self) -> None:
-        await self._release.wait()
+        self.hanging += 1
+        try:
+            await self._release.wait()
+        finally:
+            self.hanging -= 1
 
     def clear(self, path: str | None = None) -> None:
         if path is None:
@@ -330,7 +336,13 @@ async def reset(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(envelope(200, "OK", {"calls": dict(request.app[WORLD].calls)}))
+    return web.json_response(
+        envelope(
+            200,
+            "OK",
+            {"calls": dict(request.app[WORLD].calls), "hanging": request.app[FAULTS].hanging},
+        )
+    )
 
 
 def create_sandbox_app(
@@ -339,7 +351,13 @@ def create_sandbox_app(
     """The sandbox for these apps (appid -> secret)."""
     clock = clock or SystemClock()
     settings = settings or Settings()
-    app = web.Application(middlewares=[sandbox_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[sandbox_middleware],
+        client_max_size=MAX_BODY_BYTES,
+        # Above any gateway's header limits, so what a gateway forwards is judged by the
+        # platform's rules, not refused in plain text for its length.
+        handler_args={"max_line_size": 1 << 16, "max_field_size": 1 << 16},
+    )
     notifier = Notifier(dict(secrets), settings, clock)
     app[WORLD] = World(secrets, settings, clock, on_final=notifier.notify)
     app[NOTIFIER] = notifier

@@ -200,13 +200,17 @@ StartTarget = Callable[..., Awaitable[Target]]
 def start_target(start_gateway: StartGateway, tmp_path: Path) -> StartTarget:
     """Starts a gateway with short timeouts, the embedded sandbox and the callbacks listener."""
 
-    async def start(env: dict[str, str] | None = None, **extra: str) -> Target:
-        limits = (
-            f"{{header_timeout_s: {HEADER_TIMEOUT_S}, body_idle_timeout_s: "
-            f"{BODY_IDLE_TIMEOUT_S}, max_connections: {MAX_CONNECTIONS}}}"
-        )
+    async def start(
+        env: dict[str, str] | None = None, limits: dict[str, float] | None = None, **extra: str
+    ) -> Target:
+        chosen = {
+            "header_timeout_s": HEADER_TIMEOUT_S,
+            "body_idle_timeout_s": BODY_IDLE_TIMEOUT_S,
+            "max_connections": MAX_CONNECTIONS,
+            **(limits or {}),
+        }
         settings = {
-            "limits": limits,
+            "limits": "{" + ", ".join(f"{key}: {value}" for key, value in chosen.items()) + "}",
             "callbacks": f"{{listen: {{port: 0}}, store: 'sqlite:///{tmp_path}/outbox.db'}}",
             **extra,
         }

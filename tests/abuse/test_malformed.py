@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.abuse.conftest import StartTarget, Target, assert_refused, exchange, request_bytes
@@ -62,6 +64,11 @@ def text_part(disposition: bytes, value: bytes = b"v", headers: bytes = b"") -> 
             id="a compressed part",
         ),
         pytest.param(text_part(b'filename="a"'), "invalid_multipart", id="a part without a name"),
+        pytest.param(
+            b'Content-Disposition: attachment; name="title"\r\n\r\nv',
+            "invalid_multipart",
+            id="not form-data",
+        ),
         pytest.param(b"no headers at all", "invalid_multipart", id="a part without headers"),
     ],
 )
@@ -203,3 +210,47 @@ async def test_credentials_in_upstream_urls_are_redacted_at_debug(target: Target
     await target.process.wait_for_log("upstream GET")
     for value in values.values():
         assert value not in target.process.log
+
+
+async def test_bad_content_dispositions_leave_nothing_behind(target: Target) -> None:
+    """aiohttp warns of each one, quoting it; remembered warnings would be a memory leak."""
+    lines_before = len(target.process.log_lines)
+    async with target.under_abuse(max_growth_mb=10):
+        for i in range(2000):
+            junk = b"%d" % i + b"x" * 7000
+            part = b'Content-Disposition: form-data; name="a"; name="' + junk + b'"\r\n\r\nv'
+            answer = await exchange(
+                target.port, request_bytes("POST", ECHO, multipart(part), MULTIPART)
+            )
+            assert_refused(answer, 400, "invalid_multipart")
+    # One access line per request (beside the probe's), and nothing quoting the junk.
+    new_lines = [
+        line for line in target.process.log_lines[lines_before:] if "route=/healthz" not in line
+    ]
+    assert len(new_lines) <= 2000 + 10
+    assert not any("xxxxxxxxxx" in line for line in new_lines)
+
+
+async def test_a_client_that_leaves_mid_body_is_no_error(target: Target) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+    writer.write(
+        request_bytes(
+            "POST",
+            ECHO,
+            b"a=12345",
+            {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "1000"},
+        )
+    )
+    await writer.drain()
+    writer.transport.abort()
+    await target.process.wait_for_log("route=/neuopenapi/sandbox/echo status=400")
+    assert "Traceback" not in target.process.log
+    assert " ERROR " not in target.process.log
+
+
+async def test_a_long_query_reaches_the_platform_and_its_answer_is_json(target: Target) -> None:
+    value = "x" * 12_000
+    answer = await exchange(target.port, request_bytes("GET", f"{ECHO}?title={value}"))
+    assert answer is not None
+    assert answer.status == 200, answer
+    assert answer.body["response"]["params"]["title"] == value

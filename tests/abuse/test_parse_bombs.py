@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import zlib
 from collections.abc import Callable
@@ -221,3 +222,52 @@ async def test_query_strings_are_bounded(target: Target) -> None:
             431,
             "headers_too_large",
         )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("Content-Encoding", "identity"), ("Content-Encoding", "gzip")], id="second"),
+        pytest.param([("Transfer-Encoding", "gzip, chunked")], id="transfer coding"),
+    ],
+)
+async def test_compression_behind_another_header_is_refused(
+    target: Target, headers: list[tuple[str, str]]
+) -> None:
+    body = gzip.compress(b"a=1")
+    framing = b"" if any(name == "Transfer-Encoding" for name, _ in headers) else b"%d" % len(body)
+    head = b"POST " + ECHO.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+    head += b"Content-Type: application/x-www-form-urlencoded\r\n"
+    head += b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)
+    if framing:
+        head += b"Content-Length: " + framing + b"\r\n\r\n" + body
+    else:
+        head += b"\r\n" + chunked(body)
+    assert_refused(await exchange(target.port, head), 415, "unsupported_content_encoding")
+
+
+async def test_many_small_files_in_one_request_are_spooled_together(target: Target) -> None:
+    """Forty 1 MB fileData parts are not forty times the in-memory spool."""
+    one_mb = b"\x00" * 1_000_000
+    parts = [
+        b'Content-Disposition: form-data; name="fileData"; filename="f%d"\r\n\r\n' % i + one_mb
+        for i in range(40)
+    ]
+    # A last part that is refused, so the files are read and spooled but never sent on.
+    body = multipart([*parts, b'Content-Disposition: form-data; name="x"; filename="y"\r\n\r\nz'])
+    request = request_bytes("POST", ECHO, body, MULTIPART)
+    async with target.under_abuse(max_growth_mb=32):
+        answers = await asyncio.gather(*(exchange(target.port, request) for _ in range(8)))
+    for answer in answers:
+        assert_refused(answer, 400, "invalid_multipart")
+
+
+async def test_expect_continue_is_refused_before_the_body_on_the_callbacks_listener(
+    target: Target,
+) -> None:
+    head = (
+        b"POST /callbacks/demo/pay HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 999999999\r\n\r\n"
+    )
+    answer = await exchange(target.callbacks_port, head)
+    assert_refused(answer, 413, "body_too_large")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ PAY = "/callbacks/demo/pay"
 # What a closed connection may take beyond its timeout: the timer, and this test's own reading.
 SLACK_S = 2.0
 CALLER_TOKEN = "orders-token-0123456789abcdef"
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def listener_port(target: Target, listener: str) -> int:
@@ -142,24 +144,103 @@ async def test_stalled_bodies_are_cut_off(target: Target, listener: str) -> None
             assert_refused(answer, 408, "body_timeout")
 
 
-async def test_connections_beyond_the_cap_are_refused(target: Target) -> None:
-    """Existing connections keep working; new ones past limits.max_connections get 503."""
-    async with target.under_abuse(max_growth_mb=8):
-        # The probe holds one connection to each listener.
-        held = [
-            await asyncio.open_connection("127.0.0.1", target.port)
-            for _ in range(MAX_CONNECTIONS - 1)
-        ]
+PATIENT = {"header_timeout_s": 60, "body_idle_timeout_s": 60}
+CLOSE = {"Connection": "close"}
+
+
+async def healthz_on_a_new_connection(target: Target) -> None:
+    # Connection: close, so it leaves no idle connection behind to be the next one evicted.
+    answer = await exchange(target.port, request_bytes("GET", "/healthz", headers=CLOSE))
+    assert answer is not None
+    assert answer.status == 200, answer
+
+
+async def test_a_full_listener_closes_its_oldest_idle_connection_for_a_new_one(
+    start_target: StartTarget,
+) -> None:
+    target = await start_target(limits=PATIENT)
+    held = [await asyncio.open_connection("127.0.0.1", target.port) for _ in range(MAX_CONNECTIONS)]
+    await healthz_on_a_new_connection(target)
+    oldest_reader, _ = held[0]
+    async with asyncio.timeout(5):
+        assert await oldest_reader.read() == b""
+    for _, writer in held:
+        writer.close()
+
+
+async def test_a_full_listener_cuts_off_its_slowest_body_for_a_new_one(
+    start_target: StartTarget,
+) -> None:
+    """Tricklers holding every connection cannot lock out a client that asks promptly."""
+    target = await start_target(limits=PATIENT)
+    await hang_platform_calls(target)
+    head = request_bytes(
+        "POST", ECHO, b"a=1", {"Content-Type": FORM_TYPE, "Content-Length": "100000"}
+    )
+    held = []
+    busy = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(head)
+            await writer.drain()
+            held.append((reader, writer))
+        # Two clients whose requests then wait on the platform: they cannot be made to give
+        # way, so each must make room by cutting off a trickler (or a connection not yet read).
+        for _ in range(2):
+            _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(request_bytes("GET", f"{ECHO}?a=1"))
+            busy.append(writer)
+        await healthz_on_a_new_connection(target)
+        async with asyncio.timeout(5):
+            oldest = await read_answer(held[0][0])
+        assert_refused(oldest, 408, "body_timeout")
+        assert "slowest to arrive" in oldest.body["responseHeader"]["msg"]  # type: ignore[union-attr]
+    finally:
+        await exchange(target.sandbox_port, request_bytes("DELETE", "/sandbox/faults"))
+        for writer in busy + [writer for _, writer in held]:
+            writer.close()
+
+
+async def hang_platform_calls(target: Target) -> None:
+    form = {"Content-Type": FORM_TYPE}
+    answer = await exchange(
+        target.sandbox_port,
+        request_bytes("POST", "/sandbox/faults", f"path={ECHO}&hang=true".encode(), form),
+    )
+    assert answer is not None
+    assert answer.status == 200
+
+
+async def test_a_listener_busy_with_requests_refuses_new_connections(target: Target) -> None:
+    """Requests waiting on the platform are never cut off to make room: 503 instead."""
+    await hang_platform_calls(target)
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(request_bytes("GET", f"{ECHO}?a=1"))
+            held.append(writer)
+        async with asyncio.timeout(10):
+            while (await sandbox_stats(target))["hanging"] < MAX_CONNECTIONS:
+                pass
         refused = await exchange(target.port, request_bytes("GET", "/healthz"))
         assert_refused(refused, 503, "too_many_connections")
-        for _, writer in held:
+    finally:
+        await exchange(target.sandbox_port, request_bytes("DELETE", "/sandbox/faults"))
+        for writer in held:
             writer.close()
-    # Once they are gone, new connections are served again.
     async with asyncio.timeout(10):
-        while True:
-            answer = await exchange(target.port, request_bytes("GET", "/healthz"))
-            if answer is not None and answer.status == 200:
-                break
+        while (await sandbox_stats(target))["hanging"]:
+            pass
+    await healthz_on_a_new_connection(target)
+
+
+async def sandbox_stats(target: Target) -> dict[str, Any]:
+    answer = await exchange(target.sandbox_port, request_bytes("GET", "/sandbox/stats"))
+    assert answer is not None
+    stats: dict[str, Any] = answer.body["response"]
+    return stats
 
 
 async def test_a_wrong_credential_from_a_trusted_network_is_refused_before_any_read(
