@@ -107,6 +107,10 @@ def was_evicted(request: web.BaseRequest) -> bool:
     return getattr(request.protocol, "evicted", False) is True
 
 
+def _has_no_body(message: RawRequestMessage) -> bool:
+    return not message.chunked and message.headers.get("Content-Length", "0") == "0"
+
+
 def error_bytes(error: GatewayError, request_id: str) -> bytes:
     """A whole HTTP/1.1 answer carrying the error, for when no aiohttp response can be sent."""
     body = json.dumps(envelope(error.status, error.msg, error.code)).encode()
@@ -248,6 +252,8 @@ class GuardedRequestHandler(RequestHandler):
             message, self._body = self._messages[-1]
             if not isinstance(message, RawRequestMessage):
                 self._stop_reading(message)
+            elif _has_no_body(message):
+                self._count_pipelined(data)
             return
         if not in_header_block or not data:
             return
@@ -256,6 +262,21 @@ class GuardedRequestHandler(RequestHandler):
         self._header_bytes += len(data)
         if self._header_timer is None:
             self._arm_header_timer()
+        if self._header_bytes > self._limits.max_header_block_bytes:
+            self._refuse(HeadersTooLarge())
+
+    def _count_pipelined(self, data: bytes) -> None:
+        """Bytes after a complete bodyless request are the start of the next header block.
+
+        They went to the parser with the request before them, so they are counted (and
+        timed) here, or a client could hold a partial header block behind each request.
+        """
+        end = data.rfind(b"\r\n\r\n")
+        if end < 0 or end + 4 == len(data):
+            return
+        self._headers_since = self._loop.time()
+        self._header_bytes = len(data) - end - 4
+        self._arm_header_timer()
         if self._header_bytes > self._limits.max_header_block_bytes:
             self._refuse(HeadersTooLarge())
 

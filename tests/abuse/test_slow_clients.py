@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -261,3 +262,31 @@ async def test_a_wrong_credential_from_a_trusted_network_is_refused_before_any_r
                 b"Host: 127.0.0.1\r\nAuthorization: " + authorization + b"\r\n",
             )
             assert_refused(await exchange(target.port, raw), 401, "unauthenticated")
+
+
+@LISTENERS
+async def test_a_partial_header_block_behind_a_request_is_timed_and_counted(
+    target: Target, listener: str
+) -> None:
+    port = listener_port(target, listener)
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(first + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 5000)
+    await writer.drain()
+    answered = await read_answer(reader)
+    assert answered is not None
+    assert answered.status in (200, 404)
+    assert_refused(await read_answer(reader), 408, "header_timeout")
+    assert time.monotonic() - started < HEADER_TIMEOUT_S + SLACK_S
+    writer.close()
+    # Too many such bytes are refused at once.
+    huge = first + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(huge)
+    # Closed well before the header timeout (with a reset, as bytes were left unread).
+    async with asyncio.timeout(HEADER_TIMEOUT_S / 2):
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+    writer.close()
