@@ -29,16 +29,17 @@ def refuse_compressed(headers: CIMultiDictProxy[str]) -> None:
     Every Content-Encoding header counts (a second one may follow an `identity`), and any
     transfer coding but chunked.
     """
-    encodings = _codings(headers.getall(hdrs.CONTENT_ENCODING, []))
+    encodings = codings(headers.getall(hdrs.CONTENT_ENCODING, []))
     if not encodings <= IDENTITY:
         raise UnsupportedContentEncoding()
-    if not _codings(headers.getall(hdrs.TRANSFER_ENCODING, [])) <= {"chunked"}:
+    if not codings(headers.getall(hdrs.TRANSFER_ENCODING, [])) <= {"chunked"}:
         raise UnsupportedContentEncoding(
             "transfer codings other than chunked are not accepted: send the body uncompressed"
         )
 
 
-def _codings(values: list[str]) -> set[str]:
+def codings(values: list[str]) -> set[str]:
+    """The codings named in these header values, lower case (`gzip, chunked` is two)."""
     return {token.strip().lower() for value in values for token in value.split(",")}
 
 

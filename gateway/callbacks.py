@@ -138,7 +138,7 @@ async def _accept(context: CallbackContext, app: App, params: dict[str, str]) ->
         )
     if app.callbacks.verify_sign:
         await context.outbox.remember_sign(params["sign"], now, REPLAY_WINDOW_S)
-    log.info("payment callback %s:%s for app %s %s", trade_no, claimed, app.name, state)
+    log.info("payment callback %s:%s for app %s %s", trade_no, claimed or "-", app.name, state)
     return state
 
 

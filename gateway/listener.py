@@ -107,6 +107,15 @@ def was_evicted(request: web.BaseRequest) -> bool:
     return getattr(request.protocol, "evicted", False) is True
 
 
+def _log_refused(request_id: str, status: int) -> None:
+    """The access line of a request refused before it reached a handler."""
+    access_log.info(
+        "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
+        request_id,
+        status,
+    )
+
+
 def _has_no_body(message: RawRequestMessage) -> bool:
     return not message.chunked and message.headers.get("Content-Length", "0") == "0"
 
@@ -309,11 +318,7 @@ class GuardedRequestHandler(RequestHandler):
                 error.code,
                 type(exc).__name__ if exc is not None else "-",
             )
-        access_log.info(
-            "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
-            request_id,
-            error.status,
-        )
+        _log_refused(request_id, error.status)
         response = web.Response(
             status=error.status,
             text=json.dumps(envelope(error.status, error.msg, error.code)),
@@ -372,11 +377,7 @@ class GuardedRequestHandler(RequestHandler):
         if transport is not None and not self._request_in_progress:
             request_id = uuid.uuid4().hex
             transport.write(error_bytes(error, request_id))
-            access_log.info(
-                "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
-                request_id,
-                error.status,
-            )
+            _log_refused(request_id, error.status)
         self.force_close()
 
     def _peer(self) -> str:

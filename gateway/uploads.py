@@ -23,13 +23,14 @@ from aiohttp.multipart import (
 )
 from aiohttp.streams import StreamReader
 
-from gateway.bodies import IDENTITY, too_large, within_idle
+from gateway.bodies import IDENTITY, codings, too_large, within_idle
 from gateway.errors import InvalidMultipart, SecretParamRejected, quoted_name
 from gateway.params import Pairs, is_secret_name, is_unicode, too_many_params
 
 SPOOL_MEMORY_BYTES = 256 * 1024
 READ_CHUNK_BYTES = 1 << 16
 FILE_FIELD = "fileData"
+CONTENT_TRANSFER_ENCODING = "Content-Transfer-Encoding"
 PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 UTF8_NAMES = frozenset({"utf-8", "utf8"})
 DEFAULT_FILE_TYPE = "application/octet-stream"
@@ -229,14 +230,13 @@ def _checked_part(part: BodyPartReader) -> str:
     if not all(is_unicode(value) for value in part.headers.values()):
         # They would be written again when the part is forwarded (its Content-Type).
         raise InvalidMultipart(f"part {quoted_name(name)} has a header that is not valid UTF-8")
-    transfer = part.headers.get("Content-Transfer-Encoding", "").strip().lower()
-    if transfer not in PLAIN_TRANSFER_ENCODINGS:
+    if not codings(part.headers.getall(CONTENT_TRANSFER_ENCODING, [])) <= PLAIN_TRANSFER_ENCODINGS:
         # RFC 7578 section 4.7: senders must not use it over HTTP, and it would be forwarded
         # (and signed) still encoded.
         raise InvalidMultipart(
             f"part {quoted_name(name)} has a Content-Transfer-Encoding; send its bytes as they are"
         )
-    if part.headers.get("Content-Encoding", "").strip().lower() not in IDENTITY:
+    if not codings(part.headers.getall(hdrs.CONTENT_ENCODING, [])) <= IDENTITY:
         raise InvalidMultipart(f"part {quoted_name(name)} is compressed; send it uncompressed")
     if is_secret_name(name):
         raise SecretParamRejected()
