@@ -115,10 +115,10 @@ async def token_cache_memory(tokens: int = 20_000) -> dict[str, float]:
     """Bytes of memory one cached login takes in the in-memory store (answer, openId, reverse)."""
     import tracemalloc
 
-    from gateway import jwt
-    from gateway.clock import SystemClock
-    from gateway.stores import MemoryStore
-    from gateway.tokens import Answer, TokenCache
+    from gateway.core import jwt
+    from gateway.core.clock import SystemClock
+    from gateway.egress.stores import MemoryStore
+    from gateway.egress.tokens import Answer, TokenCache
 
     clock = SystemClock()
     cache = TokenCache(MemoryStore(tokens, clock), clock, margin_s=60, wait_s=15)

@@ -7,22 +7,23 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from yarl import URL
 
-from gateway import logs, proxy
-from gateway.admission import API_PREFIX
-from gateway.callbacks import CallbackContext, create_callbacks_app
-from gateway.clock import Clock, SystemClock
+from gateway import logs
+from gateway.callbacks.delivery import DeliveryWorker
+from gateway.callbacks.listener import CallbackContext, create_callbacks_app
+from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.config import SQLITE_STORE, Config
-from gateway.delivery import DeliveryWorker
-from gateway.listener import ConnectionLimits, GuardedRunner
-from gateway.middlewares import gateway_middleware
-from gateway.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
+from gateway.core.clock import Clock, SystemClock
+from gateway.egress import proxy
+from gateway.egress.admission import API_PREFIX
+from gateway.egress.stores import MemoryStore, RedisStore
+from gateway.egress.tokens import Store, TokenCache
+from gateway.egress.upstream import Upstream, close_session, create_session
+from gateway.egress.waits import TradeWaits
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from gateway.state import BASE_URLS, CALLBACKS_URL, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
-from gateway.stores import MemoryStore, RedisStore
-from gateway.tokens import Store, TokenCache
-from gateway.upstream import Upstream, close_session, create_session
-from gateway.waits import TradeWaits
+from gateway.web.connections import ConnectionLimits, GuardedRunner
+from gateway.web.middlewares import gateway_middleware
+from gateway.web.state import BASE_URLS, CALLBACKS_URL, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
 
 log = logs.logger("neu_gateway")
 

@@ -15,15 +15,16 @@ from urllib.parse import urlencode
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway import __version__, logs, signing
+from gateway import __version__, logs
 from gateway.app import connection_limits, create_app, open_outbox
-from gateway.clock import SystemClock
+from gateway.callbacks.outbox import DEAD, PENDING, Outbox
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
-from gateway.listener import GuardedRunner
-from gateway.outbox import DEAD, PENDING, Outbox
-from gateway.params import caller_fields, is_secret_name
+from gateway.core import signing
+from gateway.core.clock import SystemClock
+from gateway.core.params import caller_fields, is_secret_name
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
+from gateway.web.connections import GuardedRunner
 
 log = logs.logger("neu_gateway")
 

@@ -27,8 +27,11 @@ from pydantic import (
 )
 from yarl import URL
 
-from gateway.access import Caller, Network, Route
-from gateway.credentials import Secret, read_credential
+from gateway import logs
+from gateway.core.access import Caller, Network, Route
+from gateway.core.secrets import Secret
+
+log = logs.logger("neu_gateway.config")
 
 DEFAULT_CONFIG_PATH = Path("gateway.yaml")
 SANDBOX = "sandbox"
@@ -435,3 +438,48 @@ def _describe(error: Any) -> str:
     elif error["type"] == "missing":
         message = "required"
     return f"{location}: {message}"
+
+
+def read_credential(
+    where: str,
+    what: str,
+    env_name: str | None,
+    file_path: Path | None,
+    inline: str | None,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> Secret | None:
+    """A secret or token from an environment variable, a file, or (demo only) inline."""
+    if env_name is not None:
+        value = environ.get(env_name)
+        if value is None:
+            problems.append(f"{where}.{what}_env: environment variable {env_name} is not set")
+            return None
+        if not value:
+            problems.append(f"{where}.{what}_env: environment variable {env_name} is empty")
+            return None
+        return Secret(value)
+    if file_path is not None:
+        try:
+            value = file_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            problems.append(f"{where}.{what}_file: cannot read {file_path} ({reason})")
+            return None
+        if not value:
+            problems.append(f"{where}.{what}_file: {file_path} is empty")
+            return None
+        return Secret(value)
+    assert inline is not None
+    if not inline:
+        problems.append(f"{where}.{what}: is empty")
+        return None
+    log.warning(
+        "%s.%s: the secret is written in the config file; outside the sandbox demo use "
+        "%s_env or %s_file",
+        where,
+        what,
+        what,
+        what,
+    )
+    return Secret(inline)

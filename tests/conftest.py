@@ -10,8 +10,8 @@ from aiohttp.web_runner import BaseRunner
 
 from gateway.app import connection_limits, create_app
 from gateway.config import Config, from_mapping
-from gateway.listener import GuardedRunner
-from gateway.state import CONFIG
+from gateway.web.connections import GuardedRunner
+from gateway.web.state import CONFIG
 from tests.platform_double import APPID, SECRET, PlatformDouble
 
 pytest_plugins = ["tests.redis_server", "tests.receiver", "tests.processes"]

@@ -1,7 +1,7 @@
 """A recording stand-in for the platform, with its own signing code written apart from gateway/.
 
 It checks every sign it receives with an implementation that shares nothing with
-gateway.signing (UTF-16 code units built by hand, sort by comparison function), records what
+gateway.core.signing (UTF-16 code units built by hand, sort by comparison function), records what
 arrived, and answers in the platform's envelope. Faults (hang, status) are set per test.
 """
 

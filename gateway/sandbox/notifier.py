@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import urlencode
 
 import aiohttp
 
-from gateway import logs, signing
-from gateway.clock import Clock
+from gateway.core import signing
+from gateway.core.clock import Clock
 from gateway.sandbox.world import Settings, Trade
 
-log = logs.logger("neu_gateway.sandbox")
+# Its records reach the gateway's handlers, and their redaction, when run embedded.
+log = logging.getLogger("neu_gateway.sandbox")
 ATTEMPT_TIMEOUT_S = 10
 MAX_BACKOFF_S = 60
 

@@ -17,13 +17,13 @@ from typing import IO, Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.clock import Clock, SystemClock
-from gateway.endpoints import ENDPOINTS, Endpoint, validate
-from gateway.errors import InvalidParams
-from gateway.params import parse_urlencoded
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.endpoints import ENDPOINTS, Endpoint, validate
+from gateway.core.errors import InvalidParams
+from gateway.core.params import parse_urlencoded
+from gateway.core.verification import Rejected, check_signed_request
 from gateway.sandbox.notifier import Notifier
 from gateway.sandbox.world import SandboxError, Settings, World
-from gateway.verification import Rejected, check_signed_request
 
 ECHO_PATH = "/neuopenapi/sandbox/echo"
 MAX_BODY_BYTES = 256 * 1024 * 1024

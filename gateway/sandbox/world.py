@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import jwt
-from gateway.clock import Clock
+from gateway.core import jwt
+from gateway.core.clock import Clock
 
 PROCESSING, SUCCEEDED, FAILED, EXPIRED, CANCELED, CLOSED = 1, 2, 3, 4, 5, 6
 STATUS_NAMES = {

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.outbox import SqliteOutbox
+from gateway.callbacks.outbox import SqliteOutbox
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.platform_double import APPID, SECRET

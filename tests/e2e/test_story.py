@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.signing import verify
+from gateway.core.signing import verify
 from tests.e2e.test_curl import curl, ok
 from tests.platform_double import SECRET
 from tests.processes import GatewayProcess, StartGateway, write_config

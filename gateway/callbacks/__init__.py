@@ -1,0 +1,1 @@
+"""What the platform sends in: payment callbacks verified, stored and delivered."""

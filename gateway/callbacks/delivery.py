@@ -1,0 +1,143 @@
+"""Delivers verified payment callbacks from the outbox to the apps' internal services.
+
+Each delivery is POSTed as JSON (the trade detail the platform confirmed) with
+`Idempotency-Key: <tradeNo>:<transactionStatus>` and `X-Neu-Verified: tradedetail`, until a
+2xx; otherwise again after an exponential backoff with jitter, and parked as dead after
+`callbacks.max_attempts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Mapping
+
+import aiohttp
+
+from gateway import logs
+from gateway.callbacks.outbox import Delivery, Outbox
+from gateway.config import CallbacksConfig
+from gateway.core.clock import Clock
+
+log = logs.logger("neu_gateway.delivery")
+BATCH = 20
+IDLE_CHECK_S = 5.0
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential in the attempts made, capped, with ±50% jitter so retries do not align."""
+    delay: float = min(base_s * 2 ** max(0, attempts - 1), max_s)
+    return delay * rng.uniform(0.5, 1.5)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        outbox: Outbox,
+        targets: Mapping[str, str | None],
+        settings: CallbacksConfig,
+        clock: Clock,
+    ) -> None:
+        self._outbox = outbox
+        self._targets = targets
+        self._settings = settings
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s)
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.deliver_due()
+                next_at = await self._outbox.next_due_at()
+            except Exception:
+                log.exception("delivery worker failed; trying again shortly")
+                next_at = None
+            wait_s = IDLE_CHECK_S
+            if next_at is not None:
+                wait_s = min(max(0.0, next_at - self._clock.now_ms() / 1000), IDLE_CHECK_S)
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that stop() sends if the wake-up comes at the same moment.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+
+    async def deliver_due(self) -> None:
+        # Longer than one attempt can take, so the lease outlives the delivery it guards; after
+        # a crash, what it had leased waits this long before it is sent again.
+        lease_s = 2 * self._settings.timeout_s + 1
+        batch = await self._outbox.due(self._clock.now_ms() / 1000, BATCH, lease_s)
+        # Side by side, so the whole batch finishes within one attempt's time and its lease.
+        await asyncio.gather(*(self._deliver(delivery) for delivery in batch))
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        target = self._targets.get(delivery.app)
+        error = ""
+        if target is None:
+            error = "no callbacks.deliver_to for this app"
+        else:
+            assert self._session is not None
+            try:
+                async with self._session.post(
+                    target,
+                    data=delivery.payload,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": delivery.idempotency_key,
+                        "X-Neu-Verified": "tradedetail",
+                    },
+                    allow_redirects=False,
+                ) as response:
+                    await response.read()
+                    if 200 <= response.status < 300:
+                        await self._outbox.delivered(delivery.id)
+                        log.info("delivered %s to app %s", delivery.idempotency_key, delivery.app)
+                        return
+                    error = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = type(exc).__name__
+        attempts = delivery.attempts + 1
+        dead = attempts >= self._settings.max_attempts
+        delay = backoff_s(
+            attempts, self._settings.backoff_s, self._settings.max_backoff_s, self._rng
+        )
+        await self._outbox.failed(delivery.id, error, self._clock.now_ms() / 1000 + delay, dead)
+        if dead:
+            log.warning(
+                "callback %s for app %s is dead after %d attempts (%s); "
+                "neu-gateway callbacks replay %d sends it again",
+                delivery.idempotency_key,
+                delivery.app,
+                attempts,
+                error,
+                delivery.id,
+            )
+        else:
+            log.info(
+                "delivery of %s failed (%s); retry in %.1f s",
+                delivery.idempotency_key,
+                error,
+                delay,
+            )

@@ -1,0 +1,218 @@
+"""The listener facing the platform: payment callbacks verified, confirmed, stored, answered.
+
+`POST /callbacks/{app}/pay` and nothing else is served there. A callback is checked (appid,
+timestamp, sign and replay, when the app's `callbacks.verify_sign` is on), then confirmed
+with the platform's own tradedetail, whose answer is the truth; only then is it written to
+the outbox and answered 200. Anything that does not hold is refused and logged; nothing of it
+is delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway import logs
+from gateway.callbacks.delivery import DeliveryWorker
+from gateway.callbacks.outbox import Outbox
+from gateway.config import App, Config
+from gateway.core.clock import Clock
+from gateway.core.errors import GatewayError, envelope
+from gateway.core.flights import SingleFlight
+from gateway.core.params import parse_json, parse_urlencoded
+from gateway.core.verification import MAX_SKEW_MS, Rejected, check_signed_request
+from gateway.egress.bodies import (
+    read_capped,
+    refuse_compressed,
+    refuse_declared_size,
+    send_continue,
+)
+from gateway.egress.calls import answer_detail, trade_detail
+from gateway.egress.upstream import Upstream
+from gateway.egress.waits import PROCESSING, TradeWaits
+
+log = logs.logger("neu_gateway.callbacks")
+MAX_CALLBACK_BYTES = 64 * 1024
+# The doc's callback has seven fields; room for the platform to add some.
+MAX_CALLBACK_FIELDS = 64
+_STATUS = re.compile(r"[0-9]{1,3}")
+# A sign is refused as a replay for as long as its timestamp could still be accepted.
+REPLAY_WINDOW_S = 2 * MAX_SKEW_MS / 1000
+
+
+@dataclass(frozen=True)
+class CallbackContext:
+    config: Config
+    base_urls: dict[str, str]
+    upstream: Upstream
+    outbox: Outbox
+    worker: DeliveryWorker
+    waits: TradeWaits
+    clock: Clock
+    body_idle_timeout_s: float = 30.0
+    confirmations: SingleFlight[tuple[str, str, str | None], str] = field(
+        default_factory=SingleFlight
+    )
+
+
+CONTEXT = web.AppKey("neu_callbacks", CallbackContext)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, msg: str) -> None:
+        self.status, self.code, self.msg = status, code, msg
+        super().__init__(msg)
+
+
+def _refusal(refusal: Refused) -> web.Response:
+    return web.json_response(
+        envelope(refusal.status, refusal.msg, refusal.code), status=refusal.status
+    )
+
+
+async def pay_callback(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    name = request.match_info["app"]
+    try:
+        app = context.config.apps.get(name)
+        if app is None:
+            raise Refused(404, "unknown_app", "no such app")
+        params = await _params(request, context.body_idle_timeout_s)
+        try:
+            accepted = await _accept(context, app, params)
+        except (sqlite3.Error, RedisError, OSError):
+            log.exception("the outbox could not be written")
+            raise Refused(503, "outbox_unavailable", "not stored; send it again later") from None
+    except Refused as refusal:
+        log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
+        response = _refusal(refusal)
+        if not request.content.is_eof():
+            # Refused unread (too large, compressed, stalled): nothing more is read from it.
+            response.force_close()
+        return response
+    return web.json_response({"responseHeader": {"status": 200, "msg": accepted}, "response": True})
+
+
+async def not_here(request: web.Request) -> web.Response:
+    return _refusal(Refused(404, "not_found", "only POST /callbacks/{app}/pay is served here"))
+
+
+async def _params(request: web.Request, idle_s: float) -> dict[str, str]:
+    try:
+        refuse_compressed(request.headers)
+        body = await read_capped(request, MAX_CALLBACK_BYTES, idle_s, "a callback's size")
+        if request.content_type == "application/json":
+            pairs = parse_json(body, MAX_CALLBACK_FIELDS)
+        else:
+            pairs = parse_urlencoded(body, "callback body", MAX_CALLBACK_FIELDS)
+    except GatewayError as exc:
+        raise Refused(exc.status, exc.code, exc.msg) from None
+    # The platform may add fields over time: keep them all, first value of each.
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        params.setdefault(key, value)
+    if not params.get("tradeNo"):
+        raise Refused(400, "invalid_params", "tradeNo is required")
+    return params
+
+
+async def _accept(context: CallbackContext, app: App, params: dict[str, str]) -> str:
+    now = context.clock.now_ms() / 1000
+    if app.callbacks.verify_sign:
+        await _verify(context, app, params, now)
+    trade_no = params["tradeNo"]
+    claimed = params.get("transactionStatus")
+    if (
+        claimed is not None
+        and _STATUS.fullmatch(claimed)
+        and await context.outbox.holds(trade_no, int(claimed))
+    ):
+        # A retry of a callback already confirmed and stored: nothing more to do.
+        state = "already accepted"
+    else:
+        # The platform's retries, or a replay, may bring the same callback many times at
+        # once: one confirmation (one tradedetail) and one write answer them all.
+        state, _ = await context.confirmations.run(
+            (app.name, trade_no, claimed), lambda: _confirm_and_store(context, app, params, now)
+        )
+    if app.callbacks.verify_sign:
+        await context.outbox.remember_sign(params["sign"], now, REPLAY_WINDOW_S)
+    log.info("payment callback %s:%s for app %s %s", trade_no, claimed or "-", app.name, state)
+    return state
+
+
+async def _confirm_and_store(
+    context: CallbackContext, app: App, params: dict[str, str], now: float
+) -> str:
+    """Asks the platform's tradedetail, whose answer is the truth; stores it if it holds."""
+    trade_no = params["tradeNo"]
+    try:
+        answer = await trade_detail(
+            context.upstream, context.base_urls[app.name], app, trade_no, context.clock.now_ms()
+        )
+    except GatewayError:
+        # Not the callback's fault: a non-2xx makes the platform send it again later.
+        raise Refused(503, "upstream_unreachable", "could not confirm with the platform") from None
+    detail = answer_detail(answer)
+    if detail is None:
+        raise Refused(404, "unknown_trade", "the platform does not know this trade")
+    if detail.get("appId") != app.appid:
+        raise Refused(403, "foreign_trade", "the trade belongs to another app")
+    actual = detail.get("transactionStatus")
+    claimed = params.get("transactionStatus")
+    if claimed is not None and claimed != str(actual):
+        raise Refused(
+            409,
+            "status_mismatch",
+            f"callback says status {claimed[:8]}, the platform says {actual}",
+        )
+    if not isinstance(actual, int) or actual == PROCESSING:
+        raise Refused(409, "not_final", "the platform says the trade is still processing")
+    payload = json.dumps(detail, ensure_ascii=False).encode()
+    added = await context.outbox.add(app.name, trade_no, actual, payload, now)
+    if added:
+        context.worker.wake()
+    context.waits.settle(app.name, trade_no, answer)
+    return "accepted" if added else "already accepted"
+
+
+async def _verify(context: CallbackContext, app: App, params: dict[str, str], now: float) -> None:
+    try:
+        check_signed_request(
+            params, {app.appid: app.secret.reveal()}, int(now * 1000), explain=False
+        )
+    except Rejected as rejected:
+        raise Refused(401, "bad_sign", rejected.msg) from None
+    if await context.outbox.sign_seen(params["sign"], now):
+        raise Refused(409, "replayed", "this sign was already used: a replay")
+
+
+async def expect_callback(request: web.Request) -> web.Response | None:
+    """Refuses a callback that is too large or compressed before its body is sent."""
+    try:
+        refuse_compressed(request.headers)
+        refuse_declared_size(request, MAX_CALLBACK_BYTES, "a callback's size")
+    except GatewayError as exc:
+        response = _refusal(Refused(exc.status, exc.code, exc.msg))
+        response.force_close()
+        return response
+    await send_continue(request)
+    return None
+
+
+def create_callbacks_app(
+    context: CallbackContext, handler_args: dict[str, Any] | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_CALLBACK_BYTES, handler_args=handler_args)
+    app[CONTEXT] = context
+    app.router.add_route(
+        "POST", "/callbacks/{app}/pay", pay_callback, expect_handler=expect_callback
+    )
+    app.router.add_route("*", "/{tail:.*}", not_here)
+    return app

@@ -1,0 +1,1 @@
+"""The pure core: the platform's rules as data and functions. Stdlib only, no I/O."""

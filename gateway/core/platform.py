@@ -1,0 +1,35 @@
+"""Reading the platform's answers, and the fields of a signed request. Pure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway.core import signing
+
+# The endpoint the gateway calls on its own behalf (callbacks, trade waits).
+TRADE_DETAIL_PATH = "/neuopenapi/pay/transactions/tradedetail"
+
+
+def signed_fields(fields: dict[str, str], appid: str, secret: str, now_ms: int) -> dict[str, str]:
+    """Fields plus the gateway's appid, timestamp and sign."""
+    signed = {**fields, "appid": appid, "timestamp": str(now_ms)}
+    signed["sign"] = signing.sign(signed, secret)
+    return signed
+
+
+def platform_status(body: bytes) -> tuple[int | None, Any]:
+    """`responseHeader.status` and `response` of a platform answer, (None, None) if not one."""
+    try:
+        document = json.loads(body)
+        status = document["responseHeader"]["status"]
+    except (ValueError, TypeError, KeyError):
+        return None, None
+    return (status if isinstance(status, int) else None), document.get("response")
+
+
+def detail_of(http_status: int, body: bytes) -> dict[str, Any] | None:
+    """The trade detail in a successful tradedetail answer, None otherwise."""
+    status, response = platform_status(body)
+    ok = status == 200 and http_status == 200
+    return response if ok and isinstance(response, dict) else None

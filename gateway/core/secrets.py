@@ -1,0 +1,29 @@
+"""Values that must not print themselves: app secrets and caller tokens."""
+
+from __future__ import annotations
+
+import hmac
+
+
+class Secret:
+    """A secret value that does not print itself; `reveal()` only where it is used."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def matches(self, presented: str) -> bool:
+        """Constant-time comparison, so timing tells nothing about the value."""
+        # A header's bytes that are not UTF-8 come as surrogates; compare the bytes sent.
+        return hmac.compare_digest(
+            self._value.encode(), presented.encode("utf-8", "surrogateescape")
+        )
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__

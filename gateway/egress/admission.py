@@ -1,0 +1,115 @@
+"""Whether a request may go any further, decided before its body is read.
+
+In order: the method, the caller (401), the app (404, 403), the path (400), the caller's
+route rights (403), the endpoint's method (405), and the body's encoding (415). The same
+checks run when a caller asks `Expect: 100-continue`, so a refused upload is refused before
+it is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.config import App, Config
+from gateway.core.access import ANONYMOUS, TRUSTED, Caller, caller_for
+from gateway.core.endpoints import ENDPOINTS, Endpoint
+from gateway.core.errors import (
+    AppRequired,
+    Forbidden,
+    InvalidPath,
+    MethodNotAllowed,
+    Unauthenticated,
+    UnknownApp,
+    UnknownEndpoint,
+    quoted_name,
+)
+from gateway.egress.bodies import refuse_compressed
+from gateway.web.state import APP_NAME, CALLER_NAME, CONFIG
+
+API_PREFIX = "/neuopenapi/"
+APP_HEADER = "X-Neu-App"
+# Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    caller: str
+    app: App
+    path: str
+    endpoint: Endpoint | None
+
+
+def admit(request: web.Request) -> Admitted:
+    if request.method not in ("GET", "POST"):
+        raise MethodNotAllowed()
+    config = request.app[CONFIG]
+    caller = caller_for(
+        config.callers,
+        config.trusted_networks,
+        request.headers.get("Authorization"),
+        request.remote,
+    )
+    if caller is None:
+        raise Unauthenticated()
+    name = caller.name if isinstance(caller, Caller) else caller
+    request[CALLER_NAME] = name
+    app = choose_app(config, request.headers.get(APP_HEADER), caller)
+    request[APP_NAME] = app.name
+    path = checked_path(request.raw_path)
+    if isinstance(caller, Caller) and not caller.may_call(request.method, path):
+        raise Forbidden(f"caller {quoted_name(name)} may not call {request.method} {path}")
+    endpoint = ENDPOINTS.get(path)
+    if endpoint is None and config.strict_endpoints:
+        raise UnknownEndpoint(
+            f"{path} is not a documented platform endpoint, and strict_endpoints is on"
+        )
+    if endpoint is not None and request.method != endpoint.method:
+        raise MethodNotAllowed(
+            f"{path} takes {endpoint.method}, not {request.method}",
+            headers={"Allow": endpoint.method},
+        )
+    refuse_compressed(request.headers)
+    return Admitted(name, app, path, endpoint)
+
+
+def choose_app(config: Config, requested: str | None, caller: Caller | str) -> App:
+    usable = [
+        name
+        for name in config.apps
+        if caller in (ANONYMOUS, TRUSTED) or (isinstance(caller, Caller) and caller.may_use(name))
+    ]
+    if requested is not None:
+        app = config.apps.get(requested.strip())
+        if app is None:
+            raise UnknownApp(
+                f"unknown app {quoted_name(requested)} in {APP_HEADER}; "
+                f"yours: {', '.join(usable) or 'none'}"
+            )
+    elif config.default_app is None:
+        raise AppRequired(
+            f"several apps are configured and none is the default: send header {APP_HEADER} "
+            f"with one of {', '.join(usable) or 'none'}"
+        )
+    else:
+        app = config.apps[config.default_app]
+    if app.name not in usable:
+        assert isinstance(caller, Caller)
+        raise Forbidden(
+            f"caller {quoted_name(caller.name)} may not use app {quoted_name(app.name)}"
+        )
+    return app
+
+
+def checked_path(raw_target: str) -> str:
+    """The request path if it is a plain /neuopenapi/... path, else InvalidPath."""
+    if not raw_target.startswith("/"):
+        raise InvalidPath("absolute-form request targets are refused: this is not a forward proxy")
+    path = raw_target.split("?", 1)[0]
+    segments = path.removeprefix(API_PREFIX).split("/")
+    if not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
+        raise InvalidPath()
+    return path

@@ -1,0 +1,233 @@
+"""The egress handler: pick the app, read the caller's params, sign, forward, relay the answer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlencode
+
+from aiohttp import MultipartWriter, hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.config import App, LimitsConfig
+from gateway.core.endpoints import Endpoint, validate
+from gateway.core.errors import (
+    BadRequest,
+    GatewayError,
+    UnsupportedMediaType,
+    ValidationFailed,
+    quoted_name,
+)
+from gateway.core.params import (
+    caller_fields,
+    check_limits,
+    is_unicode,
+    parse_json,
+    parse_urlencoded,
+)
+from gateway.core.platform import TRADE_DETAIL_PATH
+from gateway.egress.admission import admit
+from gateway.egress.bodies import read_capped, refuse_declared_size, send_continue
+from gateway.egress.calls import sign_for, trade_detail
+from gateway.egress.extras import ACCESS_TOKEN_PATH, USER_INFO_PATH, exchange_code, relay, user_info
+from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
+from gateway.egress.upstream import UpstreamResponse
+from gateway.egress.waits import MAX_WAIT_S
+from gateway.web.middlewares import (
+    REQUEST_ID_HEADER,
+    check_header_size,
+    error_response,
+    log_access,
+    request_id_for,
+)
+from gateway.web.state import BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM, WAITS
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+WAIT_HEADER = "X-Neu-Wait"
+_WAIT_SECONDS = re.compile(r"[0-9]{1,3}")
+# Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
+# hop-by-hop) stays here.
+FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
+
+
+def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
+    """All of the doc's rules for this endpoint, checked before anything is sent upstream."""
+    checked = fields
+    if endpoint.path == USER_INFO_PATH and not fields.get("accessToken") and fields.get("openId"):
+        # openId instead of accessToken is the gateway's own extension; the cache fills it in.
+        checked = {**fields, "accessToken": "from the token cache"}
+    problems = validate(endpoint, checked)
+    if problems:
+        raise ValidationFailed(
+            f"invalid parameters for {endpoint.method} {endpoint.path}: " + "; ".join(problems)
+        )
+
+
+async def expect_body(request: web.Request) -> web.Response | None:
+    """Refuses a request before the caller sends its body (Expect: 100-continue)."""
+    limit = request.app[CONFIG].limits.max_body_bytes
+    try:
+        check_header_size(request)
+        admit(request)
+        refuse_declared_size(request, limit, "limits.max_body_bytes")
+    except GatewayError as exc:
+        # Middlewares do not run for an answer given here, so it is logged here.
+        request_id = request_id_for(request)
+        log_access(request, request_id, exc.status, 0.0)
+        return error_response(exc, request_id)
+    await send_continue(request)
+    return None
+
+
+async def forward(request: web.Request) -> web.Response:
+    admitted = admit(request)
+    app, path = admitted.app, admitted.path
+    config = request.app[CONFIG]
+    limits = config.limits
+    query = parse_urlencoded(
+        request.rel_url.raw_query_string.encode(), "query string", limits.max_params
+    )
+    upload = await read_body(request, limits, limits.max_params - len(query))
+    try:
+        pairs = query + upload.pairs
+        check_limits(pairs, len(upload.files), limits)
+        fields = caller_fields(pairs)
+        if upload.files and request.method == "GET":
+            raise BadRequest("file uploads need POST")
+        if admitted.endpoint is not None:
+            check_params(admitted.endpoint, fields)
+
+        async def send(final: dict[str, str]) -> UpstreamResponse:
+            return await _send(request, app, path, final, upload)
+
+        if path == TRADE_DETAIL_PATH and "wait" in fields:
+            return await wait_for_trade(request, app, fields)
+        cache = request.app[TOKENS]
+        if request.method == "POST" and path == ACCESS_TOKEN_PATH and fields.get("code"):
+            return await exchange_code(cache, app.name, fields, send)
+        if request.method == "GET" and path == USER_INFO_PATH:
+            return await user_info(cache, app.name, fields, send)
+        return relay(await send(fields))
+    finally:
+        upload.close()
+
+
+async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str]) -> web.Response:
+    """tradedetail with `wait=N`: answered once the trade leaves processing, or after N s."""
+    wait = fields.pop("wait")
+    # isdigit() would take '²' and other digits int() refuses; only ASCII ones will do.
+    if not _WAIT_SECONDS.fullmatch(wait) or not 1 <= int(wait) <= MAX_WAIT_S:
+        raise ValidationFailed(f"wait: must be a whole number of seconds from 1 to {MAX_WAIT_S}")
+    trade_no = fields["tradeNo"]
+    base_url = request.app[BASE_URLS][app.name]
+    upstream, clock = request.app[UPSTREAM], request.app[CLOCK]
+
+    async def fetch() -> UpstreamResponse:
+        return await trade_detail(upstream, base_url, app, trade_no, clock.now_ms())
+
+    answer, settled = await request.app[WAITS].wait(app.name, trade_no, int(wait), fetch)
+    response = relay(answer)
+    response.headers[WAIT_HEADER] = "done" if settled else "timeout"
+    return response
+
+
+async def _send(
+    request: web.Request, app: App, path: str, fields: dict[str, str], upload: Upload
+) -> UpstreamResponse:
+    """Sign the fields and send them to the app's upstream as the platform expects them."""
+    signed = sign_for(app, fields, request.app[CLOCK].now_ms())
+    url = request.app[BASE_URLS][app.name] + path
+    headers = forwarded_headers(request.headers)
+    headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    data: bytes | MultipartWriter | None = None
+    if request.method == "GET":
+        url += "?" + urlencode(signed)
+    elif upload.files:
+        data = multipart_body(signed, upload)
+    else:
+        headers[hdrs.CONTENT_TYPE] = FORM_TYPE
+        data = urlencode(signed).encode()
+    # encoded=True: urlencode() already produced the exact bytes the sign was made for.
+    return await request.app[UPSTREAM].request(
+        request.method, URL(url, encoded=True), headers=headers, data=data
+    )
+
+
+def forwarded_headers(given: Mapping[str, str]) -> CIMultiDict[str]:
+    """The caller's headers worth passing on, where they can be sent on as they came."""
+    return CIMultiDict(
+        (name, given[name])
+        for name in FORWARDED_HEADERS
+        # Bytes that are not UTF-8 arrive as surrogates, which cannot be written again.
+        if name in given and is_unicode(given[name])
+    )
+
+
+async def read_body(request: web.Request, limits: LimitsConfig, params_left: int) -> Upload:
+    """The caller's body as pairs (and spooled files), by its Content-Type.
+
+    Nothing is parsed beyond the limits: form and JSON bodies are read up to
+    `max_form_bytes` and parsed to at most `params_left` pairs; a multipart body is read part
+    by part, files spooled, up to `max_body_bytes`.
+    """
+    refuse_declared_size(request, limits.max_body_bytes, "limits.max_body_bytes")
+    if not request.body_exists:
+        return Upload()
+    mimetype = request.content_type
+    if mimetype == "multipart/form-data":
+        return await read_multipart(
+            request,
+            MultipartLimits(
+                limits.max_body_bytes,
+                limits.max_form_bytes,
+                params_left,
+                limits.body_idle_timeout_s,
+            ),
+        )
+    is_json = mimetype == "application/json" or mimetype.endswith("+json")
+    if mimetype != FORM_TYPE and not is_json:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {quoted_name(mimetype)}: send {FORM_TYPE}, "
+            "application/json or multipart/form-data"
+        )
+    body = await read_capped(
+        request, limits.max_form_bytes, limits.body_idle_timeout_s, "limits.max_form_bytes"
+    )
+    if not body:
+        return Upload()
+    if is_json:
+        return Upload(pairs=parse_json(body, params_left, limits.max_value_length))
+    return Upload(pairs=parse_urlencoded(body, "form body", params_left))
+
+
+def multipart_body(fields: dict[str, str], upload: Upload) -> MultipartWriter:
+    """Signed text fields first, as the platform's Java client sends them, then the files."""
+    writer = MultipartWriter("form-data")
+    for name, value in fields.items():
+        part = writer.append(value)
+        part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(name)
+    for file in upload.files:
+        part = writer.append_payload(file.spool.payload(file.content_type))
+        # The platform's own client always names the file; a server reads a part without a
+        # filename as a text field.
+        filename = file.filename if file.filename is not None else file.name
+        part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(file.name, filename)
+    return writer
+
+
+def form_data_disposition(name: str, filename: str | None = None) -> str:
+    """`form-data; name="..."` as browsers write it (RFC 7578 section 4.2, HTML's encoding).
+
+    Names and filenames go as UTF-8 inside quotes with `"`, CR and LF percent-escaped; aiohttp's
+    own `name*=utf-8''...` form is not what servers expect (and its writer refuses it).
+    """
+
+    def quoted(text: str) -> str:
+        escaped = text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+        return f'"{escaped}"'
+
+    value = f"form-data; name={quoted(name)}"
+    if filename is not None:
+        value += f"; filename={quoted(filename)}"
+    return value

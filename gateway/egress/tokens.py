@@ -1,0 +1,250 @@
+"""The accessToken cache: each login code exchanged once, tokens found again by openId.
+
+A successful exchange answer is kept under (app, code, scope) and the token under
+(app, openId), both for the token's life: the smaller of the answer's `expire` and the JWT's
+`exp`, less a safety margin. Identical exchanges in flight share one upstream call (one
+flight per key in this process; a short lock in the store across replicas). The store is
+memory (bounded LRU) or Redis; when Redis fails, exchanges go straight to the platform and
+lookups by openId raise CacheUnavailable, until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from gateway import logs
+from gateway.core import jwt
+from gateway.core.clock import Clock
+from gateway.core.errors import CacheUnavailable
+from gateway.core.flights import SingleFlight
+from gateway.core.platform import platform_status
+
+log = logs.logger("neu_gateway.tokens")
+T = TypeVar("T")
+
+# How long a store stays skipped after it failed, so an outage does not slow every request.
+RETRY_STORE_AFTER_S = 1.0
+LOCK_POLL_S = 0.05
+
+
+class StoreError(Exception):
+    """The store did not answer; the cache carries on without it."""
+
+
+class Store(Protocol):
+    shared: bool
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+    async def delete(self, *keys: str) -> None: ...
+    async def lock(self, key: str, ttl_s: float) -> bool: ...
+    async def unlock(self, key: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A platform answer as the caller gets it: status, content type, body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def dumps(self) -> bytes:
+        return json.dumps(
+            {"s": self.status, "t": self.content_type, "b": base64.b64encode(self.body).decode()}
+        ).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> Answer:
+        raw = json.loads(data)
+        return cls(int(raw["s"]), str(raw["t"]), base64.b64decode(raw["b"]))
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    open_id: str
+    life_s: float
+
+
+def issued_token(answer: Answer, now_s: float, margin_s: float) -> IssuedToken | None:
+    """The token a successful exchange answer carries, and how long it may be served."""
+    status, response = platform_status(answer.body)
+    if answer.status != 200 or status != 200 or not isinstance(response, dict):
+        return None
+    token, expire = response.get("accessToken"), response.get("expire")
+    if not isinstance(token, str) or not token:
+        return None
+    claims = jwt.unverified_claims(token) or {}
+    open_id, exp = claims.get("openId"), claims.get("exp")
+    lives = [float(v) for v in (expire,) if isinstance(v, int | float)]
+    if isinstance(exp, int | float):
+        lives.append(float(exp) - now_s)
+    if not isinstance(open_id, str) or not open_id or not lives:
+        return None
+    return IssuedToken(token, open_id, max(0.0, min(lives) - margin_s))
+
+
+def says_token_invalid(answer: Answer) -> bool:
+    """The platform refused the accessToken (401 in the envelope or on the wire)."""
+    return answer.status == 401 or platform_status(answer.body)[0] == 401
+
+
+def _digest(secret: str) -> str:
+    # Codes and tokens are credentials: keys hold their digests, never the values.
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+class TokenCache:
+    def __init__(self, store: Store, clock: Clock, margin_s: float, wait_s: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._margin_s = margin_s
+        self._wait_s = wait_s
+        self._flights: SingleFlight[str, tuple[Answer, str]] = SingleFlight()
+        self._skip_store_until = 0.0
+        self._store_down = False
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    async def exchange(
+        self, app: str, code: str, scope: str, fetch: Callable[[], Awaitable[Answer]]
+    ) -> tuple[Answer, str]:
+        """The answer to exchanging this code, and where it came from.
+
+        `hit`: the cache (this replica's store or another replica's answer); `shared`: an
+        exchange of the same code under way here, success or failure; `miss`: the platform.
+        """
+        scopes = ",".join(sorted({s.strip() for s in scope.split(",") if s.strip()}))
+        key = f"x:{app}:{_digest(code)}:{scopes}"
+        cached = await self._get(key)
+        if cached is not None:
+            return Answer.loads(cached), "hit"
+        (answer, state), shared = await self._flights.run(
+            key, lambda: self._exchange_once(app, key, fetch)
+        )
+        return answer, "shared" if shared else state
+
+    async def _exchange_once(
+        self, app: str, key: str, fetch: Callable[[], Awaitable[Answer]]
+    ) -> tuple[Answer, str]:
+        lock_key = f"lock:{key}"
+        locked = await self._lock(lock_key)
+        if not locked:
+            found, locked = await self._await_other_replica(key, lock_key)
+            if found is not None:
+                return found, "hit"
+        try:
+            cached = await self._get(key)
+            if cached is not None:
+                return Answer.loads(cached), "hit"
+            answer = await fetch()
+            await self._remember(app, key, answer)
+            return answer, "miss"
+        finally:
+            if locked:
+                await self._call(self._store.unlock(lock_key), None)
+
+    async def _await_other_replica(self, key: str, lock_key: str) -> tuple[Answer | None, bool]:
+        """Another replica holds the lock: wait for its answer, or take the lock when it goes.
+
+        Returns the answer, or None and whether this replica now holds the lock (it does not
+        when the wait ran out; the platform then refuses a second exchange by itself).
+        """
+        deadline = self._clock.monotonic() + self._wait_s
+        while self._clock.monotonic() < deadline:
+            await asyncio.sleep(LOCK_POLL_S)
+            cached = await self._get(key)
+            if cached is not None:
+                return Answer.loads(cached), False
+            if await self._lock(lock_key):
+                return None, True
+        return None, False
+
+    async def _remember(self, app: str, key: str, answer: Answer) -> None:
+        issued = issued_token(answer, self._clock.now_ms() / 1000, self._margin_s)
+        if issued is None or issued.life_s <= 0:
+            return
+        life = issued.life_s
+        await self._call(self._store.put(key, answer.dumps(), life), None)
+        await self._call(
+            self._store.put(f"o:{app}:{issued.open_id}", issued.token.encode(), life), None
+        )
+        await self._call(
+            self._store.put(f"t:{app}:{_digest(issued.token)}", key.encode(), life), None
+        )
+
+    async def token_for(self, app: str, open_id: str) -> str | None:
+        """The live token cached for this user, None if there is none."""
+        if self._skipping():
+            raise CacheUnavailable()
+        try:
+            value = await self._store.get(f"o:{app}:{open_id}")
+        except StoreError as exc:
+            self._failed(exc)
+            raise CacheUnavailable() from exc
+        self._recovered()
+        return value.decode() if value is not None else None
+
+    async def evict(self, app: str, token: str) -> None:
+        """Forget a token the platform refused, wherever it is kept."""
+        claims = jwt.unverified_claims(token) or {}
+        token_key = f"t:{app}:{_digest(token)}"
+        exchange_key = await self._get(token_key)
+        keys = [token_key] + ([exchange_key.decode()] if exchange_key else [])
+        open_id = claims.get("openId")
+        if isinstance(open_id, str):
+            by_open_id = f"o:{app}:{open_id}"
+            if await self._get(by_open_id) == token.encode():
+                keys.append(by_open_id)
+        await self._call(self._store.delete(*keys), None)
+        log.info("evicted an accessToken the platform refused (app %s)", app)
+
+    async def _get(self, key: str) -> bytes | None:
+        return await self._call(self._store.get(key), None)
+
+    async def _lock(self, key: str) -> bool:
+        # Without a shared store, the Future per key is all the single flight there is.
+        if not self._store.shared:
+            return True
+        return await self._call(self._store.lock(key, self._wait_s + 5), True)
+
+    async def _call(self, operation: Awaitable[T], fallback: T) -> T:
+        if self._skipping():
+            if asyncio.iscoroutine(operation):
+                operation.close()
+            return fallback
+        try:
+            result = await operation
+        except StoreError as exc:
+            self._failed(exc)
+            return fallback
+        self._recovered()
+        return result
+
+    def _skipping(self) -> bool:
+        return self._store_down and self._clock.monotonic() < self._skip_store_until
+
+    def _failed(self, exc: StoreError) -> None:
+        self._skip_store_until = self._clock.monotonic() + RETRY_STORE_AFTER_S
+        if not self._store_down:
+            self._store_down = True
+            log.warning(
+                "token cache store unavailable (%s): exchanges go straight to the platform, "
+                "lookups by openId answer 503 until it is back",
+                exc,
+            )
+
+    def _recovered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("token cache store is back")

@@ -1,0 +1,298 @@
+"""multipart/form-data from a caller: text fields become params, the fileData part is spooled.
+
+A file part is never held whole in memory: it is read in chunks into a spool that stays in
+memory while small and moves to an anonymous temporary file beyond SPOOL_MEMORY_BYTES (for all
+of a request's files together), then is streamed to the upstream from there. Its bytes are
+never decoded or changed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import IO, Any, cast
+
+from aiohttp import BodyPartReader, MultipartReader, hdrs, payload, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    parse_content_disposition,
+)
+from aiohttp.streams import StreamReader
+
+from gateway.core.errors import InvalidMultipart, SecretParamRejected, quoted_name
+from gateway.core.params import Pairs, is_secret_name, is_unicode, too_many_params
+from gateway.egress.bodies import IDENTITY, codings, too_large, within_idle
+
+SPOOL_MEMORY_BYTES = 256 * 1024
+READ_CHUNK_BYTES = 1 << 16
+FILE_FIELD = "fileData"
+CONTENT_TRANSFER_ENCODING = "Content-Transfer-Encoding"
+PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+UTF8_NAMES = frozenset({"utf-8", "utf8"})
+DEFAULT_FILE_TYPE = "application/octet-stream"
+# aiohttp warns of a Content-Disposition it cannot parse, quoting it. Warnings shown once per
+# distinct text are remembered forever, so each attacker-chosen header would stay in memory;
+# the part is refused for having no name anyway.
+warnings.filterwarnings("ignore", category=BadContentDispositionHeader)
+warnings.filterwarnings("ignore", category=BadContentDispositionParam)
+# RFC 2046 allows text before the first boundary; no form client sends more than a line.
+MAX_PREAMBLE_BYTES = 1024
+# A form part has a Content-Disposition and perhaps a Content-Type; room for a few more.
+MAX_PART_HEADERS = 16
+MAX_PART_HEADER_BYTES = 8190
+
+
+class Spool:
+    """Bytes kept in memory up to a bound, then in an unlinked temporary file."""
+
+    def __init__(self, memory_limit: int = SPOOL_MEMORY_BYTES) -> None:
+        self._memory_limit = memory_limit
+        self._memory = bytearray()
+        self._file: IO[bytes] | None = None
+        self.size = 0
+
+    @property
+    def on_disk(self) -> bool:
+        return self._file is not None
+
+    @property
+    def memory_bytes(self) -> int:
+        return len(self._memory)
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self._file is None and len(self._memory) + len(chunk) <= self._memory_limit:
+            self._memory += chunk
+            return
+        if self._file is None:
+            # TemporaryFile is unlinked at once, so a crash leaves nothing behind on disk.
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            self._file.write(self._memory)
+            self._memory = bytearray()
+        # Chunk-sized writes land in the page cache; an executor hop per chunk costs more.
+        self._file.write(chunk)
+
+    def payload(self, content_type: str) -> payload.Payload:
+        """A payload that streams the spooled bytes from the start."""
+        if self._file is None:
+            return payload.BytesPayload(bytes(self._memory), content_type=content_type)
+        self._file.flush()
+        self._file.seek(0)
+        return payload.BufferedReaderPayload(self._file, content_type=content_type)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._memory = bytearray()
+
+
+@dataclass
+class FilePart:
+    """One uploaded file, forwarded byte for byte and never signed."""
+
+    name: str
+    filename: str | None
+    content_type: str
+    spool: Spool
+
+
+@dataclass
+class Upload:
+    """A parsed multipart body: text pairs in order, and the spooled file parts."""
+
+    pairs: Pairs = field(default_factory=list)
+    files: list[FilePart] = field(default_factory=list)
+
+    def close(self) -> None:
+        for part in self.files:
+            part.spool.close()
+
+
+@dataclass(frozen=True)
+class MultipartLimits:
+    max_body_bytes: int
+    max_text_bytes: int  # all text parts together (limits.max_form_bytes)
+    max_parts: int  # what is left of limits.max_params after the query string
+    idle_s: float
+
+
+async def read_multipart(request: web.Request, limits: MultipartLimits) -> Upload:
+    """Read the caller's multipart body; the caller must close() the result.
+
+    The part named `fileData` is the file (the one field the platform's sign leaves out);
+    every other part is a parameter, and is refused if it claims to be a file, so the platform
+    never receives a field the gateway did not sign.
+    """
+    upload = Upload()
+    try:
+        reader = await _reader(request, limits.idle_s)
+        text_budget = limits.max_text_bytes
+        while True:
+            part = await within_idle(reader.next(), limits.idle_s, request)
+            if part is None:
+                break
+            if len(upload.pairs) + len(upload.files) >= limits.max_parts:
+                raise too_many_params(limits.max_parts)
+            if isinstance(part, MultipartReader):
+                raise InvalidMultipart("nested multipart parts are not supported")
+            text_budget -= await _read_part(part, upload, request, limits, text_budget)
+    except (
+        HttpProcessingError,
+        ValueError,
+        RuntimeError,
+        AssertionError,
+        LookupError,
+        # aiohttp warns of a Content-Disposition it cannot parse (and then finds no name);
+        # where warnings are errors, that warning is the error.
+        Warning,
+    ) as exc:
+        upload.close()
+        raise InvalidMultipart(
+            f"the multipart/form-data body is malformed ({_reason(exc)})"
+        ) from exc
+    except BaseException:
+        upload.close()
+        raise
+    return upload
+
+
+class _AfterPreamble:
+    """The body's stream, handing the first boundary line back once it has been found.
+
+    aiohttp's reader looks for the first boundary line by line, with no bound on the lines
+    before it: megabytes of empty lines kept the event loop busy for seconds.
+    """
+
+    def __init__(self, content: StreamReader, first_boundary: bytes) -> None:
+        self._content = content
+        self._first_boundary: bytes | None = first_boundary
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        if self._first_boundary is not None:
+            line, self._first_boundary = self._first_boundary, None
+            return line
+        return await self._content.readline(max_line_length=max_line_length)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._content, name)
+
+
+async def _reader(request: web.Request, idle_s: float) -> MultipartReader:
+    boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.get("boundary")
+    if not boundary:
+        raise InvalidMultipart("the multipart/form-data Content-Type has no boundary")
+    delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
+    preamble = 0
+    while True:
+        line = await within_idle(
+            request.content.readline(max_line_length=MAX_PREAMBLE_BYTES), idle_s, request
+        )
+        if line.rstrip() in (delimiter, delimiter + b"--"):
+            break
+        preamble += len(line)
+        if not line or preamble > MAX_PREAMBLE_BYTES:
+            raise InvalidMultipart(
+                "the multipart/form-data body does not start with its boundary "
+                f"(at most {MAX_PREAMBLE_BYTES} bytes may come before it)"
+            )
+    return MultipartReader(
+        request.headers,
+        cast(StreamReader, _AfterPreamble(request.content, line)),
+        max_field_size=MAX_PART_HEADER_BYTES,
+        max_headers=MAX_PART_HEADERS,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    # aiohttp's messages can quote body bytes; keep the kind of failure, not the content.
+    if isinstance(exc, HttpProcessingError | Warning):
+        return type(exc).__name__
+    text = str(exc).split(":")[0].split("b'")[0].strip()
+    return "".join(ch for ch in text[:80] if ch.isprintable()) or type(exc).__name__
+
+
+def _checked_part(part: BodyPartReader) -> str:
+    """The part's name, once its headers are ones the gateway can forward faithfully."""
+    disposition, _ = parse_content_disposition(part.headers.get(hdrs.CONTENT_DISPOSITION))
+    if disposition != "form-data":
+        # RFC 7578 section 4.2: every part of a form is `Content-Disposition: form-data`.
+        raise InvalidMultipart("each multipart part needs Content-Disposition: form-data")
+    name = part.name
+    if not name:
+        raise InvalidMultipart("a multipart part has no name in its Content-Disposition")
+    for what, text in (("name", name), ("filename", part.filename)):
+        if text is not None and not is_unicode(text):
+            raise InvalidMultipart(f"a multipart part's {what} is not valid UTF-8")
+    if not all(is_unicode(value) for value in part.headers.values()):
+        # They would be written again when the part is forwarded (its Content-Type).
+        raise InvalidMultipart(f"part {quoted_name(name)} has a header that is not valid UTF-8")
+    if not codings(part.headers.getall(CONTENT_TRANSFER_ENCODING, [])) <= PLAIN_TRANSFER_ENCODINGS:
+        # RFC 7578 section 4.7: senders must not use it over HTTP, and it would be forwarded
+        # (and signed) still encoded.
+        raise InvalidMultipart(
+            f"part {quoted_name(name)} has a Content-Transfer-Encoding; send its bytes as they are"
+        )
+    if not codings(part.headers.getall(hdrs.CONTENT_ENCODING, [])) <= IDENTITY:
+        raise InvalidMultipart(f"part {quoted_name(name)} is compressed; send it uncompressed")
+    if is_secret_name(name):
+        raise SecretParamRejected()
+    return name
+
+
+async def _read_part(
+    part: BodyPartReader,
+    upload: Upload,
+    request: web.Request,
+    limits: MultipartLimits,
+    text_budget: int,
+) -> int:
+    """Reads one part into the upload; returns the text bytes it used."""
+    name = _checked_part(part)
+    if name == FILE_FIELD:
+        # One memory budget for all of a request's files: many small parts must not add up
+        # to many times SPOOL_MEMORY_BYTES.
+        spool = Spool(max(0, SPOOL_MEMORY_BYTES - sum(f.spool.memory_bytes for f in upload.files)))
+        upload.files.append(
+            FilePart(
+                name, part.filename, part.headers.get("Content-Type", DEFAULT_FILE_TYPE), spool
+            )
+        )
+        while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
+            _check_body_size(request, limits.max_body_bytes)
+            spool.write(chunk)
+        return 0
+    if part.filename is not None:
+        raise InvalidMultipart(
+            f"part {quoted_name(name)} carries a filename, but only {FILE_FIELD!r} is sent as a "
+            f"file (the platform signs every other field): send {quoted_name(name)} as a plain "
+            "text field, or the file as fileData"
+        )
+    charset = part.get_charset(default="utf-8").strip().lower()
+    if charset not in UTF8_NAMES:
+        raise InvalidMultipart(
+            f"text field {quoted_name(name)} declares charset {quoted_name(charset)}; "
+            "only utf-8 is accepted"
+        )
+    text = bytearray()
+    while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
+        _check_body_size(request, limits.max_body_bytes)
+        text += chunk
+        if len(text) > text_budget:
+            raise too_large(
+                "limits.max_form_bytes, for all text fields together", limits.max_text_bytes
+            )
+    try:
+        upload.pairs.append((name, bytes(text).decode("utf-8")))
+    except UnicodeDecodeError:
+        raise InvalidMultipart(f"text field {quoted_name(name)} is not valid UTF-8") from None
+    return len(text)
+
+
+def _check_body_size(request: web.Request, max_body_bytes: int) -> None:
+    # A chunked body has no Content-Length to refuse up front, so count what has arrived.
+    if request.content.total_bytes > max_body_bytes:
+        raise too_large("limits.max_body_bytes", max_body_bytes)

@@ -1,0 +1,1 @@
+"""The HTTP surface shared by the listeners: middlewares, connections, app state keys."""

@@ -1,0 +1,453 @@
+"""How a listener takes connections: bounded header bytes and time, and a connection cap.
+
+aiohttp buffers a request's header block until it is complete, waits for it as long as the
+client likes, and takes any number of connections. Each listener of the gateway (the callers'
+one and the platform-facing callbacks one) runs behind this module's runner instead, whose
+connections:
+
+- count the bytes of each header block as they arrive and answer 431 once they pass what
+  `limits.max_header_bytes` allows, so a client cannot make the gateway hold more;
+- answer 408 when a header block is not complete within `limits.header_timeout_s` of its
+  first byte (or of the connection opening), and close;
+- at `limits.max_connections` open at once, make room for a new one by closing the one that
+  has waited longest on its client (idle, or sending headers or a body), and refuse it with
+  503 only when all are busy with requests;
+- answer what aiohttp's parser refuses (a malformed request line, an oversized header) in
+  the platform's envelope, not in aiohttp's plain text.
+
+The body's own idle timeout is kept by the handlers that read it (`bodies`), which mark
+their waits with `waiting_on_client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway import logs
+from gateway.core.errors import (
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    HeaderTimeout,
+    InternalError,
+    TooManyConnections,
+    UpstreamTimeout,
+    envelope,
+)
+
+log = logs.logger("neu_gateway.listener")
+access_log = logs.logger("neu_gateway.access")
+
+# Room for the request line beside the headers; both are bounded by max_header_bytes on
+# their own (aiohttp's line and field limits), this bounds what is held while they arrive.
+REQUEST_LINE_ALLOWANCE = 1024
+# aiohttp's default; with each field bounded, the block is bounded by the byte count anyway.
+MAX_HEADER_FIELDS = 128
+# What a connection waits on its client for, as the log names it.
+IDLE, HEADERS, BODY = "idle", "sending headers", "sending a body"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection to a listener may hold and how long it may take to ask."""
+
+    max_header_bytes: int
+    header_timeout_s: float
+    keepalive_timeout_s: float
+    max_connections: int
+
+    @property
+    def max_header_block_bytes(self) -> int:
+        """Request line plus headers; each is checked on its own by the parser as well."""
+        return 2 * self.max_header_bytes + REQUEST_LINE_ALLOWANCE
+
+    def handler_args(self) -> dict[str, Any]:
+        """aiohttp's parser limits, for `web.Application(handler_args=...)`.
+
+        Request bodies are never inflated: `bodies` refuses a Content-Encoding instead, since
+        a few KB of gzip can inflate to gigabytes before any limit is looked at.
+        """
+        return {
+            "max_line_size": self.max_header_bytes,
+            "max_field_size": self.max_header_bytes,
+            "max_headers": MAX_HEADER_FIELDS,
+            "auto_decompress": False,
+        }
+
+
+@contextmanager
+def waiting_on_client(request: web.BaseRequest, deadline: asyncio.Timeout) -> Iterator[None]:
+    """Marks a body read as waiting on the client, so a full listener may cut it short."""
+    protocol = request.protocol
+    if not isinstance(protocol, GuardedRequestHandler):
+        yield
+        return
+    protocol.client_wait_began(deadline)
+    try:
+        yield
+    finally:
+        protocol.client_wait_ended()
+
+
+def was_evicted(request: web.BaseRequest) -> bool:
+    """Whether the request's body read was cut short to make room for a new connection."""
+    return getattr(request.protocol, "evicted", False) is True
+
+
+def _log_refused(request_id: str, status: int) -> None:
+    """The access line of a request refused before it reached a handler."""
+    access_log.info(
+        "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
+        request_id,
+        status,
+    )
+
+
+def _has_no_body(message: RawRequestMessage) -> bool:
+    return not message.chunked and message.headers.get("Content-Length", "0") == "0"
+
+
+def error_bytes(error: GatewayError, request_id: str) -> bytes:
+    """A whole HTTP/1.1 answer carrying the error, for when no aiohttp response can be sent."""
+    body = json.dumps(envelope(error.status, error.msg, error.code)).encode()
+    reason = HTTPStatus(error.status).phrase
+    head = (
+        f"HTTP/1.1 {error.status} {reason}\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        f"X-Request-Id: {request_id}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def error_for_parser(status: int, exc: BaseException | None) -> GatewayError:
+    """The gateway's own error for what aiohttp refused before any handler ran."""
+    if isinstance(exc, LineTooLong) or (
+        isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower()
+    ):
+        return HeadersTooLarge(
+            "the request line or a header is longer, or there are more headers, than the "
+            "gateway accepts (limits.max_header_bytes)"
+        )
+    if isinstance(exc, HttpProcessingError) or status == 400:
+        # aiohttp's message can quote the request's bytes; name only the kind of problem.
+        kind = type(exc).__name__ if exc is not None else "BadHttpMessage"
+        return BadRequest(f"the request is not valid HTTP/1.1 ({kind})")
+    if status == 504:
+        return UpstreamTimeout()
+    return InternalError()
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection handler, with the header block bounded in bytes and time."""
+
+    def __init__(self, manager: GuardedServer, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        kwargs["keepalive_timeout"] = limits.keepalive_timeout_s
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._server = manager
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+        # The body of the request whose headers came last: while it is still arriving,
+        # the bytes belong to it, not to a header block.
+        self._body: Any = None
+        self._counted = False
+        # When the connection went idle (opened, or answered its last request), when its
+        # current header block began, and the body read it is waiting on the client for.
+        self._idle_since = 0.0
+        self._headers_since = 0.0
+        self._body_since: float | None = None
+        self._client_wait: asyncio.Timeout | None = None
+        # Orders connections accepted in the same loop iteration, whose times are equal.
+        self.serial = 0
+        self.evicted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._idle_since = self._loop.time()
+        self._counted = True
+        if not self._server.opened(self):
+            log.warning(
+                "refused a connection: %d open, none waiting on its client, and "
+                "limits.max_connections is %d",
+                self._server.open_connections - 1,
+                self._limits.max_connections,
+            )
+            self._refuse(TooManyConnections())
+            return
+        # A connection that never sends a whole request is closed like a slow one.
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_timer()
+        if self._counted:
+            self._counted = False
+            self._server.closed(self)
+        super().connection_lost(exc)
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._idle_since = self._loop.time()
+            self._body_since = None
+
+    def client_wait_began(self, deadline: asyncio.Timeout) -> None:
+        """A handler waits for body bytes: until they come, the connection may be evicted."""
+        self._client_wait = deadline
+        if self._body_since is None:
+            self._body_since = self._loop.time()
+
+    def client_wait_ended(self) -> None:
+        self._client_wait = None
+
+    def waiting_on_client_since(self) -> tuple[float, int, str] | None:
+        """Since when this connection has been waiting on its client, in what state, and its
+        serial (connections accepted in the same loop iteration have equal times); None while
+        a request is being worked on (it waits on the platform, not the client)."""
+        if self._force_close or self.transport is None:
+            return None
+        if self._request_in_progress:
+            if self._client_wait is not None and self._body_since is not None:
+                return (self._body_since, self.serial, BODY)
+            return None
+        if self._messages:
+            return None
+        if self._header_bytes:
+            return (self._headers_since, self.serial, HEADERS)
+        return (self._idle_since, self.serial, IDLE)
+
+    def evict(self, state: str) -> None:
+        """Makes room: an idle connection is closed, a slow one answered 408 and closed."""
+        if state == BODY and self._client_wait is not None:
+            # The body read times out now, and the handler answers 408 as for a stall.
+            self.evicted = True
+            self._client_wait.reschedule(self._loop.time())
+        elif state == HEADERS:
+            self._refuse(HeaderTimeout())
+        else:
+            self.force_close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close:
+            return
+        in_header_block = self._payload_parser is None and (
+            self._body is None or self._body.is_eof()
+        )
+        requests_before = self._request_count
+        super().data_received(data)
+        if self._request_count != requests_before:
+            # A header block is complete: what follows is its body, or the next request.
+            self._cancel_header_timer()
+            self._header_bytes = 0
+            if not self._messages:
+                return
+            message, self._body = self._messages[-1]
+            if not isinstance(message, RawRequestMessage):
+                self._stop_reading(message)
+            elif _has_no_body(message):
+                self._count_pipelined(data)
+            return
+        if not in_header_block or not data:
+            return
+        if not self._header_bytes:
+            self._headers_since = self._loop.time()
+        self._header_bytes += len(data)
+        if self._header_timer is None:
+            self._arm_header_timer()
+        if self._header_bytes > self._limits.max_header_block_bytes:
+            self._refuse(HeadersTooLarge())
+
+    def _count_pipelined(self, data: bytes) -> None:
+        """Bytes after a complete bodyless request are the start of the next header block.
+
+        They went to the parser with the request before them, so they are counted (and
+        timed) here, or a client could hold a partial header block behind each request.
+        """
+        end = data.rfind(b"\r\n\r\n")
+        if end < 0 or end + 4 == len(data):
+            return
+        self._headers_since = self._loop.time()
+        self._header_bytes = len(data) - end - 4
+        self._arm_header_timer()
+        if self._header_bytes > self._limits.max_header_block_bytes:
+            self._refuse(HeadersTooLarge())
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        if not self._request_in_progress and self._task_handler is not None:
+            # Idle, or draining the unread body of a refused request: nothing is in flight.
+            # aiohttp would wait out its whole shutdown timeout on the drain, since it stops
+            # reading from a connection once it is shutting down.
+            self._task_handler.cancel()
+        await super().shutdown(timeout)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """What aiohttp would answer in plain text, in the envelope instead."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has started; no error answer can follow it")
+        error = error_for_parser(status, exc)
+        request_id = uuid.uuid4().hex
+        if isinstance(error, InternalError):
+            log.error("unhandled error, request_id=%s", request_id, exc_info=exc)
+        else:
+            log.info(
+                "refused a malformed request from %s: %s (%s)",
+                request.remote,
+                error.code,
+                type(exc).__name__ if exc is not None else "-",
+            )
+        _log_refused(request_id, error.status)
+        response = web.Response(
+            status=error.status,
+            text=json.dumps(envelope(error.status, error.msg, error.code)),
+            content_type="application/json",
+            headers={"X-Request-Id": request_id},
+        )
+        response.force_close()
+        return response
+
+    def _stop_reading(self, parse_error: Any) -> None:
+        """The parser refused the request: it is answered once, then the connection closes.
+
+        aiohttp would go on feeding the parser, queueing one more error per chunk, each
+        holding that chunk through its traceback: megabytes per connection.
+        """
+        self._close = True
+        exc = getattr(parse_error, "exc", None)
+        if isinstance(exc, BaseException):
+            exc.__traceback__ = None
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self._loop.call_later(
+            self._limits.header_timeout_s, self._header_time_up
+        )
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_time_up(self) -> None:
+        self._header_timer = None
+        if self._force_close or self.transport is None:
+            return
+        if self._request_in_progress or self._messages:
+            # Busy with a request: bytes of a pipelined one wait their turn, not the client.
+            self._arm_header_timer()
+            return
+        if self._header_bytes == 0:
+            # Nothing was asked; an idle connection is closed without an answer.
+            self.force_close()
+            return
+        log.info(
+            "closed a connection from %s: its headers did not arrive within %ss",
+            self._peer(),
+            self._limits.header_timeout_s,
+        )
+        self._refuse(HeaderTimeout())
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer with the error (unless an answer is under way) and close the connection."""
+        transport = self.transport
+        if transport is not None and not self._request_in_progress:
+            request_id = uuid.uuid4().hex
+            transport.write(error_bytes(error, request_id))
+            _log_refused(request_id, error.status)
+        self.force_close()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, tuple) else "-"
+
+
+class GuardedServer(web.Server):
+    """aiohttp's server, making GuardedRequestHandlers and counting their connections."""
+
+    def __init__(self, server: web.Server, limits: ConnectionLimits) -> None:
+        super().__init__(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
+        )
+        self._limits = limits
+        self._open: set[GuardedRequestHandler] = set()
+        self._accepted = 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def opened(self, handler: GuardedRequestHandler) -> bool:
+        """Counts the new connection in; False if there is no room for it.
+
+        At the cap, the connection that has waited longest on its client gives way (see
+        `waiting_on_client_since`), so clients holding connections open idle or slowly cannot
+        lock out ones that ask promptly; only when every connection is busy with a request is
+        the new one refused.
+        """
+        self._accepted += 1
+        handler.serial = self._accepted
+        self._open.add(handler)
+        if len(self._open) <= self._limits.max_connections:
+            return True
+        waiting = [
+            (since, other)
+            for other in self._open
+            if other is not handler and (since := other.waiting_on_client_since()) is not None
+        ]
+        if not waiting:
+            return False
+        (_, _, state), victim = min(waiting, key=lambda item: item[0])
+        log.info(
+            "limits.max_connections (%d) reached: closed the connection waiting longest on "
+            "its client (%s) for a new one",
+            self._limits.max_connections,
+            state,
+        )
+        victim.evict(state)
+        return True
+
+    def closed(self, handler: GuardedRequestHandler) -> None:
+        self._open.discard(handler)
+
+    def __call__(self) -> RequestHandler:
+        return GuardedRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose connections are guarded by `limits`."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+        kwargs.setdefault("access_log", None)
+        super().__init__(app, **kwargs)
+        self._limits = limits
+
+    async def _make_server(self) -> web.Server:
+        return GuardedServer(await super()._make_server(), self._limits)

@@ -1,0 +1,110 @@
+"""Request id, access log, and the one place errors become the platform's envelope."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway import logs
+from gateway.core.errors import (
+    BodyTooLarge,
+    GatewayError,
+    HeadersTooLarge,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    RequestTimeout,
+    envelope,
+)
+from gateway.web.state import APP_NAME, CALLER_NAME, CLOCK, CONFIG, REQUEST_ID
+
+access_log = logs.logger("neu_gateway.access")
+log = logs.logger("neu_gateway")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A caller's id is kept only when it cannot break a log line or a header.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id_for(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _ACCEPTABLE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def error_response(error: GatewayError, request_id: str) -> web.Response:
+    response = web.Response(
+        status=error.status,
+        text=json.dumps(envelope(error.status, error.msg, error.code), ensure_ascii=False),
+        content_type="application/json",
+    )
+    response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers.update(error.headers)
+    if isinstance(error, MethodNotAllowed) and "Allow" not in error.headers:
+        response.headers["Allow"] = "GET, POST"
+    if isinstance(error, BodyTooLarge | HeadersTooLarge | RequestTimeout):
+        # The rest of the body is not read, so the connection cannot carry another request.
+        response.force_close()
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound()
+    if exc.status == 405:
+        return MethodNotAllowed()
+    if exc.status == 413:
+        return BodyTooLarge()
+    error = GatewayError(exc.reason)
+    error.status = exc.status
+    error.code = f"http_{exc.status}"
+    return error
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    clock = request.app[CLOCK]
+    request_id = request_id_for(request)
+    request[REQUEST_ID] = request_id
+    started = clock.monotonic()
+    try:
+        check_header_size(request)
+        response = await handler(request)
+    except GatewayError as exc:
+        response = error_response(exc, request_id)
+    except web.HTTPException as exc:
+        response = error_response(_from_http_exception(exc), request_id)
+    except Exception:
+        log.exception("unhandled error, request_id=%s", request_id)
+        response = error_response(InternalError(), request_id)
+    if response.status >= 400 and not request.content.is_eof():
+        # The body was refused unread: draining it would be work for the caller's choosing.
+        response.force_close()
+    response.headers[REQUEST_ID_HEADER] = request_id
+    log_access(request, request_id, response.status, clock.monotonic() - started)
+    return response
+
+
+def check_header_size(request: web.Request) -> None:
+    """Refuses oversized headers with our envelope, below aiohttp's own (plain-text) limits."""
+    size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    if size > request.app[CONFIG].limits.max_header_bytes:
+        raise HeadersTooLarge()
+
+
+def log_access(request: web.Request, request_id: str, status: int, seconds: float) -> None:
+    access_log.info(
+        "request_id=%s caller=%s app=%s method=%s route=%s status=%d latency_ms=%.1f",
+        request_id,
+        request.get(CALLER_NAME, "-"),
+        request.get(APP_NAME, "-"),
+        request.method,
+        # The encoded path only: a query string can carry an accessToken, and a decoded
+        # path could carry a line break into the log.
+        request.rel_url.raw_path,
+        status,
+        seconds * 1000,
+    )
