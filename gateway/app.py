@@ -13,6 +13,7 @@ from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.config import SQLITE_STORE, Config
 from gateway.core.clock import Clock, SystemClock
+from gateway.core.errors import envelope
 from gateway.egress import proxy
 from gateway.egress.admission import API_PREFIX
 from gateway.egress.stores import MemoryStore, RedisStore
@@ -174,6 +175,4 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"responseHeader": {"status": 200, "msg": "OK"}, "response": {"status": "ok"}}
-    )
+    return web.json_response(envelope(200, "OK", response={"status": "ok"}))

@@ -23,7 +23,21 @@ from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.outbox import Outbox
 from gateway.config import App, Config
 from gateway.core.clock import Clock
-from gateway.core.errors import GatewayError, envelope
+from gateway.core.errors import (
+    BadSign,
+    ConfirmUnavailable,
+    ForeignTrade,
+    GatewayError,
+    InvalidParams,
+    NotFinal,
+    NotFound,
+    OutboxUnavailable,
+    Replayed,
+    StatusMismatch,
+    UnknownApp,
+    UnknownTrade,
+    envelope,
+)
 from gateway.core.flights import SingleFlight
 from gateway.core.params import parse_json, parse_urlencoded
 from gateway.core.verification import MAX_SKEW_MS, Rejected, check_signed_request
@@ -36,6 +50,7 @@ from gateway.egress.bodies import (
 from gateway.egress.calls import answer_detail, trade_detail
 from gateway.egress.upstream import Upstream
 from gateway.egress.waits import PROCESSING, TradeWaits
+from gateway.web.middlewares import error_response, request_id_for
 
 log = logs.logger("neu_gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024
@@ -64,61 +79,47 @@ class CallbackContext:
 CONTEXT = web.AppKey("neu_callbacks", CallbackContext)
 
 
-class Refused(Exception):
-    def __init__(self, status: int, code: str, msg: str) -> None:
-        self.status, self.code, self.msg = status, code, msg
-        super().__init__(msg)
-
-
-def _refusal(refusal: Refused) -> web.Response:
-    return web.json_response(
-        envelope(refusal.status, refusal.msg, refusal.code), status=refusal.status
-    )
-
-
 async def pay_callback(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     name = request.match_info["app"]
     try:
         app = context.config.apps.get(name)
         if app is None:
-            raise Refused(404, "unknown_app", "no such app")
+            raise UnknownApp("no such app")
         params = await _params(request, context.body_idle_timeout_s)
         try:
             accepted = await _accept(context, app, params)
         except (sqlite3.Error, RedisError, OSError):
             log.exception("the outbox could not be written")
-            raise Refused(503, "outbox_unavailable", "not stored; send it again later") from None
-    except Refused as refusal:
+            raise OutboxUnavailable() from None
+    except GatewayError as refusal:
         log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
-        response = _refusal(refusal)
+        response = error_response(refusal, request_id_for(request))
         if not request.content.is_eof():
             # Refused unread (too large, compressed, stalled): nothing more is read from it.
             response.force_close()
         return response
-    return web.json_response({"responseHeader": {"status": 200, "msg": accepted}, "response": True})
+    return web.json_response(envelope(200, accepted, response=True))
 
 
 async def not_here(request: web.Request) -> web.Response:
-    return _refusal(Refused(404, "not_found", "only POST /callbacks/{app}/pay is served here"))
+    error = NotFound("only POST /callbacks/{app}/pay is served here")
+    return error_response(error, request_id_for(request))
 
 
 async def _params(request: web.Request, idle_s: float) -> dict[str, str]:
-    try:
-        refuse_compressed(request.headers)
-        body = await read_capped(request, MAX_CALLBACK_BYTES, idle_s, "a callback's size")
-        if request.content_type == "application/json":
-            pairs = parse_json(body, MAX_CALLBACK_FIELDS)
-        else:
-            pairs = parse_urlencoded(body, "callback body", MAX_CALLBACK_FIELDS)
-    except GatewayError as exc:
-        raise Refused(exc.status, exc.code, exc.msg) from None
+    refuse_compressed(request.headers)
+    body = await read_capped(request, MAX_CALLBACK_BYTES, idle_s, "a callback's size")
+    if request.content_type == "application/json":
+        pairs = parse_json(body, MAX_CALLBACK_FIELDS)
+    else:
+        pairs = parse_urlencoded(body, "callback body", MAX_CALLBACK_FIELDS)
     # The platform may add fields over time: keep them all, first value of each.
     params: dict[str, str] = {}
     for key, value in pairs:
         params.setdefault(key, value)
     if not params.get("tradeNo"):
-        raise Refused(400, "invalid_params", "tradeNo is required")
+        raise InvalidParams("tradeNo is required")
     return params
 
 
@@ -158,22 +159,18 @@ async def _confirm_and_store(
         )
     except GatewayError:
         # Not the callback's fault: a non-2xx makes the platform send it again later.
-        raise Refused(503, "upstream_unreachable", "could not confirm with the platform") from None
+        raise ConfirmUnavailable() from None
     detail = answer_detail(answer)
     if detail is None:
-        raise Refused(404, "unknown_trade", "the platform does not know this trade")
+        raise UnknownTrade()
     if detail.get("appId") != app.appid:
-        raise Refused(403, "foreign_trade", "the trade belongs to another app")
+        raise ForeignTrade()
     actual = detail.get("transactionStatus")
     claimed = params.get("transactionStatus")
     if claimed is not None and claimed != str(actual):
-        raise Refused(
-            409,
-            "status_mismatch",
-            f"callback says status {claimed[:8]}, the platform says {actual}",
-        )
+        raise StatusMismatch(f"callback says status {claimed[:8]}, the platform says {actual}")
     if not isinstance(actual, int) or actual == PROCESSING:
-        raise Refused(409, "not_final", "the platform says the trade is still processing")
+        raise NotFinal()
     payload = json.dumps(detail, ensure_ascii=False).encode()
     added = await context.outbox.add(app.name, trade_no, actual, payload, now)
     if added:
@@ -188,9 +185,9 @@ async def _verify(context: CallbackContext, app: App, params: dict[str, str], no
             params, {app.appid: app.secret.reveal()}, int(now * 1000), explain=False
         )
     except Rejected as rejected:
-        raise Refused(401, "bad_sign", rejected.msg) from None
+        raise BadSign(rejected.msg) from None
     if await context.outbox.sign_seen(params["sign"], now):
-        raise Refused(409, "replayed", "this sign was already used: a replay")
+        raise Replayed()
 
 
 async def expect_callback(request: web.Request) -> web.Response | None:
@@ -199,7 +196,7 @@ async def expect_callback(request: web.Request) -> web.Response | None:
         refuse_compressed(request.headers)
         refuse_declared_size(request, MAX_CALLBACK_BYTES, "a callback's size")
     except GatewayError as exc:
-        response = _refusal(Refused(exc.status, exc.code, exc.msg))
+        response = error_response(exc, request_id_for(request))
         response.force_close()
         return response
     await send_continue(request)

@@ -1,4 +1,5 @@
-"""Errors the gateway makes itself, each with a stable code, an HTTP status and a clear message.
+"""Errors the gateway answers with itself, on either listener, each with a stable code, an
+HTTP status and a clear message; and the one function that renders the platform's envelope.
 
 GatewayError
 ├── BadRequest                 400 bad_request
@@ -11,32 +12,43 @@ GatewayError
 │   └── AppRequired            400 app_required
 ├── Unauthenticated            401 unauthenticated
 ├── TokenRequired              401 token_required
+├── BadSign                    401 bad_sign
 ├── Forbidden                  403 forbidden
+├── ForeignTrade               403 foreign_trade
 ├── NotFound                   404 not_found
 │   ├── UnknownApp             404 unknown_app
-│   └── UnknownEndpoint        404 unknown_endpoint
+│   ├── UnknownEndpoint        404 unknown_endpoint
+│   └── UnknownTrade           404 unknown_trade
 ├── MethodNotAllowed           405 method_not_allowed
 ├── RequestTimeout             408 request_timeout
 │   ├── HeaderTimeout          408 header_timeout
 │   └── BodyTimeout            408 body_timeout
+├── Replayed                   409 replayed
+├── StatusMismatch             409 status_mismatch
+├── NotFinal                   409 not_final
 ├── BodyTooLarge               413 body_too_large
 ├── UnsupportedMediaType       415 unsupported_media_type
 │   └── UnsupportedContentEncoding 415 unsupported_content_encoding
 ├── HeadersTooLarge            431 headers_too_large
 ├── InternalError              500 internal_error
 ├── CacheUnavailable           503 cache_unavailable
+├── OutboxUnavailable          503 outbox_unavailable
+├── ConfirmUnavailable         503 confirm_unavailable
 ├── TooManyConnections         503 too_many_connections
 ├── UpstreamUnreachable        502 upstream_unreachable
 │   └── UpstreamBadResponse    502 upstream_bad_response
 └── UpstreamTimeout            504 upstream_timeout
 
-A message may name what the caller sent (a parameter's name, a content type) so the caller can
-act on it, but never a value: values can be credentials. Foreign exceptions are translated into
-these at the edge where they happen; only the middleware renders them.
+The payment-callback ones (bad_sign, replayed, unknown_trade, foreign_trade, status_mismatch,
+not_final, outbox_unavailable, confirm_unavailable) answer the platform on the callbacks
+listener. A message may name what the caller sent (a parameter's name, a content type) so the
+caller can act on it, but never a value: values can be credentials. Foreign exceptions are
+translated into these at the edge where they happen; `envelope` renders every answer.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 MAX_NAME_IN_MESSAGE = 64
@@ -123,6 +135,14 @@ class Unauthenticated(GatewayError):
     message = "missing or unknown caller token: send Authorization: Bearer <your caller token>"
 
 
+class BadSign(GatewayError):
+    """A payment callback's appid, timestamp or sign does not hold."""
+
+    status = 401
+    code = "bad_sign"
+    message = "the callback's sign does not match"
+
+
 class Forbidden(GatewayError):
     """The caller is known but may not use this app or route."""
 
@@ -153,6 +173,14 @@ class CacheUnavailable(GatewayError):
     )
 
 
+class ForeignTrade(GatewayError):
+    """The platform says a callback's trade belongs to another app."""
+
+    status = 403
+    code = "foreign_trade"
+    message = "the trade belongs to another app"
+
+
 class NotFound(GatewayError):
     """Nothing is served at this path."""
 
@@ -173,6 +201,13 @@ class UnknownEndpoint(NotFound):
 
     code = "unknown_endpoint"
     message = "not a documented platform endpoint, and strict_endpoints is on"
+
+
+class UnknownTrade(NotFound):
+    """The platform does not know a callback's trade."""
+
+    code = "unknown_trade"
+    message = "the platform does not know this trade"
 
 
 class MethodNotAllowed(GatewayError):
@@ -209,6 +244,30 @@ class BodyTimeout(RequestTimeout):
         "the request body stalled: nothing arrived for limits.body_idle_timeout_s; "
         "the connection is closed"
     )
+
+
+class Replayed(GatewayError):
+    """A payment callback's sign was accepted before, within the replay window."""
+
+    status = 409
+    code = "replayed"
+    message = "this sign was already used: a replay"
+
+
+class StatusMismatch(GatewayError):
+    """A callback claims a status the platform's tradedetail contradicts."""
+
+    status = 409
+    code = "status_mismatch"
+    message = "the callback's status is not the one the platform gives"
+
+
+class NotFinal(GatewayError):
+    """The platform says the callback's trade is still processing."""
+
+    status = 409
+    code = "not_final"
+    message = "the platform says the trade is still processing"
 
 
 class BodyTooLarge(GatewayError):
@@ -255,6 +314,22 @@ class InternalError(GatewayError):
     message = "internal gateway error; the gateway log has details under this request id"
 
 
+class OutboxUnavailable(GatewayError):
+    """The outbox could not store a verified callback, so it is not acknowledged."""
+
+    status = 503
+    code = "outbox_unavailable"
+    message = "not stored; send it again later"
+
+
+class ConfirmUnavailable(GatewayError):
+    """The platform could not be asked to confirm a callback; the platform will send it again."""
+
+    status = 503
+    code = "confirm_unavailable"
+    message = "could not confirm with the platform"
+
+
 class TooManyConnections(GatewayError):
     """The listener already holds limits.max_connections connections."""
 
@@ -297,6 +372,20 @@ def quoted_name(name: str) -> str:
     return repr(printable)
 
 
-def envelope(status: int, msg: str, code: str) -> dict[str, Any]:
-    """The platform's response shape, so callers parse one shape for every answer."""
-    return {"responseHeader": {"status": status, "msg": msg}, "response": None, "error": code}
+def envelope(
+    status: int, msg: str, code: str | None = None, response: Any = None
+) -> dict[str, Any]:
+    """The platform's response shape, so callers parse one shape for every answer.
+
+    The gateway's own errors add their machine-readable `error` code; the sandbox, which
+    answers as the platform does, gives none.
+    """
+    shape: dict[str, Any] = {"responseHeader": {"status": status, "msg": msg}, "response": response}
+    if code is not None:
+        shape["error"] = code
+    return shape
+
+
+def render(error: GatewayError) -> bytes:
+    """The error's envelope as the JSON bytes of an answer."""
+    return json.dumps(envelope(error.status, error.msg, error.code), ensure_ascii=False).encode()

@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.endpoints import ENDPOINTS, Endpoint, validate
-from gateway.core.errors import InvalidParams
+from gateway.core.errors import InvalidParams, envelope
 from gateway.core.params import parse_urlencoded
 from gateway.core.verification import Rejected, check_signed_request
 from gateway.sandbox.notifier import Notifier
@@ -77,10 +77,6 @@ class Faults:
 
 FAULTS = web.AppKey("sandbox_faults", Faults)
 TIMERS = web.AppKey("sandbox_timers", list[asyncio.TimerHandle])
-
-
-def envelope(status: int, msg: str, response: Any = None) -> dict[str, Any]:
-    return {"responseHeader": {"status": status, "msg": msg}, "response": response}
 
 
 def _is_platform_path(request: web.Request) -> bool:
@@ -235,12 +231,12 @@ async def platform_call(request: web.Request) -> web.Response:
     )
     if endpoint is None:
         echoed = {key: value for key, value in params.items() if key != "sign"}
-        return web.json_response(envelope(200, "OK", {"params": echoed, "files": files}))
+        return web.json_response(envelope(200, "OK", response={"params": echoed, "files": files}))
     problems = validate(endpoint, params)
     if problems:
         raise Rejected(400, "invalid parameters: " + "; ".join(problems))
     return web.json_response(
-        envelope(200, "OK", ACTIONS[endpoint.path](request, world, appid, params))
+        envelope(200, "OK", response=ACTIONS[endpoint.path](request, world, appid, params))
     )
 
 
@@ -271,7 +267,9 @@ async def login(request: web.Request) -> web.Response:
     appid = params.get("appid") or (next(iter(world.secrets)) if len(world.secrets) == 1 else "")
     if not appid:
         raise SandboxError(400, "appid is required: several apps are registered")
-    return web.json_response(envelope(200, "OK", world.login(appid, params.get("user", ""))))
+    return web.json_response(
+        envelope(200, "OK", response=world.login(appid, params.get("user", "")))
+    )
 
 
 async def pay(request: web.Request) -> web.Response:
@@ -284,7 +282,7 @@ async def pay(request: web.Request) -> web.Response:
         params.get("result", ""),
         int(reason) if reason is not None else None,
     )
-    return web.json_response(envelope(200, "OK", detail))
+    return web.json_response(envelope(200, "OK", response=detail))
 
 
 async def trade_view(request: web.Request) -> web.Response:
@@ -294,12 +292,12 @@ async def trade_view(request: web.Request) -> web.Response:
         "notifyUrl": trade.notify_url,
         "notifications": trade.notifications,
     }
-    return web.json_response(envelope(200, "OK", view))
+    return web.json_response(envelope(200, "OK", response=view))
 
 
 async def inbox(request: web.Request) -> web.Response:
     return web.json_response(
-        envelope(200, "OK", request.app[WORLD].inbox(request.match_info["open_id"]))
+        envelope(200, "OK", response=request.app[WORLD].inbox(request.match_info["open_id"]))
     )
 
 
@@ -321,18 +319,18 @@ async def set_fault(request: web.Request) -> web.Response:
             400, "delay_s must be a number; status and times whole numbers"
         ) from None
     request.app[FAULTS].by_path[path] = fault
-    return web.json_response(envelope(200, "OK", {"path": path, **fault.__dict__}))
+    return web.json_response(envelope(200, "OK", response={"path": path, **fault.__dict__}))
 
 
 async def clear_faults(request: web.Request) -> web.Response:
     request.app[FAULTS].clear(request.query.get("path"))
-    return web.json_response(envelope(200, "OK", True))
+    return web.json_response(envelope(200, "OK", response=True))
 
 
 async def reset(request: web.Request) -> web.Response:
     request.app[WORLD].reset()
     request.app[FAULTS].clear()
-    return web.json_response(envelope(200, "OK", True))
+    return web.json_response(envelope(200, "OK", response=True))
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -340,7 +338,10 @@ async def stats(request: web.Request) -> web.Response:
         envelope(
             200,
             "OK",
-            {"calls": dict(request.app[WORLD].calls), "hanging": request.app[FAULTS].hanging},
+            response={
+                "calls": dict(request.app[WORLD].calls),
+                "hanging": request.app[FAULTS].hanging,
+            },
         )
     )
 

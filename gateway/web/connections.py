@@ -22,7 +22,6 @@ their waits with `waiting_on_client`.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,8 +44,9 @@ from gateway.core.errors import (
     InternalError,
     TooManyConnections,
     UpstreamTimeout,
-    envelope,
+    render,
 )
+from gateway.web.middlewares import error_response
 
 log = logs.logger("neu_gateway.listener")
 access_log = logs.logger("neu_gateway.access")
@@ -122,7 +122,7 @@ def _has_no_body(message: RawRequestMessage) -> bool:
 
 def error_bytes(error: GatewayError, request_id: str) -> bytes:
     """A whole HTTP/1.1 answer carrying the error, for when no aiohttp response can be sent."""
-    body = json.dumps(envelope(error.status, error.msg, error.code)).encode()
+    body = render(error)
     reason = HTTPStatus(error.status).phrase
     head = (
         f"HTTP/1.1 {error.status} {reason}\r\n"
@@ -319,12 +319,7 @@ class GuardedRequestHandler(RequestHandler):
                 type(exc).__name__ if exc is not None else "-",
             )
         _log_refused(request_id, error.status)
-        response = web.Response(
-            status=error.status,
-            text=json.dumps(envelope(error.status, error.msg, error.code)),
-            content_type="application/json",
-            headers={"X-Request-Id": request_id},
-        )
+        response = error_response(error, request_id)
         response.force_close()
         return response
 

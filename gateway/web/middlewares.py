@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 
@@ -18,7 +17,7 @@ from gateway.core.errors import (
     MethodNotAllowed,
     NotFound,
     RequestTimeout,
-    envelope,
+    render,
 )
 from gateway.web.state import APP_NAME, CALLER_NAME, CLOCK, CONFIG, REQUEST_ID
 
@@ -37,9 +36,7 @@ def request_id_for(request: web.Request) -> str:
 
 def error_response(error: GatewayError, request_id: str) -> web.Response:
     response = web.Response(
-        status=error.status,
-        text=json.dumps(envelope(error.status, error.msg, error.code), ensure_ascii=False),
-        content_type="application/json",
+        status=error.status, body=render(error), content_type="application/json"
     )
     response.headers[REQUEST_ID_HEADER] = request_id
     response.headers.update(error.headers)
