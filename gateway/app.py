@@ -8,7 +8,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway import logs
-from gateway.callbacks.delivery import DeliveryWorker
+from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.config import SQLITE_STORE, Config
@@ -107,8 +107,8 @@ def sandbox_settings(config: Config) -> Settings:
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    session = create_session(config.timeouts)
-    app[UPSTREAM] = Upstream(session, config.limits)
+    session = create_session(config.timeouts.connect_s, config.timeouts.total_s)
+    app[UPSTREAM] = Upstream(session, config.limits.max_response_bytes)
     yield
     await close_session(session)
 
@@ -149,7 +149,13 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
         return
     outbox = open_outbox(config)
     targets = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
-    worker = DeliveryWorker(outbox, targets, config.callbacks, app[CLOCK])
+    policy = DeliveryPolicy(
+        max_attempts=config.callbacks.max_attempts,
+        backoff_s=config.callbacks.backoff_s,
+        max_backoff_s=config.callbacks.max_backoff_s,
+        timeout_s=config.callbacks.timeout_s,
+    )
+    worker = DeliveryWorker(outbox, targets, policy, app[CLOCK])
     worker.start()
     context = CallbackContext(
         config,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
@@ -13,11 +12,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway import __version__, logs
 from gateway.app import connection_limits, create_app, open_outbox
-from gateway.callbacks.outbox import DEAD, PENDING, Outbox
+from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
 from gateway.core import signing
 from gateway.core.clock import SystemClock
@@ -210,7 +208,7 @@ async def _serve_until_stopped(
     try:
         # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, OutboxError) as exc:
         await runner.cleanup()
         raise SystemExit(f"neu-gateway: cannot start: {exc}") from None
     try:
@@ -291,7 +289,7 @@ def _with_outbox(args: argparse.Namespace, operation: Callable[[Outbox], Awaitab
 
     try:
         return asyncio.run(run())
-    except (OSError, sqlite3.Error, RedisError) as exc:
+    except OutboxError as exc:
         print(
             f"neu-gateway: cannot read the outbox {config.callbacks.store}: {exc}", file=sys.stderr
         )

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import aiohttp
 
 from gateway import logs
 from gateway.callbacks.outbox import Delivery, Outbox
-from gateway.config import CallbacksConfig
 from gateway.core.clock import Clock
 
 log = logs.logger("neu_gateway.delivery")
@@ -31,12 +31,22 @@ def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) ->
     return delay * rng.uniform(0.5, 1.5)
 
 
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard a delivery is tried: attempts in all, the backoff, one attempt's time."""
+
+    max_attempts: int = 12
+    backoff_s: float = 1.0
+    max_backoff_s: float = 300.0
+    timeout_s: float = 10.0
+
+
 class DeliveryWorker:
     def __init__(
         self,
         outbox: Outbox,
         targets: Mapping[str, str | None],
-        settings: CallbacksConfig,
+        settings: DeliveryPolicy,
         clock: Clock,
     ) -> None:
         self._outbox = outbox

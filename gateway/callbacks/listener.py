@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryWorker
-from gateway.callbacks.outbox import Outbox
+from gateway.callbacks.outbox import Outbox, OutboxError
 from gateway.config import App, Config
 from gateway.core.clock import Clock
 from gateway.core.errors import (
@@ -89,7 +87,7 @@ async def pay_callback(request: web.Request) -> web.Response:
         params = await _params(request, context.body_idle_timeout_s)
         try:
             accepted = await _accept(context, app, params)
-        except (sqlite3.Error, RedisError, OSError):
+        except OutboxError:
             log.exception("the outbox could not be written")
             raise OutboxUnavailable() from None
     except GatewayError as refusal:

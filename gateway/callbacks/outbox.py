@@ -11,13 +11,38 @@ one lock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from redis.exceptions import RedisError
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class OutboxError(Exception):
+    """The outbox's store (SQLite, Redis) failed; callers never see that store's own errors."""
+
+
+def _translated(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The store's exceptions, as OutboxError."""
+
+    @functools.wraps(method)
+    async def translating(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (sqlite3.Error, RedisError, OSError) as exc:
+            raise OutboxError(f"{type(exc).__name__}: {exc}") from exc
+
+    return translating
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,12 @@ def sqlite_path(store: str) -> Path:
 
 class SqliteOutbox:
     def __init__(self, path: Path) -> None:
+        try:
+            self._open(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _open(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
@@ -104,6 +135,7 @@ class SqliteOutbox:
 
         return await asyncio.to_thread(run)
 
+    @_translated
     async def add(self, app: str, trade_no: str, status: int, payload: bytes, now: float) -> bool:
         added = await self._change(
             "INSERT OR IGNORE INTO deliveries (app, trade_no, status, payload, state, next_at,"
@@ -118,6 +150,7 @@ class SqliteOutbox:
         )
         return added == 1
 
+    @_translated
     async def holds(self, trade_no: str, status: int) -> bool:
         """Whether this (tradeNo, status) was accepted before, whatever became of it."""
         rows = await self._run(
@@ -125,6 +158,7 @@ class SqliteOutbox:
         )
         return bool(rows)
 
+    @_translated
     async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
         """Pending deliveries whose time has come, leased for `lease_s` to this caller.
 
@@ -151,11 +185,13 @@ class SqliteOutbox:
 
         return await asyncio.to_thread(run)
 
+    @_translated
     async def next_due_at(self) -> float | None:
         rows = await self._run("SELECT MIN(next_at) FROM deliveries WHERE state = ?", PENDING)
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
 
+    @_translated
     async def delivered(self, delivery_id: int) -> None:
         await self._change(
             "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ''"
@@ -164,6 +200,7 @@ class SqliteOutbox:
             delivery_id,
         )
 
+    @_translated
     async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None:
         await self._change(
             "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?,"
@@ -174,6 +211,7 @@ class SqliteOutbox:
             delivery_id,
         )
 
+    @_translated
     async def listing(self, states: tuple[str, ...]) -> list[Delivery]:
         marks = ", ".join("?" for _ in states)
         rows = await self._run(
@@ -182,6 +220,7 @@ class SqliteOutbox:
         )
         return [Delivery(*row) for row in rows]
 
+    @_translated
     async def replay(self, delivery_id: int, now: float) -> bool:
         changed = await self._change(
             "UPDATE deliveries SET state = ?, attempts = 0, next_at = ?, last_error = ''"
@@ -192,6 +231,7 @@ class SqliteOutbox:
         )
         return changed == 1
 
+    @_translated
     async def sign_seen(self, sign: str, now: float) -> bool:
         """Whether a callback with this sign was accepted before, within the replay window."""
         rows = await self._run(
@@ -199,6 +239,7 @@ class SqliteOutbox:
         )
         return bool(rows)
 
+    @_translated
     async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None:
         def run() -> None:
             with self._lock:
@@ -210,6 +251,7 @@ class SqliteOutbox:
 
         await asyncio.to_thread(run)
 
+    @_translated
     async def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -249,6 +291,7 @@ class RedisOutbox:
     def _d(self, delivery_id: int | str) -> str:
         return f"{self._p}d:{delivery_id}"
 
+    @_translated
     async def add(self, app: str, trade_no: str, status: int, payload: bytes, now: float) -> bool:
         keys = [f"{self._p}key:{trade_no}:{status}", f"{self._p}seq", f"{self._p}due"]
         added = await self._redis.eval(
@@ -256,6 +299,7 @@ class RedisOutbox:
         )
         return int(added) > 0
 
+    @_translated
     async def holds(self, trade_no: str, status: int) -> bool:
         return bool(await self._redis.exists(f"{self._p}key:{trade_no}:{status}"))
 
@@ -287,15 +331,18 @@ class RedisOutbox:
     return ids
     """
 
+    @_translated
     async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
         """Due deliveries, leased (moved ahead by `lease_s`) in one step so replicas split them."""
         ids = await self._redis.eval(self._LEASE, 1, f"{self._p}due", now, limit, now + lease_s)
         return await self._load(ids)
 
+    @_translated
     async def next_due_at(self) -> float | None:
         first = await self._redis.zrange(f"{self._p}due", 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
+    @_translated
     async def delivered(self, delivery_id: int) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._d(delivery_id), mapping={"state": DELIVERED, "last_error": ""})
@@ -304,6 +351,7 @@ class RedisOutbox:
             pipe.expire(self._d(delivery_id), self.RETAIN_S)
             await pipe.execute()
 
+    @_translated
     async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             state = DEAD if dead else PENDING
@@ -320,6 +368,7 @@ class RedisOutbox:
                 pipe.zadd(f"{self._p}due", {str(delivery_id): next_at})
             await pipe.execute()
 
+    @_translated
     async def listing(self, states: tuple[str, ...]) -> list[Delivery]:
         ids: list[Any] = []
         if PENDING in states:
@@ -328,6 +377,7 @@ class RedisOutbox:
             ids += await self._redis.zrange(f"{self._p}dead", 0, -1)
         return sorted(await self._load(ids), key=lambda d: d.id)
 
+    @_translated
     async def replay(self, delivery_id: int, now: float) -> bool:
         if not await self._redis.exists(self._d(delivery_id)):
             return False
@@ -342,11 +392,14 @@ class RedisOutbox:
             await pipe.execute()
         return True
 
+    @_translated
     async def sign_seen(self, sign: str, now: float) -> bool:
         return bool(await self._redis.exists(f"{self._p}sign:{sign}"))
 
+    @_translated
     async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None:
         await self._redis.set(f"{self._p}sign:{sign}", b"1", px=int(ttl_s * 1000))
 
+    @_translated
     async def close(self) -> None:
         await self._redis.aclose()

@@ -16,7 +16,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import logs
-from gateway.config import LimitsConfig, TimeoutsConfig
 from gateway.core.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from gateway.core.params import is_unicode
 
@@ -65,14 +64,12 @@ def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIM
     )
 
 
-def create_session(timeouts: TimeoutsConfig) -> aiohttp.ClientSession:
+def create_session(connect_s: float, total_s: float) -> aiohttp.ClientSession:
     """One pooled, keep-alive session for every upstream call the gateway makes."""
     connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=30)
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=timeouts.total_s, connect=timeouts.connect_s, sock_connect=timeouts.connect_s
-        ),
+        timeout=aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s),
         # A caller's cookies or a platform's Set-Cookie must not leak between callers.
         cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
@@ -82,9 +79,9 @@ def create_session(timeouts: TimeoutsConfig) -> aiohttp.ClientSession:
 class Upstream:
     """Sends one request to the platform and reads the whole answer, within the timeouts."""
 
-    def __init__(self, session: aiohttp.ClientSession, limits: LimitsConfig) -> None:
+    def __init__(self, session: aiohttp.ClientSession, max_response_bytes: int) -> None:
         self._session = session
-        self._max_response_bytes = limits.max_response_bytes
+        self._max_response_bytes = max_response_bytes
 
     async def request(
         self, method: str, url: URL, *, headers: CIMultiDict[str], data: Any = None

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.callbacks.delivery import DeliveryWorker, backoff_s
+from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker, backoff_s
 from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox
-from gateway.config import CallbacksConfig
 from gateway.core.clock import SystemClock
 from tests.receiver import CallbackReceiver
 from tests.redis_server import RedisServer
 
-SETTINGS = CallbacksConfig(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=5)
+SETTINGS = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=5)
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
