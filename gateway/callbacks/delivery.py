@@ -23,6 +23,7 @@ from gateway.core.clock import Clock
 log = logs.logger("neu_gateway.delivery")
 BATCH = 20
 IDLE_CHECK_S = 5.0
+CANCEL_AGAIN_AFTER_S = 0.05
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -56,6 +57,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
 
@@ -63,18 +65,38 @@ class DeliveryWorker:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s)
         )
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        self._watch = loop.create_task(self._watch_changes())
 
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self) -> None:
+        """Returns promptly in every state: a client library may absorb the cancellation
+        (redis-py does, mid-call), so the loop also sees `_stopping` and the wake-up."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._wake.set()
+        pending = {task for task in (self._task, self._watch) if task is not None}
+        while pending:
+            # Cancelled again until they end: a cancellation that redis-py swallowed (it does,
+            # while connecting) would otherwise leave a task waiting for ever.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER_S)
         if self._session is not None:
             await self._session.close()
+
+    async def _watch_changes(self) -> None:
+        """Wakes the loop when another process replays a delivery."""
+        while not self._stopping:
+            try:
+                async for _ in self._outbox.changes():
+                    self.wake()
+            except Exception:
+                log.warning("lost the outbox's change signal; listening again shortly")
+            if not self._stopping:
+                await asyncio.sleep(IDLE_CHECK_S)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -88,6 +110,8 @@ class DeliveryWorker:
             if next_at is not None:
                 wait_s = min(max(0.0, next_at - self._clock.now_ms() / 1000), IDLE_CHECK_S)
             self._wake.clear()
+            if self._stopping:
+                return
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancellation that stop() sends if the wake-up comes at the same moment.
             with contextlib.suppress(TimeoutError):

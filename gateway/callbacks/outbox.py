@@ -14,7 +14,7 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -22,6 +22,8 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from redis.exceptions import RedisError
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+# How often a SQLite outbox looks whether another process changed it (a cheap counter read).
+SQLITE_CHANGE_CHECK_S = 0.5
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -74,6 +76,11 @@ class Outbox(Protocol):
     async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None: ...
     async def listing(self, states: tuple[str, ...]) -> list[Delivery]: ...
     async def replay(self, delivery_id: int, now: float) -> bool: ...
+    def changes(self) -> AsyncIterator[None]:
+        """Yields whenever another process (`neu-gateway callbacks replay`) changed the
+        outbox, so a worker can look at once instead of at its next check."""
+        ...
+
     async def sign_seen(self, sign: str, now: float) -> bool: ...
     async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None: ...
     async def close(self) -> None: ...
@@ -231,6 +238,24 @@ class SqliteOutbox:
         )
         return changed == 1
 
+    async def changes(self) -> AsyncIterator[None]:
+        # SQLite's own signal: data_version moves when another connection commits.
+        seen = await asyncio.to_thread(self._data_version)
+        while True:
+            await asyncio.sleep(SQLITE_CHANGE_CHECK_S)
+            try:
+                version = await asyncio.to_thread(self._data_version)
+            except sqlite3.Error:
+                continue
+            if version != seen:
+                seen = version
+                yield
+
+    def _data_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
     @_translated
     async def sign_seen(self, sign: str, now: float) -> bool:
         """Whether a callback with this sign was accepted before, within the replay window."""
@@ -284,6 +309,7 @@ class RedisOutbox:
         import redis.asyncio as aioredis
 
         self._p = prefix + "outbox:"
+        self._changes_channel = f"{self._p}changes"
         self._redis: Any = aioredis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -389,8 +415,19 @@ class RedisOutbox:
             pipe.persist(self._d(delivery_id))
             pipe.zrem(f"{self._p}dead", delivery_id)
             pipe.zadd(f"{self._p}due", {str(delivery_id): now})
+            pipe.publish(self._changes_channel, b"replay")
             await pipe.execute()
         return True
+
+    async def changes(self) -> AsyncIterator[None]:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._changes_channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield
+        finally:
+            await pubsub.aclose()
 
     @_translated
     async def sign_seen(self, sign: str, now: float) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
 
-from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker, backoff_s
+from gateway.callbacks.delivery import IDLE_CHECK_S, DeliveryPolicy, DeliveryWorker, backoff_s
 from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox
 from gateway.core.clock import SystemClock
 from tests.receiver import CallbackReceiver
@@ -81,4 +83,55 @@ async def test_listing_and_replay(store: str, tmp_path: Path, redis_server: Redi
         await outbox.delivered(again.id)
         assert await outbox.listing(("pending", "dead")) == []
     finally:
+        await outbox.close()
+
+
+async def test_stop_returns_promptly_in_every_state(
+    redis_server: RedisServer, receiver: CallbackReceiver
+) -> None:
+    """redis-py may absorb a cancellation mid-call; stop() must not wait out an idle check."""
+    outbox = RedisOutbox(redis_server.url, "neu:stop:", timeout_s=2)
+    try:
+        for round_no in range(50):
+            worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, SystemClock())
+            worker.start()
+            for _ in range(round_no % 10):
+                # Each round stops the worker at a different point of its loop.
+                await asyncio.sleep(0)  # wait-ok: a bare yield to the loop, not a wait
+            started = time.monotonic()
+            await worker.stop()
+            assert time.monotonic() - started < 1.0, f"round {round_no}"
+    finally:
+        await outbox.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_a_replay_from_another_process_wakes_the_worker(
+    store: str, tmp_path: Path, redis_server: RedisServer, receiver: CallbackReceiver
+) -> None:
+    """The worker is told of the replay, well before its idle check comes round."""
+
+    def open_outbox() -> Outbox:
+        if store == "sqlite":
+            return SqliteOutbox(tmp_path / "outbox.db")
+        return RedisOutbox(redis_server.url, "neu:wake:", timeout_s=2)
+
+    outbox, other = open_outbox(), open_outbox()
+    clock = SystemClock()
+    now = clock.now_ms() / 1000
+    await outbox.add("demo", "T1", 2, b"{}", now)
+    [delivery] = await outbox.due(now, 10, lease_s=30)
+    await outbox.failed(delivery.id, "HTTP 500", now, dead=True)
+    worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, clock)
+    worker.start()
+    try:
+        # Let the worker find nothing due and settle into its idle wait.
+        await asyncio.sleep(0.2)  # wait-ok: the worker must be idle before the replay
+        started = time.monotonic()
+        assert await other.replay(delivery.id, clock.now_ms() / 1000)
+        await receiver.wait_accepted(1)
+        assert time.monotonic() - started < IDLE_CHECK_S / 2
+    finally:
+        await worker.stop()
+        await other.close()
         await outbox.close()
