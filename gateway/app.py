@@ -91,6 +91,7 @@ def connection_limits(config: Config) -> ConnectionLimits:
         header_timeout_s=limits.header_timeout_s,
         keepalive_timeout_s=limits.keepalive_timeout_s,
         max_connections=limits.max_connections,
+        send_idle_timeout_s=limits.body_idle_timeout_s,
     )
 
 

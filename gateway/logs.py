@@ -23,6 +23,7 @@ _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 # refresh_token[], mobile(1)): the platform adds keys, and a list of names would lag.
 _SENSITIVE_KEY = re.compile(
     r"(?i)sign|token|code|secret|phone|mobile|tel|msisdn|password|passwd|auth|credential"
+    r"|otp|pin|captcha|key|cvv|card|ticket|session|cookie"
 )
 _DELIMITERS = r"\s&?=;,\"'"
 # key=value, the key a whole run between delimiters (a match starts only where a run does and

@@ -80,6 +80,22 @@ class GatewayProcess:
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
+    async def wait_for_count(self, text: str, count: int, timeout_s: float = 10) -> None:
+        """Returns once `text` shows on `count` lines of the log."""
+
+        async def shown() -> None:
+            async with self.new_line:
+                await self.new_line.wait_for(
+                    lambda: sum(text in line for line in self.log_lines) >= count
+                )
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                await shown()
+        except TimeoutError:
+            seen = sum(text in line for line in self.log_lines)
+            raise AssertionError(f"{text!r} logged {seen} times, not {count}") from None
+
     async def wait_for_log(self, text: str, timeout_s: float = 10) -> None:
         """Returns once `text` shows in the log; each new line wakes the check."""
 

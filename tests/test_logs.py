@@ -76,6 +76,10 @@ def test_filter_redacts_args_and_tracebacks() -> None:
         "mobile(1)",
         "tel",
         "a" * 70 + "Token",
+        "otp",
+        "apiKey",
+        "cardNo",
+        "sessionId",
     ],
 )
 def test_keys_are_redacted_by_the_words_their_names_hold(key: str) -> None:

@@ -194,8 +194,11 @@ def check_limits(pairs: Pairs, files: int, limits: ParamLimits) -> None:
 
 def is_secret_name(key: str) -> bool:
     """`secret` in any spelling a server might take for it: any case, compatibility forms
-    (the long s, U+017F, makes `secret` to Java's equalsIgnoreCase) and surrounding spaces."""
-    return unicodedata.normalize("NFKC", key).casefold().strip() == SECRET_KEY
+    (the long s, U+017F, makes `secret` to Java's equalsIgnoreCase), invisible format
+    characters inside it, and anything Java's trim() drops around it (every char <= U+0020)."""
+    visible = "".join(ch for ch in key if unicodedata.category(ch) != "Cf")
+    folded = unicodedata.normalize("NFKC", visible).casefold()
+    return folded.strip("".join(map(chr, range(0x21))) + " \u00a0") == SECRET_KEY
 
 
 def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -57,7 +57,8 @@ REQUEST_LINE_ALLOWANCE = 1024
 # aiohttp's default; with each field bounded, the block is bounded by the byte count anyway.
 MAX_HEADER_FIELDS = 128
 # What a connection waits on its client for, as the log names it.
-IDLE, HEADERS, BODY = "idle", "sending headers", "sending a body"
+IDLE, HEADERS, BODY, ANSWER = "idle", "sending headers", "sending a body", "reading its answer"
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class ConnectionLimits:
     header_timeout_s: float
     keepalive_timeout_s: float
     max_connections: int
+    # How long a client may leave its answer unread (writing stalled) before it is dropped.
+    send_idle_timeout_s: float = 30.0
 
     @property
     def max_header_block_bytes(self) -> int:
@@ -85,6 +88,9 @@ class ConnectionLimits:
             "max_field_size": self.max_header_bytes,
             "max_headers": MAX_HEADER_FIELDS,
             "auto_decompress": False,
+            # After an early refusal the rest of a body is read and dropped for this long, so
+            # the client can read the answer before the connection closes; not aiohttp's 10 s.
+            "lingering_time": LINGER_S,
         }
 
 
@@ -114,10 +120,6 @@ def _log_refused(request_id: str, status: int) -> None:
         request_id,
         status,
     )
-
-
-def _has_no_body(message: RawRequestMessage) -> bool:
-    return not message.chunked and message.headers.get("Content-Length", "0") == "0"
 
 
 def error_bytes(error: GatewayError, request_id: str) -> bytes:
@@ -165,6 +167,7 @@ class GuardedRequestHandler(RequestHandler):
         # The body of the request whose headers came last: while it is still arriving,
         # the bytes belong to it, not to a header block.
         self._body: Any = None
+        self._message: RawRequestMessage | None = None
         self._counted = False
         # When the connection went idle (opened, or answered its last request), when its
         # current header block began, and the body read it is waiting on the client for.
@@ -172,6 +175,9 @@ class GuardedRequestHandler(RequestHandler):
         self._headers_since = 0.0
         self._body_since: float | None = None
         self._client_wait: asyncio.Timeout | None = None
+        # Since when the client has left its answer unread (the transport's buffer is full).
+        self._send_stalled_since: float | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         # Orders connections accepted in the same loop iteration, whose times are equal.
         self.serial = 0
         self.evicted = False
@@ -194,6 +200,9 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._counted:
             self._counted = False
             self._server.closed(self)
@@ -209,10 +218,43 @@ class GuardedRequestHandler(RequestHandler):
             self._body_since = None
 
     def client_wait_began(self, deadline: asyncio.Timeout) -> None:
-        """A handler waits for body bytes: until they come, the connection may be evicted."""
+        """A handler waits for body bytes: until they come, the connection may be evicted.
+
+        Dated from this wait, not the body's start: a body that keeps arriving is not slow.
+        """
         self._client_wait = deadline
-        if self._body_since is None:
-            self._body_since = self._loop.time()
+        self._body_since = self._loop.time()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._send_stalled_since = self._loop.time()
+        self._send_timer = self._loop.call_later(
+            self._limits.send_idle_timeout_s, self._send_time_up
+        )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._send_stalled_since = None
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_time_up(self) -> None:
+        self._send_timer = None
+        if self._send_stalled_since is not None and self.transport is not None:
+            log.info(
+                "dropped a connection from %s: its answer went unread for %ss",
+                self._peer(),
+                self._limits.send_idle_timeout_s,
+            )
+            self._drop()
+
+    def _drop(self) -> None:
+        """Closes at once, unsent bytes and all: the client is not reading them."""
+        transport = self.transport
+        self.force_close()
+        if transport is not None:
+            transport.abort()
 
     def client_wait_ended(self) -> None:
         self._client_wait = None
@@ -223,6 +265,8 @@ class GuardedRequestHandler(RequestHandler):
         a request is being worked on (it waits on the platform, not the client)."""
         if self._force_close or self.transport is None:
             return None
+        if self._send_stalled_since is not None:
+            return (self._send_stalled_since, self.serial, ANSWER)
         if self._request_in_progress:
             if self._client_wait is not None and self._body_since is not None:
                 return (self._body_since, self.serial, BODY)
@@ -241,15 +285,18 @@ class GuardedRequestHandler(RequestHandler):
             self._client_wait.reschedule(self._loop.time())
         elif state == HEADERS:
             self._refuse(HeaderTimeout())
+        elif state == ANSWER:
+            self._drop()
         else:
             self.force_close()
 
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
             return
-        in_header_block = self._payload_parser is None and (
-            self._body is None or self._body.is_eof()
-        )
+        body = self._body
+        in_body = body is not None and not body.is_eof()
+        in_header_block = self._payload_parser is None and not in_body
+        body_before = body.total_bytes if in_body else 0
         requests_before = self._request_count
         super().data_received(data)
         if self._request_count != requests_before:
@@ -260,34 +307,56 @@ class GuardedRequestHandler(RequestHandler):
                 return
             message, self._body = self._messages[-1]
             if not isinstance(message, RawRequestMessage):
+                self._message = None
                 self._stop_reading(message)
-            elif _has_no_body(message):
-                self._count_pipelined(data)
+                return
+            self._message = message
+            if self._body.is_eof():
+                self._count_after(data, message, 0)
+            return
+        if in_body and body is not None and body.is_eof():
+            # The body ended in this piece; what follows it is the next header block.
+            self._count_after(data, self._message, body_before)
             return
         if not in_header_block or not data:
             return
+        self._count_header_bytes(len(data))
+
+    def _count_header_bytes(self, count: int) -> None:
         if not self._header_bytes:
             self._headers_since = self._loop.time()
-        self._header_bytes += len(data)
+        self._header_bytes += count
         if self._header_timer is None:
             self._arm_header_timer()
         if self._header_bytes > self._limits.max_header_block_bytes:
             self._refuse(HeadersTooLarge())
 
-    def _count_pipelined(self, data: bytes) -> None:
-        """Bytes after a complete bodyless request are the start of the next header block.
+    def _count_after(
+        self, data: bytes, message: RawRequestMessage | None, body_before: int
+    ) -> None:
+        """Bytes after a request that ended in this piece start the next header block.
 
         They went to the parser with the request before them, so they are counted (and
         timed) here, or a client could hold a partial header block behind each request.
+        Where the request ended is worked out from its framing; when a body could hide
+        that, fewer bytes are counted, never more.
         """
-        end = data.rfind(b"\r\n\r\n")
-        if end < 0 or end + 4 == len(data):
+        if message is None:
             return
-        self._headers_since = self._loop.time()
-        self._header_bytes = len(data) - end - 4
-        self._arm_header_timer()
-        if self._header_bytes > self._limits.max_header_block_bytes:
-            self._refuse(HeadersTooLarge())
+        length = message.headers.get("Content-Length", "0")
+        if message.chunked or not length.isdigit():
+            # A chunked body, or none, ends with a blank line: the last one in the piece.
+            end = data.rfind(b"\r\n\r\n")
+            left = len(data) - end - 4 if end >= 0 else 0
+        elif body_before:
+            # The body began in an earlier piece: the rest of it came first in this one.
+            left = len(data) - (int(length) - body_before)
+        else:
+            body_length = int(length)
+            end = data.rfind(b"\r\n\r\n", 0, max(0, len(data) - body_length))
+            left = len(data) - end - 4 - body_length if end >= 0 else 0
+        if left > 0:
+            self._count_header_bytes(left)
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
         if not self._request_in_progress and self._task_handler is not None:
@@ -441,6 +510,9 @@ class GuardedRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
         kwargs.setdefault("access_log", None)
+        # A handler whose client went away is cancelled: it would otherwise hold its request
+        # (a parsed body, a trade wait) for as long as it takes, with no one to answer.
+        kwargs.setdefault("handler_cancellation", True)
         super().__init__(app, **kwargs)
         self._limits = limits
 

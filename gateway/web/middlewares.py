@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
@@ -25,6 +26,7 @@ access_log = logs.logger("neu_gateway.access")
 log = logs.logger("neu_gateway")
 
 REQUEST_ID_HEADER = "X-Request-Id"
+CLIENT_CLOSED = 499
 # A caller's id is kept only when it cannot break a log line or a header.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -70,6 +72,10 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         check_header_size(request)
         response = await handler(request)
+    except asyncio.CancelledError:
+        # The client went away and its handler was stopped: logged as nginx does (499).
+        log_access(request, request_id, CLIENT_CLOSED, clock.monotonic() - started)
+        raise
     except GatewayError as exc:
         response = error_response(exc, request_id)
     except web.HTTPException as exc:

@@ -226,3 +226,32 @@ def start_target(start_gateway: StartGateway, tmp_path: Path) -> StartTarget:
 @pytest.fixture
 async def target(start_target: StartTarget) -> Target:
     return await start_target()
+
+
+async def processing_trade(target: Target) -> str:
+    """A trade the sandbox holds in processing (status 1), made through the gateway."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    async def call(port: int, method: str, path: str, body: str = "") -> dict[str, Any]:
+        answer = await exchange(port, request_bytes(method, path, body.encode(), form))
+        assert answer is not None
+        assert answer.body["responseHeader"]["status"] == 200, answer
+        response: dict[str, Any] = answer.body["response"]
+        return response
+
+    login = await call(target.sandbox_port, "POST", "/sandbox/login", "user=13800138000")
+    token = await call(
+        target.port,
+        "POST",
+        "/neuopenapi/oauth/mini/accessToken",
+        f"code={login['code']}&grantType=authorization_code&scope=user.info",
+    )
+    trade = await call(
+        target.port,
+        "POST",
+        "/neuopenapi/pay/transactions/trade",
+        f"outTradeNo=o-{time.time_ns()}&amount=100&currency=USD&openId={login['openId']}"
+        "&notifyUrl=http%3A%2F%2F127.0.0.1%3A9%2Fnowhere",
+    )
+    assert token["accessToken"]
+    return str(trade["tradeNo"])

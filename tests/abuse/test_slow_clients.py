@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.abuse.conftest import (
     Target,
     assert_refused,
     exchange,
+    processing_trade,
     read_answer,
     request_bytes,
 )
@@ -290,3 +292,136 @@ async def test_a_partial_header_block_behind_a_request_is_timed_and_counted(
             while await reader.read(65536):
                 pass
     writer.close()
+
+
+async def test_clients_that_never_read_their_answers_give_way(
+    start_target: StartTarget,
+) -> None:
+    """Answers piling up unread: the connection waits on its client, so it gives way at the
+    cap, and is dropped once its answer has gone unread for the idle timeout."""
+    target = await start_target(limits={"max_connections": 8})
+    body = b"title=" + b"x" * 60_000
+    request = request_bytes(
+        "POST", ECHO, body, {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    writers = []
+    async with target.under_abuse(max_growth_mb=64):
+        for _ in range(12):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", target.port))
+            _, writer = await asyncio.open_connection(sock=sock)
+            # 100 answers of 60 KB each: far more than the socket buffers hold.
+            writer.write(request * 100)
+            writers.append(writer)
+        # While they are served, every connection is busy and a new one may get 503; once
+        # their answers back up unread, they give way and new clients are served again.
+        async with asyncio.timeout(10):
+            while True:
+                answer = await exchange(target.port, request_bytes("GET", "/healthz"))
+                assert answer is not None
+                if answer.status == 200:
+                    break
+                assert_refused(answer, 503, "too_many_connections")
+    await target.process.wait_for_log("answer went unread")
+    for writer in writers:
+        writer.transport.abort()
+
+
+@LISTENERS
+async def test_a_partial_header_block_behind_a_request_with_a_body_is_timed(
+    target: Target, listener: str
+) -> None:
+    port = listener_port(target, listener)
+    path = path_on(listener)
+    partial = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 3000
+    framings = [
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        "\r\nContent-Length: 9\r\n\r\ntradeNo=1".encode(),
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        "\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ntradeNo=1\r\n0\r\n\r\n".encode(),
+    ]
+    for request in framings:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request + partial)
+        assert await read_answer(reader) is not None
+        assert_refused(await read_answer(reader), 408, "header_timeout")
+        assert time.monotonic() - started < HEADER_TIMEOUT_S + SLACK_S
+        writer.close()
+
+
+async def test_an_active_upload_is_not_evicted_for_silent_connections(
+    start_target: StartTarget,
+) -> None:
+    target = await start_target(limits=PATIENT)
+    chunk = b"\x00" * 100_000
+    pieces = 100
+    head = (
+        f"POST {ECHO} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    opening = b'--b\r\nContent-Disposition: form-data; name="fileData"; filename="f"\r\n\r\n'
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+    writer.write(head + b"%x\r\n%s\r\n" % (len(opening), opening))
+    silent = []
+    for i in range(pieces):
+        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        await writer.drain()
+        if i % 2 == 0:
+            # Silent connections pile up past the cap while the upload goes on.
+            silent.append(await asyncio.open_connection("127.0.0.1", target.port))
+    closing = b"\r\n--b--\r\n"
+    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(closing), closing))
+    answer = await read_answer(reader)
+    assert answer is not None
+    assert answer.status == 200, answer
+    assert answer.body["response"]["files"][0]["size"] == len(chunk) * pieces
+    writer.close()
+    for _, other in silent:
+        other.close()
+
+
+async def test_a_refused_body_is_not_read_for_long(target: Target) -> None:
+    """After an early 413, the rest is read and dropped only briefly, then the line closes."""
+    head = (
+        f"POST {ECHO} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        "\r\nContent-Length: 100000000000000\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+    writer.write(head)
+    assert_refused(await read_answer(reader), 413, "body_too_large")
+    started = time.monotonic()
+    sent = 0
+    block = b"a" * 65536
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(15):
+            while True:
+                writer.write(block)
+                await writer.drain()
+                sent += len(block)
+    assert time.monotonic() - started < 2 + SLACK_S + 1
+    writer.transport.abort()
+
+
+async def test_requests_whose_clients_left_let_go_of_what_they_hold(target: Target) -> None:
+    """A client that sends a large wait and leaves: its handler is cancelled, not kept for
+    the whole wait with its parsed body."""
+    trade_no = await processing_trade(target)
+    fields = "&".join(f"x{i}={'v' * 4500}" for i in range(190))
+    request = request_bytes(
+        "GET",
+        f"/neuopenapi/pay/transactions/tradedetail?tradeNo={trade_no}&wait=60",
+        fields.encode(),
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    async with target.under_abuse(max_growth_mb=64):
+        for _ in range(300):
+            _, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(request)
+            writer.close()
+        # Every one of them was read, and let go of as its client left (logged as 499).
+        await target.process.wait_for_count(
+            "route=/neuopenapi/pay/transactions/tradedetail status=499", 300, timeout_s=30
+        )

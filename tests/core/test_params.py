@@ -185,3 +185,11 @@ def test_a_json_list_too_long_for_its_value_is_refused_before_it_is_joined() -> 
     with pytest.raises(InvalidParams, match="max_value_length"):
         parse_json(body, max_value_length=65536)
     assert parse_json(b'{"a": [1, 2]}', max_value_length=3) == [("a", "1,2")]
+
+
+@pytest.mark.parametrize(
+    "key", ["secret\x00", "\x01secret", "se\u200bcret", "secret\u00ad", "\u00a0secret"]
+)
+def test_secret_behind_what_java_trims_or_does_not_show_is_refused(key: str) -> None:
+    with pytest.raises(SecretParamRejected):
+        caller_fields([(key, "x")])
