@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
 from cachetools import TLRUCache
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 
 from gateway.core.clock import Clock
 from gateway.egress.tokens import StoreError
@@ -60,7 +59,7 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
         self._prefix = prefix
-        self._held: dict[str, bytes] = {}
+        self._held: dict[str, Any] = {}
         self._redis: Any = aioredis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -79,26 +78,25 @@ class RedisStore:
         if keys:
             await self._run(self._redis.delete(*(self._prefix + key for key in keys)))
 
-    # Deletes the lock only if it still holds this holder's token, never another's.
-    _UNLOCK = """
-    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-    return 0
-    """
-
     async def lock(self, key: str, ttl_s: float) -> bool:
-        # SET NX PX: one replica gets it; it expires by itself if that replica dies.
-        holder = secrets.token_hex(16).encode()
-        acquired = await self._run(
-            self._redis.set(self._prefix + key, holder, nx=True, px=int(ttl_s * 1000))
-        )
+        # redis-py's Lock: SET NX PX with a token of its own, so one replica gets it, it
+        # expires by itself if that replica dies, and only its holder can release it.
+        lock = self._redis.lock(self._prefix + key, timeout=ttl_s, blocking=False)
+        acquired = bool(await self._run(lock.acquire()))
         if acquired:
-            self._held[key] = holder
-        return bool(acquired)
+            self._held[key] = lock
+        return acquired
 
     async def unlock(self, key: str) -> None:
-        holder = self._held.pop(key, None)
-        if holder is not None:
-            await self._run(self._redis.eval(self._UNLOCK, 1, self._prefix + key, holder))
+        lock = self._held.pop(key, None)
+        if lock is None:
+            return
+        try:
+            await self._run(lock.release())
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, LockError):
+                raise
+            # Expired, or taken over since: it is no longer this replica's to release.
 
     async def close(self) -> None:
         await self._redis.aclose()
