@@ -14,8 +14,8 @@ from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_p
 from gateway.config import SQLITE_STORE, Config
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import envelope
+from gateway.core.platform import API_PREFIX
 from gateway.egress import proxy
-from gateway.egress.admission import API_PREFIX
 from gateway.egress.stores import MemoryStore, RedisStore
 from gateway.egress.tokens import Store, TokenCache
 from gateway.egress.upstream import Upstream, close_session, create_session

@@ -19,6 +19,7 @@ import aiohttp
 from gateway import logs
 from gateway.callbacks.outbox import Delivery, Outbox
 from gateway.core.clock import Clock
+from gateway.core.platform import backoff_s
 
 log = logs.logger("neu_gateway.delivery")
 BATCH = 20
@@ -26,10 +27,9 @@ IDLE_CHECK_S = 5.0
 CANCEL_AGAIN_AFTER_S = 0.05
 
 
-def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
+def jittered_backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
     """Exponential in the attempts made, capped, with ±50% jitter so retries do not align."""
-    delay: float = min(base_s * 2 ** max(0, attempts - 1), max_s)
-    return delay * rng.uniform(0.5, 1.5)
+    return backoff_s(attempts, base_s, max_s, rng.uniform(0.5, 1.5))
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class DeliveryWorker:
                 error = type(exc).__name__
         attempts = delivery.attempts + 1
         dead = attempts >= self._settings.max_attempts
-        delay = backoff_s(
+        delay = jittered_backoff_s(
             attempts, self._settings.backoff_s, self._settings.max_backoff_s, self._rng
         )
         await self._outbox.failed(delivery.id, error, self._clock.now_ms() / 1000 + delay, dead)

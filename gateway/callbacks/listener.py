@@ -38,6 +38,7 @@ from gateway.core.errors import (
 )
 from gateway.core.flights import SingleFlight
 from gateway.core.params import parse_json, parse_urlencoded
+from gateway.core.platform import PROCESSING
 from gateway.core.verification import MAX_SKEW_MS, Rejected, check_signed_request
 from gateway.egress.bodies import (
     read_capped,
@@ -47,7 +48,7 @@ from gateway.egress.bodies import (
 )
 from gateway.egress.calls import answer_detail, trade_detail
 from gateway.egress.upstream import Upstream
-from gateway.egress.waits import PROCESSING, TradeWaits
+from gateway.egress.waits import TradeWaits
 from gateway.web.middlewares import error_response, request_id_for
 
 log = logs.logger("neu_gateway.callbacks")

@@ -13,11 +13,11 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway.core.platform import API_PREFIX
 from gateway.core.secrets import Secret
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 METHODS = ("GET", "POST", "*")
-API_PREFIX = "/neuopenapi/"
 
 
 @dataclass(frozen=True)

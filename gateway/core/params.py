@@ -207,11 +207,19 @@ def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     Repeated keys become one comma-joined value in first-seen order. `appid`, `timestamp`
     and `sign` are dropped (the gateway sets them); any spelling of `secret` is refused.
     """
-    grouped: dict[str, list[str]] = {}
+    kept = []
     for key, value in pairs:
         if is_secret_name(key):
             raise SecretParamRejected()
-        if key in GATEWAY_KEYS:
-            continue
+        if key not in GATEWAY_KEYS:
+            kept.append((key, value))
+    return joined(kept)
+
+
+def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Repeated keys as one comma-joined value, in first-seen order, as the platform reads
+    them (the doc's openIds=a&openIds=b is openIds=a,b)."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
         grouped.setdefault(key, []).append(value)
     return {key: ",".join(values) for key, values in grouped.items()}

@@ -7,8 +7,19 @@ from typing import Any
 
 from gateway.core import signing
 
+# Every OpenAPI path starts so; nothing else is ever sent upstream.
+API_PREFIX = "/neuopenapi/"
 # The endpoint the gateway calls on its own behalf (callbacks, trade waits).
 TRADE_DETAIL_PATH = "/neuopenapi/pay/transactions/tradedetail"
+# The doc's transactionStatus while a payment is under way; every other status is final.
+PROCESSING = 1
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float, jitter: float = 1.0) -> float:
+    """Retry delay after `attempts` tries: doubling from base_s, capped at max_s, times the
+    jitter factor (1.0 for none; the caller draws it, so this stays pure)."""
+    delay: float = min(base_s * 2 ** max(0, attempts - 1), max_s)
+    return delay * jitter
 
 
 def signed_fields(fields: dict[str, str], appid: str, secret: str, now_ms: int) -> dict[str, str]:

@@ -26,10 +26,10 @@ from gateway.core.errors import (
     UnknownEndpoint,
     quoted_name,
 )
+from gateway.core.platform import API_PREFIX
 from gateway.egress.bodies import refuse_compressed
 from gateway.web.state import APP_NAME, CALLER_NAME, CONFIG
 
-API_PREFIX = "/neuopenapi/"
 APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")

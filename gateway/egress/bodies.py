@@ -16,10 +16,10 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDictProxy
 
 from gateway.core.errors import BadRequest, BodyTimeout, BodyTooLarge, UnsupportedContentEncoding
+from gateway.core.sizes import READ_CHUNK_BYTES
 from gateway.web.connections import waiting_on_client, was_evicted
 
 T = TypeVar("T")
-READ_CHUNK_BYTES = 1 << 16
 IDENTITY = frozenset({"", "identity"})
 
 

@@ -25,10 +25,10 @@ from aiohttp.streams import StreamReader
 
 from gateway.core.errors import InvalidMultipart, SecretParamRejected, quoted_name
 from gateway.core.params import Pairs, is_secret_name, is_unicode, too_many_params
+from gateway.core.sizes import READ_CHUNK_BYTES
 from gateway.egress.bodies import IDENTITY, codings, too_large, within_idle
 
 SPOOL_MEMORY_BYTES = 256 * 1024
-READ_CHUNK_BYTES = 1 << 16
 FILE_FIELD = "fileData"
 CONTENT_TRANSFER_ENCODING = "Content-Transfer-Encoding"
 PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})

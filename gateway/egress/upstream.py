@@ -18,6 +18,7 @@ from yarl import URL
 from gateway import logs
 from gateway.core.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from gateway.core.params import is_unicode
+from gateway.core.sizes import READ_CHUNK_BYTES
 
 log = logs.logger("neu_gateway.upstream")
 
@@ -38,7 +39,6 @@ HOP_BY_HOP = frozenset(
 )
 # The body is relayed decoded and re-framed, so its old length and coding no longer apply.
 REFRAMED = frozenset({"content-length", "content-encoding"})
-READ_CHUNK_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)

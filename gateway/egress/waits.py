@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError, UpstreamTimeout
+from gateway.core.platform import PROCESSING
 from gateway.egress.calls import answer_detail
 from gateway.egress.upstream import UpstreamResponse
 
@@ -21,7 +22,6 @@ MAX_WAIT_S = 60
 FIRST_PAUSE_S = 0.5
 PAUSE_GROWTH = 1.5
 MAX_PAUSE_S = 5.0
-PROCESSING = 1
 
 Fetch = Callable[[], Awaitable[UpstreamResponse]]
 

@@ -10,6 +10,7 @@ import aiohttp
 
 from gateway.core import signing
 from gateway.core.clock import Clock
+from gateway.core.platform import backoff_s
 from gateway.sandbox.world import Settings, Trade
 
 # Its records reach the gateway's handlers, and their redaction, when run embedded.
@@ -79,7 +80,7 @@ class Notifier:
                 record["error"] = type(exc).__name__
             if attempt < self._settings.notify_attempts:
                 await asyncio.sleep(
-                    min(self._settings.notify_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+                    backoff_s(attempt, self._settings.notify_backoff_s, MAX_BACKOFF_S)
                 )
         trade.detail["notifySuccess"] = False
         log.warning(

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.endpoints import ENDPOINTS, Endpoint, validate
 from gateway.core.errors import InvalidParams, envelope
-from gateway.core.params import parse_urlencoded
+from gateway.core.params import joined, parse_urlencoded
 from gateway.core.verification import Rejected, check_signed_request
 from gateway.sandbox.notifier import Notifier
 from gateway.sandbox.world import SandboxError, Settings, World
@@ -150,10 +150,7 @@ async def _platform_params(request: web.Request) -> tuple[dict[str, str], list[d
         raise Rejected(400, exc.msg) from None
     except ValueError:
         raise Rejected(400, "the request body cannot be parsed") from None
-    params: dict[str, list[str]] = {}
-    for key, value in pairs:
-        params.setdefault(key, []).append(value)
-    return {key: ",".join(values) for key, values in params.items()}, files
+    return joined(pairs), files
 
 
 def _measure(file: IO[bytes]) -> tuple[int, str]:

@@ -123,11 +123,19 @@ class Liveness:
     async def _ask(self, url: str) -> None:
         assert self._session is not None
         started = time.monotonic()
-        try:
-            async with self._session.get(url) as response:
-                await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.failures.append(f"{url}: {type(exc).__name__}")
+        for attempt in (1, 2):
+            try:
+                async with self._session.get(url) as response:
+                    await response.read()
+                break
+            except aiohttp.ServerDisconnectedError:
+                # An idle kept-alive connection may be closed to make room at the connection
+                # cap; like any HTTP client, the probe asks again on a new one.
+                if attempt == 2:
+                    self.failures.append(f"{url}: ServerDisconnectedError twice")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.failures.append(f"{url}: {type(exc).__name__}")
+                break
         self.slowest_s = max(self.slowest_s, time.monotonic() - started)
         self.answered += 1
 

@@ -300,33 +300,36 @@ async def test_clients_that_never_read_their_answers_give_way(
     """Answers piling up unread: the connection waits on its client, so it gives way at the
     cap, and is dropped once its answer has gone unread for the idle timeout."""
     target = await start_target(limits={"max_connections": 8})
-    body = b"title=" + b"x" * 60_000
+    # Ten fields of 60 KB: each answer (the sandbox echoes them) is about 600 KB, so a few
+    # of them fill any socket buffer.
+    body = "&".join(f"f{i}={'x' * 60_000}" for i in range(10)).encode()
     request = request_bytes(
         "POST", ECHO, body, {"Content-Type": "application/x-www-form-urlencoded"}
     )
     writers = []
-    async with target.under_abuse(max_growth_mb=64):
-        for _ in range(12):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", target.port))
-            _, writer = await asyncio.open_connection(sock=sock)
-            # 100 answers of 60 KB each: far more than the socket buffers hold.
-            writer.write(request * 100)
-            writers.append(writer)
-        # While they are served, every connection is busy and a new one may get 503; once
-        # their answers back up unread, they give way and new clients are served again.
-        async with asyncio.timeout(10):
-            while True:
-                answer = await exchange(target.port, request_bytes("GET", "/healthz"))
-                assert answer is not None
-                if answer.status == 200:
-                    break
-                assert_refused(answer, 503, "too_many_connections")
-    await target.process.wait_for_log("answer went unread")
-    for writer in writers:
-        writer.transport.abort()
+    try:
+        async with target.under_abuse(max_growth_mb=96):
+            for _ in range(12):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", target.port))
+                _, writer = await asyncio.open_connection(sock=sock)
+                writer.write(request * 20)
+                writers.append(writer)
+            # While they are served, every connection is busy and a new one may get 503;
+            # once their answers back up unread, they give way and new clients are served.
+            async with asyncio.timeout(15):
+                while True:
+                    answer = await exchange(target.port, request_bytes("GET", "/healthz"))
+                    assert answer is not None
+                    if answer.status == 200:
+                        break
+                    assert_refused(answer, 503, "too_many_connections")
+        await target.process.wait_for_log("answer went unread", timeout_s=15)
+    finally:
+        for writer in writers:
+            writer.transport.abort()
 
 
 @LISTENERS

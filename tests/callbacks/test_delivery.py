@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.callbacks.delivery import IDLE_CHECK_S, DeliveryPolicy, DeliveryWorker, backoff_s
+from gateway.callbacks.delivery import (
+    IDLE_CHECK_S,
+    DeliveryPolicy,
+    DeliveryWorker,
+    jittered_backoff_s,
+)
 from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox
 from gateway.core.clock import SystemClock
 from tests.receiver import CallbackReceiver
@@ -20,7 +25,7 @@ SETTINGS = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, tim
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
     rng = random.Random(7)
-    delays = [backoff_s(n, 1.0, 8.0, rng) for n in range(1, 8)]
+    delays = [jittered_backoff_s(n, 1.0, 8.0, rng) for n in range(1, 8)]
     assert 0.5 <= delays[0] <= 1.5
     assert 4 <= delays[3] <= 12
     assert all(delay <= 12 for delay in delays)
