@@ -194,11 +194,11 @@ async def expect_callback(request: web.Request) -> web.Response | None:
     try:
         refuse_compressed(request.headers)
         refuse_declared_size(request, MAX_CALLBACK_BYTES, "a callback's size")
+        await send_continue(request)
     except GatewayError as exc:
         response = error_response(exc, request_id_for(request))
         response.force_close()
         return response
-    await send_continue(request)
     return None
 
 

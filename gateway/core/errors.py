@@ -27,6 +27,7 @@ GatewayError
 ├── StatusMismatch             409 status_mismatch
 ├── NotFinal                   409 not_final
 ├── BodyTooLarge               413 body_too_large
+├── ExpectationFailed          417 expectation_failed
 ├── UnsupportedMediaType       415 unsupported_media_type
 │   └── UnsupportedContentEncoding 415 unsupported_content_encoding
 ├── HeadersTooLarge            431 headers_too_large
@@ -276,6 +277,14 @@ class BodyTooLarge(GatewayError):
     status = 413
     code = "body_too_large"
     message = "the request body is larger than the gateway accepts (limits.max_body_bytes)"
+
+
+class ExpectationFailed(GatewayError):
+    """An HTTP/1.1 Expect header other than 100-continue (RFC 9110 section 10.1.1)."""
+
+    status = 417
+    code = "expectation_failed"
+    message = "the only Expect the gateway meets is 100-continue"
 
 
 class UnsupportedMediaType(GatewayError):

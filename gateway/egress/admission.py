@@ -43,6 +43,10 @@ class Admitted:
     endpoint: Endpoint | None
 
 
+# What admit() found, kept on the request when it ran at Expect: 100-continue.
+ADMITTED = web.RequestKey("neu_admitted", Admitted)
+
+
 def admit(request: web.Request) -> Admitted:
     if request.method not in ("GET", "POST"):
         raise MethodNotAllowed()

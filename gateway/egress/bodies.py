@@ -12,10 +12,16 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDictProxy
 
-from gateway.core.errors import BadRequest, BodyTimeout, BodyTooLarge, UnsupportedContentEncoding
+from gateway.core.errors import (
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    ExpectationFailed,
+    UnsupportedContentEncoding,
+)
 from gateway.core.sizes import READ_CHUNK_BYTES
 from gateway.web.connections import waiting_on_client, was_evicted
 
@@ -44,10 +50,15 @@ def codings(values: list[str]) -> set[str]:
 
 
 async def send_continue(request: web.BaseRequest) -> None:
-    """`100 Continue` to a client that waits for it before sending its body."""
-    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
+    """`100 Continue` to an HTTP/1.1 client that waits for it before sending its body; any
+    other expectation is one the gateway cannot meet (417), as aiohttp's own handler says."""
+    if request.version != HttpVersion11:
+        return
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        raise ExpectationFailed()
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
 
 
 def refuse_declared_size(request: web.BaseRequest, max_bytes: int, limit_name: str) -> None:

@@ -27,7 +27,7 @@ from gateway.core.params import (
     parse_urlencoded,
 )
 from gateway.core.platform import TRADE_DETAIL_PATH
-from gateway.egress.admission import admit
+from gateway.egress.admission import ADMITTED, admit
 from gateway.egress.bodies import read_capped, refuse_declared_size, send_continue
 from gateway.egress.calls import sign_for, trade_detail
 from gateway.egress.extras import ACCESS_TOKEN_PATH, USER_INFO_PATH, exchange_code, relay, user_info
@@ -69,19 +69,20 @@ async def expect_body(request: web.Request) -> web.Response | None:
     limit = request.app[CONFIG].limits.max_body_bytes
     try:
         check_header_size(request)
-        admit(request)
+        request[ADMITTED] = admit(request)
         refuse_declared_size(request, limit, "limits.max_body_bytes")
+        await send_continue(request)
     except GatewayError as exc:
         # Middlewares do not run for an answer given here, so it is logged here.
         request_id = request_id_for(request)
         log_access(request, request_id, exc.status, 0.0)
         return error_response(exc, request_id)
-    await send_continue(request)
     return None
 
 
 async def forward(request: web.Request) -> web.Response:
-    admitted = admit(request)
+    # Admitted already when the caller asked Expect: 100-continue; not a second time.
+    admitted = request.get(ADMITTED) or admit(request)
     app, path = admitted.app, admitted.path
     config = request.app[CONFIG]
     limits = config.limits

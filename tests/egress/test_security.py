@@ -488,3 +488,28 @@ async def test_unknown_endpoints_are_forwarded_unless_strict(
         "unknown_endpoint",
     )
     assert len(platform.received) == 1
+
+
+async def test_an_unknown_expectation_is_417_and_the_body_is_not_sent(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url)
+    head = (
+        f"POST {ECHO} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        f"Authorization: Bearer {NOTIFIER_TOKEN}\r\n"
+        "Content-Length: 5\r\nExpect: something-else\r\nConnection: close"
+    ).encode()
+    status, body = await raw_request(gateway.port, head)
+    assert (status, body["error"]) == (417, "expectation_failed")
+    assert platform.received == []
+
+
+async def test_a_request_admitted_at_expect_continue_is_forwarded(
+    aiohttp_client: Any, platform_url: str, platform: PlatformDouble
+) -> None:
+    gateway = await make_gateway(aiohttp_client, platform_url)
+    response = await gateway.post(
+        ECHO, data={"x": "1"}, headers={**orders(NOTIFIER_TOKEN), "Expect": "100-continue"}
+    )
+    assert response.status == 200
+    assert len(platform.received) == 1
