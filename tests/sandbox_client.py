@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -20,6 +22,7 @@ class MutableClock:
     def __init__(self) -> None:
         self.now = time.time_ns() // 1_000_000
         self._skew = 0.0
+        self._moved = asyncio.Event()
 
     def now_ms(self) -> int:
         return self.now
@@ -30,6 +33,18 @@ class MutableClock:
     def advance(self, seconds: float) -> None:
         self.now += int(seconds * 1000)
         self._skew += seconds
+        # Sleepers whose time has now come wake at once.
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        """Until `seconds` of this clock have passed: real time, or the test's advance()."""
+        deadline = self.monotonic() + seconds
+        while (left := deadline - self.monotonic()) > 0:
+            moved = self._moved
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await moved.wait()
 
 
 def signed(params: dict[str, str], appid: str = APPID, now_ms: int | None = None) -> dict[str, str]:

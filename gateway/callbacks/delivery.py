@@ -96,7 +96,7 @@ class DeliveryWorker:
             except Exception:
                 log.warning("lost the outbox's change signal; listening again shortly")
             if not self._stopping:
-                await asyncio.sleep(IDLE_CHECK_S)
+                await self._clock.sleep(IDLE_CHECK_S)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -1,7 +1,9 @@
-"""The one place the gateway reads the time, so tests can hold it still."""
+"""The one place the gateway reads the time and waits for it to pass, so tests can hold it
+still or move it on."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -15,6 +17,10 @@ class Clock(Protocol):
         """Seconds from an arbitrary start, for measuring durations."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Returns once `seconds` of monotonic time have passed."""
+        ...
+
 
 class SystemClock:
     def now_ms(self) -> int:
@@ -22,3 +28,6 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

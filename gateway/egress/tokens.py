@@ -162,7 +162,7 @@ class TokenCache:
         """
         deadline = self._clock.monotonic() + self._wait_s
         while self._clock.monotonic() < deadline:
-            await asyncio.sleep(LOCK_POLL_S)
+            await self._clock.sleep(LOCK_POLL_S)
             cached = await self._get(key)
             if cached is not None:
                 return Answer.loads(cached), False

@@ -106,5 +106,5 @@ class TradeWaits:
             remaining = watch.deadline - self._clock.monotonic()
             if remaining <= 0:
                 return
-            await asyncio.sleep(min(pause, remaining))
+            await self._clock.sleep(min(pause, remaining))
             pause = min(pause * PAUSE_GROWTH, MAX_PAUSE_S)

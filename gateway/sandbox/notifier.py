@@ -79,7 +79,7 @@ class Notifier:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 record["error"] = type(exc).__name__
             if attempt < self._settings.notify_attempts:
-                await asyncio.sleep(
+                await self._clock.sleep(
                     backoff_s(attempt, self._settings.notify_backoff_s, MAX_BACKOFF_S)
                 )
         trade.detail["notifySuccess"] = False

@@ -157,6 +157,9 @@ class FixedClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
 
 async def test_caller_supplied_appid_timestamp_and_sign_are_replaced(
     aiohttp_client: Any, platform_url: str, platform: PlatformDouble
