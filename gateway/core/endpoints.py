@@ -40,12 +40,24 @@ class Param:
 Rule = Callable[[Mapping[str, str]], str | None]
 
 
+class Extra(Enum):
+    """What the gateway does for an endpoint beyond signing and forwarding."""
+
+    EXCHANGE = "each login code exchanged once, through the token cache"
+    USER_BY_OPEN_ID = "the user named by openId, the cached accessToken put in"
+    TRADE_WAIT = "wait=N: answered once the trade leaves processing"
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str
     params: tuple[Param, ...]
     rules: tuple[Rule, ...] = field(default=())
+    extra: Extra | None = None
+    # Gateway extensions: a parameter the caller may send instead of one the doc requires,
+    # which the gateway fills in before signing (openId for accessToken).
+    stand_ins: tuple[tuple[str, str], ...] = ()
 
 
 def _url_when_navigating_to_a_url(params: Mapping[str, str]) -> str | None:
@@ -71,8 +83,15 @@ ACCESS_TOKEN = Endpoint(
         Param("scope"),
     ),
     (_known_scopes,),
+    extra=Extra.EXCHANGE,
 )
-USER_INFO = Endpoint("GET", "/neuopenapi/oauth/mini/user/info", (Param("accessToken"),))
+USER_INFO = Endpoint(
+    "GET",
+    "/neuopenapi/oauth/mini/user/info",
+    (Param("accessToken"),),
+    extra=Extra.USER_BY_OPEN_ID,
+    stand_ins=(("openId", "accessToken"),),
+)
 TRADE = Endpoint(
     "POST",
     "/neuopenapi/pay/transactions/trade",
@@ -91,7 +110,12 @@ TRADE = Endpoint(
         Param("openId"),
     ),
 )
-TRADE_DETAIL = Endpoint("GET", "/neuopenapi/pay/transactions/tradedetail", (Param("tradeNo"),))
+TRADE_DETAIL = Endpoint(
+    "GET",
+    "/neuopenapi/pay/transactions/tradedetail",
+    (Param("tradeNo"),),
+    extra=Extra.TRADE_WAIT,
+)
 TRADE_CLOSE = Endpoint("POST", "/neuopenapi/pay/transactions/tradeclose", (Param("tradeNo"),))
 SEND_NOTIFY = Endpoint(
     "POST",

@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 from gateway.core import signing
+from gateway.core.endpoints import TRADE_DETAIL
 
 # Every OpenAPI path starts so; nothing else is ever sent upstream.
 API_PREFIX = "/neuopenapi/"
 # The endpoint the gateway calls on its own behalf (callbacks, trade waits).
-TRADE_DETAIL_PATH = "/neuopenapi/pay/transactions/tradedetail"
+TRADE_DETAIL_PATH = TRADE_DETAIL.path
 # The doc's transactionStatus while a payment is under way; every other status is final.
 PROCESSING = 1
 

@@ -11,13 +11,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from gateway.core import endpoints
 from gateway.core.errors import TokenRequired
 from gateway.egress.tokens import Answer, TokenCache, says_token_invalid
 from gateway.egress.upstream import UpstreamResponse
 
-ACCESS_TOKEN_PATH = endpoints.ACCESS_TOKEN.path
-USER_INFO_PATH = endpoints.USER_INFO.path
 CACHE_HEADER = "X-Neu-Cache"
 
 Send = Callable[[dict[str, str]], Awaitable[UpstreamResponse]]

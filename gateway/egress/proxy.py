@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import App, LimitsConfig
-from gateway.core.endpoints import Endpoint, validate
+from gateway.core.endpoints import Endpoint, Extra, validate
 from gateway.core.errors import (
     BadRequest,
     GatewayError,
@@ -26,11 +26,10 @@ from gateway.core.params import (
     parse_json,
     parse_urlencoded,
 )
-from gateway.core.platform import TRADE_DETAIL_PATH
 from gateway.egress.admission import ADMITTED, admit
 from gateway.egress.bodies import read_capped, refuse_declared_size, send_continue
 from gateway.egress.calls import sign_for, trade_detail
-from gateway.egress.extras import ACCESS_TOKEN_PATH, USER_INFO_PATH, exchange_code, relay, user_info
+from gateway.egress.extras import exchange_code, relay, user_info
 from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
 from gateway.egress.upstream import UpstreamResponse
 from gateway.egress.waits import MAX_WAIT_S
@@ -54,9 +53,10 @@ FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "
 def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
     """All of the doc's rules for this endpoint, checked before anything is sent upstream."""
     checked = fields
-    if endpoint.path == USER_INFO_PATH and not fields.get("accessToken") and fields.get("openId"):
-        # openId instead of accessToken is the gateway's own extension; the cache fills it in.
-        checked = {**fields, "accessToken": "from the token cache"}
+    for stand_in, required in endpoint.stand_ins:
+        if not fields.get(required) and fields.get(stand_in):
+            # The gateway's own extension: it fills the required one in before signing.
+            checked = {**checked, required: f"from {stand_in}"}
     problems = validate(endpoint, checked)
     if problems:
         raise ValidationFailed(
@@ -102,12 +102,13 @@ async def forward(request: web.Request) -> web.Response:
         async def send(final: dict[str, str]) -> UpstreamResponse:
             return await _send(request, app, path, final, upload)
 
-        if path == TRADE_DETAIL_PATH and "wait" in fields:
+        extra = admitted.endpoint.extra if admitted.endpoint is not None else None
+        if extra is Extra.TRADE_WAIT and "wait" in fields:
             return await wait_for_trade(request, app, fields)
         cache = request.app[TOKENS]
-        if request.method == "POST" and path == ACCESS_TOKEN_PATH and fields.get("code"):
+        if extra is Extra.EXCHANGE and fields.get("code"):
             return await exchange_code(cache, app.name, fields, send)
-        if request.method == "GET" and path == USER_INFO_PATH:
+        if extra is Extra.USER_BY_OPEN_ID:
             return await user_info(cache, app.name, fields, send)
         return relay(await send(fields))
     finally:
