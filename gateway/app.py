@@ -42,6 +42,9 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         + [caller.token.reveal() for caller in config.callers.values()]
     )
     app[CLOCK] = clock or SystemClock()
+    # Each app's upstream base URL; the embedded sandbox's address is filled in once it
+    # listens, in this same mapping, so no resource depends on the order they start in.
+    app[BASE_URLS] = {name: entry.upstream for name, entry in config.apps.items()}
     app.cleanup_ctx.append(_embedded_sandbox)
     app.cleanup_ctx.append(_upstream_client)
     app.cleanup_ctx.append(_token_cache)
@@ -57,9 +60,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
 async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     """Starts the sandbox on its own listener when an app's upstream is `sandbox`."""
     config = app[CONFIG]
-    base_urls = {name: entry.upstream for name, entry in config.apps.items()}
     if not config.sandbox_apps:
-        app[BASE_URLS] = base_urls
         yield
         return
     sandbox = create_sandbox_app(
@@ -76,9 +77,8 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     log.info(
         "sandbox listening on %s (apps: %s)", url, ", ".join(a.name for a in config.sandbox_apps)
     )
-    app[BASE_URLS] = {
-        name: url if entry.uses_sandbox else entry.upstream for name, entry in config.apps.items()
-    }
+    # In place: whoever holds the mapping (the callbacks listener) sees the address.
+    app[BASE_URLS].update({entry.name: url for entry in config.sandbox_apps})
     yield
     await runner.cleanup()
 
