@@ -49,7 +49,7 @@ from gateway.egress.bodies import (
 from gateway.egress.calls import answer_detail, trade_detail
 from gateway.egress.upstream import Upstream
 from gateway.egress.waits import TradeWaits
-from gateway.web.middlewares import error_response, request_id_for
+from gateway.web.middlewares import close_if_unread, error_response, request_id_for
 
 log = logs.logger("neu_gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024
@@ -94,9 +94,7 @@ async def pay_callback(request: web.Request) -> web.Response:
     except GatewayError as refusal:
         log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
         response = error_response(refusal, request_id_for(request))
-        if not request.content.is_eof():
-            # Refused unread (too large, compressed, stalled): nothing more is read from it.
-            response.force_close()
+        close_if_unread(request, response)
         return response
     return web.json_response(envelope(200, accepted, response=True))
 

@@ -50,6 +50,13 @@ def error_response(error: GatewayError, request_id: str) -> web.Response:
     return response
 
 
+def close_if_unread(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """A body refused unread ends the connection: draining it would be work for the
+    caller's choosing."""
+    if not request.content.is_eof():
+        response.force_close()
+
+
 def _from_http_exception(exc: web.HTTPException) -> GatewayError:
     if exc.status == 404:
         return NotFound()
@@ -83,9 +90,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error, request_id=%s", request_id)
         response = error_response(InternalError(), request_id)
-    if response.status >= 400 and not request.content.is_eof():
-        # The body was refused unread: draining it would be work for the caller's choosing.
-        response.force_close()
+    if response.status >= 400:
+        close_if_unread(request, response)
     response.headers[REQUEST_ID_HEADER] = request_id
     log_access(request, request_id, response.status, clock.monotonic() - started)
     return response

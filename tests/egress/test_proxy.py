@@ -158,7 +158,7 @@ class FixedClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # wait-ok: this clock's sleep is the real one
 
 
 async def test_caller_supplied_appid_timestamp_and_sign_are_replaced(
