@@ -24,7 +24,15 @@ from yarl import URL
 
 from tests.processes import GatewayProcess, StartGateway, write_config
 
-pytestmark = pytest.mark.e2e
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test here runs the gateway as a process: they belong with the end-to-end tests
+    # (a conftest's own pytestmark would mark nothing).
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
 
 LIVENESS_BOUND_S = 1.0
 HEADER_TIMEOUT_S = 1.0
