@@ -37,10 +37,6 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         handler_args=connection_limits(config).handler_args(),
     )
     app[CONFIG] = config
-    logs.REDACTION.add_secrets(
-        [entry.secret.reveal() for entry in config.apps.values()]
-        + [caller.token.reveal() for caller in config.callers.values()]
-    )
     app[CLOCK] = clock or SystemClock()
     # Each app's upstream base URL; the embedded sandbox's address is filled in once it
     # listens, in this same mapping, so no resource depends on the order they start in.
@@ -134,11 +130,11 @@ async def _token_cache(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-def open_outbox(config: Config) -> Outbox:
+def open_outbox(config: Config, clock: Clock | None = None) -> Outbox:
     if config.callbacks.store == "redis":
         assert config.cache.url is not None
         return RedisOutbox(config.cache.url, config.cache.key_prefix, config.cache.timeout_s)
-    return SqliteOutbox(sqlite_path(config.callbacks.store or SQLITE_STORE))
+    return SqliteOutbox(sqlite_path(config.callbacks.store or SQLITE_STORE), clock)
 
 
 async def _callbacks(app: web.Application) -> AsyncIterator[None]:
@@ -148,7 +144,7 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     if listen is None:
         yield
         return
-    outbox = open_outbox(config)
+    outbox = open_outbox(config, app[CLOCK])
     targets = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
     policy = DeliveryPolicy(
         max_attempts=config.callbacks.max_attempts,

@@ -23,6 +23,7 @@ class MutableClock:
         self.now = time.time_ns() // 1_000_000
         self._skew = 0.0
         self._moved = asyncio.Event()
+        self.sleepers = 0
 
     def now_ms(self) -> int:
         return self.now
@@ -40,11 +41,23 @@ class MutableClock:
     async def sleep(self, seconds: float) -> None:
         """Until `seconds` of this clock have passed: real time, or the test's advance()."""
         deadline = self.monotonic() + seconds
-        while (left := deadline - self.monotonic()) > 0:
-            moved = self._moved
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await moved.wait()
+        self.sleepers += 1
+        try:
+            while (left := deadline - self.monotonic()) > 0:
+                moved = self._moved
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await moved.wait()
+        finally:
+            self.sleepers -= 1
+
+    async def until_sleeping(self, count: int = 1) -> None:
+        """Until `count` sleeps have begun, so an advance() reaches them."""
+        for _ in range(1000):
+            if self.sleepers >= count:
+                return
+            await asyncio.sleep(0.005)  # wait-ok: polls for the condition
+        raise AssertionError(f"{self.sleepers} of {count} sleepers")
 
 
 def signed(params: dict[str, str], appid: str = APPID, now_ms: int | None = None) -> dict[str, str]:

@@ -18,7 +18,7 @@ import aiohttp
 
 from gateway import logs
 from gateway.callbacks.outbox import Delivery, Outbox
-from gateway.core.clock import Clock
+from gateway.core.clock import Clock, within
 from gateway.core.platform import backoff_s
 
 log = logs.logger("neu_gateway.delivery")
@@ -112,11 +112,8 @@ class DeliveryWorker:
             self._wake.clear()
             if self._stopping:
                 return
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
-            # cancellation that stop() sends if the wake-up comes at the same moment.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
+                await within(self._clock, wait_s, self._wake.wait())
 
     async def deliver_due(self) -> None:
         # Longer than one attempt can take, so the lease outlives the delivery it guards; after

@@ -21,6 +21,8 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
+from gateway.core.clock import Clock, SystemClock
+
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # How often a SQLite outbox looks whether another process changed it (a cheap counter read).
 SQLITE_CHANGE_CHECK_S = 0.5
@@ -112,7 +114,8 @@ def sqlite_path(store: str) -> Path:
 
 
 class SqliteOutbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         try:
             self._open(path)
         except (sqlite3.Error, OSError) as exc:
@@ -242,7 +245,7 @@ class SqliteOutbox:
         # SQLite's own signal: data_version moves when another connection commits.
         seen = await asyncio.to_thread(self._data_version)
         while True:
-            await asyncio.sleep(SQLITE_CHANGE_CHECK_S)
+            await self._clock.sleep(SQLITE_CHANGE_CHECK_S)
             try:
                 version = await asyncio.to_thread(self._data_version)
             except sqlite3.Error:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -31,3 +34,23 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def within(clock: Clock, seconds: float, awaited: Awaitable[T]) -> T:
+    """`awaited`'s result if it comes within `seconds` of the clock's time.
+
+    Raises TimeoutError otherwise, and cancels `awaited`: shield a future others share.
+    asyncio.timeout would count loop time, which a test's clock cannot move.
+    """
+    work = asyncio.ensure_future(awaited)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((work, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        timed_out = not work.done()
+        if timed_out:
+            work.cancel()
+    if timed_out:
+        raise TimeoutError
+    return work.result()

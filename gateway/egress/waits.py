@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.core.clock import Clock
+from gateway.core.clock import Clock, within
 from gateway.core.errors import GatewayError, UpstreamTimeout
 from gateway.core.platform import PROCESSING
 from gateway.egress.calls import answer_detail
@@ -63,9 +63,7 @@ class TradeWaits:
             watch.task = asyncio.get_running_loop().create_task(self._poll(watch, fetch))
         watch.waiters += 1
         try:
-            async with asyncio.timeout(seconds):
-                answer = await asyncio.shield(watch.final)
-            return answer, True
+            return await within(self._clock, seconds, asyncio.shield(watch.final)), True
         except TimeoutError:
             if watch.latest is None:
                 # Not one answer from the platform in the time the caller gave.
@@ -79,6 +77,11 @@ class TradeWaits:
                 del self._watches[key]
                 if watch.task is not None:
                     watch.task.cancel()
+
+    def waiters(self, app: str, trade_no: str) -> int:
+        """How many callers wait on the trade now."""
+        watch = self._watches.get((app, trade_no))
+        return 0 if watch is None else watch.waiters
 
     def settle(self, app: str, trade_no: str, answer: UpstreamResponse) -> None:
         """A verified callback's tradedetail answer: every waiter on the trade gets it now."""

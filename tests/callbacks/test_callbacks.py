@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ from gateway.app import create_app
 from gateway.callbacks.outbox import DELIVERED, SqliteOutbox
 from gateway.config import from_mapping
 from gateway.core import signing
-from gateway.web.state import BASE_URLS, CALLBACKS_URL
+from gateway.egress.waits import MAX_PAUSE_S
+from gateway.web.state import BASE_URLS, CALLBACKS_URL, WAITS
 from tests.conftest import guarded
 from tests.platform_double import APPID, SECRET
 from tests.receiver import CallbackReceiver
 from tests.redis_server import RedisServer
+from tests.sandbox_client import MutableClock
 
 Client = TestClient[Any, Any]
 DETAIL = "/neuopenapi/pay/transactions/tradedetail"
@@ -60,7 +64,9 @@ class Sandbox:
     def __init__(self, gateway: Client) -> None:
         self.gateway = gateway
         self.url = gateway.app[BASE_URLS]["demo"]
-        self.notify_url = gateway.app[CALLBACKS_URL] + "/callbacks/demo/pay"
+        self.notify_url = (
+            gateway.app.get(CALLBACKS_URL, "http://127.0.0.1:9") + "/callbacks/demo/pay"
+        )
 
     async def control(self, method: str, path: str, **data: str) -> Any:
         async with (
@@ -299,41 +305,99 @@ async def test_wait_resolves_when_the_payer_pays(gateway: Client) -> None:
     assert body["response"]["transactionStatus"] == 2
 
 
-async def test_wait_times_out_with_status_1(gateway: Client) -> None:
-    sandbox = Sandbox(gateway)
+@pytest.fixture
+def clock() -> MutableClock:
+    return MutableClock()
+
+
+@pytest.fixture
+def start_held(
+    aiohttp_client: Any, tmp_path: Path, receiver: CallbackReceiver, clock: MutableClock
+) -> Callable[..., Awaitable[Client]]:
+    """The gateway on a clock the test moves: its waits end when the test says so."""
+
+    async def start(callbacks: bool = True) -> Client:
+        document = config_for(tmp_path, receiver)
+        if not callbacks:
+            # No delivery worker: the trade waits are the only ones on the clock.
+            del document["callbacks"]
+        config = from_mapping(document, {"S": SECRET})
+        client: Client = await aiohttp_client(guarded(create_app(config, clock=clock)))
+        return client
+
+    return start
+
+
+@pytest.fixture
+async def held_gateway(start_held: Callable[..., Awaitable[Client]]) -> Client:
+    return await start_held(callbacks=False)
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(500):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)  # wait-ok: polls for the condition
+    raise AssertionError("the condition never held")
+
+
+def waiting_on(gateway: Client, trade_no: str, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        waiters: int = gateway.app[WAITS].waiters("demo", trade_no)
+        return waiters == count
+
+    return check
+
+
+async def test_wait_times_out_with_status_1(held_gateway: Client, clock: MutableClock) -> None:
+    sandbox = Sandbox(held_gateway)
     trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
-    response, body = await wait_for(gateway, trade_no, 1)
+    waiting = asyncio.ensure_future(wait_for(held_gateway, trade_no, 1))
+    # The waiter's bound and the polling loop's pause.
+    await clock.until_sleeping(2)
+    clock.advance(1)
+    response, body = await waiting
     assert response.headers["X-Neu-Wait"] == "timeout"
     assert body["response"]["transactionStatus"] == 1
 
 
-async def test_fifty_waiters_share_one_polling_loop(gateway: Client) -> None:
-    sandbox = Sandbox(gateway)
+async def test_fifty_waiters_share_one_polling_loop(
+    held_gateway: Client, clock: MutableClock
+) -> None:
+    sandbox = Sandbox(held_gateway)
     trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
-    results = await asyncio.gather(*(wait_for(gateway, trade_no, 1) for _ in range(50)))
+    waiting = [asyncio.ensure_future(wait_for(held_gateway, trade_no, 60)) for _ in range(50)]
+    for _ in range(4):
+        # Past each of the loop's pauses, however long it has grown: one poll after each.
+        await clock.until_sleeping(50 + 1)
+        polls = await sandbox.detail_calls()
+        clock.advance(MAX_PAUSE_S)
+        await until(functools.partial(_more_polls_than, sandbox, polls))
+    clock.advance(60)
+    results = await asyncio.gather(*waiting)
     assert {r.headers["X-Neu-Wait"] for r, _ in results} == {"timeout"}
-    # One loop: a first poll and one after half a second, not fifty of each.
-    assert await sandbox.detail_calls() <= 3
+    # One loop: a first poll and one after each pause, not fifty of each.
+    assert await sandbox.detail_calls() <= 6
+
+
+async def _more_polls_than(sandbox: Sandbox, polls: int) -> bool:
+    return await sandbox.detail_calls() > polls
 
 
 async def test_a_verified_callback_answers_waiters_at_once(
-    gateway: Client, monkeypatch: pytest.MonkeyPatch
+    start_held: Callable[..., Awaitable[Client]],
 ) -> None:
-    # The loop's next poll would come only after the wait ends: only the callback can answer.
-    monkeypatch.setattr("gateway.egress.waits.FIRST_PAUSE_S", 60)
-    sandbox = Sandbox(gateway)
+    # The clock stands still, so the loop polls once: only the callback can end the wait.
+    held_gateway = await start_held()
+    sandbox = Sandbox(held_gateway)
     trade_no = await sandbox.new_trade()
-    waiting = [asyncio.ensure_future(wait_for(gateway, trade_no, 30)) for _ in range(5)]
-    for _ in range(500):
-        if await sandbox.detail_calls() >= 1:
-            break
-        await asyncio.sleep(0.01)  # wait-ok: until the shared loop has made its first poll
-    started = time.monotonic()
+    waiting = [asyncio.ensure_future(wait_for(held_gateway, trade_no, 30)) for _ in range(5)]
+    await until(waiting_on(held_gateway, trade_no, 5))
+    await until(lambda: _more_polls_than(sandbox, 0))
     await sandbox.pay(trade_no)
     results = await asyncio.gather(*waiting)
     assert {r.headers["X-Neu-Wait"] for r, _ in results} == {"done"}
     assert {b["response"]["transactionStatus"] for _, b in results} == {2}
-    assert time.monotonic() - started < 10
     # The loop's first poll, and the callback's own confirmation: nothing more.
     assert await sandbox.detail_calls() == 2
 

@@ -15,10 +15,11 @@ from gateway.callbacks.delivery import (
     DeliveryWorker,
     jittered_backoff_s,
 )
-from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox
+from gateway.callbacks.outbox import SQLITE_CHANGE_CHECK_S, Outbox, RedisOutbox, SqliteOutbox
 from gateway.core.clock import SystemClock
 from tests.receiver import CallbackReceiver
 from tests.redis_server import RedisServer
+from tests.sandbox_client import MutableClock
 
 SETTINGS = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=5)
 
@@ -116,13 +117,14 @@ async def test_a_replay_from_another_process_wakes_the_worker(
 ) -> None:
     """The worker is told of the replay, well before its idle check comes round."""
 
+    clock = MutableClock()
+
     def open_outbox() -> Outbox:
         if store == "sqlite":
-            return SqliteOutbox(tmp_path / "outbox.db")
+            return SqliteOutbox(tmp_path / "outbox.db", clock)
         return RedisOutbox(redis_server.url, "neu:wake:", timeout_s=2)
 
     outbox, other = open_outbox(), open_outbox()
-    clock = SystemClock()
     now = clock.now_ms() / 1000
     await outbox.add("demo", "T1", 2, b"{}", now)
     [delivery] = await outbox.due(now, 10, lease_s=30)
@@ -130,10 +132,12 @@ async def test_a_replay_from_another_process_wakes_the_worker(
     worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, clock)
     worker.start()
     try:
-        # Let the worker find nothing due and settle into its idle wait.
-        await asyncio.sleep(0.2)  # wait-ok: the worker must be idle before the replay
+        # The worker idles; with SQLite its watch sleeps between looks at the file too.
+        await clock.until_sleeping(2 if store == "sqlite" else 1)
         started = time.monotonic()
-        assert await other.replay(delivery.id, clock.now_ms() / 1000)
+        assert await other.replay(delivery.id, now)
+        if store == "sqlite":
+            clock.advance(SQLITE_CHANGE_CHECK_S)
         await receiver.wait_accepted(1)
         assert time.monotonic() - started < IDLE_CHECK_S / 2
     finally:
