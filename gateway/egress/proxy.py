@@ -210,7 +210,7 @@ def multipart_body(fields: dict[str, str], upload: Upload) -> MultipartWriter:
         part = writer.append(value)
         part.headers[hdrs.CONTENT_DISPOSITION] = form_data_disposition(name)
     for file in upload.files:
-        part = writer.append_payload(file.spool.payload(file.content_type))
+        part = writer.append_payload(file.payload())
         # The platform's own client always names the file; a server reads a part without a
         # filename as a text field.
         filename = file.filename if file.filename is not None else file.name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, payload, web
 from aiohttp.helpers import parse_mimetype
@@ -46,58 +46,44 @@ MAX_PART_HEADERS = 16
 MAX_PART_HEADER_BYTES = 8190
 
 
-class Spool:
-    """Bytes kept in memory up to a bound, then in an unlinked temporary file."""
-
-    def __init__(self, memory_limit: int = SPOOL_MEMORY_BYTES) -> None:
-        self._memory_limit = memory_limit
-        self._memory = bytearray()
-        self._file: IO[bytes] | None = None
-        self.size = 0
-
-    @property
-    def on_disk(self) -> bool:
-        return self._file is not None
-
-    @property
-    def memory_bytes(self) -> int:
-        return len(self._memory)
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self._file is None and len(self._memory) + len(chunk) <= self._memory_limit:
-            self._memory += chunk
-            return
-        if self._file is None:
-            # TemporaryFile is unlinked at once, so a crash leaves nothing behind on disk.
-            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-            self._file.write(self._memory)
-            self._memory = bytearray()
-        # Chunk-sized writes land in the page cache; an executor hop per chunk costs more.
-        self._file.write(chunk)
-
-    def payload(self, content_type: str) -> payload.Payload:
-        """A payload that streams the spooled bytes from the start."""
-        if self._file is None:
-            return payload.BytesPayload(bytes(self._memory), content_type=content_type)
-        self._file.flush()
-        self._file.seek(0)
-        return payload.BufferedReaderPayload(self._file, content_type=content_type)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._memory = bytearray()
-
-
 @dataclass
 class FilePart:
-    """One uploaded file, forwarded byte for byte and never signed."""
+    """One uploaded file, forwarded byte for byte and never signed.
+
+    Its bytes stay in memory up to `memory_limit`, then move to an unlinked temporary file,
+    so a crash leaves nothing behind on disk.
+    """
 
     name: str
     filename: str | None
     content_type: str
-    spool: Spool
+    memory_limit: int
+    spool: tempfile.SpooledTemporaryFile[bytes] = field(init=False)
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.spool = tempfile.SpooledTemporaryFile(max_size=self.memory_limit)  # noqa: SIM115 - closed by Upload.close()
+        if self.memory_limit == 0:
+            # max_size=0 would mean "never roll over": with no memory left, start on disk.
+            self.spool.rollover()
+
+    @property
+    def memory_bytes(self) -> int:
+        # SpooledTemporaryFile moves to disk as soon as it grows past max_size.
+        return self.size if self.size <= self.memory_limit else 0
+
+    def write(self, chunk: bytes) -> None:
+        # Chunk-sized writes land in the page cache; an executor hop per chunk costs more.
+        self.spool.write(chunk)
+        self.size += len(chunk)
+
+    def payload(self) -> payload.Payload:
+        """A payload that streams the spooled bytes from the start."""
+        self.spool.seek(0)
+        if self.memory_bytes:
+            # Still in memory: the file payload would ask for fileno(), which rolls it to disk.
+            return payload.BytesPayload(self.spool.read(), content_type=self.content_type)
+        return payload.IOBasePayload(self.spool, content_type=self.content_type, filename=None)
 
 
 @dataclass
@@ -255,15 +241,17 @@ async def _read_part(
     if name == FILE_FIELD:
         # One memory budget for all of a request's files: many small parts must not add up
         # to many times SPOOL_MEMORY_BYTES.
-        spool = Spool(max(0, SPOOL_MEMORY_BYTES - sum(f.spool.memory_bytes for f in upload.files)))
-        upload.files.append(
-            FilePart(
-                name, part.filename, part.headers.get("Content-Type", DEFAULT_FILE_TYPE), spool
-            )
+        memory_left = SPOOL_MEMORY_BYTES - sum(f.memory_bytes for f in upload.files)
+        file = FilePart(
+            name,
+            part.filename,
+            part.headers.get("Content-Type", DEFAULT_FILE_TYPE),
+            max(0, memory_left),
         )
+        upload.files.append(file)
         while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
             _check_body_size(request, limits.max_body_bytes)
-            spool.write(chunk)
+            file.write(chunk)
         return 0
     if part.filename is not None:
         raise InvalidMultipart(
