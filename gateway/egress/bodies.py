@@ -9,7 +9,7 @@ its limit is refused as soon as it is, and a client that stops sending for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from aiohttp import HttpVersion11, hdrs, web
@@ -22,7 +22,7 @@ from gateway.core.errors import (
     ExpectationFailed,
     UnsupportedContentEncoding,
 )
-from gateway.core.sizes import READ_CHUNK_BYTES
+from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
 from gateway.web.connections import waiting_on_client, was_evicted
 
 T = TypeVar("T")
@@ -105,12 +105,11 @@ async def read_capped(
 ) -> bytes:
     """The whole body, or BodyTooLarge as soon as it passes max_bytes."""
     refuse_declared_size(request, max_bytes, limit_name)
-    body = bytearray()
-    content = request.content
-    while True:
-        chunk = await within_idle(content.read(READ_CHUNK_BYTES), idle_s, request)
-        if not chunk:
-            return bytes(body)
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large(limit_name, max_bytes)
+    return await gather_capped(
+        _chunks(request, idle_s), max_bytes, lambda: too_large(limit_name, max_bytes)
+    )
+
+
+async def _chunks(request: web.BaseRequest, idle_s: float) -> AsyncIterator[bytes]:
+    while chunk := await within_idle(request.content.read(READ_CHUNK_BYTES), idle_s, request):
+        yield chunk

@@ -18,7 +18,7 @@ from yarl import URL
 from gateway import logs
 from gateway.core.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from gateway.core.params import is_unicode
-from gateway.core.sizes import READ_CHUNK_BYTES
+from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
 
 log = logs.logger("neu_gateway.upstream")
 
@@ -120,12 +120,11 @@ class Upstream:
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         if (response.content_length or 0) > self._max_response_bytes:
             raise UpstreamBadResponse(_too_large(self._max_response_bytes))
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
-            body += chunk
-            if len(body) > self._max_response_bytes:
-                raise UpstreamBadResponse(_too_large(self._max_response_bytes))
-        return bytes(body)
+        return await gather_capped(
+            response.content.iter_chunked(READ_CHUNK_BYTES),
+            self._max_response_bytes,
+            lambda: UpstreamBadResponse(_too_large(self._max_response_bytes)),
+        )
 
 
 def _log_failure(method: str, url: URL, exc: BaseException) -> None:
