@@ -186,6 +186,8 @@ def _serve(args: argparse.Namespace) -> int:
             "signed calls as every configured app",
             config.listen.host,
         )
+    # The process's log redaction learns the config's secrets before anything can log them.
+    logs.REDACTION.add_secrets(config.credentials())
     app = create_app(config)
     runner = GuardedRunner(app, connection_limits(config))
     _run(_serve_until_stopped(runner, config.listen.host, config.listen.port))

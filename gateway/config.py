@@ -300,6 +300,12 @@ class Config:
     insecure_allow_anonymous: bool = False
     strict_endpoints: bool = False
 
+    def credentials(self) -> list[str]:
+        """Every secret value the config holds: app secrets and caller tokens, for redaction."""
+        return [entry.secret.reveal() for entry in self.apps.values()] + [
+            caller.token.reveal() for caller in self.callers.values()
+        ]
+
     @property
     def sandbox_apps(self) -> list[App]:
         return [app for app in self.apps.values() if app.uses_sandbox]
