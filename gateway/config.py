@@ -245,6 +245,25 @@ class SandboxConfig(_Model):
     notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
 
 
+class AdminConfig(_Model):
+    """/healthz, /readyz and /metrics: on the main listener unless given one of their own."""
+
+    listen: ListenConfig | None = None
+
+
+class LoggingConfig(_Model):
+    # None: JSON when stderr is not a terminal (a container, a service), text at a terminal.
+    format: Literal["json", "text"] | None = None
+
+
+class ShutdownConfig(_Model):
+    # After SIGTERM, /readyz answers 503 while new requests are still served for drain_s, so
+    # load balancers stop sending before the listener closes.
+    drain_s: Annotated[float, Field(ge=0, le=600)] = 5.0
+    # Requests still in flight after the drain get this long to finish.
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class FileConfig(_Model):
     """The shape of gateway.yaml, before secrets are read."""
 
@@ -260,6 +279,10 @@ class FileConfig(_Model):
     trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     insecure_allow_anonymous: bool = False
     strict_endpoints: bool = False
+    admin: AdminConfig = AdminConfig()
+    logging: LoggingConfig = LoggingConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    pid_file: Path | None = None
 
     @field_validator("default_app")
     @classmethod
@@ -299,6 +322,10 @@ class Config:
     trusted_networks: tuple[Network, ...] = ()
     insecure_allow_anonymous: bool = False
     strict_endpoints: bool = False
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    pid_file: Path | None = None
 
     def credentials(self) -> list[str]:
         """Every secret value the config holds: app secrets and caller tokens, for redaction."""
@@ -374,6 +401,10 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         tuple(parsed.trusted_networks),
         parsed.insecure_allow_anonymous,
         parsed.strict_endpoints,
+        parsed.admin,
+        parsed.logging,
+        parsed.shutdown,
+        parsed.pid_file,
     )
 
 
