@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,21 +12,35 @@ from yarl import URL
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
-from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
-from gateway.config import SQLITE_STORE, Config
+from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
+from gateway.config import SQLITE_STORE, Config, ConfigError, LiveConfig
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.errors import envelope
 from gateway.core.platform import API_PREFIX
 from gateway.egress import proxy
 from gateway.egress.stores import MemoryStore, RedisStore
-from gateway.egress.tokens import Store, TokenCache
+from gateway.egress.tokens import Store, StoreError, TokenCache
 from gateway.egress.upstream import Upstream, close_session, create_session
 from gateway.egress.waits import TradeWaits
-from gateway.sandbox.server import create_sandbox_app
+from gateway.metrics import Metrics
+from gateway.sandbox.server import create_sandbox_app, set_secret
 from gateway.sandbox.world import Settings
+from gateway.web.admin import Readiness, admin_routes
 from gateway.web.connections import ConnectionLimits, GuardedRunner
 from gateway.web.middlewares import gateway_middleware
-from gateway.web.state import BASE_URLS, CALLBACKS_URL, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
+from gateway.web.state import (
+    BASE_URLS,
+    CALLBACKS_URL,
+    CLOCK,
+    CONFIG,
+    DELIVER_TO,
+    EMBEDDED_SANDBOX,
+    LIVE_CONFIG,
+    METRICS,
+    READINESS,
+    TOKENS,
+    UPSTREAM,
+    WAITS,
+)
 
 log = logs.logger("neu_gateway")
 
@@ -37,7 +53,14 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         handler_args=connection_limits(config).handler_args(),
     )
     app[CONFIG] = config
+    app[LIVE_CONFIG] = LiveConfig(config, time.time())
     app[CLOCK] = clock or SystemClock()
+    metrics = app[METRICS] = Metrics()
+    metrics.config_loaded.set(app[LIVE_CONFIG].loaded_at)
+    app[READINESS] = Readiness(app[CLOCK])
+    app[EMBEDDED_SANDBOX] = []
+    # Where deliveries go, per app: updated in place by a reload.
+    app[DELIVER_TO] = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
     # Each app's upstream base URL; the embedded sandbox's address is filled in once it
     # listens, in this same mapping, so no resource depends on the order they start in.
     app[BASE_URLS] = {name: entry.upstream for name, entry in config.apps.items()}
@@ -45,8 +68,10 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(_upstream_client)
     app.cleanup_ctx.append(_token_cache)
     app.cleanup_ctx.append(_callbacks)
+    app.cleanup_ctx.append(_admin_listener)
     app[WAITS] = TradeWaits(app[CLOCK])
-    app.router.add_get("/healthz", health, allow_head=True)
+    if config.admin.listen is None:
+        app.router.add_routes(admin_routes(app[READINESS], metrics))
     app.router.add_route(
         "*", API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
     )
@@ -75,6 +100,7 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     )
     # In place: whoever holds the mapping (the callbacks listener) sees the address.
     app[BASE_URLS].update({entry.name: url for entry in config.sandbox_apps})
+    app[EMBEDDED_SANDBOX].append((sandbox, url))
     yield
     await runner.cleanup()
 
@@ -105,7 +131,13 @@ def sandbox_settings(config: Config) -> Settings:
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     session = create_session(config.timeouts.connect_s, config.timeouts.total_s)
-    app[UPSTREAM] = Upstream(session, config.limits.max_response_bytes)
+    app[UPSTREAM] = Upstream(session, config.limits.max_response_bytes, app[METRICS])
+
+    async def session_open() -> None:
+        if session.closed:
+            raise RuntimeError("the upstream session is closed")
+
+    app[READINESS].add_check("upstream", session_open)
     yield
     await close_session(session)
 
@@ -125,7 +157,18 @@ async def _token_cache(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         store = MemoryStore(cache.max_entries, app[CLOCK])
-    app[TOKENS] = TokenCache(store, app[CLOCK], cache.safety_margin_s, config.timeouts.total_s)
+    metrics = app[METRICS]
+    tokens = app[TOKENS] = TokenCache(
+        store, app[CLOCK], cache.safety_margin_s, config.timeouts.total_s, metrics.count_token
+    )
+    app[READINESS].add_check("cache", store.ping)
+
+    async def count_entries() -> None:
+        # Down: the cache check on /readyz says so; the gauge keeps its last value.
+        with contextlib.suppress(StoreError):
+            metrics.token_cache_entries.set(await tokens.entries())
+
+    metrics.on_scrape(count_entries)
     yield
     await store.close()
 
@@ -145,27 +188,50 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     outbox = open_outbox(config, app[CLOCK])
-    targets = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
+    metrics = app[METRICS]
     policy = DeliveryPolicy(
         max_attempts=config.callbacks.max_attempts,
         backoff_s=config.callbacks.backoff_s,
         max_backoff_s=config.callbacks.max_backoff_s,
         timeout_s=config.callbacks.timeout_s,
     )
-    worker = DeliveryWorker(outbox, targets, policy, app[CLOCK])
+    targets: dict[str, str | None] = app[DELIVER_TO]
+    worker = DeliveryWorker(
+        outbox,
+        targets,
+        policy,
+        app[CLOCK],
+        lambda outcome: metrics.deliveries.labels(outcome).inc(),
+    )
     worker.start()
     context = CallbackContext(
-        config,
+        app[LIVE_CONFIG],
         app[BASE_URLS],
         app[UPSTREAM],
         outbox,
         worker,
         app[WAITS],
         app[CLOCK],
+        metrics,
         body_idle_timeout_s=config.limits.body_idle_timeout_s,
     )
+    app[READINESS].add_check("outbox", outbox.ping)
+
+    async def count_deliveries() -> None:
+        try:
+            counts = await outbox.counts()
+        except OutboxError:
+            return  # the outbox check on /readyz says so
+        for state, count in counts.items():
+            metrics.outbox_deliveries.labels(state).set(count)
+
+    metrics.on_scrape(count_deliveries)
     guard = connection_limits(config)
-    runner = GuardedRunner(create_callbacks_app(context, guard.handler_args()), guard)
+    runner = GuardedRunner(
+        create_callbacks_app(context, guard.handler_args()),
+        guard,
+        shutdown_timeout=config.shutdown.timeout_s,
+    )
     await runner.setup()
     await web.TCPSite(runner, listen.host, listen.port).start()
     host, port, *_ = runner.addresses[0]
@@ -177,5 +243,54 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     await outbox.close()
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response(envelope(200, "OK", response={"status": "ok"}))
+async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
+    """/healthz, /readyz and /metrics on a listener of their own, when admin.listen says so.
+
+    Its cleanup runs first (cleanup contexts unwind in reverse), but a drain has marked the
+    gateway unready long before.
+    """
+    listen = app[CONFIG].admin.listen
+    if listen is None:
+        yield
+        return
+    admin = web.Application()
+    admin.router.add_routes(admin_routes(app[READINESS], app[METRICS]))
+    guard = connection_limits(app[CONFIG])
+    runner = GuardedRunner(admin, guard)
+    await runner.setup()
+    await web.TCPSite(runner, listen.host, listen.port).start()
+    host, port, *_ = runner.addresses[0]
+    log.info("admin listening on http://%s:%d (/healthz, /readyz, /metrics)", host, port)
+    yield
+    await runner.cleanup()
+
+
+def apply_config(app: web.Application, new: Config) -> list[str]:
+    """Puts a reloaded config in force; returns the keys only a restart can change.
+
+    Raises ConfigError, leaving the running config as it was, for a change that cannot be
+    made while running.
+    """
+    embedded = app[EMBEDDED_SANDBOX]
+    if new.sandbox_apps and not embedded:
+        names = ", ".join(entry.name for entry in new.sandbox_apps)
+        raise ConfigError(
+            [f"apps ({names}): upstream sandbox needs a restart (no embedded sandbox runs)"]
+        )
+    live = app[LIVE_CONFIG]
+    before = live.current
+    pinned = live.swap(new, time.time())
+    current = live.current
+    for name, entry in current.apps.items():
+        if entry.uses_sandbox:
+            sandbox, url = embedded[0]
+            app[BASE_URLS][name] = url
+            old = before.apps.get(name)
+            if old is None or not old.secret.matches(entry.secret.reveal()):
+                # The emulated platform is told the new secret, keeping the old one a while.
+                set_secret(sandbox, entry.appid, entry.secret.reveal())
+        else:
+            app[BASE_URLS][name] = entry.upstream
+        app[DELIVER_TO][name] = entry.callbacks.deliver_to
+    app[METRICS].config_loaded.set(live.loaded_at)
+    return pinned

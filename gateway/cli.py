@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway import __version__, logs
-from gateway.app import connection_limits, create_app, open_outbox
+from gateway.app import create_app, open_outbox
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
 from gateway.core import signing
@@ -22,7 +23,7 @@ from gateway.core.clock import SystemClock
 from gateway.core.params import caller_fields, is_secret_name
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from gateway.web.connections import GuardedRunner
+from gateway.serving import StartError, serve_gateway, start_listening
 
 log = logs.logger("neu_gateway")
 
@@ -39,7 +40,7 @@ DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     command: Callable[[argparse.Namespace], int] = args.command
     return command(args)
 
@@ -56,11 +57,29 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="log format (default: logging.format, else json unless stderr is a terminal)",
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway.")
     _config_option(serve)
     serve.set_defaults(command=_serve)
+
+    reload = commands.add_parser(
+        "reload",
+        help="make the running gateway re-read its config",
+        description=(
+            "Validate the config, then send SIGHUP to the running gateway: the process in "
+            "the config's pid_file, or --pid. It swaps the new config in, or keeps the old "
+            "one and logs why."
+        ),
+    )
+    _config_option(reload)
+    reload.add_argument("--pid", type=int, help="the gateway's process id (default: pid_file)")
+    reload.set_defaults(command=_reload)
 
     check = commands.add_parser(
         "check-config",
@@ -188,9 +207,46 @@ def _serve(args: argparse.Namespace) -> int:
         )
     # The process's log redaction learns the config's secrets before anything can log them.
     logs.REDACTION.add_secrets(config.credentials())
+    logs.configure(args.log_level, args.log_format or config.logging.format)
     app = create_app(config)
-    runner = GuardedRunner(app, connection_limits(config))
-    _run(_serve_until_stopped(runner, config.listen.host, config.listen.port))
+    try:
+        _run(serve_gateway(app, config, args.config))
+    except StartError as exc:
+        print(f"neu-gateway: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Validates the config, then sends SIGHUP to the running gateway (pid_file or --pid)."""
+    config = _load_or_report(args.config)
+    if config is None:
+        print("neu-gateway: not reloaded; the running gateway keeps its config", file=sys.stderr)
+        return EXIT_CONFIG
+    pid: int | None = args.pid
+    if pid is None:
+        if config.pid_file is None:
+            print(
+                "neu-gateway: no pid_file in the config: give the gateway's process id "
+                "with --pid, or set pid_file (serve writes it)",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        try:
+            pid = int(config.pid_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            print(
+                f"neu-gateway: cannot read a process id from pid_file {config.pid_file} "
+                f"({getattr(exc, 'strerror', None) or 'not a number'}); is the gateway running?",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"neu-gateway: cannot signal process {pid} ({exc.strerror})", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"sent SIGHUP to {pid}: it reloads {args.config} (its log says whether it took it)")
     return EXIT_OK
 
 
@@ -208,16 +264,9 @@ async def _serve_until_stopped(
     runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway"
 ) -> None:
     try:
-        # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
-        await runner.setup()
-    except (OSError, OutboxError) as exc:
-        await runner.cleanup()
-        raise SystemExit(f"neu-gateway: cannot start: {exc}") from None
-    try:
-        await web.TCPSite(runner, host, port, shutdown_timeout=10).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SystemExit(f"neu-gateway: cannot listen on {host}:{port} ({exc.strerror})") from None
+        await start_listening(runner, host, port, "--host/--port")
+    except StartError as exc:
+        raise SystemExit(f"neu-gateway: {exc}") from None
     for address, bound_port, *_ in runner.addresses:
         log.info("%s listening on http://%s:%d", what, address, bound_port)
     stop = asyncio.Event()

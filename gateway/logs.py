@@ -10,10 +10,13 @@ break a line: a record is always one line, and a traceback's lines are indented 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 REDACTED = "[redacted]"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -94,6 +97,9 @@ class RedactingFilter(logging.Filter):
             return True
         record.msg = escape_controls(redact(record.getMessage(), self._secrets))
         record.args = None
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            setattr(record, FIELDS, {key: self._clean(value) for key, value in fields.items()})
         if record.exc_info:
             # Tracebacks are formatted here so they pass through redaction too.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -102,6 +108,9 @@ class RedactingFilter(logging.Filter):
             record.exc_text = escape_traceback(redact(record.exc_text, self._secrets))
         setattr(record, _CLEANED, True)
         return True
+
+    def _clean(self, value: Any) -> Any:
+        return escape_controls(redact(value, self._secrets)) if isinstance(value, str) else value
 
 
 _CLEANED = "neu_cleaned"
@@ -120,15 +129,54 @@ def logger(name: str) -> logging.Logger:
     return named
 
 
-def configure(level: str) -> None:
-    """Log to stderr, every handler behind the redacting filter."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+# A record's structured fields (the access log's), as `extra={FIELDS: {...}}`: top-level keys
+# of a JSON line; in text they are already in the message.
+FIELDS = "neu_fields"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            # The message repeats the fields as text; the JSON line has them as they are.
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["traceback"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def choose_format(configured: str | None) -> str:
+    """`json` or `text`: as configured, else JSON unless a person reads stderr."""
+    if configured is not None:
+        return configured
+    return "text" if sys.stderr.isatty() else "json"
+
+
+def configure(level: str, log_format: str | None = None) -> None:
+    """Log to stderr in `log_format` (see choose_format), every handler behind the filter.
+
+    Called again once the config is read, to switch to the format it names.
+    """
+    logging.basicConfig(level=getattr(logging, level), format=TEXT_FORMAT, stream=sys.stderr)
+    logging.getLogger().setLevel(getattr(logging, level))
+    formatter = (
+        JsonFormatter() if choose_format(log_format) == "json" else logging.Formatter(TEXT_FORMAT)
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(REDACTION)
+        handler.setFormatter(formatter)
     # Libraries warn with text from the request (aiohttp quotes a bad Content-Disposition):
     # through logging, it is escaped and redacted like every other line.
     logging.captureWarnings(True)

@@ -132,7 +132,7 @@ StartCommand = Callable[..., Awaitable[GatewayProcess]]
 async def start_command() -> AsyncIterator[StartCommand]:
     """Starts `python -m gateway --log-level DEBUG ARGS...`; returns once it says it listens.
 
-    The process is stopped with SIGTERM at the end of the test.
+    The process is stopped with SIGINT at the end of the test (SIGTERM would drain first).
     """
     started: list[tuple[GatewayProcess, asyncio.Task[None]]] = []
 
@@ -145,6 +145,9 @@ async def start_command() -> AsyncIterator[StartCommand]:
             "gateway",
             "--log-level",
             "DEBUG",
+            # The tests read the log as text; the JSON format has tests of its own.
+            "--log-format",
+            "text",
             *args,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "NEU_SECRET_DEMO": SECRET, **(env or {})},
@@ -159,7 +162,7 @@ async def start_command() -> AsyncIterator[StartCommand]:
     yield start
     for gateway, drain in started:
         if gateway.process.returncode is None:
-            gateway.process.send_signal(signal.SIGTERM)
+            gateway.process.send_signal(signal.SIGINT)
             await asyncio.wait_for(gateway.process.wait(), 20)
         await drain
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -49,7 +49,11 @@ class DeliveryWorker:
         targets: Mapping[str, str | None],
         settings: DeliveryPolicy,
         clock: Clock,
+        count: Callable[[str], None] = lambda outcome: None,
     ) -> None:
+        """`targets` may change while the worker runs (a reload); `count(outcome)` is told
+        of each attempt: delivered, failed or dead."""
+        self._count = count
         self._outbox = outbox
         self._targets = targets
         self._settings = settings
@@ -144,6 +148,7 @@ class DeliveryWorker:
                     await response.read()
                     if 200 <= response.status < 300:
                         await self._outbox.delivered(delivery.id)
+                        self._count("delivered")
                         log.info("delivered %s to app %s", delivery.idempotency_key, delivery.app)
                         return
                     error = f"HTTP {response.status}"
@@ -155,6 +160,7 @@ class DeliveryWorker:
             attempts, self._settings.backoff_s, self._settings.max_backoff_s, self._rng
         )
         await self._outbox.failed(delivery.id, error, self._clock.now_ms() / 1000 + delay, dead)
+        self._count("dead" if dead else "failed")
         if dead:
             log.warning(
                 "callback %s for app %s is dead after %d attempts (%s); "

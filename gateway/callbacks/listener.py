@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.outbox import Outbox, OutboxError
-from gateway.config import App, Config
+from gateway.config import App, LiveConfig
 from gateway.core.clock import Clock
 from gateway.core.errors import (
     BadSign,
@@ -49,6 +49,7 @@ from gateway.egress.bodies import (
 from gateway.egress.calls import answer_detail, trade_detail
 from gateway.egress.upstream import Upstream
 from gateway.egress.waits import TradeWaits
+from gateway.metrics import NONE, Metrics
 from gateway.web.middlewares import close_if_unread, error_response, request_id_for
 
 log = logs.logger("neu_gateway.callbacks")
@@ -62,13 +63,14 @@ REPLAY_WINDOW_S = 2 * MAX_SKEW_MS / 1000
 
 @dataclass(frozen=True)
 class CallbackContext:
-    config: Config
+    live: LiveConfig
     base_urls: dict[str, str]
     upstream: Upstream
     outbox: Outbox
     worker: DeliveryWorker
     waits: TradeWaits
     clock: Clock
+    metrics: Metrics
     body_idle_timeout_s: float = 30.0
     confirmations: SingleFlight[tuple[str, str, str | None], str] = field(
         default_factory=SingleFlight
@@ -81,8 +83,11 @@ CONTEXT = web.AppKey("neu_callbacks", CallbackContext)
 async def pay_callback(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     name = request.match_info["app"]
+    # Read once: a reload while this callback is checked does not change its secret.
+    app = context.live.current.apps.get(name)
+    # A label only for a configured app: the path's name is anyone's choice.
+    label = NONE if app is None else app.name
     try:
-        app = context.config.apps.get(name)
         if app is None:
             raise UnknownApp("no such app")
         params = await _params(request, context.body_idle_timeout_s)
@@ -93,9 +98,11 @@ async def pay_callback(request: web.Request) -> web.Response:
             raise OutboxUnavailable() from None
     except GatewayError as refusal:
         log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
+        context.metrics.callbacks.labels(label, refusal.code).inc()
         response = error_response(refusal, request_id_for(request))
         close_if_unread(request, response)
         return response
+    context.metrics.callbacks.labels(label, "accepted").inc()
     return web.json_response(envelope(200, accepted, response=True))
 
 

@@ -78,6 +78,11 @@ class Outbox(Protocol):
     async def failed(self, delivery_id: int, error: str, next_at: float, dead: bool) -> None: ...
     async def listing(self, states: tuple[str, ...]) -> list[Delivery]: ...
     async def replay(self, delivery_id: int, now: float) -> bool: ...
+    async def counts(self) -> dict[str, int]:
+        """How many deliveries are pending and dead."""
+        ...
+
+    async def ping(self) -> None: ...
     def changes(self) -> AsyncIterator[None]:
         """Yields whenever another process (`neu-gateway callbacks replay`) changed the
         outbox, so a worker can look at once instead of at its next check."""
@@ -229,6 +234,19 @@ class SqliteOutbox:
             *states,
         )
         return [Delivery(*row) for row in rows]
+
+    @_translated
+    async def counts(self) -> dict[str, int]:
+        rows = await self._run(
+            "SELECT state, COUNT(*) FROM deliveries WHERE state IN (?, ?) GROUP BY state",
+            PENDING,
+            DEAD,
+        )
+        return {PENDING: 0, DEAD: 0, **{state: count for state, count in rows}}
+
+    @_translated
+    async def ping(self) -> None:
+        await self._run("SELECT 1")
 
     @_translated
     async def replay(self, delivery_id: int, now: float) -> bool:
@@ -405,6 +423,17 @@ class RedisOutbox:
         if DEAD in states:
             ids += await self._redis.zrange(f"{self._p}dead", 0, -1)
         return sorted(await self._load(ids), key=lambda d: d.id)
+
+    @_translated
+    async def counts(self) -> dict[str, int]:
+        return {
+            PENDING: int(await self._redis.zcard(f"{self._p}due")),
+            DEAD: int(await self._redis.zcard(f"{self._p}dead")),
+        }
+
+    @_translated
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     @_translated
     async def replay(self, delivery_id: int, now: float) -> bool:

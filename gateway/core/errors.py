@@ -36,6 +36,7 @@ GatewayError
 ├── OutboxUnavailable          503 outbox_unavailable
 ├── ConfirmUnavailable         503 confirm_unavailable
 ├── TooManyConnections         503 too_many_connections
+├── NotReady                   503 not_ready
 ├── UpstreamUnreachable        502 upstream_unreachable
 │   └── UpstreamBadResponse    502 upstream_bad_response
 └── UpstreamTimeout            504 upstream_timeout
@@ -337,6 +338,14 @@ class ConfirmUnavailable(GatewayError):
     status = 503
     code = "confirm_unavailable"
     message = "could not confirm with the platform"
+
+
+class NotReady(GatewayError):
+    """/readyz: the gateway is draining, or a backend it needs is down."""
+
+    status = 503
+    code = "not_ready"
+    message = "not ready"
 
 
 class TooManyConnections(GatewayError):

@@ -28,7 +28,8 @@ from gateway.core.errors import (
 )
 from gateway.core.platform import API_PREFIX
 from gateway.egress.bodies import refuse_compressed
-from gateway.web.state import APP_NAME, CALLER_NAME, CONFIG
+from gateway.metrics import route_label
+from gateway.web.state import APP_NAME, CALLER_NAME, ROUTE, config_of
 
 APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
@@ -50,7 +51,7 @@ ADMITTED = web.RequestKey("neu_admitted", Admitted)
 def admit(request: web.Request) -> Admitted:
     if request.method not in ("GET", "POST"):
         raise MethodNotAllowed()
-    config = request.app[CONFIG]
+    config = config_of(request)
     caller = caller_for(
         config.callers,
         config.trusted_networks,
@@ -64,6 +65,7 @@ def admit(request: web.Request) -> Admitted:
     app = choose_app(config, request.headers.get(APP_HEADER), caller)
     request[APP_NAME] = app.name
     path = checked_path(request.raw_path)
+    request[ROUTE] = route_label(path)
     if isinstance(caller, Caller) and not caller.may_call(request.method, path):
         raise Forbidden(f"caller {quoted_name(name)} may not call {request.method} {path}")
     endpoint = ENDPOINTS.get(path)

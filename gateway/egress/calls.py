@@ -22,7 +22,9 @@ async def trade_detail(
 ) -> UpstreamResponse:
     query = urlencode(sign_for(app, {"tradeNo": trade_no}, now_ms))
     url = URL(f"{base_url}{TRADE_DETAIL_PATH}?{query}", encoded=True)
-    return await upstream.request("GET", url, headers=CIMultiDict())
+    return await upstream.request(
+        "GET", url, headers=CIMultiDict(), app=app.name, route=TRADE_DETAIL_PATH
+    )
 
 
 def answer_detail(answer: UpstreamResponse) -> dict[str, object] | None:

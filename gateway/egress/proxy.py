@@ -33,6 +33,7 @@ from gateway.egress.extras import exchange_code, relay, user_info
 from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
 from gateway.egress.upstream import UpstreamResponse
 from gateway.egress.waits import MAX_WAIT_S
+from gateway.metrics import route_label
 from gateway.web.middlewares import (
     REQUEST_ID_HEADER,
     check_header_size,
@@ -40,7 +41,15 @@ from gateway.web.middlewares import (
     log_access,
     request_id_for,
 )
-from gateway.web.state import BASE_URLS, CLOCK, CONFIG, REQUEST_ID, TOKENS, UPSTREAM, WAITS
+from gateway.web.state import (
+    BASE_URLS,
+    CLOCK,
+    REQUEST_ID,
+    TOKENS,
+    UPSTREAM,
+    WAITS,
+    config_of,
+)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 WAIT_HEADER = "X-Neu-Wait"
@@ -66,7 +75,7 @@ def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
 
 async def expect_body(request: web.Request) -> web.Response | None:
     """Refuses a request before the caller sends its body (Expect: 100-continue)."""
-    limit = request.app[CONFIG].limits.max_body_bytes
+    limit = config_of(request).limits.max_body_bytes
     try:
         check_header_size(request)
         request[ADMITTED] = admit(request)
@@ -84,8 +93,7 @@ async def forward(request: web.Request) -> web.Response:
     # Admitted already when the caller asked Expect: 100-continue; not a second time.
     admitted = request.get(ADMITTED) or admit(request)
     app, path = admitted.app, admitted.path
-    config = request.app[CONFIG]
-    limits = config.limits
+    limits = config_of(request).limits
     query = parse_urlencoded(
         request.rel_url.raw_query_string.encode(), "query string", limits.max_params
     )
@@ -152,7 +160,12 @@ async def _send(
         data = urlencode(signed).encode()
     # encoded=True: urlencode() already produced the exact bytes the sign was made for.
     return await request.app[UPSTREAM].request(
-        request.method, URL(url, encoded=True), headers=headers, data=data
+        request.method,
+        URL(url, encoded=True),
+        headers=headers,
+        data=data,
+        app=app.name,
+        route=route_label(path),
     )
 
 

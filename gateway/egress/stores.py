@@ -42,6 +42,17 @@ class MemoryStore:
         for key in keys:
             self._entries.pop(key, None)
 
+    async def count(self, prefix: str) -> int:
+        now = self._clock.now_ms() / 1000
+        return sum(
+            1
+            for key, (_, expires) in list(self._entries.items())
+            if key.startswith(prefix) and expires > now
+        )
+
+    async def ping(self) -> None:
+        return None
+
     async def lock(self, key: str, ttl_s: float) -> bool:
         return True
 
@@ -77,6 +88,21 @@ class RedisStore:
     async def delete(self, *keys: str) -> None:
         if keys:
             await self._run(self._redis.delete(*(self._prefix + key for key in keys)))
+
+    async def count(self, prefix: str) -> int:
+        """Keys under `prefix`, counted with SCAN (never KEYS, which would stall Redis)."""
+
+        async def scan() -> int:
+            found = 0
+            async for _ in self._redis.scan_iter(match=f"{self._prefix}{prefix}*", count=1000):
+                found += 1
+            return found
+
+        counted: int = await self._run(scan())
+        return counted
+
+    async def ping(self) -> None:
+        await self._run(self._redis.ping())
 
     async def lock(self, key: str, ttl_s: float) -> bool:
         # redis-py's Lock: SET NX PX with a token of its own, so one replica gets it, it

@@ -44,6 +44,8 @@ class Store(Protocol):
     async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
     async def delete(self, *keys: str) -> None: ...
     async def lock(self, key: str, ttl_s: float) -> bool: ...
+    async def count(self, prefix: str) -> int: ...
+    async def ping(self) -> None: ...
     async def unlock(self, key: str) -> None: ...
     async def close(self) -> None: ...
 
@@ -102,8 +104,21 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:32]
 
 
+def _uncounted(app: str, result: str) -> None:
+    return None
+
+
 class TokenCache:
-    def __init__(self, store: Store, clock: Clock, margin_s: float, wait_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        margin_s: float,
+        wait_s: float,
+        count: Callable[[str, str], None] = _uncounted,
+    ) -> None:
+        """`count(app, result)` is told of each hit, miss, shared exchange and eviction."""
+        self._count = count
         self._store = store
         self._clock = clock
         self._margin_s = margin_s
@@ -128,11 +143,18 @@ class TokenCache:
         key = f"x:{app}:{_digest(code)}:{scopes}"
         cached = await self._get(key)
         if cached is not None:
+            self._count(app, "hit")
             return Answer.loads(cached), "hit"
         (answer, state), shared = await self._flights.run(
             key, lambda: self._exchange_once(app, key, fetch)
         )
-        return answer, "shared" if shared else state
+        result = "shared" if shared else state
+        self._count(app, result)
+        return answer, result
+
+    async def entries(self) -> int:
+        """Cached tokens (one entry each, however many keys point at it)."""
+        return await self._store.count("t:")
 
     async def _exchange_once(
         self, app: str, key: str, fetch: Callable[[], Awaitable[Answer]]
@@ -193,6 +215,7 @@ class TokenCache:
             self._failed(exc)
             raise CacheUnavailable() from exc
         self._recovered()
+        self._count(app, "miss" if value is None else "hit")
         return value.decode() if value is not None else None
 
     async def evict(self, app: str, token: str) -> None:
@@ -207,6 +230,7 @@ class TokenCache:
             if await self._get(by_open_id) == token.encode():
                 keys.append(by_open_id)
         await self._call(self._store.delete(*keys), None)
+        self._count(app, "evicted")
         log.info("evicted an accessToken the platform refused (app %s)", app)
 
     async def _get(self, key: str) -> bytes | None:

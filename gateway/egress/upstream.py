@@ -8,6 +8,7 @@ UpstreamBadResponse (502).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,9 @@ from yarl import URL
 from gateway import logs
 from gateway.core.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from gateway.core.params import is_unicode
+from gateway.core.platform import platform_status
 from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
+from gateway.metrics import NONE, Metrics
 
 log = logs.logger("neu_gateway.upstream")
 
@@ -79,11 +82,46 @@ def create_session(connect_s: float, total_s: float) -> aiohttp.ClientSession:
 class Upstream:
     """Sends one request to the platform and reads the whole answer, within the timeouts."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_response_bytes: int) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, max_response_bytes: int, metrics: Metrics
+    ) -> None:
         self._session = session
         self._max_response_bytes = max_response_bytes
+        self._metrics = metrics
 
     async def request(
+        self,
+        method: str,
+        url: URL,
+        *,
+        headers: CIMultiDict[str],
+        data: Any = None,
+        app: str,
+        route: str,
+    ) -> UpstreamResponse:
+        """One call to the platform for `app`, counted under `route` (see metrics)."""
+        started = time.monotonic()
+        # No answer: what went wrong stands in for the HTTP status.
+        http_status, platform = "error", NONE
+        try:
+            answer = await self._request(method, url, headers=headers, data=data)
+        except UpstreamTimeout:
+            http_status = "timeout"
+            raise
+        except UpstreamUnreachable:
+            http_status = "unreachable"
+            raise
+        else:
+            http_status = str(answer.status)
+            status, _ = platform_status(answer.body)
+            platform = NONE if status is None else str(status)
+            return answer
+        finally:
+            self._metrics.observe_upstream(
+                app, route, http_status, platform, time.monotonic() - started
+            )
+
+    async def _request(
         self, method: str, url: URL, *, headers: CIMultiDict[str], data: Any = None
     ) -> UpstreamResponse:
         """One call to the platform, read in full.

@@ -45,6 +45,10 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
+    def set_secret(self, appid: str, secret: str) -> None:
+        """Callbacks are signed with the app's newest secret, as the platform would."""
+        self._secrets[appid] = secret
+
     def notify(self, trade: Trade) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(trade))
         self._tasks.add(task)

@@ -27,6 +27,8 @@ from gateway.sandbox.world import SandboxError, Settings, World
 
 ECHO_PATH = "/neuopenapi/sandbox/echo"
 MAX_BODY_BYTES = 256 * 1024 * 1024
+# How long a rotated-out secret is still accepted, by default.
+DEFAULT_KEEP_PREVIOUS_S = 300.0
 
 WORLD = web.AppKey("sandbox_world", World)
 NOTIFIER = web.AppKey("sandbox_notifier", Notifier)
@@ -223,9 +225,7 @@ async def platform_call(request: web.Request) -> web.Response:
     if endpoint is not None and request.method != endpoint.method:
         raise Rejected(405, f"{request.path} takes {endpoint.method}, not {request.method}")
     params, files = await _platform_params(request)
-    appid = check_signed_request(
-        params, world.secrets, world.clock.now_ms(), world.settings.explain
-    )
+    appid = _signed_by(world, params)
     if endpoint is None:
         echoed = {key: value for key, value in params.items() if key != "sign"}
         return web.json_response(envelope(200, "OK", response={"params": echoed, "files": files}))
@@ -324,6 +324,48 @@ async def clear_faults(request: web.Request) -> web.Response:
     return web.json_response(envelope(200, "OK", response=True))
 
 
+def _signed_by(world: World, params: Mapping[str, str]) -> str:
+    """The appid whose current secret signed the request, or whose secret before its last
+    rotation did, while that is still accepted."""
+    now_ms = world.clock.now_ms()
+    try:
+        return check_signed_request(params, world.secrets, now_ms, world.settings.explain)
+    except Rejected as rejected:
+        appid = params.get("appid", "")
+        previous = world.previous_secret(appid)
+        if previous is None or rejected.status != 401:
+            raise
+        try:
+            return check_signed_request(params, {appid: previous}, now_ms, explain=False)
+        except Rejected:
+            raise rejected from None
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    """POST /sandbox/apps/{appid}/secret: the app's new secret (the old one is accepted for
+    keep_previous_s more, 300 by default)."""
+    form = await request.post()
+    secret = str(form.get("secret", ""))
+    try:
+        keep_previous_s = float(str(form.get("keep_previous_s", DEFAULT_KEEP_PREVIOUS_S)))
+    except ValueError:
+        raise SandboxError(400, "keep_previous_s must be a number of seconds") from None
+    set_secret(request.app, request.match_info["appid"], secret, keep_previous_s)
+    return web.json_response(envelope(200, "OK", response=True))
+
+
+def set_secret(
+    sandbox: web.Application,
+    appid: str,
+    secret: str,
+    keep_previous_s: float = DEFAULT_KEEP_PREVIOUS_S,
+) -> None:
+    """Rotates an app's secret in a running sandbox (its control endpoint, or a reload of
+    the gateway that embeds it)."""
+    sandbox[WORLD].rotate(appid, secret, keep_previous_s)
+    sandbox[NOTIFIER].set_secret(appid, secret)
+
+
 async def reset(request: web.Request) -> web.Response:
     request.app[WORLD].reset()
     request.app[FAULTS].clear()
@@ -370,6 +412,7 @@ def create_sandbox_app(
     app.router.add_post("/sandbox/faults", set_fault)
     app.router.add_delete("/sandbox/faults", clear_faults)
     app.router.add_post("/sandbox/reset", reset)
+    app.router.add_post("/sandbox/apps/{appid}/secret", rotate_secret)
     app.router.add_get("/sandbox/stats", stats)
     return app
 

@@ -117,11 +117,32 @@ class World:
         on_final: Callable[[Trade], None] | None = None,
     ) -> None:
         self.secrets = dict(secrets_by_appid)
+        # appid -> (the secret before the last rotation, until when it is still accepted)
+        self._previous: dict[str, tuple[str, int]] = {}
         self.settings = settings
         self.clock = clock
         self.on_final = on_final or (lambda trade: None)
         self._token_key = secrets.token_bytes(64)
         self.reset()
+
+    def rotate(self, appid: str, secret: str, keep_previous_s: float) -> None:
+        """A new secret for the app, as a platform console gives one: the old one is still
+        accepted for keep_previous_s, so requests already signed with it do not fail."""
+        if appid not in self.secrets:
+            raise SandboxError(404, f"unknown appid {appid[:64]!r}")
+        if not secret:
+            raise SandboxError(400, "secret is required")
+        if secret != self.secrets[appid]:
+            until = self.clock.now_ms() + int(keep_previous_s * 1000)
+            self._previous[appid] = (self.secrets[appid], until)
+            self.secrets[appid] = secret
+
+    def previous_secret(self, appid: str) -> str | None:
+        """The app's secret before its last rotation, while it is still accepted."""
+        previous = self._previous.get(appid)
+        if previous is None or self.clock.now_ms() >= previous[1]:
+            return None
+        return previous[0]
 
     def reset(self) -> None:
         self.calls: Counter[str] = Counter()

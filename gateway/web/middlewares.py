@@ -20,12 +20,14 @@ from gateway.core.errors import (
     RequestTimeout,
     render,
 )
-from gateway.web.state import APP_NAME, CALLER_NAME, CLOCK, CONFIG, REQUEST_ID
+from gateway.metrics import CURRENT_CALL, NONE, OTHER, UpstreamCall
+from gateway.web.state import APP_NAME, CALLER_NAME, CLOCK, METRICS, REQUEST_ID, ROUTE, config_of
 
 access_log = logs.logger("neu_gateway.access")
 log = logs.logger("neu_gateway")
 
 REQUEST_ID_HEADER = "X-Request-Id"
+ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_CLOSED = 499
 # A caller's id is kept only when it cannot break a log line or a header.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -72,10 +74,14 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in ADMIN_PATHS:
+        # Probes and scrapes every few seconds: neither counted as traffic nor logged.
+        return await handler(request)
     clock = request.app[CLOCK]
     request_id = request_id_for(request)
     request[REQUEST_ID] = request_id
     started = clock.monotonic()
+    CURRENT_CALL.set(UpstreamCall())
     try:
         check_header_size(request)
         response = await handler(request)
@@ -93,27 +99,53 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     if response.status >= 400:
         close_if_unread(request, response)
     response.headers[REQUEST_ID_HEADER] = request_id
-    log_access(request, request_id, response.status, clock.monotonic() - started)
+    log_access(request, request_id, response.status, clock.monotonic() - started, response)
     return response
 
 
 def check_header_size(request: web.Request) -> None:
     """Refuses oversized headers with our envelope, below aiohttp's own (plain-text) limits."""
     size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-    if size > request.app[CONFIG].limits.max_header_bytes:
+    if size > config_of(request).limits.max_header_bytes:
         raise HeadersTooLarge()
 
 
-def log_access(request: web.Request, request_id: str, status: int, seconds: float) -> None:
-    access_log.info(
-        "request_id=%s caller=%s app=%s method=%s route=%s status=%d latency_ms=%.1f",
-        request_id,
-        request.get(CALLER_NAME, "-"),
-        request.get(APP_NAME, "-"),
-        request.method,
+def log_access(
+    request: web.Request,
+    request_id: str,
+    status: int,
+    seconds: float,
+    response: web.StreamResponse | None = None,
+) -> None:
+    """The request's access log line and its metrics: the one place a request is counted."""
+    app, caller = request.get(APP_NAME, NONE), request.get(CALLER_NAME, NONE)
+    route = request.get(ROUTE, OTHER)
+    request.app[METRICS].observe_request(app, caller, route, request.method, status, seconds)
+    call = CURRENT_CALL.get() or UpstreamCall()
+    fields = {
+        "request_id": request_id,
+        "caller": caller,
+        "app": app,
+        "method": request.method,
+        "route": route,
+        "status": status,
         # The encoded path only: a query string can carry an accessToken, and a decoded
         # path could carry a line break into the log.
-        request.rel_url.raw_path,
-        status,
-        seconds * 1000,
-    )
+        "path": request.rel_url.raw_path,
+        "upstream_status": call.http_status,
+        "platform_status": call.platform_status,
+        "duration_ms": round(seconds * 1000, 1),
+        "upstream_ms": round(call.seconds * 1000, 1),
+        "bytes_in": request.content.total_bytes,
+        "bytes_out": _body_bytes(response),
+    }
+    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    access_log.info(text, extra={logs.FIELDS: fields})
+
+
+def _body_bytes(response: web.StreamResponse | None) -> int:
+    if isinstance(response, web.Response) and isinstance(response.body, bytes | bytearray):
+        return len(response.body)
+    if response is not None and response.content_length is not None:
+        return response.content_length
+    return 0

@@ -244,7 +244,7 @@ async def test_a_client_that_leaves_mid_body_is_no_error(target: Target) -> None
     await writer.drain()
     writer.transport.abort()
     # Its handler is stopped as it leaves, and the request logged as nginx does.
-    await target.process.wait_for_log("route=/neuopenapi/sandbox/echo status=499")
+    await target.process.wait_for_log("status=499 path=/neuopenapi/sandbox/echo")
     assert "Traceback" not in target.process.log
     assert " ERROR " not in target.process.log
 

@@ -129,6 +129,6 @@ async def test_curl_oversized_upload_is_refused_before_it_is_sent(
     # curl asks first (Expect: 100-continue) and the gateway answers 413 without the body.
     assert "Expect: 100-continue" in result.stderr
     assert json.loads(result.stdout)["error"] == "body_too_large"
-    await gateway.wait_for_log("route=/neuopenapi/sandbox/echo status=413")
+    await gateway.wait_for_log("status=413 path=/neuopenapi/sandbox/echo")
     stats = ok(await curl(f"{gateway.sandbox_url}/sandbox/stats"))
     assert stats["calls"] == {}

@@ -1,0 +1,161 @@
+"""The gateway's Prometheus metrics: one registry per application, names fixed by the README.
+
+Every label value is bounded: routes are the documented endpoint paths or `other`, apps and
+callers are names from the config (or `none`), statuses are numbers or a few fixed words. A
+raw path, an openId or a code never becomes a label, so a caller cannot grow the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway import __version__
+from gateway.core.endpoints import ENDPOINTS
+
+OTHER = "other"
+NONE = "none"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# From a cached token (a millisecond) to a wait=60 tradedetail.
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOKEN_RESULTS = ("hit", "miss", "shared", "evicted")
+DELIVERY_OUTCOMES = ("delivered", "failed", "dead")
+OUTBOX_STATES = ("pending", "dead")
+
+Refresh = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class UpstreamCall:
+    """What the platform answered while one request was handled, for its access log line."""
+
+    http_status: str = NONE
+    platform_status: str = NONE
+    seconds: float = 0.0
+
+
+# Set by the access middleware for each request; the upstream client fills it in.
+CURRENT_CALL: ContextVar[UpstreamCall | None] = ContextVar("neu_upstream_call", default=None)
+
+
+def route_label(path: str) -> str:
+    """A documented endpoint path, or `other` for any path a caller made up."""
+    return path if path in ENDPOINTS else OTHER
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "neu_gateway_requests",
+            "Requests answered on the egress listener, by the HTTP status the caller got.",
+            ["app", "caller", "route", "method", "status"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "neu_gateway_request_duration_seconds",
+            "Time from a request's arrival to its answer.",
+            ["app", "route"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_requests = Counter(
+            "neu_gateway_upstream_requests",
+            "Calls to the platform, by HTTP status and the envelope's responseHeader.status "
+            "(the platform answers business errors with HTTP 200).",
+            ["app", "route", "http_status", "platform_status"],
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "neu_gateway_upstream_duration_seconds",
+            "Time the platform took to answer a call.",
+            ["app", "route"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.token_cache = Counter(
+            "neu_gateway_token_cache",
+            "Token cache lookups and evictions: hit, miss, shared (an identical exchange in "
+            "flight), evicted (a token the platform refused).",
+            ["app", "result"],
+            registry=registry,
+        )
+        self.token_cache_entries = Gauge(
+            "neu_gateway_token_cache_entries",
+            "Entries in the token cache (this replica's memory, or the shared Redis keys).",
+            registry=registry,
+        )
+        self.callbacks = Counter(
+            "neu_gateway_callbacks",
+            "Payment callbacks from the platform: accepted, or the error code they were "
+            "refused with.",
+            ["app", "outcome"],
+            registry=registry,
+        )
+        self.outbox_deliveries = Gauge(
+            "neu_gateway_outbox_deliveries",
+            "Deliveries in the callbacks outbox, by state.",
+            ["state"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "neu_gateway_deliveries",
+            "Delivery attempts to the internal receivers: delivered, failed (to be retried), "
+            "dead (out of attempts).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "neu_gateway_config_reloads",
+            "Config reloads (SIGHUP), by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.config_loaded = Gauge(
+            "neu_gateway_config_loaded_timestamp_seconds",
+            "When the config in force was loaded (Unix time).",
+            registry=registry,
+        )
+        build_info = Gauge(
+            "neu_gateway_build_info", "The running version.", ["version"], registry=registry
+        )
+        build_info.labels(__version__).set(1)
+        # Series that exist from the start, so a dashboard or alert sees 0, not no data.
+        for result in ("ok", "failed"):
+            self.config_reloads.labels(result)
+        for outcome in DELIVERY_OUTCOMES:
+            self.deliveries.labels(outcome)
+        self._refreshers: list[Refresh] = []
+
+    def on_scrape(self, refresh: Refresh) -> None:
+        """Runs `refresh` before each scrape, for gauges read from a backend (the outbox)."""
+        self._refreshers.append(refresh)
+
+    async def exposition(self) -> bytes:
+        for refresh in self._refreshers:
+            await refresh()
+        return generate_latest(self.registry)
+
+    def count_token(self, app: str, result: str) -> None:
+        self.token_cache.labels(app, result).inc()
+
+    def observe_upstream(
+        self, app: str, route: str, http_status: str, platform_status: str, seconds: float
+    ) -> None:
+        self.upstream_requests.labels(app, route, http_status, platform_status).inc()
+        self.upstream_duration.labels(app, route).observe(seconds)
+        call = CURRENT_CALL.get()
+        if call is not None:
+            call.http_status, call.platform_status = http_status, platform_status
+            call.seconds += seconds
+
+    def observe_request(
+        self, app: str, caller: str, route: str, method: str, status: int, seconds: float
+    ) -> None:
+        self.requests.labels(app, caller, route, method, str(status)).inc()
+        self.request_duration.labels(app, route).observe(seconds)

@@ -1,0 +1,140 @@
+"""The gateway process's life: listen, reload on SIGHUP, drain on SIGTERM, stop.
+
+SIGHUP re-reads the config file (and every secret and token it names) and swaps it in whole;
+an invalid one is refused with one log line and the running one stays. SIGTERM marks the
+gateway unready (/readyz 503) at once, keeps serving for shutdown.drain_s so load balancers
+can stop sending, then closes the listeners and gives requests in flight up to
+shutdown.timeout_s. SIGINT (Ctrl-C) skips the drain; a second signal cuts a drain short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import logs
+from gateway.app import apply_config, connection_limits
+from gateway.callbacks.outbox import OutboxError
+from gateway.config import Config, ConfigError, load
+from gateway.web.connections import GuardedRunner
+from gateway.web.state import LIVE_CONFIG, METRICS, READINESS
+
+log = logs.logger("neu_gateway")
+
+
+class StartError(Exception):
+    """The gateway could not start; the message names the config key to look at."""
+
+
+async def start_listening(runner: web.AppRunner, host: str, port: int, key: str) -> None:
+    try:
+        # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
+        await runner.setup()
+    except (OSError, OutboxError) as exc:
+        await runner.cleanup()
+        raise StartError(f"cannot start: {exc}") from None
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartError(f"cannot listen on {host}:{port} ({key}: {exc.strerror})") from None
+
+
+async def reload_config(app: web.Application, path: Path) -> bool:
+    """SIGHUP: the config at `path` in force, or the running one kept; True if swapped."""
+    metrics = app[METRICS]
+    try:
+        new = await asyncio.to_thread(load, path)
+        # Before anything could log them.
+        logs.REDACTION.add_secrets(new.credentials())
+        pinned = apply_config(app, new)
+    except ConfigError as exc:
+        metrics.config_reloads.labels("failed").inc()
+        log.error(
+            "config reload refused, the running config stays: %s: %s",
+            path,
+            "; ".join(exc.problems),
+        )
+        return False
+    metrics.config_reloads.labels("ok").inc()
+    if pinned:
+        log.warning(
+            "config reloaded from %s; changed but kept until a restart: %s",
+            path,
+            ", ".join(pinned),
+        )
+    else:
+        log.info("config reloaded from %s", path)
+    return True
+
+
+async def serve_gateway(app: web.Application, config: Config, path: Path) -> None:
+    runner = GuardedRunner(
+        app, connection_limits(config), shutdown_timeout=config.shutdown.timeout_s
+    )
+    await start_listening(runner, config.listen.host, config.listen.port, "listen")
+    for address, bound_port, *_ in runner.addresses:
+        log.info("neu-gateway listening on http://%s:%d", address, bound_port)
+    pid_file = config.pid_file
+    if pid_file is not None:
+        _write_pid(pid_file)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(reload_config(app, path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        draining = await _until_stopped(app)
+        if draining:
+            await _drain(app)
+        log.info("neu-gateway stopping: finishing requests in flight")
+        await runner.cleanup()
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+
+
+async def _until_stopped(app: web.Application) -> bool:
+    """Waits for SIGTERM (True: drain first) or SIGINT (False: stop now)."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[bool] = loop.create_future()
+
+    def stop(drain: bool) -> None:
+        if not stopped.done():
+            stopped.set_result(drain)
+
+    loop.add_signal_handler(signal.SIGTERM, stop, True)
+    loop.add_signal_handler(signal.SIGINT, stop, False)
+    return await stopped
+
+
+async def _drain(app: web.Application) -> None:
+    drain_s = app[LIVE_CONFIG].current.shutdown.drain_s
+    app[READINESS].draining = True
+    log.info("draining: /readyz answers 503; still serving for %g s", drain_s)
+    loop = asyncio.get_running_loop()
+    cut_short = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, cut_short.set)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(drain_s):
+            await cut_short.wait()
+
+
+def _write_pid(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise StartError(f"cannot write pid_file {path} ({exc.strerror})") from None
