@@ -78,11 +78,16 @@ async def serve_gateway(app: web.Application, config: Config, path: Path) -> Non
         app, connection_limits(config), shutdown_timeout=config.shutdown.timeout_s
     )
     await start_listening(runner, config.listen.host, config.listen.port, "listen")
-    for address, bound_port, *_ in runner.addresses:
-        log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     pid_file = config.pid_file
     if pid_file is not None:
-        _write_pid(pid_file)
+        # Before the "listening" line, so whoever waits for that line finds the file.
+        try:
+            _write_pid(pid_file)
+        except StartError:
+            await runner.cleanup()
+            raise
+    for address, bound_port, *_ in runner.addresses:
+        log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()
 

@@ -17,7 +17,9 @@ from tests.platform_double import APPID, SECRET
 
 STARTUP_TIMEOUT_S = 30
 ENV_SECRET = {"NEU_SECRET_DEMO": SECRET}
-_LISTENING = re.compile(r"(neu-gateway|sandbox) listening on (http://\S+)")
+GATEWAY_COMMAND = (sys.executable, "-m", "gateway")
+# The address ends at a space, or at the closing quote of a JSON log line.
+_LISTENING = re.compile(r"(neu-gateway|sandbox) listening on (http://[^\s\"]+)")
 
 
 @dataclass
@@ -140,9 +142,7 @@ async def start_command() -> AsyncIterator[StartCommand]:
         *args: str, ready_when: str = "neu-gateway", env: dict[str, str] | None = None
     ) -> GatewayProcess:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
+            *GATEWAY_COMMAND,
             "--log-level",
             "DEBUG",
             # The tests read the log as text; the JSON format has tests of its own.

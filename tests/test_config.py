@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, Secret, from_mapping, load
+from gateway.config import ConfigError, LiveConfig, Secret, from_mapping, load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -238,3 +238,35 @@ def test_the_outbox_follows_the_cache() -> None:
     assert redis.callbacks.store == "redis"
     problems = problems_of({"apps": {"demo": app()}, "callbacks": {"store": "redis"}})
     assert problems == ["callbacks.store: redis needs cache.backend: redis (its url is used)"]
+
+
+def test_a_reload_keeps_what_only_a_restart_can_change() -> None:
+    running = from_mapping({"apps": {"demo": app()}}, {"S": "old"})
+    live = LiveConfig(running, loaded_at=1.0)
+    document = {
+        "apps": {"demo": app()},
+        "listen": {"port": 9999},
+        "cache": {"max_entries": 5},
+        "limits": {"max_params": 7, "max_connections": 3},
+        "shutdown": {"drain_s": 1},
+    }
+    pinned = live.swap(from_mapping(document, {"S": "new"}), loaded_at=2.0)
+    assert pinned == ["listen", "cache", "limits.max_connections"]
+    current = live.current
+    assert current.apps["demo"].secret.reveal() == "new"
+    assert current.limits.max_params == 7
+    assert current.shutdown.drain_s == 1
+    # Kept as they run: the listener, the cache, the connection guard.
+    assert current.listen.port == 8080
+    assert current.cache.max_entries == running.cache.max_entries
+    assert current.limits.max_connections == running.limits.max_connections
+    assert live.loaded_at == 2.0
+
+
+def test_operations_sections_have_safe_defaults() -> None:
+    config = from_mapping({"apps": {"demo": app()}}, {"S": "s3cr3t"})
+    assert config.admin.listen is None
+    assert config.logging.format is None
+    assert (config.shutdown.drain_s, config.shutdown.timeout_s) == (5.0, 30.0)
+    assert config.pid_file is None
+    assert problems_of({"apps": {"demo": app()}, "logging": {"format": "xml"}})

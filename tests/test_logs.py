@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.logs import REDACTED, RedactingFilter, redact
+from gateway.logs import FIELDS, REDACTED, JsonFormatter, RedactingFilter, redact
 
 JWT = (
     "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzUxMiJ9.eyJpYXQiOjE2NzEwMDk1NDMsIm9wZW5JZCI6IjIyIn0."
@@ -129,3 +130,32 @@ def test_a_record_is_always_one_line(text: str) -> None:
 
 def test_a_space_before_the_equals_sign_hides_nothing() -> None:
     assert "value-123" not in redact("x?code =value-123&y=1")
+
+
+def json_line(message: str, fields: dict[str, object] | None = None) -> dict[str, object]:
+    record = logging.LogRecord("neu_gateway.access", logging.INFO, "x", 1, message, None, None)
+    if fields is not None:
+        setattr(record, FIELDS, fields)
+    RedactingFilter(["my-app-secret"]).filter(record)
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    parsed: dict[str, object] = json.loads(line)
+    return parsed
+
+
+def test_a_json_line_is_redacted_like_a_text_one() -> None:
+    line = json_line(f"token {JWT} and my-app-secret\nforged line")
+    assert line["level"] == "INFO"
+    assert line["logger"] == "neu_gateway.access"
+    message = str(line["message"])
+    assert JWT not in message
+    assert "my-app-secret" not in message
+    assert "\\n" in message
+
+
+def test_a_json_access_line_has_its_fields_at_the_top_and_redacted() -> None:
+    line = json_line("access", {"status": 200, "path": f"/neuopenapi/x/{JWT}", "caller": "orders"})
+    assert line["status"] == 200
+    assert line["caller"] == "orders"
+    assert JWT not in str(line["path"])
+    assert "message" not in line

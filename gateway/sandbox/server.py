@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -29,6 +30,7 @@ ECHO_PATH = "/neuopenapi/sandbox/echo"
 MAX_BODY_BYTES = 256 * 1024 * 1024
 # How long a rotated-out secret is still accepted, by default.
 DEFAULT_KEEP_PREVIOUS_S = 300.0
+MAX_KEEP_PREVIOUS_S = 86400.0
 
 WORLD = web.AppKey("sandbox_world", World)
 NOTIFIER = web.AppKey("sandbox_notifier", Notifier)
@@ -344,12 +346,16 @@ def _signed_by(world: World, params: Mapping[str, str]) -> str:
 async def rotate_secret(request: web.Request) -> web.Response:
     """POST /sandbox/apps/{appid}/secret: the app's new secret (the old one is accepted for
     keep_previous_s more, 300 by default)."""
-    form = await request.post()
-    secret = str(form.get("secret", ""))
+    params = await _control_params(request)
+    secret = params.get("secret", "")
     try:
-        keep_previous_s = float(str(form.get("keep_previous_s", DEFAULT_KEEP_PREVIOUS_S)))
+        keep_previous_s = float(params.get("keep_previous_s") or DEFAULT_KEEP_PREVIOUS_S)
     except ValueError:
-        raise SandboxError(400, "keep_previous_s must be a number of seconds") from None
+        keep_previous_s = math.nan
+    if not 0 <= keep_previous_s <= MAX_KEEP_PREVIOUS_S:
+        raise SandboxError(
+            400, f"keep_previous_s must be a number of seconds from 0 to {MAX_KEEP_PREVIOUS_S:g}"
+        )
     set_secret(request.app, request.match_info["appid"], secret, keep_previous_s)
     return web.json_response(envelope(200, "OK", response=True))
 

@@ -132,10 +132,14 @@ class World:
             raise SandboxError(404, f"unknown appid {appid[:64]!r}")
         if not secret:
             raise SandboxError(400, "secret is required")
+        until = self.clock.now_ms() + int(keep_previous_s * 1000)
         if secret != self.secrets[appid]:
-            until = self.clock.now_ms() + int(keep_previous_s * 1000)
             self._previous[appid] = (self.secrets[appid], until)
             self.secrets[appid] = secret
+        elif appid in self._previous:
+            # The same secret again: the old one's grace can only get shorter (0 ends it).
+            old, old_until = self._previous[appid]
+            self._previous[appid] = (old, min(old_until, until))
 
     def previous_secret(self, appid: str) -> str | None:
         """The app's secret before its last rotation, while it is still accepted."""

@@ -74,7 +74,7 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in ADMIN_PATHS:
+    if request.path in ADMIN_PATHS and request.match_info.http_exception is None:
         # Probes and scrapes every few seconds: neither counted as traffic nor logged.
         return await handler(request)
     clock = request.app[CLOCK]

@@ -758,3 +758,57 @@ async def test_stats_count_calls_per_path(sandbox: Client) -> None:
         await call(sandbox, "GET", DETAIL, {"tradeNo": "T"})
     stats = (await (await sandbox.get("/sandbox/stats")).json())["response"]
     assert stats["calls"][DETAIL] == 3
+
+
+# Secret rotation
+
+
+async def signed_with(sandbox: Client, secret: str, now_ms: int) -> tuple[int, str]:
+    fields = {"tradeNo": "none", "appid": APPID, "timestamp": str(now_ms)}
+    fields["sign"] = reference_sign(fields, secret)
+    response = await sandbox.get(DETAIL, params=fields)
+    return header(await response.json())
+
+
+async def rotate(sandbox: Client, **form: str) -> tuple[int, Any]:
+    response = await sandbox.post(f"/sandbox/apps/{APPID}/secret", data=form)
+    body = await response.json()
+    return body["responseHeader"]["status"], body["response"]
+
+
+async def test_a_rotated_secret_is_accepted_beside_the_old_one_for_a_while(
+    sandbox: Client, clock: MutableClock
+) -> None:
+    assert await rotate(sandbox, secret="new-secret", keep_previous_s="60") == (200, True)
+    # An unknown trade, so the sign was accepted: a bad sign would be 401.
+    assert (await signed_with(sandbox, "new-secret", clock.now))[0] == 404
+    assert (await signed_with(sandbox, SECRET, clock.now))[0] == 404
+    clock.advance(61)
+    status, message = await signed_with(sandbox, SECRET, clock.now)
+    assert (status, message.split(";")[0]) == (
+        401,
+        "sign error: the sign does not match the parameters",
+    )
+    assert (await signed_with(sandbox, "new-secret", clock.now))[0] == 404
+
+
+async def test_the_same_secret_again_with_no_grace_retires_the_old_one(
+    sandbox: Client, clock: MutableClock
+) -> None:
+    await rotate(sandbox, secret="new-secret")
+    assert (await signed_with(sandbox, SECRET, clock.now))[0] == 404
+    await rotate(sandbox, secret="new-secret", keep_previous_s="0")
+    assert (await signed_with(sandbox, SECRET, clock.now))[0] == 401
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param({}, id="no secret"),
+        pytest.param({"secret": "x", "keep_previous_s": "nan"}, id="nan"),
+        pytest.param({"secret": "x", "keep_previous_s": "-1"}, id="negative"),
+        pytest.param({"secret": "x", "keep_previous_s": "soon"}, id="not a number"),
+    ],
+)
+async def test_a_bad_rotation_is_refused(sandbox: Client, form: dict[str, str]) -> None:
+    assert (await rotate(sandbox, **form))[0] == 400

@@ -1,0 +1,367 @@
+"""What an operator relies on, against `neu-gateway serve` as a process with the sandbox as
+upstream: /metrics, /readyz, JSON logs, SIGHUP reload, the SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.core import signing
+from tests.platform_double import APPID, SECRET
+from tests.processes import (
+    GATEWAY_COMMAND,
+    GatewayProcess,
+    StartCommand,
+    StartGateway,
+    write_config,
+)
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "/neuopenapi/oauth/mini/accessToken"
+USER_INFO = "/neuopenapi/oauth/mini/user/info"
+DETAIL = "/neuopenapi/pay/transactions/tradedetail"
+ECHO = "/neuopenapi/sandbox/echo"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def get_json(
+    session: aiohttp.ClientSession, url: str, **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
+    async with session.get(url, **kwargs) as response:
+        return response.status, await response.json()
+
+
+async def post_json(
+    session: aiohttp.ClientSession, url: str, **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
+    async with session.post(url, **kwargs) as response:
+        return response.status, await response.json()
+
+
+async def login(session: aiohttp.ClientSession, gateway: GatewayProcess, user: str) -> Any:
+    _, body = await post_json(session, gateway.sandbox_url + "/sandbox/login", data={"user": user})
+    return body["response"]
+
+
+async def exchange(session: aiohttp.ClientSession, gateway: GatewayProcess, code: str) -> Any:
+    form = {"code": code, "grantType": "authorization_code", "scope": "user.info"}
+    return await post_json(session, gateway.url + TOKEN, data=form)
+
+
+async def scrape(
+    session: aiohttp.ClientSession, url: str
+) -> dict[tuple[str, frozenset[Any]], float]:
+    async with session.get(url + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, frozenset[Any]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_metrics_count_what_happened(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    config = write_config(
+        tmp_path,
+        app_callbacks="{verify_sign: true}",
+        callbacks=f"{{listen: {{port: 0}}, store: 'sqlite://{tmp_path}/outbox.db'}}",
+    )
+    gateway = await start_gateway(config)
+    user = await login(session, gateway, "13800138000")
+    assert (await exchange(session, gateway, user["code"]))[0] == 200
+    assert (await exchange(session, gateway, user["code"]))[0] == 200  # the same code: cached
+    status, _ = await get_json(session, gateway.url + USER_INFO, params={"openId": user["openId"]})
+    assert status == 200
+    # An unknown trade: HTTP 200 from the platform, with its own status 404 in the envelope.
+    status, body = await get_json(session, gateway.url + DETAIL, params={"tradeNo": "nope"})
+    assert (status, body["responseHeader"]["status"]) == (200, 404)
+    # Paths a caller made up are all one route, `other`.
+    for index in range(3):
+        await get_json(session, gateway.url + f"/neuopenapi/made/up{index}")
+    callbacks_url = gateway.log.split("callbacks listening on ")[1].split()[0]
+    status, _ = await post_json(
+        session, callbacks_url + "/callbacks/demo/pay", data={"tradeNo": "T", "sign": "forged"}
+    )
+    assert status in (400, 401)
+
+    samples = await scrape(session, gateway.url)
+    requests = "neu_gateway_requests_total"
+    common = {"app": "demo", "caller": "anonymous"}
+    assert value(samples, requests, **common, route=TOKEN, method="POST", status="200") == 2
+    assert value(samples, requests, **common, route=USER_INFO, method="GET", status="200") == 1
+    assert value(samples, requests, **common, route=DETAIL, method="GET", status="200") == 1
+    made_up = {
+        labels for name, labels in samples if name == requests and ("route", "other") in labels
+    }
+    assert sum(samples[(requests, labels)] for labels in made_up) == 3
+    assert not any("made" in str(labels) for _, labels in samples), "raw paths never become labels"
+    upstream = "neu_gateway_upstream_requests_total"
+    assert (
+        value(samples, upstream, app="demo", route=TOKEN, http_status="200", platform_status="200")
+        == 1
+    )
+    assert (
+        value(samples, upstream, app="demo", route=DETAIL, http_status="200", platform_status="404")
+        == 1
+    )
+    cache = "neu_gateway_token_cache_total"
+    assert value(samples, cache, app="demo", result="miss") == 1
+    assert value(samples, cache, app="demo", result="hit") == 2  # the code again, and by openId
+    assert value(samples, "neu_gateway_token_cache_entries") == 1
+    refused = {
+        dict(labels)["outcome"]
+        for name, labels in samples
+        if name == "neu_gateway_callbacks_total" and samples[(name, labels)] == 1
+    }
+    assert refused
+    assert "accepted" not in refused
+    assert value(samples, "neu_gateway_outbox_deliveries", state="pending") == 0
+    assert value(samples, "neu_gateway_config_reloads_total", result="failed") == 0
+    assert value(samples, "neu_gateway_config_loaded_timestamp_seconds") > time.time() - 60
+    assert any(name == "neu_gateway_build_info" for name, _ in samples)
+    assert (
+        value(samples, "neu_gateway_request_duration_seconds_count", app="demo", route=TOKEN) == 2
+    )
+    assert (
+        value(samples, "neu_gateway_upstream_duration_seconds_count", app="demo", route=TOKEN) == 1
+    )
+    # Probes and scrapes are not traffic.
+    assert not any(name == requests and ("route", "/metrics") in labels for name, labels in samples)
+
+
+async def test_admin_listen_moves_the_admin_endpoints(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(write_config(tmp_path, admin="{listen: {port: 0}}"))
+    admin_url = gateway.log.split("admin listening on ")[1].split()[0]
+    for path in ("/healthz", "/readyz"):
+        assert (await get_json(session, admin_url + path))[0] == 200
+        status, body = await get_json(session, gateway.url + path)
+        assert (status, body["error"]) == (404, "not_found")
+    await scrape(session, admin_url)
+
+
+async def test_readyz_goes_unready_while_redis_is_down(
+    start_gateway: StartGateway,
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    config = write_config(tmp_path, cache=f"{{backend: redis, url: '{redis_server.url}'}}")
+    gateway = await start_gateway(config)
+    status, body = await get_json(session, gateway.url + "/readyz")
+    assert (status, body["response"]["checks"]["cache"]) == (200, "ok")
+    await redis_server.stop()
+    status, body = await get_json(session, gateway.url + "/readyz")
+    assert (status, body["error"]) == (503, "not_ready")
+    assert "cache" in body["responseHeader"]["msg"]
+    assert (await get_json(session, gateway.url + "/healthz"))[0] == 200, "alive all the same"
+    await redis_server.start()
+    assert (await get_json(session, gateway.url + "/readyz"))[0] == 200
+
+
+async def test_json_logs_carry_the_access_fields_and_no_secret(
+    start_command: StartCommand, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    config = write_config(tmp_path)
+    # The last --log-format given wins: the tests' own default is text.
+    gateway = await start_command("--log-format", "json", "serve", "-c", str(config))
+    user = await login(session, gateway, "alice")
+    status, body = await exchange(session, gateway, user["code"])
+    assert status == 200
+    token = body["response"]["accessToken"]
+    await get_json(session, gateway.url + USER_INFO, params={"accessToken": token})
+    await gateway.wait_for_count('"route": "' + USER_INFO, 1)
+    records = [json.loads(line) for line in gateway.log_lines]
+    assert all({"time", "level", "logger"} <= record.keys() for record in records)
+    [access] = [r for r in records if r.get("route") == TOKEN]
+    assert (
+        access
+        | {
+            "app": "demo",
+            "caller": "anonymous",
+            "method": "POST",
+            "status": 200,
+            "upstream_status": "200",
+            "platform_status": "200",
+        }
+        == access
+    )
+    for key in ("request_id", "duration_ms", "upstream_ms", "bytes_in", "bytes_out"):
+        assert key in access
+    assert access["bytes_out"] > 0
+    assert access["bytes_in"] > 0
+    for credential in (SECRET, token, user["code"]):
+        assert credential not in gateway.log
+
+
+# Reload
+
+
+def signed_echo(secret: str) -> dict[str, str]:
+    fields = {"appid": APPID, "timestamp": str(time.time_ns() // 1_000_000), "x": "1"}
+    fields["sign"] = signing.sign(fields, secret)
+    return fields
+
+
+async def test_sighup_rotates_the_secret_under_load_without_failing_a_request(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    config = write_config(tmp_path, pid_file=str(tmp_path / "gateway.pid"))
+    config.write_text(
+        config.read_text().replace("secret_env: NEU_SECRET_DEMO", f"secret_file: {secret_file}")
+    )
+    gateway = await start_gateway(config)
+    failures: list[Any] = []
+    answered = 0
+    progress = asyncio.Condition()
+    stop = asyncio.Event()
+
+    async def caller() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            status, body = await post_json(session, gateway.url + ECHO, data={"x": "1"})
+            if status != 200:
+                failures.append(body)
+            async with progress:
+                answered += 1
+                progress.notify_all()
+
+    async def answers(count: int) -> None:
+        target = answered + count
+        async with progress:
+            await progress.wait_for(lambda: answered >= target)
+
+    callers = [asyncio.ensure_future(caller()) for _ in range(8)]
+    try:
+        # The platform is told first, and accepts both secrets for a while.
+        rotate = f"{gateway.sandbox_url}/sandbox/apps/{APPID}/secret"
+        assert (await post_json(session, rotate, data={"secret": "rotated-secret"}))[0] == 200
+        secret_file.write_text("rotated-secret\n")
+        gateway.process.send_signal(signal.SIGHUP)
+        await gateway.wait_for_log("config reloaded from")
+        # Now the old secret is refused: what still succeeds is signed with the new one.
+        retire = {"secret": "rotated-secret", "keep_previous_s": "0"}
+        assert (await post_json(session, rotate, data=retire))[0] == 200
+        await answers(50)
+        assert failures == []
+        sandbox_echo = gateway.sandbox_url + ECHO
+        assert (await post_json(session, sandbox_echo, data=signed_echo("rotated-secret")))[1][
+            "responseHeader"
+        ]["status"] == 200
+        assert (await post_json(session, sandbox_echo, data=signed_echo(SECRET)))[1][
+            "responseHeader"
+        ]["status"] == 401
+
+        # An invalid config: refused, and the running one keeps serving.
+        config.write_text(config.read_text() + "limits: {max_params: -1}\n")
+        reload = await asyncio.create_subprocess_exec(
+            *GATEWAY_COMMAND, "reload", "-c", str(config), stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await reload.communicate()
+        assert reload.returncode == 2, "reload validates before it signals"
+        assert b"limits.max_params" in stderr
+        gateway.process.send_signal(signal.SIGHUP)
+        await gateway.wait_for_log("config reload refused")
+        await answers(20)
+        assert failures == []
+    finally:
+        stop.set()
+        await asyncio.gather(*callers)
+    samples = await scrape(session, gateway.url)
+    assert value(samples, "neu_gateway_config_reloads_total", result="failed") == 1
+    assert value(samples, "neu_gateway_config_reloads_total", result="ok") == 1
+    assert SECRET not in gateway.log
+    assert "rotated-secret" not in gateway.log
+
+
+async def test_reload_names_what_needs_a_restart(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    pid_file = tmp_path / "gateway.pid"
+    config = write_config(tmp_path, pid_file=str(pid_file))
+    gateway = await start_gateway(config)
+    assert int(pid_file.read_text()) == gateway.process.pid
+    config.write_text(
+        config.read_text().replace("listen: {host: 127.0.0.1, port: 0}", "listen: {port: 1}")
+        + "limits: {max_params: 3}\n"
+    )
+    reload = await asyncio.create_subprocess_exec(
+        *GATEWAY_COMMAND,
+        "reload",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "NEU_SECRET_DEMO": SECRET},
+    )
+    stdout, _ = await reload.communicate()
+    assert reload.returncode == 0
+    assert str(gateway.process.pid).encode() in stdout
+    await gateway.wait_for_log("kept until a restart: listen")
+    # What can change did: four parameters are now too many.
+    status, body = await post_json(session, gateway.url + ECHO, data=dict.fromkeys("abcd", "1"))
+    assert (status, body["error"]) == (400, "invalid_params")
+
+
+# Drain
+
+
+async def test_sigterm_drains_and_answers_every_request_in_flight(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    config = write_config(tmp_path, shutdown="{drain_s: 1, timeout_s: 20}")
+    gateway = await start_gateway(config)
+    faults = gateway.sandbox_url + "/sandbox/faults"
+    assert (await post_json(session, faults, data={"path": ECHO, "hang": "true"}))[0] == 200
+    in_flight = [
+        asyncio.ensure_future(post_json(session, gateway.url + ECHO, data={"n": str(n)}))
+        for n in range(50)
+    ]
+    for _ in range(1000):
+        _, stats = await get_json(session, gateway.sandbox_url + "/sandbox/stats")
+        if stats["response"]["hanging"] == 50:
+            break
+        await asyncio.sleep(0.01)  # wait-ok: polls until all 50 are held at the platform
+    else:
+        raise AssertionError("the 50 requests never all reached the platform")
+    started = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    await gateway.wait_for_log("draining")
+    status, body = await get_json(session, gateway.url + "/readyz")
+    assert (status, body["error"]) == (503, "not_ready")
+    assert "draining" in body["responseHeader"]["msg"]
+    # Still served during the drain: load balancers may not have noticed yet.
+    assert (await get_json(session, gateway.url + "/healthz"))[0] == 200
+    async with session.delete(faults) as released:
+        assert released.status == 200
+    results = await asyncio.gather(*in_flight)
+    assert [status for status, _ in results] == [200] * 50
+    assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
+    assert time.monotonic() - started < 20
