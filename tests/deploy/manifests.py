@@ -1,0 +1,303 @@
+"""Reading deploy/: manifests, the gateway config each one mounts, and the values around it.
+
+A Kubernetes example is a folder of multi-document YAML files under deploy/kubernetes/; the
+Docker example is deploy/docker/ (the image's config, compose.yaml) and the repository's
+Dockerfile. The config a gateway container mounts is parsed with the gateway's own
+`from_mapping`, with a fake value for every environment variable the container is given and
+a temporary file for every secret or token file, so it is validated exactly as `serve` would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from gateway.config import Config, from_mapping, is_loopback
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKER = DEPLOY / "docker"
+KUBERNETES = DEPLOY / "kubernetes"
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+Doc = dict[str, Any]
+
+
+def fake(name: str) -> str:
+    """A stand-in value for an environment variable: distinct per name, long enough for a token."""
+    return f"fake-{name}-0123456789abcdef"
+
+
+def documents(path: Path) -> list[Doc]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def kubernetes_examples() -> list[Path]:
+    return sorted(path for path in KUBERNETES.iterdir() if path.is_dir())
+
+
+def kubernetes_files() -> list[Path]:
+    return sorted(KUBERNETES.rglob("*.yaml"))
+
+
+# --- the Dockerfile --------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def dockerfile_values(instruction: str) -> list[str]:
+    return [args for name, args in dockerfile_instructions() if name == instruction]
+
+
+def image_command() -> list[str]:
+    """The image's default arguments to `neu-gateway` (its CMD, exec form)."""
+    (cmd,) = dockerfile_values("CMD")
+    args: list[str] = json.loads(cmd)
+    return args
+
+
+def config_path_in(args: list[str]) -> str:
+    for flag in ("-c", "--config"):
+        if flag in args:
+            return args[args.index(flag) + 1]
+    raise AssertionError(f"no -c/--config in {args}")
+
+
+# --- gateway configs -------------------------------------------------------------------------
+
+
+def credential_env_names(document: Doc) -> set[str]:
+    """Every environment variable the config reads a secret or token from."""
+    names = {app["secret_env"] for app in document["apps"].values() if app.get("secret_env")}
+    return names | {
+        caller["token_env"]
+        for caller in (document.get("callers") or {}).values()
+        if caller.get("token_env")
+    }
+
+
+def credential_files(document: Doc) -> list[str]:
+    """Every file the config reads a secret or token from."""
+    files = [app["secret_file"] for app in document["apps"].values() if app.get("secret_file")]
+    return files + [
+        caller["token_file"]
+        for caller in (document.get("callers") or {}).values()
+        if caller.get("token_file")
+    ]
+
+
+def load_config(document: Doc, environ: Mapping[str, str]) -> Config:
+    """`from_mapping` with each secret or token file replaced by a temporary one."""
+    document = json.loads(json.dumps(document))  # a deep copy to rewrite
+    with tempfile.TemporaryDirectory() as scratch:
+        entries = list(document["apps"].values()) + list((document.get("callers") or {}).values())
+        for index, entry in enumerate(entries):
+            for key in ("secret_file", "token_file"):
+                if entry.get(key):
+                    stand_in = Path(scratch) / f"credential-{index}"
+                    stand_in.write_text(fake(f"file{index}") + "\n", encoding="utf-8")
+                    entry[key] = str(stand_in)
+        return from_mapping(document, environ)
+
+
+def admin_port(config: Config) -> int:
+    """The port /healthz, /readyz and /metrics are served on."""
+    return (config.admin.listen or config.listen).port
+
+
+def admin_host(config: Config) -> str:
+    return (config.admin.listen or config.listen).host
+
+
+def outside_ports(config: Config) -> set[int]:
+    """Ports of the listeners reachable from outside the pod or container (not loopback)."""
+    listeners = [config.listen, config.admin.listen, config.callbacks.listen]
+    return {
+        listener.port
+        for listener in listeners
+        if listener is not None and not is_loopback(listener.host)
+    }
+
+
+def under(path: str, directory: str) -> bool:
+    return PurePosixPath(directory) in PurePosixPath(path).parents
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+
+@dataclass
+class KubeGateway:
+    """One neu-gateway container in a Kubernetes example, and the config it mounts."""
+
+    example: str
+    docs: list[Doc]
+    workload: Doc
+    container: Doc
+    document: Doc  # the mounted gateway.yaml, as written
+    environ: dict[str, str]  # the container's environment, secrets faked
+    from_secrets: set[str]  # names of the environment variables that come from a Secret
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.document, self.environ)
+
+    @property
+    def id(self) -> str:
+        return f"{self.example}/{self.workload['metadata']['name']}"
+
+    @property
+    def pod(self) -> Doc:
+        spec: Doc = self.workload["spec"]["template"]["spec"]
+        return spec
+
+    @property
+    def labels(self) -> dict[str, str]:
+        labels: dict[str, str] = self.workload["spec"]["template"]["metadata"].get("labels", {})
+        return labels
+
+    def volume(self, name: str) -> Doc:
+        (volume,) = [v for v in self.pod.get("volumes", []) if v["name"] == name]
+        return volume
+
+    def kind(self, kind: str) -> list[Doc]:
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+
+def example_docs(example: Path) -> list[Doc]:
+    return [doc for path in sorted(example.glob("*.yaml")) for doc in documents(path)]
+
+
+def containers(workload: Doc) -> list[Doc]:
+    pod = workload["spec"]["template"]["spec"]
+    return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def is_gateway(container: Doc) -> bool:
+    """Runs the image's entrypoint (`neu-gateway`) to serve; a reloader overrides the command."""
+    image = container["image"].rsplit("/", 1)[-1]
+    args = container.get("args", image_command())
+    return image.startswith("neu-gateway") and "command" not in container and args[0] == "serve"
+
+
+def named(docs: list[Doc], kind: str, name: str) -> Doc:
+    found = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    assert found, f"no {kind} {name!r} in the example"
+    return found[0]
+
+
+def mounted_config(docs: list[Doc], workload: Doc, container: Doc) -> Doc:
+    """The gateway.yaml the container reads: found through its volumeMount and ConfigMap."""
+    path = config_path_in(container.get("args", image_command()))
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "configMap" not in volume:
+            continue
+        if mount.get("subPath") and mount["mountPath"] == path:
+            key = mount["subPath"]
+        elif not mount.get("subPath") and under(path, mount["mountPath"]):
+            key = str(PurePosixPath(path).relative_to(mount["mountPath"]))
+            items = {item["path"]: item["key"] for item in volume["configMap"].get("items", [])}
+            key = items.get(key, key) if items else key
+        else:
+            continue
+        configmap = named(docs, "ConfigMap", volume["configMap"]["name"])
+        document: Doc = yaml.safe_load(configmap["data"][key])
+        return document
+    raise AssertionError(f"{container['name']}: nothing mounts a ConfigMap at {path}")
+
+
+def container_environ(docs: list[Doc], container: Doc) -> tuple[dict[str, str], set[str]]:
+    """The container's environment (secret values faked) and which names come from Secrets."""
+    environ: dict[str, str] = {}
+    from_secrets: set[str] = set()
+    for source in container.get("envFrom", []):
+        prefix = source.get("prefix", "")
+        if "secretRef" in source:
+            secret = named(docs, "Secret", source["secretRef"]["name"])
+            keys = {**secret.get("data", {}), **secret.get("stringData", {})}
+            environ.update({prefix + key: fake(prefix + key) for key in keys})
+            from_secrets.update(prefix + key for key in keys)
+        if "configMapRef" in source:
+            configmap = named(docs, "ConfigMap", source["configMapRef"]["name"])
+            environ.update({prefix + k: str(v) for k, v in configmap.get("data", {}).items()})
+    for entry in container.get("env", []):
+        name, source = entry["name"], entry.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            environ[name] = fake(name)
+            from_secrets.add(name)
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            environ[name] = str(named(docs, "ConfigMap", ref["name"])["data"][ref["key"]])
+        else:
+            environ[name] = str(entry.get("value", ""))
+            from_secrets.discard(name)
+    return environ, from_secrets
+
+
+@cache
+def kube_gateways() -> tuple[KubeGateway, ...]:
+    found = []
+    for example in kubernetes_examples():
+        docs = example_docs(example)
+        for workload in (doc for doc in docs if doc["kind"] in WORKLOAD_KINDS):
+            for container in filter(is_gateway, containers(workload)):
+                environ, from_secrets = container_environ(docs, container)
+                document = mounted_config(docs, workload, container)
+                found.append(
+                    KubeGateway(
+                        example.name, docs, workload, container, document, environ, from_secrets
+                    )
+                )
+    return tuple(found)
+
+
+def container_port(container: Doc, port: int | str) -> int:
+    """A probe's or policy's port, by number or by the container port's name."""
+    if isinstance(port, int):
+        return port
+    found = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    assert found, f"{container['name']}: no container port named {port!r}"
+    return int(found[0])
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def mount_for(container: Doc, path: str) -> Doc | None:
+    """The volumeMount whose directory holds `path`, if any."""
+    mounts = [m for m in container.get("volumeMounts", []) if under(path, m["mountPath"])]
+    return max(mounts, key=lambda m: len(m["mountPath"]), default=None)
+
+
+def secret_commands(readme: str) -> dict[str, set[str]]:
+    """`kubectl ... create secret generic NAME --from-literal=KEY=... --from-file=KEY=...`
+    commands in a README: NAME -> the keys they create."""
+    commands: dict[str, set[str]] = {}
+    for command in re.sub(r"\\\n", " ", readme).splitlines():
+        created = re.search(r"create secret generic ([a-z0-9.-]+)", command)
+        if created:
+            keys = commands.setdefault(created.group(1), set())
+            keys.update(re.findall(r"--from-(?:literal|file)=([A-Za-z0-9._-]+)=", command))
+    return commands

@@ -1,0 +1,503 @@
+"""deploy/ agrees with the gateway config it ships: ports, probe paths, environment names,
+mounted secret files, grace periods; and every Kubernetes manifest is valid for the API.
+
+The configs are parsed by the gateway's own config code (see manifests.py), so a renamed
+variable, a moved port or a misspelt option fails here, not in a cluster. Kubernetes schemas
+come from the kubernetes-validate package (no cluster needed); the examples use built-in
+kinds only (metrics are scraped through pod annotations, not a ServiceMonitor, whose CRD
+schema that package does not have).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from yarl import URL
+
+from tests.deploy.manifests import (
+    DEPLOY,
+    DOCKER,
+    ROOT,
+    Doc,
+    KubeGateway,
+    admin_host,
+    admin_port,
+    config_path_in,
+    container_port,
+    containers,
+    credential_env_names,
+    credential_files,
+    dockerfile_values,
+    documents,
+    fake,
+    image_command,
+    is_gateway,
+    kube_gateways,
+    kubernetes_examples,
+    kubernetes_files,
+    load_config,
+    mount_for,
+    outside_ports,
+    secret_commands,
+    selects,
+)
+
+KUBERNETES_VERSION = "1.32"
+HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
+
+GATEWAYS = kube_gateways()
+
+
+def each_gateway() -> Any:
+    return pytest.mark.parametrize("gw", GATEWAYS, ids=[gw.id for gw in GATEWAYS])
+
+
+def serves_other_pods(gw: KubeGateway) -> bool:
+    return not gw.config.listen.is_loopback
+
+
+# --- Kubernetes: the API schemas -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", kubernetes_files(), ids=[str(p.relative_to(DEPLOY)) for p in kubernetes_files()]
+)
+def test_manifest_is_valid_for_the_kubernetes_api(path: Path) -> None:
+    for doc in documents(path):
+        # strict: an unknown or misplaced field is an error, not silently dropped
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_each_kubernetes_example_runs_a_gateway() -> None:
+    assert {path.name for path in kubernetes_examples()} == {"sidecar", "shared"}
+    assert {gw.example for gw in GATEWAYS} == {"sidecar", "shared"}
+
+
+# --- Kubernetes: the gateway container against its mounted config ---------------------------
+
+
+@each_gateway()
+def test_mounted_config_is_valid_with_the_containers_environment(gw: KubeGateway) -> None:
+    assert gw.config.apps  # from_mapping raises ConfigError naming any unset variable
+
+
+@each_gateway()
+def test_secrets_and_tokens_in_the_environment_come_from_secrets(gw: KubeGateway) -> None:
+    names = credential_env_names(gw.document) | set(
+        re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", json.dumps(gw.document))
+    )
+    assert names <= gw.from_secrets, f"not from a Secret: {sorted(names - gw.from_secrets)}"
+
+
+@each_gateway()
+def test_secret_and_token_files_are_mounted_from_secrets(gw: KubeGateway) -> None:
+    for path in credential_files(gw.document):
+        mount = mount_for(gw.container, path)
+        assert mount is not None, f"{path} is under no volumeMount of {gw.container['name']}"
+        assert "subPath" not in mount, f"{path}: a subPath mount never sees the Secret change"
+        secret = gw.volume(mount["name"]).get("secret")
+        assert secret is not None, f"{path} is not on a Secret volume"
+        key = str(PurePosixPath(path).relative_to(mount["mountPath"]))
+        if "items" in secret:
+            assert key in {item["path"] for item in secret["items"]}
+
+
+@each_gateway()
+def test_probes_are_healthz_and_readyz_on_the_admin_port(gw: KubeGateway) -> None:
+    expected = {"livenessProbe": HEALTHZ, "readinessProbe": READYZ}
+    for kind, path in expected.items():
+        probe = gw.container[kind]["httpGet"]
+        assert probe["path"] == path
+        assert container_port(gw.container, probe["port"]) == admin_port(gw.config)
+        assert probe.get("host") is None
+        assert probe.get("scheme", "HTTP") == "HTTP"
+    # the kubelet probes the pod's address, never its loopback
+    assert admin_host(gw.config) in ("0.0.0.0", "::")
+
+
+@each_gateway()
+def test_container_ports_are_the_listeners_outside_loopback(gw: KubeGateway) -> None:
+    declared = {int(port["containerPort"]) for port in gw.container.get("ports", [])}
+    assert declared == outside_ports(gw.config)
+
+
+@each_gateway()
+def test_grace_period_outlasts_drain_and_timeout(gw: KubeGateway) -> None:
+    grace = gw.pod.get("terminationGracePeriodSeconds", 30)
+    assert grace > gw.config.shutdown.drain_s + gw.config.shutdown.timeout_s
+
+
+@each_gateway()
+def test_prometheus_scrapes_metrics_on_the_admin_port(gw: KubeGateway) -> None:
+    annotations = gw.workload["spec"]["template"]["metadata"].get("annotations", {})
+    assert annotations.get("prometheus.io/scrape") == "true"
+    assert int(annotations["prometheus.io/port"]) == admin_port(gw.config)
+    assert annotations.get("prometheus.io/path", METRICS) == METRICS
+
+
+@each_gateway()
+def test_read_only_root_leaves_tmp_writable(gw: KubeGateway) -> None:
+    if gw.container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+        mounts = {m["mountPath"]: m for m in gw.container.get("volumeMounts", [])}
+        assert "/tmp" in mounts  # the upload spool
+        assert not mounts["/tmp"].get("readOnly")
+
+
+@each_gateway()
+def test_services_target_the_gateways_ports(gw: KubeGateway) -> None:
+    for service in gw.kind("Service"):
+        if selects(service["spec"].get("selector", {}), gw.labels):
+            for port in service["spec"]["ports"]:
+                target = port.get("targetPort", port["port"])
+                assert container_port(gw.container, target) in outside_ports(gw.config)
+
+
+@each_gateway()
+def test_network_policy_admits_only_named_namespaces(gw: KubeGateway) -> None:
+    if not serves_other_pods(gw):
+        pytest.skip("the API is on loopback: nothing outside the pod reaches it")
+    policies = [
+        policy
+        for policy in gw.kind("NetworkPolicy")
+        if selects(policy["spec"]["podSelector"].get("matchLabels", {}), gw.labels)
+    ]
+    assert policies, "no NetworkPolicy selects the gateway's pods"
+    admitted: set[int] = set()
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from"), "a rule without `from` admits every source"
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer
+                assert peer.get("namespaceSelector") or peer.get("podSelector")
+            assert rule.get("ports"), "a rule without `ports` admits every port"
+            admitted |= {container_port(gw.container, p["port"]) for p in rule["ports"]}
+    assert gw.config.listen.port in admitted
+    assert admitted <= outside_ports(gw.config)
+
+
+@each_gateway()
+def test_replicas_have_a_disruption_budget(gw: KubeGateway) -> None:
+    if not serves_other_pods(gw):
+        pytest.skip("a sidecar follows its app's budget")
+    budgets = [
+        pdb
+        for pdb in gw.kind("PodDisruptionBudget")
+        if selects(pdb["spec"]["selector"].get("matchLabels", {}), gw.labels)
+    ]
+    assert gw.workload["spec"].get("replicas", 1) > 1
+    assert len(budgets) == 1
+
+
+@each_gateway()
+def test_redis_url_names_a_redis_service_of_the_example(gw: KubeGateway) -> None:
+    if gw.config.cache.backend != "redis":
+        pytest.skip("in-memory cache")
+    url = URL(gw.config.cache.url or "")
+    assert url.password  # from a Secret (checked above)
+    service = next(s for s in gw.kind("Service") if s["metadata"]["name"] == url.host)
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+    pods = [
+        workload
+        for workload in gw.docs
+        if workload["kind"] in ("Deployment", "StatefulSet")
+        and selects(service["spec"]["selector"], workload["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert pods, f"Service {url.host} selects no workload"
+    (redis,) = containers(pods[0])
+    assert redis["image"].startswith("redis:")
+    assert container_port(redis, port.get("targetPort", port["port"])) == 6379
+
+
+@each_gateway()
+def test_ingress_reaches_only_the_callbacks_listener(gw: KubeGateway) -> None:
+    ingresses = gw.kind("Ingress")
+    if gw.config.callbacks.listen is None:
+        assert not ingresses
+        pytest.skip("no callbacks listener")
+    assert ingresses, "the platform must reach the callbacks listener over public HTTPS"
+    services = {s["metadata"]["name"]: s for s in gw.kind("Service")}
+    for ingress in ingresses:
+        assert ingress["spec"]["tls"]
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["path"].startswith("/callbacks/")
+                backend = path["backend"]["service"]
+                service = services[backend["name"]]
+                (port,) = [
+                    p
+                    for p in service["spec"]["ports"]
+                    if p.get("name") == backend["port"].get("name")
+                    or p["port"] == backend["port"].get("number")
+                ]
+                target = container_port(gw.container, port.get("targetPort", port["port"]))
+                assert target == gw.config.callbacks.listen.port
+
+
+@each_gateway()
+def test_reloader_can_signal_the_gateway(gw: KubeGateway) -> None:
+    if gw.config.pid_file is None:
+        pytest.skip("no pid_file: reloaded by a rollout")
+    pid_file = str(gw.config.pid_file)
+    others = [c for c in containers(gw.workload) if not is_gateway(c)]
+    (reloader,) = [c for c in others if "neu-gateway reload" in " ".join(c.get("args", []))]
+    script = " ".join(reloader["args"])
+    assert f"-c {config_path_in(gw.container.get('args', image_command()))}" in script
+    # it sees the pid file the gateway writes, on the same (writable to the gateway) volume
+    gateway_mount, reloader_mount = mount_for(gw.container, pid_file), mount_for(reloader, pid_file)
+    assert gateway_mount is not None
+    assert reloader_mount is not None
+    assert gateway_mount["name"] == reloader_mount["name"]
+    assert not gateway_mount.get("readOnly")
+    assert "emptyDir" in gw.volume(gateway_mount["name"])
+    # it watches every mounted ConfigMap and Secret the gateway reads, as the gateway sees it
+    for mount in gw.container.get("volumeMounts", []):
+        volume = gw.volume(mount["name"])
+        if "configMap" in volume or "secret" in volume:
+            assert mount in reloader.get("volumeMounts", [])
+            assert f"{mount['mountPath']}/..data" in script
+    # and it may signal the gateway: one process namespace, the same user
+    assert gw.pod.get("shareProcessNamespace") is True
+
+    def user(container: Doc) -> Any:
+        return container.get("securityContext", {}).get(
+            "runAsUser", gw.pod.get("securityContext", {}).get("runAsUser")
+        )
+
+    assert user(reloader) == user(gw.container) is not None
+    others_users = {user(c) for c in others if c is not reloader}
+    assert user(gw.container) not in others_users
+
+
+def test_readme_creates_every_secret_key_the_manifests_use() -> None:
+    wanted: set[tuple[str, str]] = set()
+    for gw in GATEWAYS:
+        for workload in (d for d in gw.docs if d["kind"] in ("Deployment", "StatefulSet")):
+            for container in containers(workload):
+                for entry in container.get("env", []):
+                    ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        wanted.add((ref["name"], ref["key"]))
+        for path in credential_files(gw.document):
+            mount = mount_for(gw.container, path)
+            assert mount is not None
+            secret = gw.volume(mount["name"])["secret"]
+            key = str(PurePosixPath(path).relative_to(mount["mountPath"]))
+            wanted.add((secret["secretName"], key))
+    created = secret_commands((DEPLOY / "README.md").read_text(encoding="utf-8"))
+    missing = {(name, key) for name, key in wanted if key not in created.get(name, set())}
+    assert not missing, f"deploy/README.md creates no {sorted(missing)}"
+
+
+# --- Docker: the image ---------------------------------------------------------------------
+
+
+def image_document() -> Doc:
+    document: Doc = yaml.safe_load((DOCKER / "gateway.yaml").read_text(encoding="utf-8"))
+    return document
+
+
+def image_config() -> Any:
+    document = image_document()
+    return load_config(document, {name: fake(name) for name in credential_env_names(document)})
+
+
+def base_image() -> str:
+    (base,) = dockerfile_values("FROM")
+    return base
+
+
+def test_base_image_is_one_exact_python_release() -> None:
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base_image())
+
+
+def test_requirements_pin_exactly_the_runtime_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lines = (DOCKER / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    pinned = {canonicalize_name(pin.name): pin for pin in pins}
+    for pin in pins:
+        (spec,) = pin.specifier
+        assert spec.operator == "==", f"{pin} is not an exact pin"
+    for dependency in map(Requirement, project["dependencies"]):
+        pin = pinned.get(canonicalize_name(dependency.name))
+        assert pin is not None, f"{dependency.name} is not pinned"
+        (spec,) = pin.specifier
+        assert dependency.specifier.contains(spec.version), f"{pin} is outside {dependency}"
+    test_only = {
+        canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["test"]
+    }
+    assert not test_only & set(pinned), "test tools do not belong in the image"
+
+
+def test_dockerfile_installs_the_pins_and_nothing_else() -> None:
+    runs = " ".join(dockerfile_values("RUN"))
+    copies = dockerfile_values("COPY")
+    assert "deploy/docker/requirements.txt ./requirements.txt" in copies
+    assert "pip install --no-cache-dir -r requirements.txt" in runs
+    assert "--no-deps" in runs  # the project itself resolves nothing more
+
+
+def test_image_ships_the_docker_config_where_its_command_reads_it() -> None:
+    assert f"deploy/docker/gateway.yaml {config_path_in(image_command())}" in dockerfile_values(
+        "COPY"
+    )
+    assert dockerfile_values("ENTRYPOINT") == ['["neu-gateway"]']
+
+
+def test_image_config_listens_outside_with_callers() -> None:
+    config = image_config()
+    assert not config.listen.is_loopback
+    assert config.callers
+
+
+def test_healthcheck_probes_readyz_on_the_configured_port() -> None:
+    (healthcheck,) = dockerfile_values("HEALTHCHECK")
+    (url,) = re.findall(r"https?://[^'\"\s]+", healthcheck)
+    target = URL(url)
+    config = image_config()
+    assert target.path == READYZ
+    assert target.port == admin_port(config)
+    assert target.host in ("127.0.0.1", "localhost")
+    assert admin_host(config) in ("0.0.0.0", "127.0.0.1")
+
+
+def test_exposed_ports_are_the_listeners() -> None:
+    exposed = {
+        int(port.split("/")[0]) for args in dockerfile_values("EXPOSE") for port in args.split()
+    }
+    assert exposed == outside_ports(image_config())
+
+
+# --- Docker: compose -----------------------------------------------------------------------
+
+
+def compose() -> Doc:
+    document: Doc = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+    return document
+
+
+def dotenv_names() -> set[str]:
+    lines = (DOCKER / ".env.example").read_text(encoding="utf-8").splitlines()
+    return {line.split("=", 1)[0] for line in lines if re.match(r"[A-Z_][A-Z0-9_]*=", line)}
+
+
+def interpolate(value: Any, required: set[str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR:?message}, with a fake value for each VAR the
+    .env file must set (those go into `required`)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, rest = match.group(1), match.group(2), match.group(3)
+        if operator == ":-":
+            return rest
+        required.add(name)
+        return fake(name)
+
+    pattern = r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}"
+    return re.sub(pattern, replace, str(value)).replace("$$", "$")
+
+
+def service_environ(service: Doc, required: set[str]) -> dict[str, str]:
+    entries = service.get("environment", {})
+    if isinstance(entries, list):
+        entries = dict(entry.split("=", 1) for entry in entries)
+    return {name: interpolate(value, required) for name, value in entries.items()}
+
+
+def gateway_service() -> Doc:
+    (service,) = [s for s in compose()["services"].values() if "build" in s]
+    return service
+
+
+def compose_config() -> Any:
+    return load_config(image_document(), service_environ(gateway_service(), set()))
+
+
+def test_compose_builds_the_repository_image() -> None:
+    build = gateway_service()["build"]
+    assert (DOCKER / build["context"]).resolve() == ROOT
+    assert build.get("dockerfile", "Dockerfile") == "Dockerfile"
+
+
+def test_compose_mounts_the_image_config_at_the_commands_path() -> None:
+    volumes = [v.split(":") for v in gateway_service().get("volumes", [])]
+    configs = [v for v in volumes if v[1] == config_path_in(image_command())]
+    assert len(configs) == 1
+    assert (DOCKER / configs[0][0]).resolve() == DOCKER / "gateway.yaml"
+
+
+def test_compose_gives_every_secret_from_the_env_file() -> None:
+    required: set[str] = set()
+    environ = service_environ(gateway_service(), required)
+    load_config(image_document(), environ)  # every variable the config needs is set
+    for name in credential_env_names(image_document()):
+        value = gateway_service()["environment"][name]
+        assert re.fullmatch(r"\$\{[A-Z_0-9]+:\?[^}]*\}", value), f"{name} is not from .env"
+    for service in compose()["services"].values():
+        service_environ(service, required)
+        interpolate(yaml.safe_dump(service.get("command", "")), required)
+    assert required == dotenv_names()
+
+
+def test_compose_mounts_every_secret_file() -> None:
+    service, declared = gateway_service(), compose().get("secrets", {})
+    targets = {}
+    for entry in service.get("secrets", []):
+        source = entry if isinstance(entry, str) else entry["source"]
+        target = source if isinstance(entry, str) else entry.get("target", source)
+        assert "file" in declared[source]
+        targets[str(PurePosixPath("/run/secrets") / target)] = source
+    for path in credential_files(image_document()):
+        assert path in targets, f"{path} is not a compose secret of the gateway"
+
+
+def test_compose_publishes_the_listeners() -> None:
+    published = set()
+    for port in gateway_service()["ports"]:
+        target = port["target"] if isinstance(port, dict) else str(port).split(":")[-1]
+        published.add(int(str(target).split("/")[0]))
+    assert published == outside_ports(compose_config())
+
+
+def test_compose_waits_out_drain_and_timeout_on_stop() -> None:
+    config = compose_config()
+    grace = gateway_service().get("stop_grace_period", "10s")
+    seconds = sum(
+        int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
+        for amount, unit in re.findall(r"(\d+)([hms])", grace)
+    )
+    assert seconds > config.shutdown.drain_s + config.shutdown.timeout_s
+    assert not gateway_service().get("healthcheck", {}).get("disable")
+
+
+def test_compose_redis_is_the_caches_redis() -> None:
+    config = compose_config()
+    assert config.cache.backend == "redis"
+    assert config.callbacks.store == "redis"
+    url = URL(config.cache.url or "")
+    redis = compose()["services"][url.host]
+    assert redis["image"].startswith("redis:")
+    assert url.port == 6379
+    command = [interpolate(part, set()) for part in redis["command"]]
+    assert command[command.index("--requirepass") + 1] == url.password
+    assert command[command.index("--appendonly") + 1] == "yes"  # the outbox survives restarts
+
+
+def test_compose_delivers_callbacks_to_a_service_of_its_own() -> None:
+    config = compose_config()
+    services = compose()["services"]
+    for app in config.apps.values():
+        target = URL(app.callbacks.deliver_to or "")
+        assert target.host in services
+        stand_in = yaml.safe_dump(services[target.host]["command"])
+        assert f"{target.port})" in stand_in
+        assert services[target.host]["image"] == base_image()
