@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -338,6 +338,37 @@ class Config:
         return [app for app in self.apps.values() if app.uses_sandbox]
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping in gateway.yaml names the same key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping, at any depth.
+
+    YAML requires keys to be unique, yet PyYAML keeps the last of two silently: a second
+    `apps:` block would drop every app of the first.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        first_lines: dict[Hashable, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges, and may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = first_lines.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader itself refuses it
+            if first is not None:
+                raise DuplicateKey(
+                    f"line {line}: key {key!r} is given twice in one mapping (first at line "
+                    f"{first}); YAML would keep only the last, so merge them into one"
+                )
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, substitute, validate and resolve gateway.yaml, or raise ConfigError."""
     try:
@@ -345,7 +376,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
