@@ -7,6 +7,7 @@ environment before validation.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -117,8 +118,11 @@ class AppConfig(_Model):
             return value
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
+            near_miss = difflib.get_close_matches(value.strip().lower(), [SANDBOX])
             raise ValueError(
-                "must be an http:// or https:// base URL, e.g. https://platform.example"
+                "must be an http:// or https:// base URL, e.g. https://platform.example, "
+                f"or {SANDBOX} for the embedded sandbox"
+                + (f"; did you mean {SANDBOX}?" if near_miss else "")
             )
         if url.query_string or url.fragment:
             raise ValueError("must not carry a query or fragment; the gateway appends the path")

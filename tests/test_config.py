@@ -150,6 +150,27 @@ def test_problems_name_the_field(
     assert any(problem.startswith(expected) for problem in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("upstream", "suggested"),
+    [
+        pytest.param("sandobx", True, id="a near miss of sandbox"),
+        pytest.param("Sandbox", True, id="sandbox capitalised"),
+        pytest.param("sanbox", True, id="a letter short"),
+        pytest.param("platform.example", False, id="a host without a scheme"),
+        pytest.param("ftp://platform.example", False, id="another scheme"),
+    ],
+)
+def test_an_upstream_neither_sandbox_nor_a_url_says_what_it_may_be(
+    upstream: str, suggested: bool
+) -> None:
+    [problem] = problems_of({"apps": {"demo": app(upstream=upstream)}})
+    assert problem.startswith(
+        "apps.demo.upstream: must be an http:// or https:// base URL, e.g. "
+        "https://platform.example, or sandbox for the embedded sandbox"
+    )
+    assert problem.endswith("; did you mean sandbox?") is suggested
+
+
 def test_every_problem_is_reported_at_once() -> None:
     problems = problems_of(
         {"apps": {"a": app(secret_env="A"), "b": app(secret_env="B")}}, environ={}
