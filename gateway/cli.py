@@ -281,6 +281,14 @@ def _with_outbox(args: argparse.Namespace, operation: Callable[[Outbox], Awaitab
     config = _load_or_report(args.config)
     if config is None:
         return None
+    if config.callbacks.listen is None:
+        # Opening the store would create an empty outbox where none was ever used.
+        print(
+            f"neu-gateway: callbacks are off in {args.config} (no callbacks.listen), so there is "
+            "no outbox to read",
+            file=sys.stderr,
+        )
+        return None
 
     async def run() -> T:
         outbox = open_outbox(config)

@@ -220,3 +220,16 @@ async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> No
     listed = await neu_gateway("callbacks", "list", "-c", str(config), env=ENV)
     assert listed.status == 2
     assert "cannot read the outbox" in listed.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["replay", "1"]], ids=["list", "replay"])
+async def test_callbacks_commands_say_callbacks_are_off_and_create_no_outbox(
+    tmp_path: Path, command: list[str]
+) -> None:
+    store = tmp_path / "outbox" / "outbox.db"
+    config = write_config(tmp_path, callbacks=f"{{store: 'sqlite://{store}'}}")
+    result = await neu_gateway("callbacks", *command, "-c", str(config), env=ENV)
+    assert result.status == 2
+    assert "callbacks are off" in result.stderr
+    assert "(no callbacks.listen)" in result.stderr
+    assert not store.parent.exists()
