@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,7 +12,7 @@ from yarl import URL
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
-from gateway.callbacks.outbox import Outbox, RedisOutbox, SqliteOutbox, sqlite_path
+from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.config import SQLITE_STORE, Config
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import envelope
@@ -27,6 +29,22 @@ from gateway.web.middlewares import gateway_middleware
 from gateway.web.state import BASE_URLS, CALLBACKS_URL, CLOCK, CONFIG, TOKENS, UPSTREAM, WAITS
 
 log = logs.logger("neu_gateway")
+
+
+class CannotStart(Exception):
+    """A listener or the outbox cannot be opened; the message starts with its config key."""
+
+
+def listen_failure(key: str, host: str, port: int, exc: OSError) -> CannotStart:
+    """Why the listener configured at `key` could not bind, in one line."""
+    if exc.errno == errno.EADDRINUSE:
+        reason = f"the port is in use by another process (stop it, or change {key})"
+    elif exc.errno is not None and exc.errno > 0:
+        # asyncio words its own message around the system's; the system's is the clear part.
+        reason = os.strerror(exc.errno)
+    else:
+        reason = exc.strerror or str(exc)  # a name that does not resolve, for one
+    return CannotStart(f"{key}: cannot listen on {host}:{port}: {reason}")
 
 
 def create_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -67,7 +85,11 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     runner = web.AppRunner(sandbox, access_log=None)
     await runner.setup()
     listen = config.sandbox.listen
-    await web.TCPSite(runner, listen.host, listen.port).start()
+    try:
+        await web.TCPSite(runner, listen.host, listen.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise listen_failure("sandbox.listen", listen.host, listen.port, exc) from None
     host, port, *_ = runner.addresses[0]
     url = f"http://{host}:{port}"
     log.info(
@@ -144,7 +166,12 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     if listen is None:
         yield
         return
-    outbox = open_outbox(config, app[CLOCK])
+    try:
+        outbox = open_outbox(config, app[CLOCK])
+    except OutboxError as exc:
+        raise CannotStart(
+            f"callbacks.store: cannot open {config.callbacks.store} ({exc})"
+        ) from None
     targets = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
     policy = DeliveryPolicy(
         max_attempts=config.callbacks.max_attempts,
@@ -167,7 +194,13 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     guard = connection_limits(config)
     runner = GuardedRunner(create_callbacks_app(context, guard.handler_args()), guard)
     await runner.setup()
-    await web.TCPSite(runner, listen.host, listen.port).start()
+    try:
+        await web.TCPSite(runner, listen.host, listen.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        await worker.stop()
+        await outbox.close()
+        raise listen_failure("callbacks.listen", listen.host, listen.port, exc) from None
     host, port, *_ = runner.addresses[0]
     app[CALLBACKS_URL] = f"http://{host}:{port}"
     log.info("callbacks listening on http://%s:%d (outbox %s)", host, port, config.callbacks.store)

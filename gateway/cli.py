@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway import __version__, logs
-from gateway.app import connection_limits, create_app, open_outbox
+from gateway.app import CannotStart, connection_limits, create_app, listen_failure, open_outbox
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
 from gateway.core import signing
@@ -205,19 +205,21 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve_until_stopped(
-    runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway"
+    runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway", key: str = "listen"
 ) -> None:
     try:
         # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
-    except (OSError, OutboxError) as exc:
+    except (OSError, OutboxError, CannotStart) as exc:
         await runner.cleanup()
         raise SystemExit(f"neu-gateway: cannot start: {exc}") from None
     try:
         await web.TCPSite(runner, host, port, shutdown_timeout=10).start()
     except OSError as exc:
         await runner.cleanup()
-        raise SystemExit(f"neu-gateway: cannot listen on {host}:{port} ({exc.strerror})") from None
+        raise SystemExit(
+            f"neu-gateway: cannot start: {listen_failure(key, host, port, exc)}"
+        ) from None
     for address, bound_port, *_ in runner.addresses:
         log.info("%s listening on http://%s:%d", what, address, bound_port)
     stop = asyncio.Event()
@@ -248,7 +250,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         explain=args.explain,
     )
     runner = web.AppRunner(create_sandbox_app(secrets, settings), access_log=None)
-    _run(_serve_until_stopped(runner, args.host, args.port, "sandbox"))
+    _run(_serve_until_stopped(runner, args.host, args.port, "sandbox", "--host/--port"))
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -188,24 +189,37 @@ async def test_callers_make_a_public_listener_acceptable(tmp_path: Path) -> None
     assert result.status == 0, result.stderr
 
 
-async def test_serve_says_when_the_sandbox_port_is_taken(tmp_path: Path) -> None:
-    import socket
+def config_with_listeners(directory: Path, taken: str, port: int) -> Path:
+    """Every listener on a free port but the one at `taken`, which gets `port`."""
+    ports = {"listen": 0, "sandbox.listen": 0, "callbacks.listen": 0, taken: port}
+    path = directory / "gateway.yaml"
+    path.write_text(
+        f"listen: {{host: 127.0.0.1, port: {ports['listen']}}}\n"
+        "apps:\n  demo: {appid: demo-appid, secret_env: NEU_SECRET_DEMO, upstream: sandbox}\n"
+        f"sandbox: {{listen: {{port: {ports['sandbox.listen']}}}}}\n"
+        f"callbacks: {{listen: {{port: {ports['callbacks.listen']}}}, "
+        f"store: 'sqlite://{directory}/outbox.db'}}\n"
+    )
+    return path
 
+
+@pytest.mark.parametrize("key", ["listen", "sandbox.listen", "callbacks.listen"])
+async def test_serve_names_the_listener_whose_port_is_taken(tmp_path: Path, key: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(tmp_path)
-        config.write_text(
-            config.read_text().replace(
-                "sandbox: {listen: {port: 0}", f"sandbox: {{listen: {{port: {port}}}"
-            )
-        )
+        config = config_with_listeners(tmp_path, key, port)
         result = await neu_gateway("serve", "-c", str(config), env=ENV)
     assert result.status == 1
-    assert "neu-gateway: cannot start:" in result.stderr
-    assert str(port) in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert line == (
+        f"neu-gateway: cannot start: {key}: cannot listen on 127.0.0.1:{port}: "
+        f"the port is in use by another process (stop it, or change {key})"
+    )
+    # Whatever had started is closed again, quietly.
     assert "Traceback" not in result.stderr
+    assert " ERROR " not in result.stderr
 
 
 async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> None:
@@ -215,7 +229,10 @@ async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> No
         tmp_path, callbacks=f"{{listen: {{port: 0}}, store: 'sqlite://{blocker}/outbox.db'}}"
     )
     served = await neu_gateway("serve", "-c", str(config), env=ENV)
-    assert "neu-gateway: cannot start:" in served.stderr
+    assert served.status == 1
+    assert (
+        f"neu-gateway: cannot start: callbacks.store: cannot open sqlite://{blocker}/outbox.db ("
+    ) in served.stderr
     assert "Traceback" not in served.stderr
     listed = await neu_gateway("callbacks", "list", "-c", str(config), env=ENV)
     assert listed.status == 2
