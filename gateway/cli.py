@@ -149,6 +149,18 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_or_report(path: Path) -> Config | None:
+    if _is_missing(path):
+        default = " (the default: gateway.yaml in the current directory)"
+        print(
+            f"neu-gateway: no config file at {path.absolute()}"
+            f"{default if path == DEFAULT_CONFIG_PATH else ''}",
+            file=sys.stderr,
+        )
+        print(
+            "  name yours with -c FILE, or write a commented one with: neu-gateway init [DIR]",
+            file=sys.stderr,
+        )
+        return None
     try:
         config = load(path)
     except ConfigError as exc:
@@ -157,6 +169,16 @@ def _load_or_report(path: Path) -> Config | None:
             print(f"  {problem}", file=sys.stderr)
         return None
     return config
+
+
+def _is_missing(path: Path) -> bool:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # there or not, it cannot be read: load() says why
+    return False
 
 
 def _check_config(args: argparse.Namespace) -> int:

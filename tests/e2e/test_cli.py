@@ -53,7 +53,26 @@ async def test_serve_refuses_an_anonymous_public_listener(tmp_path: Path) -> Non
 async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
     result = await neu_gateway("serve", "-c", str(tmp_path / "absent.yaml"))
     assert result.status == 2
-    assert "cannot read the config file" in result.stderr
+    assert f"neu-gateway: no config file at {tmp_path / 'absent.yaml'}\n" in result.stderr
+    assert "name yours with -c FILE, or write a commented one with: neu-gateway init" in (
+        result.stderr
+    )
+
+
+async def test_serve_without_a_config_here_names_c_and_init(tmp_path: Path) -> None:
+    result = await neu_gateway("serve", cwd=tmp_path)
+    assert result.status == 2
+    assert result.stderr.splitlines() == [
+        f"neu-gateway: no config file at {tmp_path / 'gateway.yaml'} "
+        "(the default: gateway.yaml in the current directory)",
+        "  name yours with -c FILE, or write a commented one with: neu-gateway init [DIR]",
+    ]
+
+
+async def test_a_config_that_cannot_be_read_says_why(tmp_path: Path) -> None:
+    result = await neu_gateway("check-config", "-c", str(tmp_path))
+    assert result.status == 2
+    assert "cannot read the config file (Is a directory)" in result.stderr
 
 
 async def test_sign_prints_the_published_vector(tmp_path: Path) -> None:
