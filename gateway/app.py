@@ -7,13 +7,12 @@ import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from yarl import URL
 
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
-from gateway.config import SQLITE_STORE, Config
+from gateway.config import SQLITE_STORE, Config, without_credentials
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import envelope
 from gateway.core.platform import API_PREFIX
@@ -139,10 +138,9 @@ async def _token_cache(app: web.Application) -> AsyncIterator[None]:
     if cache.backend == "redis":
         assert cache.url is not None
         store = RedisStore(cache.url, cache.key_prefix, cache.timeout_s)
-        # user and password left out of the log line
         log.info(
             "token cache: redis at %s, keys under %r",
-            URL(cache.url).with_user(None),
+            without_credentials(cache.url),
             cache.key_prefix,
         )
     else:

@@ -201,6 +201,14 @@ class CacheConfig(_Model):
         return self
 
 
+def without_credentials(url: str) -> str:
+    """A Redis URL fit to print: no user or password, and no query (redis-py reads a
+    password there too). Everything before the last `@` goes, so no password is half-kept."""
+    scheme, sep, rest = url.partition("://")
+    location = re.split(r"[?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+    return f"{scheme}{sep}{location}"
+
+
 class CallbacksListenConfig(ListenConfig):
     port: Annotated[int, Field(ge=0, le=65535)] = 8081
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, Secret, from_mapping, load
+from gateway.config import ConfigError, Secret, from_mapping, load, without_credentials
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -284,6 +284,21 @@ def test_merge_keys_may_still_override_what_they_merge(tmp_path: Path) -> None:
         "default_app: one\n"
     )
     assert load(path, environ={}).apps["two"].appid == "b"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@redis.internal:6379/0", "redis://redis.internal:6379/0"),
+        ("rediss://user:pw@h:6380/0?ssl_ca_certs=/ca.pem", "rediss://h:6380/0"),
+        ("unix:///run/redis.sock?password=pw&db=0", "unix:///run/redis.sock"),
+        ("redis://:p@ss#w?rd@h/0", "redis://h/0"),
+        ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+    ],
+    ids=["password", "user and password, query", "unix socket", "raw @ # ? in it", "IPv6"],
+)
+def test_a_redis_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
+    assert without_credentials(url) == shown
 
 
 def test_missing_file(tmp_path: Path) -> None:
