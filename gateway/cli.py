@@ -16,7 +16,15 @@ from aiohttp import web
 from gateway import __version__, logs
 from gateway.app import CannotStart, connection_limits, create_app, listen_failure, open_outbox
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
-from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
+from gateway.config import (
+    DEFAULT_CONFIG_PATH,
+    App,
+    Config,
+    ConfigError,
+    is_loopback,
+    load,
+    without_credentials,
+)
 from gateway.core import signing
 from gateway.core.clock import SystemClock
 from gateway.core.params import caller_fields, is_secret_name
@@ -194,7 +202,40 @@ def _check_config(args: argparse.Namespace) -> int:
         if app.uses_sandbox:
             upstream = f"sandbox (embedded, http://{sandbox.host}:{sandbox.port})"
         print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}")
+    for line in _summary(config):
+        print(f"  {line}")
     return EXIT_OK
+
+
+def _summary(config: Config) -> list[str]:
+    """Callers, callbacks and cache as check-config shows them: names and places, no secrets."""
+    lines = [
+        f"caller {caller.name}: apps {', '.join(sorted(caller.apps))}; "
+        f"allow {', '.join(map(str, caller.routes))}"
+        for caller in config.callers.values()
+    ] or ["callers: none (no token asked for)"]
+    if config.trusted_networks:
+        lines.append(f"trusted networks: {', '.join(map(str, config.trusted_networks))}")
+    listen = config.callbacks.listen
+    if listen is None:
+        lines.append("callbacks: off (no callbacks.listen)")
+    else:
+        lines.append(
+            f"callbacks: listen {listen.host}:{listen.port}, store {config.callbacks.store}"
+        )
+        lines += [
+            f"  app {app.name}: deliver_to "
+            + (app.callbacks.deliver_to or "none, so its callbacks end up dead in the outbox")
+            + ("" if app.callbacks.verify_sign else "; verify_sign off")
+            for app in config.apps.values()
+        ]
+    cache = config.cache
+    if cache.backend == "redis" and cache.url is not None:
+        where = f"redis at {without_credentials(cache.url)}, keys under {cache.key_prefix!r}"
+        lines.append(f"cache: {where}")
+    else:
+        lines.append(f"cache: memory, up to {cache.max_entries} logins")
+    return lines
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -28,6 +28,42 @@ async def test_check_config_on_the_repository_config() -> None:
     assert "app demo (default): appid demo-appid" in result.stdout
 
 
+async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "https://platform.example",
+        app_callbacks="{deliver_to: 'http://127.0.0.1:9000/payments'}",
+        callers="{orders: {token_env: ORDERS_TOKEN, apps: [demo], allow: "
+        "['POST /neuopenapi/pay/transactions/*', 'GET /neuopenapi/pay/transactions/tradedetail']}}",
+        trusted_networks="[127.0.0.1/32]",
+        cache="{backend: redis, url: 'redis://:hunter2-password@redis.internal:6379/0?password=x'}",
+        callbacks="{listen: {port: 8081}}",
+    )
+    result = await neu_gateway(
+        "check-config", "-c", str(config), env={**ENV, "ORDERS_TOKEN": "t" * 32}
+    )
+    assert result.status == 0, result.stderr
+    assert result.stdout.splitlines()[3:] == [
+        "  caller orders: apps demo; allow POST /neuopenapi/pay/transactions/*, "
+        "GET /neuopenapi/pay/transactions/tradedetail",
+        "  trusted networks: 127.0.0.1/32",
+        "  callbacks: listen 127.0.0.1:8081, store redis",
+        "    app demo: deliver_to http://127.0.0.1:9000/payments",
+        "  cache: redis at redis://redis.internal:6379/0, keys under 'neu:'",
+    ]
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+async def test_check_config_says_what_is_off(tmp_path: Path) -> None:
+    result = await neu_gateway("check-config", "-c", str(write_config(tmp_path)), env=ENV)
+    assert result.status == 0, result.stderr
+    assert result.stdout.splitlines()[3:] == [
+        "  callers: none (no token asked for)",
+        "  callbacks: off (no callbacks.listen)",
+        "  cache: memory, up to 10000 logins",
+    ]
+
+
 async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     config = write_config(tmp_path, "https://platform.example")
     result = await neu_gateway("check-config", "-c", str(config), env={"NEU_SECRET_DEMO": ""})
