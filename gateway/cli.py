@@ -30,6 +30,7 @@ from gateway.core.clock import SystemClock
 from gateway.core.params import caller_fields, is_secret_name
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
+from gateway.starter import ENVIRONMENT, STARTER_CONFIG
 from gateway.web.connections import GuardedRunner
 
 log = logs.logger("neu_gateway")
@@ -77,6 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(check)
     check.set_defaults(command=_check_config)
+
+    init = commands.add_parser(
+        "init",
+        help="write a commented gateway.yaml to start from",
+        description=(
+            "Write a commented gateway.yaml for a real app into DIR: its secret and a caller's "
+            "token from environment variables, the platform's URL to fill in, callbacks "
+            "commented out. An existing file is left alone unless --force."
+        ),
+    )
+    init.add_argument(
+        "dir", nargs="?", type=Path, default=Path(), metavar="DIR", help="default: here"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing gateway.yaml")
+    init.set_defaults(command=_init)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -236,6 +252,31 @@ def _summary(config: Config) -> list[str]:
     else:
         lines.append(f"cache: memory, up to {cache.max_entries} logins")
     return lines
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = args.dir / DEFAULT_CONFIG_PATH
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        # "x" refuses a file that is there, even one made a moment ago.
+        with path.open("w" if args.force else "x", encoding="utf-8") as file:
+            file.write(STARTER_CONFIG)
+    except FileExistsError:
+        print(f"neu-gateway: {path} exists; --force replaces it", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"neu-gateway: cannot write {path} ({exc.strerror})", file=sys.stderr)
+        return EXIT_CONFIG
+    width = max(len(name) for name, _ in ENVIRONMENT)
+    print(f"wrote {path}")
+    print("next:")
+    print("  1. put your app's appid and the platform's base URL in it (apps.myapp)")
+    print("  2. set the environment variables it reads:")
+    for name, meaning in ENVIRONMENT:
+        print(f"       {name:{width}}  {meaning}")
+    print(f"  3. neu-gateway check-config -c {path}")
+    print(f"  4. neu-gateway serve -c {path}")
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:

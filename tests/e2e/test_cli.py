@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = {"NEU_SECRET_DEMO": SECRET}
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["sign"], ["verify"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["check-config"], ["init"], ["sign"], ["verify"]]
+)
 async def test_help(command: list[str]) -> None:
     result = await neu_gateway(*command, "--help")
     assert result.status == 0
@@ -62,6 +64,58 @@ async def test_check_config_says_what_is_off(tmp_path: Path) -> None:
         "  callbacks: off (no callbacks.listen)",
         "  cache: memory, up to 10000 logins",
     ]
+
+
+STARTER_ENV = {"NEU_SECRET_MYAPP": "the-app-secret", "ORDERS_TOKEN": "t" * 32}
+
+
+async def test_init_writes_a_config_that_check_config_accepts_once_its_env_is_set(
+    tmp_path: Path,
+) -> None:
+    unset = {name: "" for name in STARTER_ENV}
+    written = await neu_gateway("init", "conf", cwd=tmp_path, env=unset)
+    assert written.status == 0, written.stderr
+    assert written.stdout.splitlines()[0] == "wrote conf/gateway.yaml"
+    for step in (
+        "NEU_SECRET_MYAPP",
+        "ORDERS_TOKEN",
+        "neu-gateway check-config -c conf/gateway.yaml",
+        "neu-gateway serve -c conf/gateway.yaml",
+    ):
+        assert step in written.stdout
+    config = tmp_path / "conf" / "gateway.yaml"
+
+    checked = await neu_gateway("check-config", "-c", str(config), env=STARTER_ENV)
+    assert checked.status == 0, checked.stderr
+    assert "app myapp (default): appid your-appid, upstream https://" in checked.stdout
+
+    without = await neu_gateway(
+        "check-config", "-c", str(config), env={"NEU_SECRET_MYAPP": "", "ORDERS_TOKEN": ""}
+    )
+    assert without.status == 2
+    assert without.stderr.splitlines()[1:] == [
+        "  apps.myapp.secret_env: environment variable NEU_SECRET_MYAPP is empty",
+        "  callers.orders.token_env: environment variable ORDERS_TOKEN is empty",
+    ]
+
+
+async def test_init_writes_here_by_default_and_overwrites_only_with_force(
+    tmp_path: Path,
+) -> None:
+    first = await neu_gateway("init", cwd=tmp_path)
+    assert first.status == 0, first.stderr
+    config = tmp_path / "gateway.yaml"
+    assert "neu-gateway serve -c gateway.yaml" in first.stdout
+    config.write_text("# mine\n")
+
+    again = await neu_gateway("init", cwd=tmp_path)
+    assert again.status == 2
+    assert "neu-gateway: gateway.yaml exists; --force replaces it" in again.stderr
+    assert config.read_text() == "# mine\n"
+
+    forced = await neu_gateway("init", "--force", cwd=tmp_path)
+    assert forced.status == 0, forced.stderr
+    assert config.read_text().startswith("# neu-gateway configuration, written by")
 
 
 async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
