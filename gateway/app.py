@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from yarl import URL
 
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
-from gateway.config import SQLITE_STORE, Config, ConfigError, LiveConfig
+from gateway.config import SQLITE_STORE, Config, ConfigError, LiveConfig, without_credentials
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.platform import API_PREFIX
 from gateway.egress import proxy
@@ -43,6 +44,22 @@ from gateway.web.state import (
 )
 
 log = logs.logger("neu_gateway")
+
+
+class CannotStart(Exception):
+    """A listener or the outbox cannot be opened; the message starts with its config key."""
+
+
+def listen_failure(key: str, host: str, port: int, exc: OSError) -> CannotStart:
+    """Why the listener configured at `key` could not bind, in one line."""
+    if exc.errno == errno.EADDRINUSE:
+        reason = f"the port is in use by another process (stop it, or change {key})"
+    elif exc.errno is not None and exc.errno > 0:
+        # asyncio words its own message around the system's; the system's is the clear part.
+        reason = os.strerror(exc.errno)
+    else:
+        reason = exc.strerror or str(exc)  # a name that does not resolve, for one
+    return CannotStart(f"{key}: cannot listen on {host}:{port}: {reason}")
 
 
 def create_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -92,7 +109,11 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     runner = web.AppRunner(sandbox, access_log=None)
     await runner.setup()
     listen = config.sandbox.listen
-    await web.TCPSite(runner, listen.host, listen.port).start()
+    try:
+        await web.TCPSite(runner, listen.host, listen.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise listen_failure("sandbox.listen", listen.host, listen.port, exc) from None
     host, port, *_ = runner.addresses[0]
     url = f"http://{host}:{port}"
     log.info(
@@ -149,10 +170,9 @@ async def _token_cache(app: web.Application) -> AsyncIterator[None]:
     if cache.backend == "redis":
         assert cache.url is not None
         store = RedisStore(cache.url, cache.key_prefix, cache.timeout_s)
-        # user and password left out of the log line
         log.info(
             "token cache: redis at %s, keys under %r",
-            URL(cache.url).with_user(None),
+            without_credentials(cache.url),
             cache.key_prefix,
         )
     else:
@@ -187,7 +207,12 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     if listen is None:
         yield
         return
-    outbox = open_outbox(config, app[CLOCK])
+    try:
+        outbox = open_outbox(config, app[CLOCK])
+    except OutboxError as exc:
+        raise CannotStart(
+            f"callbacks.store: cannot open {config.callbacks.store} ({exc})"
+        ) from None
     metrics = app[METRICS]
     policy = DeliveryPolicy(
         max_attempts=config.callbacks.max_attempts,
@@ -233,7 +258,13 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
         shutdown_timeout=config.shutdown.timeout_s,
     )
     await runner.setup()
-    await web.TCPSite(runner, listen.host, listen.port).start()
+    try:
+        await web.TCPSite(runner, listen.host, listen.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        await worker.stop()
+        await outbox.close()
+        raise listen_failure("callbacks.listen", listen.host, listen.port, exc) from None
     host, port, *_ = runner.addresses[0]
     app[CALLBACKS_URL] = f"http://{host}:{port}"
     log.info("callbacks listening on http://%s:%d (outbox %s)", host, port, config.callbacks.store)
@@ -258,7 +289,11 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     guard = connection_limits(app[CONFIG])
     runner = GuardedRunner(admin, guard)
     await runner.setup()
-    await web.TCPSite(runner, listen.host, listen.port).start()
+    try:
+        await web.TCPSite(runner, listen.host, listen.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise listen_failure("admin.listen", listen.host, listen.port, exc) from None
     host, port, *_ = runner.addresses[0]
     log.info("admin listening on http://%s:%d (/healthz, /readyz, /metrics)", host, port)
     yield

@@ -17,13 +17,22 @@ from aiohttp import web
 from gateway import __version__, logs
 from gateway.app import create_app, open_outbox
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
-from gateway.config import DEFAULT_CONFIG_PATH, App, Config, ConfigError, is_loopback, load
+from gateway.config import (
+    DEFAULT_CONFIG_PATH,
+    App,
+    Config,
+    ConfigError,
+    is_loopback,
+    load,
+    without_credentials,
+)
 from gateway.core import signing
 from gateway.core.clock import SystemClock
 from gateway.core.params import caller_fields, is_secret_name
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from gateway.serving import StartError, serve_gateway, start_listening
+from gateway.starter import ENVIRONMENT, STARTER_CONFIG
 
 log = logs.logger("neu_gateway")
 
@@ -88,6 +97,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(check)
     check.set_defaults(command=_check_config)
+
+    init = commands.add_parser(
+        "init",
+        help="write a commented gateway.yaml to start from",
+        description=(
+            "Write a commented gateway.yaml for a real app into DIR: its secret and a caller's "
+            "token from environment variables, the platform's URL to fill in, callbacks "
+            "commented out. An existing file is left alone unless --force."
+        ),
+    )
+    init.add_argument(
+        "dir", nargs="?", type=Path, default=Path(), metavar="DIR", help="default: here"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing gateway.yaml")
+    init.set_defaults(command=_init)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -168,6 +192,18 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_or_report(path: Path) -> Config | None:
+    if _is_missing(path):
+        default = " (the default: gateway.yaml in the current directory)"
+        print(
+            f"neu-gateway: no config file at {path.absolute()}"
+            f"{default if path == DEFAULT_CONFIG_PATH else ''}",
+            file=sys.stderr,
+        )
+        print(
+            "  name yours with -c FILE, or write a commented one with: neu-gateway init [DIR]",
+            file=sys.stderr,
+        )
+        return None
     try:
         config = load(path)
     except ConfigError as exc:
@@ -176,6 +212,16 @@ def _load_or_report(path: Path) -> Config | None:
             print(f"  {problem}", file=sys.stderr)
         return None
     return config
+
+
+def _is_missing(path: Path) -> bool:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # there or not, it cannot be read: load() says why
+    return False
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -191,6 +237,64 @@ def _check_config(args: argparse.Namespace) -> int:
         if app.uses_sandbox:
             upstream = f"sandbox (embedded, http://{sandbox.host}:{sandbox.port})"
         print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}")
+    for line in _summary(config):
+        print(f"  {line}")
+    return EXIT_OK
+
+
+def _summary(config: Config) -> list[str]:
+    """Callers, callbacks and cache as check-config shows them: names and places, no secrets."""
+    lines = [
+        f"caller {caller.name}: apps {', '.join(sorted(caller.apps))}; "
+        f"allow {', '.join(map(str, caller.routes))}"
+        for caller in config.callers.values()
+    ] or ["callers: none (no token asked for)"]
+    if config.trusted_networks:
+        lines.append(f"trusted networks: {', '.join(map(str, config.trusted_networks))}")
+    listen = config.callbacks.listen
+    if listen is None:
+        lines.append("callbacks: off (no callbacks.listen)")
+    else:
+        lines.append(
+            f"callbacks: listen {listen.host}:{listen.port}, store {config.callbacks.store}"
+        )
+        lines += [
+            f"  app {app.name}: deliver_to "
+            + (app.callbacks.deliver_to or "none, so its callbacks end up dead in the outbox")
+            + ("" if app.callbacks.verify_sign else "; verify_sign off")
+            for app in config.apps.values()
+        ]
+    cache = config.cache
+    if cache.backend == "redis" and cache.url is not None:
+        where = f"redis at {without_credentials(cache.url)}, keys under {cache.key_prefix!r}"
+        lines.append(f"cache: {where}")
+    else:
+        lines.append(f"cache: memory, up to {cache.max_entries} logins")
+    return lines
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = args.dir / DEFAULT_CONFIG_PATH
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        # "x" refuses a file that is there, even one made a moment ago.
+        with path.open("w" if args.force else "x", encoding="utf-8") as file:
+            file.write(STARTER_CONFIG)
+    except FileExistsError:
+        print(f"neu-gateway: {path} exists; --force replaces it", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"neu-gateway: cannot write {path} ({exc.strerror})", file=sys.stderr)
+        return EXIT_CONFIG
+    width = max(len(name) for name, _ in ENVIRONMENT)
+    print(f"wrote {path}")
+    print("next:")
+    print("  1. put your app's appid and the platform's base URL in it (apps.myapp)")
+    print("  2. set the environment variables it reads:")
+    for name, meaning in ENVIRONMENT:
+        print(f"       {name:{width}}  {meaning}")
+    print(f"  3. neu-gateway check-config -c {path}")
+    print(f"  4. neu-gateway serve -c {path}")
     return EXIT_OK
 
 
@@ -261,10 +365,10 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve_until_stopped(
-    runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway"
+    runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway", key: str = "listen"
 ) -> None:
     try:
-        await start_listening(runner, host, port, "--host/--port")
+        await start_listening(runner, host, port, key)
     except StartError as exc:
         raise SystemExit(f"neu-gateway: {exc}") from None
     for address, bound_port, *_ in runner.addresses:
@@ -297,7 +401,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         explain=args.explain,
     )
     runner = web.AppRunner(create_sandbox_app(secrets, settings), access_log=None)
-    _run(_serve_until_stopped(runner, args.host, args.port, "sandbox"))
+    _run(_serve_until_stopped(runner, args.host, args.port, "sandbox", "--host/--port"))
     return EXIT_OK
 
 
@@ -329,6 +433,14 @@ def _with_outbox(args: argparse.Namespace, operation: Callable[[Outbox], Awaitab
     """The operation's result on the config's outbox, or None once the problem is reported."""
     config = _load_or_report(args.config)
     if config is None:
+        return None
+    if config.callbacks.listen is None:
+        # Opening the store would create an empty outbox where none was ever used.
+        print(
+            f"neu-gateway: callbacks are off in {args.config} (no callbacks.listen), so there is "
+            "no outbox to read",
+            file=sys.stderr,
+        )
         return None
 
     async def run() -> T:

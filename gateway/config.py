@@ -7,10 +7,11 @@ environment before validation.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -117,8 +118,11 @@ class AppConfig(_Model):
             return value
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
+            near_miss = difflib.get_close_matches(value.strip().lower(), [SANDBOX])
             raise ValueError(
-                "must be an http:// or https:// base URL, e.g. https://platform.example"
+                "must be an http:// or https:// base URL, e.g. https://platform.example, "
+                f"or {SANDBOX} for the embedded sandbox"
+                + (f"; did you mean {SANDBOX}?" if near_miss else "")
             )
         if url.query_string or url.fragment:
             raise ValueError("must not carry a query or fragment; the gateway appends the path")
@@ -195,6 +199,14 @@ class CacheConfig(_Model):
         if self.backend == "redis" and not self.url:
             raise ValueError("url: required with backend: redis (e.g. redis://127.0.0.1:6379/0)")
         return self
+
+
+def without_credentials(url: str) -> str:
+    """A Redis URL fit to print: no user or password, and no query (redis-py reads a
+    password there too). Everything before the last `@` goes, so no password is half-kept."""
+    scheme, sep, rest = url.partition("://")
+    location = re.split(r"[?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+    return f"{scheme}{sep}{location}"
 
 
 class CallbacksListenConfig(ListenConfig):
@@ -338,6 +350,37 @@ class Config:
         return [app for app in self.apps.values() if app.uses_sandbox]
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping in gateway.yaml names the same key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping, at any depth.
+
+    YAML requires keys to be unique, yet PyYAML keeps the last of two silently: a second
+    `apps:` block would drop every app of the first.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        first_lines: dict[Hashable, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges, and may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = first_lines.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader itself refuses it
+            if first is not None:
+                raise DuplicateKey(
+                    f"line {line}: key {key!r} is given twice in one mapping (first at line "
+                    f"{first}); YAML would keep only the last, so merge them into one"
+                )
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, substitute, validate and resolve gateway.yaml, or raise ConfigError."""
     try:
@@ -345,7 +388,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""

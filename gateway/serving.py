@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import logs
-from gateway.app import apply_config, connection_limits
+from gateway.app import CannotStart, apply_config, connection_limits, listen_failure
 from gateway.callbacks.outbox import OutboxError
 from gateway.config import Config, ConfigError, load
 from gateway.web.connections import GuardedRunner
@@ -35,14 +35,14 @@ async def start_listening(runner: web.AppRunner, host: str, port: int, key: str)
     try:
         # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
-    except (OSError, OutboxError) as exc:
+    except (OSError, OutboxError, CannotStart) as exc:
         await runner.cleanup()
         raise StartError(f"cannot start: {exc}") from None
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
-        raise StartError(f"cannot listen on {host}:{port} ({key}: {exc.strerror})") from None
+        raise StartError(f"cannot start: {listen_failure(key, host, port, exc)}") from None
 
 
 async def reload_config(app: web.Application, path: Path) -> bool:

@@ -29,21 +29,26 @@ class CommandResult:
     stderr: str
 
 
-async def run_command(*args: str, env: dict[str, str] | None = None) -> CommandResult:
+async def run_command(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> CommandResult:
     """Run a command to the end (the event loop keeps serving while it runs)."""
     process = await asyncio.create_subprocess_exec(
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return CommandResult(process.returncode, stdout.decode(), stderr.decode())
 
 
-async def neu_gateway(*args: str, env: dict[str, str] | None = None) -> CommandResult:
-    return await run_command(sys.executable, "-m", "gateway", *args, env=env)
+async def neu_gateway(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> CommandResult:
+    return await run_command(sys.executable, "-m", "gateway", *args, env=env, cwd=cwd)
 
 
 def write_config(

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, LiveConfig, Secret, from_mapping, load
+from gateway.config import (
+    ConfigError,
+    LiveConfig,
+    Secret,
+    from_mapping,
+    load,
+    without_credentials,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +42,26 @@ def test_the_repository_config_is_valid(caplog: pytest.LogCaptureFixture) -> Non
     config = load(REPO / "gateway.yaml", environ={})
     assert config.apps["demo"].appid == "demo-appid"
     assert "apps.demo.secret: the secret is written in the config file" in caplog.text
+
+
+def uncommented(text: str, key: str) -> str:
+    """The text with the commented-out `key:` blocks (a `# key:` line and the `#   ...` lines
+    under it) turned back into YAML, as a reader following the comments would."""
+    lines, in_block = [], False
+    for line in text.splitlines():
+        indent, body = line[: len(line) - len(line.lstrip())], line.strip()
+        in_block = body.startswith(f"# {key}:") or (in_block and body.startswith("#   "))
+        lines.append(indent + body[2:] if in_block else line)
+    return "\n".join(lines) + "\n"
+
+
+def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(uncommented((REPO / "gateway.yaml").read_text(), "callbacks"))
+    config = load(path, environ={})
+    assert config.callbacks.listen is not None
+    assert config.callbacks.listen.port == 8081
+    assert config.apps["demo"].callbacks.deliver_to == "http://127.0.0.1:9000/payments"
 
 
 @pytest.mark.parametrize(
@@ -130,6 +157,27 @@ def test_problems_name_the_field(
     assert any(problem.startswith(expected) for problem in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("upstream", "suggested"),
+    [
+        pytest.param("sandobx", True, id="a near miss of sandbox"),
+        pytest.param("Sandbox", True, id="sandbox capitalised"),
+        pytest.param("sanbox", True, id="a letter short"),
+        pytest.param("platform.example", False, id="a host without a scheme"),
+        pytest.param("ftp://platform.example", False, id="another scheme"),
+    ],
+)
+def test_an_upstream_neither_sandbox_nor_a_url_says_what_it_may_be(
+    upstream: str, suggested: bool
+) -> None:
+    [problem] = problems_of({"apps": {"demo": app(upstream=upstream)}})
+    assert problem.startswith(
+        "apps.demo.upstream: must be an http:// or https:// base URL, e.g. "
+        "https://platform.example, or sandbox for the embedded sandbox"
+    )
+    assert problem.endswith("; did you mean sandbox?") is suggested
+
+
 def test_every_problem_is_reported_at_once() -> None:
     problems = problems_of(
         {"apps": {"a": app(secret_env="A"), "b": app(secret_env="B")}}, environ={}
@@ -195,6 +243,69 @@ def test_unreadable_files(tmp_path: Path, text: str, expected: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "apps:\n  demo: {appid: a, secret: s, upstream: sandbox}\n"
+            "listen: {port: 0}\n"
+            "apps:\n  demo: {callbacks: {verify_sign: true}}\n",
+            "line 4: key 'apps' is given twice in one mapping (first at line 1)",
+            id="a second apps block",
+        ),
+        pytest.param(
+            "apps:\n  demo:\n    appid: a\n    secret: s\n    upstream: sandbox\n    appid: b\n",
+            "line 6: key 'appid' is given twice in one mapping (first at line 3)",
+            id="nested",
+        ),
+        pytest.param(
+            "apps: {demo: {appid: a, secret: s, upstream: sandbox}}\n"
+            "limits: {max_params: 1, max_params: 2}\n",
+            "line 2: key 'max_params' is given twice",
+            id="in a flow mapping",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}: {expected}")
+    assert problem.endswith("YAML would keep only the last, so merge them into one")
+
+
+def test_merge_keys_may_still_override_what_they_merge(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "apps:\n"
+        "  one: &app {appid: a, secret: s, upstream: sandbox}\n"
+        "  two:\n"
+        "    <<: *app\n"
+        "    appid: b\n"
+        "default_app: one\n"
+    )
+    assert load(path, environ={}).apps["two"].appid == "b"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@redis.internal:6379/0", "redis://redis.internal:6379/0"),
+        ("rediss://user:pw@h:6380/0?ssl_ca_certs=/ca.pem", "rediss://h:6380/0"),
+        ("unix:///run/redis.sock?password=pw&db=0", "unix:///run/redis.sock"),
+        ("redis://:p@ss#w?rd@h/0", "redis://h/0"),
+        ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+    ],
+    ids=["password", "user and password, query", "unix socket", "raw @ # ? in it", "IPv6"],
+)
+def test_a_redis_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
+    assert without_credentials(url) == shown
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ GatewayError
 │   ├── InvalidParams          400 invalid_params
 │   ├── SecretParamRejected    400 secret_param_rejected
 │   ├── InvalidJson            400 invalid_json
+│   ├── JsonWithoutContentType 400 json_without_content_type
 │   ├── InvalidMultipart       400 invalid_multipart
 │   ├── InvalidPath            400 invalid_path
 │   ├── ValidationFailed       400 validation_failed
@@ -99,6 +100,17 @@ class InvalidJson(BadRequest):
 
     code = "invalid_json"
     message = "the JSON body must be an object of scalars and lists of scalars"
+
+
+class JsonWithoutContentType(BadRequest):
+    """A JSON body sent as a form: `curl -d` labels its data application/x-www-form-urlencoded."""
+
+    code = "json_without_content_type"
+    message = (
+        "the body looks like JSON but its Content-Type says it is a form "
+        "(application/x-www-form-urlencoded, what curl -d sends unless told otherwise): "
+        "add -H 'Content-Type: application/json'"
+    )
 
 
 class InvalidMultipart(BadRequest):

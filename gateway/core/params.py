@@ -35,6 +35,7 @@ GATEWAY_KEYS = frozenset({"appid", "timestamp", "sign"})
 
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _PIECE = re.compile(rb"[^&]+")
+_JSON_START = re.compile(rb"\s*(?:[{[]|%7B|%5B)", re.IGNORECASE)
 
 
 def parse_urlencoded(raw: bytes, where: str, max_pairs: int | None = None) -> Pairs:
@@ -56,6 +57,12 @@ def parse_urlencoded(raw: bytes, where: str, max_pairs: int | None = None) -> Pa
             raise InvalidParams(f"a parameter in the {where} has an empty name")
         pairs.append((key, _decode_component(raw_value, where)))
     return pairs
+
+
+def looks_like_json(form_body: bytes) -> bool:
+    """Whether a form body is really JSON sent without its Content-Type: it starts, perhaps
+    percent-encoded, with `{` or `[`, which no platform parameter's name does."""
+    return _JSON_START.match(form_body) is not None
 
 
 def too_many_params(limit: int) -> InvalidParams:

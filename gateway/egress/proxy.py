@@ -15,6 +15,7 @@ from gateway.core.endpoints import Endpoint, Extra, validate
 from gateway.core.errors import (
     BadRequest,
     GatewayError,
+    JsonWithoutContentType,
     UnsupportedMediaType,
     ValidationFailed,
     quoted_name,
@@ -23,6 +24,7 @@ from gateway.core.params import (
     caller_fields,
     check_limits,
     is_unicode,
+    looks_like_json,
     parse_json,
     parse_urlencoded,
 )
@@ -213,6 +215,8 @@ async def read_body(request: web.Request, limits: LimitsConfig, params_left: int
         return Upload()
     if is_json:
         return Upload(pairs=parse_json(body, params_left, limits.max_value_length))
+    if looks_like_json(body):
+        raise JsonWithoutContentType()
     return Upload(pairs=parse_urlencoded(body, "form body", params_left))
 
 

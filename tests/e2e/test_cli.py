@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = {"NEU_SECRET_DEMO": SECRET}
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["check-config"], ["sign"], ["verify"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["check-config"], ["init"], ["sign"], ["verify"]]
+)
 async def test_help(command: list[str]) -> None:
     result = await neu_gateway(*command, "--help")
     assert result.status == 0
@@ -25,6 +28,94 @@ async def test_check_config_on_the_repository_config() -> None:
     result = await neu_gateway("check-config", "-c", str(REPO / "gateway.yaml"))
     assert result.status == 0, result.stderr
     assert "app demo (default): appid demo-appid" in result.stdout
+
+
+async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "https://platform.example",
+        app_callbacks="{deliver_to: 'http://127.0.0.1:9000/payments'}",
+        callers="{orders: {token_env: ORDERS_TOKEN, apps: [demo], allow: "
+        "['POST /neuopenapi/pay/transactions/*', 'GET /neuopenapi/pay/transactions/tradedetail']}}",
+        trusted_networks="[127.0.0.1/32]",
+        cache="{backend: redis, url: 'redis://:hunter2-password@redis.internal:6379/0?password=x'}",
+        callbacks="{listen: {port: 8081}}",
+    )
+    result = await neu_gateway(
+        "check-config", "-c", str(config), env={**ENV, "ORDERS_TOKEN": "t" * 32}
+    )
+    assert result.status == 0, result.stderr
+    assert result.stdout.splitlines()[3:] == [
+        "  caller orders: apps demo; allow POST /neuopenapi/pay/transactions/*, "
+        "GET /neuopenapi/pay/transactions/tradedetail",
+        "  trusted networks: 127.0.0.1/32",
+        "  callbacks: listen 127.0.0.1:8081, store redis",
+        "    app demo: deliver_to http://127.0.0.1:9000/payments",
+        "  cache: redis at redis://redis.internal:6379/0, keys under 'neu:'",
+    ]
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+async def test_check_config_says_what_is_off(tmp_path: Path) -> None:
+    result = await neu_gateway("check-config", "-c", str(write_config(tmp_path)), env=ENV)
+    assert result.status == 0, result.stderr
+    assert result.stdout.splitlines()[3:] == [
+        "  callers: none (no token asked for)",
+        "  callbacks: off (no callbacks.listen)",
+        "  cache: memory, up to 10000 logins",
+    ]
+
+
+STARTER_ENV = {"NEU_SECRET_MYAPP": "the-app-secret", "ORDERS_TOKEN": "t" * 32}
+
+
+async def test_init_writes_a_config_that_check_config_accepts_once_its_env_is_set(
+    tmp_path: Path,
+) -> None:
+    unset = {name: "" for name in STARTER_ENV}
+    written = await neu_gateway("init", "conf", cwd=tmp_path, env=unset)
+    assert written.status == 0, written.stderr
+    assert written.stdout.splitlines()[0] == "wrote conf/gateway.yaml"
+    for step in (
+        "NEU_SECRET_MYAPP",
+        "ORDERS_TOKEN",
+        "neu-gateway check-config -c conf/gateway.yaml",
+        "neu-gateway serve -c conf/gateway.yaml",
+    ):
+        assert step in written.stdout
+    config = tmp_path / "conf" / "gateway.yaml"
+
+    checked = await neu_gateway("check-config", "-c", str(config), env=STARTER_ENV)
+    assert checked.status == 0, checked.stderr
+    assert "app myapp (default): appid your-appid, upstream https://" in checked.stdout
+
+    without = await neu_gateway(
+        "check-config", "-c", str(config), env={"NEU_SECRET_MYAPP": "", "ORDERS_TOKEN": ""}
+    )
+    assert without.status == 2
+    assert without.stderr.splitlines()[1:] == [
+        "  apps.myapp.secret_env: environment variable NEU_SECRET_MYAPP is empty",
+        "  callers.orders.token_env: environment variable ORDERS_TOKEN is empty",
+    ]
+
+
+async def test_init_writes_here_by_default_and_overwrites_only_with_force(
+    tmp_path: Path,
+) -> None:
+    first = await neu_gateway("init", cwd=tmp_path)
+    assert first.status == 0, first.stderr
+    config = tmp_path / "gateway.yaml"
+    assert "neu-gateway serve -c gateway.yaml" in first.stdout
+    config.write_text("# mine\n")
+
+    again = await neu_gateway("init", cwd=tmp_path)
+    assert again.status == 2
+    assert "neu-gateway: gateway.yaml exists; --force replaces it" in again.stderr
+    assert config.read_text() == "# mine\n"
+
+    forced = await neu_gateway("init", "--force", cwd=tmp_path)
+    assert forced.status == 0, forced.stderr
+    assert config.read_text().startswith("# neu-gateway configuration, written by")
 
 
 async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
@@ -52,7 +143,26 @@ async def test_serve_refuses_an_anonymous_public_listener(tmp_path: Path) -> Non
 async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
     result = await neu_gateway("serve", "-c", str(tmp_path / "absent.yaml"))
     assert result.status == 2
-    assert "cannot read the config file" in result.stderr
+    assert f"neu-gateway: no config file at {tmp_path / 'absent.yaml'}\n" in result.stderr
+    assert "name yours with -c FILE, or write a commented one with: neu-gateway init" in (
+        result.stderr
+    )
+
+
+async def test_serve_without_a_config_here_names_c_and_init(tmp_path: Path) -> None:
+    result = await neu_gateway("serve", cwd=tmp_path)
+    assert result.status == 2
+    assert result.stderr.splitlines() == [
+        f"neu-gateway: no config file at {tmp_path / 'gateway.yaml'} "
+        "(the default: gateway.yaml in the current directory)",
+        "  name yours with -c FILE, or write a commented one with: neu-gateway init [DIR]",
+    ]
+
+
+async def test_a_config_that_cannot_be_read_says_why(tmp_path: Path) -> None:
+    result = await neu_gateway("check-config", "-c", str(tmp_path))
+    assert result.status == 2
+    assert "cannot read the config file (Is a directory)" in result.stderr
 
 
 async def test_sign_prints_the_published_vector(tmp_path: Path) -> None:
@@ -188,24 +298,37 @@ async def test_callers_make_a_public_listener_acceptable(tmp_path: Path) -> None
     assert result.status == 0, result.stderr
 
 
-async def test_serve_says_when_the_sandbox_port_is_taken(tmp_path: Path) -> None:
-    import socket
+def config_with_listeners(directory: Path, taken: str, port: int) -> Path:
+    """Every listener on a free port but the one at `taken`, which gets `port`."""
+    ports = {"listen": 0, "sandbox.listen": 0, "callbacks.listen": 0, taken: port}
+    path = directory / "gateway.yaml"
+    path.write_text(
+        f"listen: {{host: 127.0.0.1, port: {ports['listen']}}}\n"
+        "apps:\n  demo: {appid: demo-appid, secret_env: NEU_SECRET_DEMO, upstream: sandbox}\n"
+        f"sandbox: {{listen: {{port: {ports['sandbox.listen']}}}}}\n"
+        f"callbacks: {{listen: {{port: {ports['callbacks.listen']}}}, "
+        f"store: 'sqlite://{directory}/outbox.db'}}\n"
+    )
+    return path
 
+
+@pytest.mark.parametrize("key", ["listen", "sandbox.listen", "callbacks.listen"])
+async def test_serve_names_the_listener_whose_port_is_taken(tmp_path: Path, key: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(tmp_path)
-        config.write_text(
-            config.read_text().replace(
-                "sandbox: {listen: {port: 0}", f"sandbox: {{listen: {{port: {port}}}"
-            )
-        )
+        config = config_with_listeners(tmp_path, key, port)
         result = await neu_gateway("serve", "-c", str(config), env=ENV)
     assert result.status == 1
-    assert "neu-gateway: cannot start:" in result.stderr
-    assert str(port) in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert line == (
+        f"neu-gateway: cannot start: {key}: cannot listen on 127.0.0.1:{port}: "
+        f"the port is in use by another process (stop it, or change {key})"
+    )
+    # Whatever had started is closed again, quietly.
     assert "Traceback" not in result.stderr
+    assert " ERROR " not in result.stderr
 
 
 async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> None:
@@ -215,8 +338,24 @@ async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> No
         tmp_path, callbacks=f"{{listen: {{port: 0}}, store: 'sqlite://{blocker}/outbox.db'}}"
     )
     served = await neu_gateway("serve", "-c", str(config), env=ENV)
-    assert "neu-gateway: cannot start:" in served.stderr
+    assert served.status == 1
+    assert (
+        f"neu-gateway: cannot start: callbacks.store: cannot open sqlite://{blocker}/outbox.db ("
+    ) in served.stderr
     assert "Traceback" not in served.stderr
     listed = await neu_gateway("callbacks", "list", "-c", str(config), env=ENV)
     assert listed.status == 2
     assert "cannot read the outbox" in listed.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["replay", "1"]], ids=["list", "replay"])
+async def test_callbacks_commands_say_callbacks_are_off_and_create_no_outbox(
+    tmp_path: Path, command: list[str]
+) -> None:
+    store = tmp_path / "outbox" / "outbox.db"
+    config = write_config(tmp_path, callbacks=f"{{store: 'sqlite://{store}'}}")
+    result = await neu_gateway("callbacks", *command, "-c", str(config), env=ENV)
+    assert result.status == 2
+    assert "callbacks are off" in result.stderr
+    assert "(no callbacks.listen)" in result.stderr
+    assert not store.parent.exists()

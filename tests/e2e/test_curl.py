@@ -85,6 +85,18 @@ async def test_curl_sees_gateway_errors_in_the_platform_envelope(gateway: Gatewa
     assert body["responseHeader"]["status"] == 400
 
 
+async def test_curl_json_without_its_content_type_is_told_to_add_it(
+    gateway: GatewayProcess,
+) -> None:
+    body = await curl(f"{gateway.url}{ECHO}", "-d", '{"title": "Paid", "language": "en_US"}')
+    assert body["error"] == "json_without_content_type"
+    assert "-H 'Content-Type: application/json'" in body["responseHeader"]["msg"]
+    told = await curl(
+        f"{gateway.url}{ECHO}", "-H", "Content-Type: application/json", "-d", '{"title": "Paid"}'
+    )
+    assert ok(told)["params"]["title"] == "Paid"
+
+
 async def test_sign_command_matches_what_the_platform_verified(
     gateway: GatewayProcess, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -180,3 +181,15 @@ async def test_codes_and_tokens_never_reach_the_log(
     assert "evicted" in caplog.text
     assert login["code"] not in caplog.text
     assert body["response"]["accessToken"] not in caplog.text
+
+
+async def test_a_unix_socket_redis_url_starts_the_gateway(
+    aiohttp_client: Any, clock: MutableClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "neu_gateway")
+    socket_path = tmp_path / "redis.sock"
+    gateway = await make_gateway(
+        aiohttp_client, clock, backend="redis", url=f"unix://{socket_path}?db=0"
+    )
+    assert (await gateway.get("/healthz")).status == 200
+    assert f"token cache: redis at unix://{socket_path}, keys under 'neu:'" in caplog.text

@@ -557,6 +557,34 @@ async def test_unreadable_bodies_get_a_clear_400(
     assert platform.received == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"tradeNo": "T1"}', id="an object, as curl -d sends it"),
+        pytest.param(b'{"url": "https://x/?a=b&c=d", "text": "100%"}', id="with & and %"),
+        pytest.param(b'\n  ["a", "b"]', id="a list after whitespace"),
+        pytest.param(b"%7B%22tradeNo%22%3A%22T1%22%7D", id="percent-encoded (--data-urlencode)"),
+    ],
+)
+async def test_json_sent_as_a_form_is_refused_with_the_header_to_add(
+    gateway: Client, platform: PlatformDouble, body: bytes
+) -> None:
+    response = await gateway.post(
+        ECHO_PATH, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    message = await envelope_of(response, 400, "json_without_content_type")
+    assert "add -H 'Content-Type: application/json'" in message
+    assert platform.received == []
+
+
+async def test_a_form_whose_values_hold_json_is_still_a_form(
+    gateway: Client, platform: PlatformDouble
+) -> None:
+    response = await gateway.post(ECHO_PATH, data={"extra": '{"a": 1}', "list": "[1]"})
+    assert response.status == 200
+    assert signed_by_gateway(platform)["extra"] == '{"a": 1}'
+
+
 async def test_a_file_on_a_get_is_refused(gateway: Client, platform: PlatformDouble) -> None:
     form = FormData()
     form.add_field("fileData", b"x", filename="a.bin")

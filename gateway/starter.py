@@ -1,0 +1,68 @@
+"""The commented gateway.yaml that `neu-gateway init` writes for a real app.
+
+It reads its secrets from the environment variables in ENVIRONMENT, so it is valid as written
+once they are set; the placeholders (appid, the platform's domain) still need the app's own.
+"""
+
+from __future__ import annotations
+
+# The variables the starter names, with what each holds: `init` lists them as the next step.
+ENVIRONMENT = (
+    ("NEU_SECRET_MYAPP", "the app secret the platform gave you (apps.myapp.secret_env)"),
+    (
+        "ORDERS_TOKEN",
+        "the bearer token of caller orders, 16 characters or more: openssl rand -hex 32",
+    ),
+)
+
+STARTER_CONFIG = """\
+# neu-gateway configuration, written by `neu-gateway init`. Every option is described in
+# README.md ("Config reference"). Put in your appid and the platform's domain, set the
+# environment variables it names (NEU_SECRET_MYAPP, ORDERS_TOKEN), then:
+#   neu-gateway check-config -c gateway.yaml
+#   neu-gateway serve -c gateway.yaml
+
+# Where your services reach the gateway. 127.0.0.1 serves this machine only; any other
+# address (0.0.0.0 in a container) is refused unless callers are configured, as below.
+listen: {host: 127.0.0.1, port: 8080}
+
+apps:
+  myapp:                # the app's name here: X-Neu-App and callers' `apps` use it
+    appid: your-appid   # your mini app's own appid, from the platform
+    # The app secret, never written in this file: read from an environment variable...
+    secret_env: NEU_SECRET_MYAPP
+    # ...or from a file (a Docker or Kubernetes secret) instead:
+    # secret_file: /run/secrets/myapp
+    # The platform's base URL, https://{domain}; the gateway appends /neuopenapi/...
+    # (`upstream: sandbox` runs the embedded emulator instead, to try things first).
+    upstream: https://your-platform-domain.example
+    # Payment callbacks of this app; uncomment with the `callbacks:` block below.
+    # callbacks: {verify_sign: true, deliver_to: http://orders.internal:9000/payments}
+
+# Who may call. Each caller sends `Authorization: Bearer <its token>` and may use only its
+# apps and the routes it is allowed (METHOD /neuopenapi/path, * as a wildcard). A token is
+# read from an environment variable (token_env) or a file (token_file), one per caller.
+callers:
+  orders:
+    token_env: ORDERS_TOKEN
+    apps: [myapp]
+    allow:
+      - "POST /neuopenapi/pay/transactions/*"
+      - "GET /neuopenapi/pay/transactions/tradedetail"
+# Requests from these networks need no token (the backend beside a sidecar, say):
+# trusted_networks: [127.0.0.1/32]
+
+# Payment callbacks (README, "Payment callbacks"): the platform POSTs each payment's outcome
+# to the trade's notifyUrl; make it https://<public name of this listener>/callbacks/myapp/pay.
+# The gateway verifies it, confirms it with tradedetail and delivers it once to deliver_to.
+# callbacks:
+#   listen: {host: 0.0.0.0, port: 8081}   # the platform reaches this; nothing else is served
+#   store: sqlite:///var/lib/neu-gateway/outbox.db
+
+# Several replicas share logins (and the callbacks outbox) through Redis:
+# cache:
+#   backend: redis
+#   url: redis://:${REDIS_PASSWORD}@redis.internal:6379/0
+
+timeouts: {connect_s: 3, total_s: 15}
+"""

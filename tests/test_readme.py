@@ -1,0 +1,73 @@
+"""The README's list of headers is the one the code has."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import hdrs
+
+from gateway.egress.proxy import FORWARDED_HEADERS
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+# A header's name as the code spells it: Dashed-Words, or one of the undashed ones.
+_HEADER = re.compile(
+    r"(?:[A-Z][A-Za-z]*(?:-[A-Za-z]+)+|Accept|Allow|Authorization|Connection|Expect|"
+    r"traceparent|tracestate)"
+)
+
+
+def headers_in_code() -> dict[str, str]:
+    """Each header name the gateway's code spells out or takes from aiohttp.hdrs -> a file."""
+    found = {}
+    for path in sorted((REPO / "gateway").rglob("*.py")):
+        if "sandbox" in path.parts:
+            continue  # the platform's emulator: not the gateway's headers
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = None
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                name = node.value
+            elif isinstance(node, ast.Attribute) and ast.unparse(node.value) == "hdrs":
+                name = str(getattr(hdrs, node.attr))
+            if name is not None and _HEADER.fullmatch(name):
+                found.setdefault(name, str(path.relative_to(REPO)))
+    return found
+
+
+def header_table() -> dict[str, list[str]]:
+    """The README's "Headers" table: each row's where column -> the headers it names."""
+    section = README[README.index("\n### Headers\n") :]
+    section = section[: section.index("\n### ", 1)]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            rows.setdefault(cells[1], []).extend(re.findall(r"`([^`]+)`", cells[0]))
+    return rows
+
+
+def test_every_header_the_code_reads_or_sets_is_in_the_readme_table() -> None:
+    listed = {name for names in header_table().values() for name in names}
+    missing = {name: path for name, path in headers_in_code().items() if name not in listed}
+    assert missing == {}
+
+
+def test_the_table_lists_exactly_the_caller_headers_that_go_upstream() -> None:
+    assert header_table()["caller → platform"] == list(FORWARDED_HEADERS)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        r"only (.+?) go upstream from the caller",
+        r"Only (.+?) of the\s+caller's headers go upstream",
+    ],
+    ids=["the request table", "the security guarantees"],
+)
+def test_the_prose_names_the_same_caller_headers(sentence: str) -> None:
+    match = re.search(sentence, README)
+    assert match is not None
+    assert re.findall(r"`([^`]+)`", match.group(1)) == list(FORWARDED_HEADERS)
