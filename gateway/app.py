@@ -327,5 +327,10 @@ def apply_config(app: web.Application, new: Config) -> list[str]:
         else:
             app[BASE_URLS][name] = entry.upstream
         app[DELIVER_TO][name] = entry.callbacks.deliver_to
+    deliver_to: dict[str, str | None] = app[DELIVER_TO]
+    for gone in deliver_to.keys() - current.apps.keys():
+        # Its pending deliveries wait, as for any app without deliver_to, until it is back.
+        del deliver_to[gone]
+        app[BASE_URLS].pop(gone, None)
     app[METRICS].config_loaded.set(live.loaded_at)
     return pinned

@@ -46,10 +46,10 @@ from gateway.core.errors import (
     UpstreamTimeout,
     render,
 )
-from gateway.web.middlewares import error_response
+from gateway.metrics import NONE, OTHER
+from gateway.web.middlewares import error_response, write_access_line
 
 log = logs.logger("neu_gateway.listener")
-access_log = logs.logger("neu_gateway.access")
 
 # Room for the request line beside the headers; both are bounded by max_header_bytes on
 # their own (aiohttp's line and field limits), this bounds what is held while they arrive.
@@ -114,11 +114,22 @@ def was_evicted(request: web.BaseRequest) -> bool:
 
 
 def _log_refused(request_id: str, status: int) -> None:
-    """The access line of a request refused before it reached a handler."""
-    access_log.info(
-        "request_id=%s caller=- app=- method=- route=- status=%d latency_ms=0.0",
-        request_id,
-        status,
+    """The access line of a request refused before it reached a handler: only its status is
+    known."""
+    write_access_line(
+        request_id=request_id,
+        caller=NONE,
+        app=NONE,
+        method=NONE,
+        route=OTHER,
+        status=status,
+        path="-",
+        upstream_status=NONE,
+        platform_status=NONE,
+        duration_ms=0.0,
+        upstream_ms=0.0,
+        bytes_in=0,
+        bytes_out=0,
     )
 
 

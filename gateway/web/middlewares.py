@@ -122,23 +122,27 @@ def log_access(
     route = request.get(ROUTE, OTHER)
     request.app[METRICS].observe_request(app, caller, route, request.method, status, seconds)
     call = CURRENT_CALL.get() or UpstreamCall()
-    fields = {
-        "request_id": request_id,
-        "caller": caller,
-        "app": app,
-        "method": request.method,
-        "route": route,
-        "status": status,
+    write_access_line(
+        request_id=request_id,
+        caller=caller,
+        app=app,
+        method=request.method,
+        route=route,
+        status=status,
         # The encoded path only: a query string can carry an accessToken, and a decoded
         # path could carry a line break into the log.
-        "path": request.rel_url.raw_path,
-        "upstream_status": call.http_status,
-        "platform_status": call.platform_status,
-        "duration_ms": round(seconds * 1000, 1),
-        "upstream_ms": round(call.seconds * 1000, 1),
-        "bytes_in": request.content.total_bytes,
-        "bytes_out": _body_bytes(response),
-    }
+        path=request.rel_url.raw_path,
+        upstream_status=call.http_status,
+        platform_status=call.platform_status,
+        duration_ms=round(seconds * 1000, 1),
+        upstream_ms=round(call.seconds * 1000, 1),
+        bytes_in=request.content.total_bytes,
+        bytes_out=_body_bytes(response),
+    )
+
+
+def write_access_line(**fields: str | int | float) -> None:
+    """One access line: key=value text, or the fields themselves in a JSON line."""
     text = " ".join(f"{key}={value}" for key, value in fields.items())
     access_log.info(text, extra={logs.FIELDS: fields})
 
