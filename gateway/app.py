@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -14,13 +15,22 @@ from gateway import logs
 from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
-from gateway.config import SQLITE_STORE, Config, ConfigError, LiveConfig, without_credentials
+from gateway.config import (
+    SQLITE_STORE,
+    App,
+    Config,
+    ConfigError,
+    LiveConfig,
+    without_credentials,
+)
 from gateway.core.clock import Clock, SystemClock
+from gateway.core.errors import GatewayError
 from gateway.core.platform import API_PREFIX
 from gateway.egress import proxy
+from gateway.egress.sessions import Sessions, TlsSetupError
 from gateway.egress.stores import MemoryStore, RedisStore
 from gateway.egress.tokens import Store, StoreError, TokenCache
-from gateway.egress.upstream import Upstream, close_session, create_session
+from gateway.egress.upstream import CallPolicy, Upstream, close_sessions
 from gateway.egress.waits import TradeWaits
 from gateway.metrics import Metrics
 from gateway.sandbox.server import create_sandbox_app, set_secret
@@ -146,21 +156,60 @@ def sandbox_settings(config: Config) -> Settings:
         notify_attempts=sandbox.notify_attempts,
         notify_backoff_s=sandbox.notify_backoff_s,
         explain=sandbox.explain,
+        clock_offset_s=sandbox.clock_offset_s,
     )
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    session = create_session(config.timeouts.connect_s, config.timeouts.total_s)
-    app[UPSTREAM] = Upstream(session, config.limits.max_response_bytes, app[METRICS])
+    sessions = Sessions(config.pool, config.timeouts.connect_s, config.timeouts.total_s)
+    for entry in config.apps.values():
+        try:
+            sessions.check(entry)
+        except TlsSetupError as exc:
+            raise CannotStart(str(exc)) from None
+    upstream = app[UPSTREAM] = Upstream(
+        sessions, config.limits.max_response_bytes, app[METRICS], app[CLOCK], call_policy(config)
+    )
+    closing = False
 
-    async def session_open() -> None:
-        if session.closed:
-            raise RuntimeError("the upstream session is closed")
+    async def sessions_open() -> None:
+        if closing:
+            raise RuntimeError("the upstream sessions are closed")
 
-    app[READINESS].add_check("upstream", session_open)
+    app[READINESS].add_check("upstream", sessions_open)
+    # Each upstream's clock, learnt before the first call needs it; a failure is only logged.
+    probes = [
+        asyncio.ensure_future(_probe(upstream, entry, app[BASE_URLS]))
+        for entry in config.apps.values()
+    ]
     yield
-    await close_session(session)
+    closing = True
+    for probe in probes:
+        probe.cancel()
+    await asyncio.gather(*probes, return_exceptions=True)
+    await close_sessions(sessions)
+
+
+async def _probe(upstream: Upstream, entry: App, base_urls: dict[str, str]) -> None:
+    try:
+        await upstream.probe(entry, base_urls[entry.name])
+    except GatewayError as exc:
+        log.warning("app %s: probing %s failed: %s", entry.name, entry.upstream, exc.msg)
+
+
+def call_policy(config: Config) -> CallPolicy:
+    retries, breaker = config.retries, config.breaker
+    return CallPolicy(
+        attempts=retries.attempts,
+        backoff_s=retries.backoff_s,
+        max_backoff_s=retries.max_backoff_s,
+        attempts_by_path={path: rule.attempts for path, rule in retries.endpoints.items()},
+        breaker_failures=breaker.failures,
+        breaker_cooldown_s=breaker.cooldown_s,
+        max_skew_s=config.clock.max_skew_s,
+        total_s=config.timeouts.total_s,
+    )
 
 
 async def _token_cache(app: web.Application) -> AsyncIterator[None]:

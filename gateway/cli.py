@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         help="say in a sign error what the sandbox signed (canonical string, secret masked)",
     )
     sandbox.add_argument("--token-expire-s", type=int, default=604800, help="accessToken life")
+    sandbox.add_argument(
+        "--clock-offset-s",
+        type=float,
+        default=0.0,
+        help="run the platform's clock (and its Date header) this far ahead, or behind",
+    )
     sandbox.add_argument("--notify-attempts", type=int, default=5, help="callback attempts")
     sandbox.add_argument(
         "--notify-backoff-s", type=float, default=1.0, help="first retry delay, doubling"
@@ -396,6 +402,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     logs.REDACTION.add_secrets(secrets.values())
     settings = Settings(
         token_expire_s=args.token_expire_s,
+        clock_offset_s=args.clock_offset_s,
         notify_attempts=args.notify_attempts,
         notify_backoff_s=args.notify_backoff_s,
         explain=args.explain,

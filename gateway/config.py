@@ -30,12 +30,15 @@ from yarl import URL
 
 from gateway import logs
 from gateway.core.access import Caller, Network, Route
+from gateway.core.endpoints import ENDPOINTS
 from gateway.core.secrets import Secret
 
 log = logs.logger("neu_gateway.config")
 
 DEFAULT_CONFIG_PATH = Path("gateway.yaml")
 SANDBOX = "sandbox"
+# `proxy: env`: HTTPS_PROXY / HTTP_PROXY and NO_PROXY, as curl reads them.
+PROXY_FROM_ENV = "env"
 MIB = 1 << 20
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -89,6 +92,39 @@ class AppCallbacksConfig(_Model):
         return value
 
 
+class TlsConfig(_Model):
+    """How the gateway trusts an https upstream, and proves itself to one that asks."""
+
+    # A private CA's certificates (PEM), trusted besides the system's (ca_mode: add) or alone.
+    ca_file: Path | None = None
+    ca_mode: Literal["add", "only"] = "add"
+    # Mutual TLS, e.g. over a leased line: both or neither.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    # The name to ask for (SNI) and to verify, when the upstream URL names an IP address.
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: give both or neither")
+        if self.ca_mode == "only" and self.ca_file is None:
+            raise ValueError("ca_mode: only needs a ca_file")
+        return self
+
+
+def _proxy(value: str | None) -> str | None:
+    if value is None or value == PROXY_FROM_ENV:
+        return value
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"must be {PROXY_FROM_ENV!r} (HTTPS_PROXY, NO_PROXY) or the proxy's URL, "
+            "http://[user:password@]host:port"
+        )
+    return value
+
+
 class AppConfig(_Model):
     appid: Annotated[str, Field(min_length=1)]
     secret_env: str | None = None
@@ -96,6 +132,16 @@ class AppConfig(_Model):
     secret: str | None = None
     upstream: str
     callbacks: AppCallbacksConfig = AppCallbacksConfig()
+    # The app's own egress settings, instead of the top-level ones.
+    tls: TlsConfig | None = None
+    proxy: str | None = None
+    # `off`: only required parameters are checked, not the doc's lists of values.
+    validation: Literal["doc", "off"] = "doc"
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        return _proxy(value)
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> AppConfig:
@@ -127,6 +173,49 @@ class AppConfig(_Model):
         if url.query_string or url.fragment:
             raise ValueError("must not carry a query or fragment; the gateway appends the path")
         return value.rstrip("/")
+
+
+class PoolConfig(_Model):
+    # Connections to the platform, all apps together; 0: no cap.
+    max_connections: Annotated[int, Field(ge=0, le=100_000)] = 512
+    keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class RetryOverride(_Model):
+    attempts: Annotated[int, Field(ge=1, le=10)]
+
+
+class RetriesConfig(_Model):
+    """Safe retries: GETs on connect errors, resets and 502/503/504; a POST only when it
+    could not be sent at all."""
+
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    backoff_s: Annotated[float, Field(gt=0, le=60)] = 0.1
+    max_backoff_s: Annotated[float, Field(gt=0, le=300)] = 2.0
+    # Per documented endpoint path: {attempts: N}.
+    endpoints: dict[str, RetryOverride] = {}
+
+    @field_validator("endpoints")
+    @classmethod
+    def _documented(cls, value: dict[str, RetryOverride]) -> dict[str, RetryOverride]:
+        unknown = [path for path in value if path not in ENDPOINTS]
+        if unknown:
+            raise ValueError(
+                f"not a documented endpoint path: {', '.join(unknown)} "
+                f"(one of {', '.join(ENDPOINTS)})"
+            )
+        return value
+
+
+class BreakerConfig(_Model):
+    # Consecutive upstream failures of an app before its calls are answered 503 at once.
+    failures: Annotated[int, Field(ge=1, le=10_000)] = 5
+    cooldown_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class ClockConfig(_Model):
+    # Beyond this offset from the platform's clock (its Date header), sign with its time.
+    max_skew_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
 
 
 class TimeoutsConfig(_Model):
@@ -252,6 +341,8 @@ class SandboxConfig(_Model):
     listen: SandboxListenConfig = SandboxListenConfig()
     explain: bool = True
     token_expire_s: Annotated[int, Field(gt=0)] = 604800
+    # The sandbox's clock, and its Date header, this far ahead (or behind, negative).
+    clock_offset_s: Annotated[float, Field(ge=-86400, le=86400)] = 0.0
     code_ttl_s: Annotated[int, Field(gt=0)] = 300
     notify_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
@@ -295,6 +386,17 @@ class FileConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     pid_file: Path | None = None
+    tls: TlsConfig = TlsConfig()
+    proxy: str | None = None
+    pool: PoolConfig = PoolConfig()
+    retries: RetriesConfig = RetriesConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    clock: ClockConfig = ClockConfig()
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        return _proxy(value)
 
     @field_validator("default_app")
     @classmethod
@@ -314,6 +416,9 @@ class App:
     secret: Secret
     upstream: str  # a base URL, or SANDBOX for the embedded sandbox
     callbacks: AppCallbacksConfig = field(default_factory=AppCallbacksConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    proxy: str | None = None
+    validation: str = "doc"
 
     @property
     def uses_sandbox(self) -> bool:
@@ -338,12 +443,23 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     pid_file: Path | None = None
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    retries: RetriesConfig = field(default_factory=RetriesConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
     def credentials(self) -> list[str]:
         """Every secret value the config holds: app secrets and caller tokens, for redaction."""
-        return [entry.secret.reveal() for entry in self.apps.values()] + [
-            caller.token.reveal() for caller in self.callers.values()
-        ]
+        proxies = {
+            URL(entry.proxy)
+            for entry in self.apps.values()
+            if entry.proxy not in (None, PROXY_FROM_ENV)
+        }
+        return (
+            [entry.secret.reveal() for entry in self.apps.values()]
+            + [caller.token.reveal() for caller in self.callers.values()]
+            + [proxy.password for proxy in proxies if proxy.password]
+        )
 
     @property
     def sandbox_apps(self) -> list[App]:
@@ -415,7 +531,16 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
             f"apps.{name}", "secret", app.secret_env, app.secret_file, app.secret, environ, problems
         )
         if secret is not None:
-            apps[name] = App(name, app.appid, secret, app.upstream, app.callbacks)
+            apps[name] = App(
+                name,
+                app.appid,
+                secret,
+                app.upstream,
+                app.callbacks,
+                app.tls or parsed.tls,
+                app.proxy or parsed.proxy,
+                app.validation,
+            )
     default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
     callers = _callers(parsed, environ, problems)
     if not parsed.listen.is_loopback and not parsed.callers and not parsed.insecure_allow_anonymous:
@@ -450,6 +575,10 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         parsed.logging,
         parsed.shutdown,
         parsed.pid_file,
+        parsed.pool,
+        parsed.retries,
+        parsed.breaker,
+        parsed.clock,
     )
 
 
@@ -590,6 +719,10 @@ _RESTART_ONLY = (
     "limits.max_connections",
     "limits.max_response_bytes",
     "shutdown.timeout_s",
+    "pool",
+    "retries",
+    "breaker",
+    "clock",
 )
 
 

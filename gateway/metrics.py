@@ -131,6 +131,19 @@ class Metrics:
             "When the config in force was loaded (Unix time).",
             registry=registry,
         )
+        self.clock_offset = Gauge(
+            "neu_gateway_clock_offset_seconds",
+            "The platform's clock minus this host's, from its Date headers.",
+            ["app"],
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "neu_gateway_breaker_state",
+            "Each app's upstream breaker: 0 closed, 1 half-open (one probe), 2 open (calls "
+            "answered 503 at once).",
+            ["app"],
+            registry=registry,
+        )
         build_info = Gauge(
             "neu_gateway_build_info", "The running version.", ["version"], registry=registry
         )

@@ -87,8 +87,13 @@ class PlatformDouble:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
+        # The gateway's start-up probe of its upstream's clock: answered, not recorded.
+        app.router.add_get("/", self.probe)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
+
+    async def probe(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"responseHeader": {"status": 404, "msg": "not an API"}})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         params: dict[str, str] = dict(

@@ -158,9 +158,7 @@ async def _confirm_and_store(
     """Asks the platform's tradedetail, whose answer is the truth; stores it if it holds."""
     trade_no = params["tradeNo"]
     try:
-        answer = await trade_detail(
-            context.upstream, context.base_urls[app.name], app, trade_no, context.clock.now_ms()
-        )
+        answer = await trade_detail(context.upstream, context.base_urls[app.name], app, trade_no)
     except GatewayError:
         # Not the callback's fault: a non-2xx makes the platform send it again later.
         raise ConfirmUnavailable() from None

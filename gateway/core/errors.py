@@ -38,8 +38,11 @@ GatewayError
 ├── ConfirmUnavailable         503 confirm_unavailable
 ├── TooManyConnections         503 too_many_connections
 ├── NotReady                   503 not_ready
+├── UpstreamUnavailable        503 upstream_unavailable
 ├── UpstreamUnreachable        502 upstream_unreachable
-│   └── UpstreamBadResponse    502 upstream_bad_response
+│   ├── UpstreamBadResponse    502 upstream_bad_response
+│   ├── UpstreamTlsError       502 upstream_tls_error
+│   └── UpstreamDnsError       502 upstream_dns_error
 └── UpstreamTimeout            504 upstream_timeout
 
 The payment-callback ones (bad_sign, replayed, unknown_trade, foreign_trade, status_mismatch,
@@ -371,6 +374,14 @@ class TooManyConnections(GatewayError):
     )
 
 
+class UpstreamUnavailable(GatewayError):
+    """The app's upstream failed too often in a row: calls are refused at once for a while."""
+
+    status = 503
+    code = "upstream_unavailable"
+    message = "the platform is failing; calls are paused for breaker.cooldown_s"
+
+
 class UpstreamUnreachable(GatewayError):
     """The upstream refused or dropped the connection."""
 
@@ -378,12 +389,37 @@ class UpstreamUnreachable(GatewayError):
     code = "upstream_unreachable"
     message = "the platform could not be reached (connection refused, reset or closed)"
 
+    def __init__(
+        self,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        unsent: bool = False,
+    ) -> None:
+        super().__init__(message, headers)
+        # No byte of the request left: even a POST may be sent again.
+        self.unsent = unsent
+
 
 class UpstreamBadResponse(UpstreamUnreachable):
     """The upstream answered with something the gateway cannot pass back."""
 
     code = "upstream_bad_response"
     message = "the platform's response could not be read"
+
+
+class UpstreamTlsError(UpstreamUnreachable):
+    """The TLS handshake with the upstream failed: its certificate, or ours."""
+
+    code = "upstream_tls_error"
+    message = "the TLS handshake with the platform failed"
+
+
+class UpstreamDnsError(UpstreamUnreachable):
+    """The upstream's host name did not resolve."""
+
+    code = "upstream_dns_error"
+    message = "the platform's host name could not be resolved (DNS)"
 
 
 class UpstreamTimeout(GatewayError):

@@ -45,3 +45,15 @@ def detail_of(http_status: int, body: bytes) -> dict[str, Any] | None:
     status, response = platform_status(body)
     ok = status == 200 and http_status == 200
     return response if ok and isinstance(response, dict) else None
+
+
+def is_timestamp_refusal(body: bytes) -> bool:
+    """The platform refused the request for its timestamp (too far from its own clock)."""
+    status, _ = platform_status(body)
+    if status is None or status == 200:
+        return False
+    try:
+        msg = json.loads(body)["responseHeader"].get("msg", "")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return isinstance(msg, str) and "timestamp" in msg.lower()

@@ -43,8 +43,9 @@ def check_signed_request(
     if abs(skew_s) * 1000 > MAX_SKEW_MS:
         raise Rejected(
             401,
-            f"timestamp is {abs(skew_s):.0f} s {'ahead of' if skew_s > 0 else 'behind'} the "
-            "platform's clock; it must be within 300 s (milliseconds, not seconds)",
+            f"timestamp expired or invalid: it is {abs(skew_s):.0f} s "
+            f"{'ahead of' if skew_s > 0 else 'behind'} the platform's clock; it must be within "
+            "300 s (milliseconds, not seconds)",
         )
     if not params.get("sign"):
         raise Rejected(401, "sign is required")

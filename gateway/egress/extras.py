@@ -20,8 +20,14 @@ CACHE_HEADER = "X-Neu-Cache"
 Send = Callable[[dict[str, str]], Awaitable[UpstreamResponse]]
 
 
+ATTEMPTS_HEADER = "X-Neu-Attempts"
+
+
 def relay(answer: UpstreamResponse) -> web.Response:
-    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+    response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+    if answer.attempts > 1:
+        response.headers[ATTEMPTS_HEADER] = str(answer.attempts)
+    return response
 
 
 def _answer(response: UpstreamResponse) -> Answer:

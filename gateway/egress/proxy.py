@@ -30,12 +30,11 @@ from gateway.core.params import (
 )
 from gateway.egress.admission import ADMITTED, admit
 from gateway.egress.bodies import read_capped, refuse_declared_size, send_continue
-from gateway.egress.calls import sign_for, trade_detail
+from gateway.egress.calls import trade_detail
 from gateway.egress.extras import exchange_code, relay, user_info
 from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
 from gateway.egress.upstream import UpstreamResponse
 from gateway.egress.waits import MAX_WAIT_S
-from gateway.metrics import route_label
 from gateway.web.middlewares import (
     REQUEST_ID_HEADER,
     check_header_size,
@@ -45,7 +44,6 @@ from gateway.web.middlewares import (
 )
 from gateway.web.state import (
     BASE_URLS,
-    CLOCK,
     REQUEST_ID,
     TOKENS,
     UPSTREAM,
@@ -61,17 +59,27 @@ _WAIT_SECONDS = re.compile(r"[0-9]{1,3}")
 FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
 
 
-def check_params(endpoint: Endpoint, fields: dict[str, str]) -> None:
-    """All of the doc's rules for this endpoint, checked before anything is sent upstream."""
+def check_params(endpoint: Endpoint, fields: dict[str, str], app: App) -> None:
+    """The doc's rules for this endpoint, checked before anything is sent upstream: all of
+    them, or with the app's `validation: off` the required parameters only."""
     checked = fields
     for stand_in, required in endpoint.stand_ins:
         if not fields.get(required) and fields.get(stand_in):
             # The gateway's own extension: it fills the required one in before signing.
             checked = {**checked, required: f"from {stand_in}"}
-    problems = validate(endpoint, checked)
+    by_doc = app.validation == "doc"
+    problems = validate(endpoint, checked, values=by_doc)
     if problems:
+        hint = (
+            " (checked against the platform doc; if the platform now accepts a value the doc "
+            f"does not list, set apps.{app.name}.validation: off)"
+            if by_doc
+            else ""
+        )
         raise ValidationFailed(
-            f"invalid parameters for {endpoint.method} {endpoint.path}: " + "; ".join(problems)
+            f"invalid parameters for {endpoint.method} {endpoint.path}: "
+            + "; ".join(problems)
+            + hint
         )
 
 
@@ -107,7 +115,7 @@ async def forward(request: web.Request) -> web.Response:
         if upload.files and request.method == "GET":
             raise BadRequest("file uploads need POST")
         if admitted.endpoint is not None:
-            check_params(admitted.endpoint, fields)
+            check_params(admitted.endpoint, fields, app)
 
         async def send(final: dict[str, str]) -> UpstreamResponse:
             return await _send(request, app, path, final, upload)
@@ -133,10 +141,10 @@ async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str])
         raise ValidationFailed(f"wait: must be a whole number of seconds from 1 to {MAX_WAIT_S}")
     trade_no = fields["tradeNo"]
     base_url = request.app[BASE_URLS][app.name]
-    upstream, clock = request.app[UPSTREAM], request.app[CLOCK]
+    upstream = request.app[UPSTREAM]
 
     async def fetch() -> UpstreamResponse:
-        return await trade_detail(upstream, base_url, app, trade_no, clock.now_ms())
+        return await trade_detail(upstream, base_url, app, trade_no)
 
     answer, settled = await request.app[WAITS].wait(app.name, trade_no, int(wait), fetch)
     response = relay(answer)
@@ -147,28 +155,25 @@ async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str])
 async def _send(
     request: web.Request, app: App, path: str, fields: dict[str, str], upload: Upload
 ) -> UpstreamResponse:
-    """Sign the fields and send them to the app's upstream as the platform expects them."""
-    signed = sign_for(app, fields, request.app[CLOCK].now_ms())
-    url = request.app[BASE_URLS][app.name] + path
+    """Send the fields to the app's upstream as the platform expects them, signed afresh
+    for each attempt."""
+    base_url = request.app[BASE_URLS][app.name]
+    url = base_url + path
     headers = forwarded_headers(request.headers)
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
-    data: bytes | MultipartWriter | None = None
-    if request.method == "GET":
-        url += "?" + urlencode(signed)
-    elif upload.files:
-        data = multipart_body(signed, upload)
-    else:
+    method = request.method
+    if method == "POST" and not upload.files:
         headers[hdrs.CONTENT_TYPE] = FORM_TYPE
-        data = urlencode(signed).encode()
-    # encoded=True: urlencode() already produced the exact bytes the sign was made for.
-    return await request.app[UPSTREAM].request(
-        request.method,
-        URL(url, encoded=True),
-        headers=headers,
-        data=data,
-        app=app.name,
-        route=route_label(path),
-    )
+
+    def build(signed: dict[str, str]) -> tuple[URL, bytes | MultipartWriter | None]:
+        # encoded=True: urlencode() already produced the exact bytes the sign was made for.
+        if method == "GET":
+            return URL(url + "?" + urlencode(signed), encoded=True), None
+        if upload.files:
+            return URL(url, encoded=True), multipart_body(signed, upload)
+        return URL(url, encoded=True), urlencode(signed).encode()
+
+    return await request.app[UPSTREAM].call(app, base_url, method, path, fields, build, headers)
 
 
 def forwarded_headers(given: Mapping[str, str]) -> CIMultiDict[str]:

@@ -8,8 +8,11 @@ UpstreamBadResponse (502).
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -17,11 +20,28 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import logs
-from gateway.core.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
+from gateway.config import App
+from gateway.core.clock import Clock
+from gateway.core.errors import (
+    UpstreamBadResponse,
+    UpstreamDnsError,
+    UpstreamTimeout,
+    UpstreamTlsError,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
 from gateway.core.params import is_unicode
-from gateway.core.platform import platform_status
+from gateway.core.platform import (
+    API_PREFIX,
+    backoff_s,
+    is_timestamp_refusal,
+    platform_status,
+    signed_fields,
+)
+from gateway.core.resilience import Breaker, BreakerState, Skew
 from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
-from gateway.metrics import NONE, Metrics
+from gateway.egress.sessions import Sessions
+from gateway.metrics import NONE, Metrics, route_label
 
 log = logs.logger("neu_gateway.upstream")
 
@@ -49,6 +69,8 @@ class UpstreamResponse:
     status: int
     headers: CIMultiDict[str]
     body: bytes
+    # Attempts it took, when more than one (X-Neu-Attempts).
+    attempts: int = 1
 
 
 def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -67,44 +89,209 @@ def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIM
     )
 
 
-def create_session(connect_s: float, total_s: float) -> aiohttp.ClientSession:
-    """One pooled, keep-alive session for every upstream call the gateway makes."""
-    connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=30)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s),
-        # A caller's cookies or a platform's Set-Cookie must not leak between callers.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        raise_for_status=False,
-    )
+@dataclass(frozen=True)
+class CallPolicy:
+    """How hard a call is tried, and when an app's upstream is given a rest."""
+
+    attempts: int = 3
+    backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    # Per endpoint path, instead of `attempts`.
+    attempts_by_path: Mapping[str, int] = field(default_factory=dict)
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    max_skew_s: float = 30.0
+    total_s: float = 15.0
+
+
+# The signed fields, into the request to send: its URL and body.
+Build = Callable[[dict[str, str]], tuple[URL, Any]]
+# Statuses that say "not now" rather than "no": a GET asked again may well succeed.
+TRANSIENT = frozenset({502, 503, 504})
 
 
 class Upstream:
-    """Sends one request to the platform and reads the whole answer, within the timeouts."""
+    """Calls the platform: signs each attempt afresh (on the platform's time when this
+    host's clock has drifted), retries what is safe to retry, and stops calling an app's
+    upstream for a while when it keeps failing."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, max_response_bytes: int, metrics: Metrics
+        self,
+        sessions: Sessions,
+        max_response_bytes: int,
+        metrics: Metrics,
+        clock: Clock,
+        policy: CallPolicy,
     ) -> None:
-        self._session = session
+        self._sessions = sessions
         self._max_response_bytes = max_response_bytes
         self._metrics = metrics
+        self._clock = clock
+        self._policy = policy
+        self._skews: dict[str, Skew] = {}
+        self._breakers: dict[str, Breaker] = {}
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
 
-    async def request(
+    def offset_s(self, base_url: str) -> float:
+        """The platform's clock minus this host's, as last seen at `base_url`."""
+        skew = self._skews.get(base_url)
+        return 0.0 if skew is None else skew.offset_s
+
+    async def call(
         self,
+        app: App,
+        base_url: str,
+        method: str,
+        path: str,
+        fields: dict[str, str],
+        build: Build,
+        headers: CIMultiDict[str],
+    ) -> UpstreamResponse:
+        """The platform's answer to `fields`, signed as `app`, sent to base_url + path."""
+        route = route_label(path)
+        attempts = self._policy.attempts_by_path.get(path, self._policy.attempts)
+        breaker = self._breaker(app.name)
+        skew = self._skew(base_url)
+        deadline = self._clock.monotonic() + self._policy.total_s
+        resynced = False
+        attempt = 0
+        while True:
+            attempt += 1
+            if not breaker.allow(self._clock.monotonic()):
+                retry_after = max(1, round(breaker.retry_after_s(self._clock.monotonic())))
+                raise UpstreamUnavailable(
+                    f"the platform failed {self._policy.breaker_failures} times in a row for "
+                    f"app {app.name}; calls are paused, retry in {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                )
+            signed = sign_for(app, fields, skew.now_ms(self._clock.now_ms()))
+            url, data = build(signed)
+            remaining = deadline - self._clock.monotonic()
+            try:
+                answer = await self._attempt(
+                    app, method, url, headers, data, route, remaining, skew
+                )
+            except (UpstreamTimeout, UpstreamUnreachable) as exc:
+                self._failed(app.name, breaker)
+                retryable = not isinstance(exc, UpstreamTlsError | UpstreamBadResponse) and (
+                    method == "GET" or getattr(exc, "unsent", False)
+                )
+                if not retryable or not await self._pause(attempt, attempts, deadline):
+                    raise
+                continue
+            except BaseException:
+                breaker.released()
+                raise
+            if answer.status >= 500:
+                self._failed(app.name, breaker)
+            else:
+                self._succeeded(app.name, breaker)
+            transient = answer.status in TRANSIENT or platform_status(answer.body)[0] in TRANSIENT
+            if transient and method == "GET" and await self._pause(attempt, attempts, deadline):
+                continue
+            if not resynced and skew.correcting and is_timestamp_refusal(answer.body):
+                # Refused for its timestamp, and the answer's Date says why: a refused
+                # request created nothing, so it is sent once more, signed on the platform's time.
+                resynced = True
+                log.warning("the platform refused a timestamp; sending again on its clock")
+                continue
+            return replace(answer, attempts=attempt) if attempt > 1 else answer
+
+    async def _pause(self, attempt: int, attempts: int, deadline: float) -> bool:
+        """Waits before the next attempt; False when there is none (attempts or time)."""
+        if attempt >= attempts:
+            return False
+        pause = backoff_s(
+            attempt, self._policy.backoff_s, self._policy.max_backoff_s, self._rng.random()
+        )
+        if self._clock.monotonic() + pause >= deadline:
+            return False
+        await self._clock.sleep(pause)
+        return True
+
+    def _breaker(self, app: str) -> Breaker:
+        breaker = self._breakers.get(app)
+        if breaker is None:
+            breaker = self._breakers[app] = Breaker(
+                self._policy.breaker_failures, self._policy.breaker_cooldown_s
+            )
+            self._metrics.breaker_state.labels(app).set(0)
+        return breaker
+
+    def _failed(self, app: str, breaker: Breaker) -> None:
+        changed = breaker.failed(self._clock.monotonic())
+        if changed is not None:
+            log.warning(
+                "app %s: %d upstream failures in a row; calls answered 503 for %g s",
+                app,
+                self._policy.breaker_failures,
+                self._policy.breaker_cooldown_s,
+            )
+            self._metrics.breaker_state.labels(app).set(BREAKER_LEVELS[changed])
+
+    def _succeeded(self, app: str, breaker: Breaker) -> None:
+        changed = breaker.succeeded()
+        if changed is not None:
+            log.warning("app %s: the upstream answered again; calls go through", app)
+            self._metrics.breaker_state.labels(app).set(BREAKER_LEVELS[changed])
+
+    def _skew(self, base_url: str) -> Skew:
+        skew = self._skews.get(base_url)
+        if skew is None:
+            skew = self._skews[base_url] = Skew(self._policy.max_skew_s)
+        return skew
+
+    def learn_time(self, base_url: str, app: str, sent_s: float, date: str | None) -> None:
+        """The platform's Date header, against this host's clock when the call went out and
+        came back."""
+        date_s = _date_s(date)
+        if date_s is None:
+            return
+        skew = self._skew(base_url)
+        if skew.observe(sent_s, self._clock.now_ms() / 1000, date_s):
+            if skew.correcting:
+                log.warning(
+                    "this host's clock is %+.1f s off the platform's at %s (app %s): signing "
+                    "with the platform's time until it is back within clock.max_skew_s",
+                    -skew.offset_s,
+                    base_url,
+                    app,
+                )
+            else:
+                log.warning("this host's clock agrees with the platform's at %s again", base_url)
+        self._metrics.clock_offset.labels(app).set(skew.offset_s)
+
+    async def probe(self, app: App, base_url: str) -> UpstreamResponse:
+        """A cheap unsigned GET of the upstream's base URL: reachable, TLS, and its clock."""
+        skew = self._skew(base_url)
+        return await self._attempt(
+            app,
+            "GET",
+            URL(base_url + "/"),
+            CIMultiDict(),
+            None,
+            "probe",
+            self._policy.total_s,
+            skew,
+        )
+
+    async def _attempt(
+        self,
+        app: App,
         method: str,
         url: URL,
-        *,
         headers: CIMultiDict[str],
-        data: Any = None,
-        app: str,
+        data: Any,
         route: str,
+        timeout_s: float,
+        skew: Skew,
     ) -> UpstreamResponse:
-        """One call to the platform for `app`, counted under `route` (see metrics)."""
+        """One exchange, counted under `route` (see metrics)."""
         started = time.monotonic()
         # No answer: what went wrong stands in for the HTTP status.
         http_status, platform = "error", NONE
         try:
-            answer = await self._request(method, url, headers=headers, data=data)
+            answer = await self._exchange(app, method, url, headers, data, timeout_s)
         except UpstreamTimeout:
             http_status = "timeout"
             raise
@@ -118,22 +305,38 @@ class Upstream:
             return answer
         finally:
             self._metrics.observe_upstream(
-                app, route, http_status, platform, time.monotonic() - started
+                app.name, route, http_status, platform, time.monotonic() - started
             )
 
-    async def _request(
-        self, method: str, url: URL, *, headers: CIMultiDict[str], data: Any = None
+    async def _exchange(
+        self,
+        app: App,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        data: Any,
+        timeout_s: float,
     ) -> UpstreamResponse:
-        """One call to the platform, read in full.
+        """One call to the platform, read in full; aiohttp's errors translated.
 
         aiohttp itself retries an idempotent request (GET) once when a pooled keep-alive
-        connection turns out closed (RFC 9112 section 9.3.1); a POST, which may have reached
-        the platform (a trade), is never repeated.
+        connection turns out closed (RFC 9112 section 9.3.1).
         """
+        route = self._sessions.route(app)
+        sent_s = self._clock.now_ms() / 1000
+        base_url = str(url.origin()) + _base_path(url)
         try:
-            async with self._session.request(
-                method, url, headers=headers, data=data, allow_redirects=False
+            async with route.session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                proxy=route.proxy,
+                server_hostname=route.server_name,
+                timeout=aiohttp.ClientTimeout(total=max(0.001, timeout_s)),
             ) as response:
+                self.learn_time(base_url, app.name, sent_s, response.headers.get("Date"))
                 if response.status < 200:
                     # 101 Switching Protocols (or another 1xx) relayed would leave the caller
                     # waiting on a protocol the gateway does not speak.
@@ -148,6 +351,34 @@ class Upstream:
         except TimeoutError as exc:
             _log_failure(method, url, exc)
             raise UpstreamTimeout() from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamTlsError(_certificate_problem(exc)) from exc
+        except aiohttp.ClientConnectorDNSError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamDnsError(
+                f"the platform's host name {url.host!r} could not be resolved (DNS)", unsent=True
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamTlsError(
+                f"the TLS handshake with the platform failed ({_ssl_reason(exc)})"
+            ) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamUnreachable(
+                "the proxy could not be reached (check proxy)", unsent=True
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamUnreachable(unsent=True) from exc
+        except aiohttp.ClientHttpProxyError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamUnreachable(
+                f"the proxy refused the connection (HTTP {exc.status}); check proxy and its "
+                "credentials",
+                unsent=True,
+            ) from exc
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
             _log_failure(method, url, exc)
             raise UpstreamBadResponse() from exc
@@ -165,6 +396,48 @@ class Upstream:
         )
 
 
+BREAKER_LEVELS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def _base_path(url: URL) -> str:
+    # The base URL an app names is everything before /neuopenapi/.
+    path = url.path
+    index = path.find(API_PREFIX)
+    return path[:index] if index >= 0 else path.rstrip("/")
+
+
+def _date_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    error = exc.certificate_error
+    reason = getattr(error, "verify_message", None) or str(error)
+    lowered = reason.lower()
+    if "expired" in lowered:
+        kind = "it has expired"
+    elif "hostname mismatch" in lowered or "not valid for" in lowered:
+        kind = "it is not for this host name (tls.server_name sets the name to check)"
+    elif "issuer" in lowered or "self-signed" in lowered or "self signed" in lowered:
+        kind = "it is signed by an unknown CA (tls.ca_file adds a CA to trust)"
+    else:
+        kind = "it could not be verified"
+    return f"the platform's TLS certificate was refused: {kind} ({reason})"
+
+
+def _ssl_reason(exc: aiohttp.ClientSSLError) -> str:
+    cause = exc.os_error if hasattr(exc, "os_error") else exc
+    reason = getattr(cause, "reason", None) or str(cause)
+    if "CERTIFICATE_REQUIRED" in str(reason).upper():
+        return "the platform requires a client certificate: set tls.client_cert and tls.client_key"
+    return str(reason)
+
+
 def _log_failure(method: str, url: URL, exc: BaseException) -> None:
     # The query is left out: it holds the sign and, for user/info, an accessToken.
     log.warning("upstream %s %s failed: %s", method, url.with_query(None), type(exc).__name__)
@@ -174,7 +447,12 @@ def _too_large(limit: int) -> str:
     return f"the platform's response is larger than limits.max_response_bytes ({limit})"
 
 
-async def close_session(session: aiohttp.ClientSession) -> None:
-    await session.close()
-    # Lets the connector's SSL transports finish closing before the loop goes away.
+def sign_for(app: App, fields: dict[str, str], now_ms: int) -> dict[str, str]:
+    """The fields as the app sends them: with its appid, the timestamp and its sign."""
+    return signed_fields(fields, app.appid, app.secret.reveal(), now_ms)
+
+
+async def close_sessions(sessions: Sessions) -> None:
+    await sessions.close()
+    # Lets the connectors' SSL transports finish closing before the loop goes away.
     await asyncio.sleep(0)

@@ -13,6 +13,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import IO, Any
 
 from aiohttp import web
@@ -87,8 +88,32 @@ def _is_platform_path(request: web.Request) -> bool:
     return request.path.startswith("/neuopenapi/")
 
 
+class OffsetClock:
+    """The platform's clock: the host's, moved by sandbox.clock_offset_s."""
+
+    def __init__(self, clock: Clock, offset_s: float) -> None:
+        self._clock = clock
+        self._offset_ms = round(offset_s * 1000)
+
+    def now_ms(self) -> int:
+        return self._clock.now_ms() + self._offset_ms
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._clock.sleep(seconds)
+
+
 @web.middleware
 async def sandbox_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    # The platform's time, as a server's Date header tells it (and as the gateway reads it).
+    response.headers["Date"] = formatdate(request.app[WORLD].clock.now_ms() / 1000, usegmt=True)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if _is_platform_path(request):
             fault = request.app[FAULTS].take(request.path)
@@ -395,8 +420,8 @@ def create_sandbox_app(
     secrets: Mapping[str, str], settings: Settings | None = None, clock: Clock | None = None
 ) -> web.Application:
     """The sandbox for these apps (appid -> secret)."""
-    clock = clock or SystemClock()
     settings = settings or Settings()
+    clock = OffsetClock(clock or SystemClock(), settings.clock_offset_s)
     app = web.Application(
         middlewares=[sandbox_middleware],
         client_max_size=MAX_BODY_BYTES,

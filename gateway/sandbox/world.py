@@ -66,6 +66,8 @@ class Settings:
     notify_attempts: int = 5
     notify_backoff_s: float = 1.0
     explain: bool = True
+    # The platform's clock (and its Date header) this far ahead of the host's, or behind.
+    clock_offset_s: float = 0.0
 
 
 @dataclass

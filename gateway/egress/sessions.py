@@ -1,0 +1,103 @@
+"""The connections to the platform as companies run them: a private CA, a client
+certificate, a forward proxy, a bounded pool. One aiohttp session per distinct setting."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from gateway.config import PROXY_FROM_ENV, App, PoolConfig, TlsConfig
+
+
+class TlsSetupError(Exception):
+    """A TLS file could not be used; the message names the option."""
+
+
+def ssl_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
+    """The context that checks the platform's certificate (and offers ours)."""
+    try:
+        if tls.ca_mode == "only":
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        else:
+            context = ssl.create_default_context()
+        if tls.ca_file is not None:
+            context.load_verify_locations(cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"{where}.ca_file: cannot use {tls.ca_file} ({_reason(exc)})") from None
+    if tls.client_cert is not None and tls.client_key is not None:
+        try:
+            context.load_cert_chain(tls.client_cert, tls.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSetupError(
+                f"{where}.client_cert: cannot use {tls.client_cert} with {tls.client_key} "
+                f"({_reason(exc)})"
+            ) from None
+    return context
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    return exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one app reaches its upstream."""
+
+    session: aiohttp.ClientSession
+    proxy: URL | None
+    server_name: str | None
+
+
+class Sessions:
+    """Sessions by (TLS setting, whether the proxy comes from the environment), made when an
+    app first needs one, so a reload that changes an app's TLS or proxy takes effect."""
+
+    def __init__(self, pool: PoolConfig, connect_s: float, total_s: float) -> None:
+        self._pool = pool
+        self._timeout = aiohttp.ClientTimeout(
+            total=total_s, connect=connect_s, sock_connect=connect_s
+        )
+        self._sessions: dict[tuple[TlsConfig, bool], aiohttp.ClientSession] = {}
+
+    def check(self, app: App) -> None:
+        """Raises TlsSetupError if the app's TLS files cannot be used."""
+        ssl_context(app.tls, f"apps.{app.name}.tls")
+
+    def route(self, app: App) -> Route:
+        from_env = app.proxy == PROXY_FROM_ENV
+        key = (app.tls, from_env)
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = self._session(app, from_env)
+        proxy = URL(app.proxy) if app.proxy not in (None, PROXY_FROM_ENV) else None
+        return Route(session, proxy, app.tls.server_name)
+
+    def _session(self, app: App, from_env: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._pool.max_connections,
+            keepalive_timeout=self._pool.keepalive_s,
+            ttl_dns_cache=300,
+            ssl=ssl_context(app.tls, f"apps.{app.name}.tls"),
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            # A caller's cookies or a platform's Set-Cookie must not leak between callers.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+            # proxy: env follows HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as curl does.
+            trust_env=from_env,
+        )
+        # aiohttp sends a GET again, once, when its connection breaks; the gateway's own
+        # retries (retries.attempts, signed afresh, with backoff) are the only ones. No
+        # public option says so; tests/egress/test_proxy.py notices if this stops working.
+        session._retry_connection = False
+        return session
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
