@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway import __version__, logs
-from gateway.app import create_app, open_outbox
+from gateway.app import create_app, open_outbox, probe_upstreams
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.config import (
     DEFAULT_CONFIG_PATH,
@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate the config (and that every secret can be read); exit 2 if not.",
     )
     _config_option(check)
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also call each app's upstream: reachable, TLS, proxy, and its clock's offset",
+    )
     check.set_defaults(command=_check_config)
 
     init = commands.add_parser(
@@ -245,7 +250,17 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}")
     for line in _summary(config):
         print(f"  {line}")
+    if args.probe:
+        lines, all_answered = _run_for(probe_upstreams(config))
+        for line in lines:
+            print(f"  probe: {line}")
+        if not all_answered:
+            return EXIT_INVALID
     return EXIT_OK
+
+
+def _run_for(main: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(main)
 
 
 def _summary(config: Config) -> list[str]:

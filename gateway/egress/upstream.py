@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -384,6 +385,19 @@ class Upstream:
             raise UpstreamBadResponse() from exc
         except (aiohttp.ClientError, OSError) as exc:
             _log_failure(method, url, exc)
+            tls_alert = _tls_alert(exc)
+            if tls_alert is not None:
+                # TLS 1.3 tells of a refused client certificate only once data flows.
+                raise UpstreamTlsError(
+                    f"the TLS handshake with the platform failed ({tls_alert})"
+                ) from exc
+            if url.scheme == "https" and app.tls.client_cert is None:
+                # A server that wants a client certificate often just drops the connection
+                # (the alert lost in a reset), so this is the likeliest reason to name.
+                raise UpstreamUnreachable(
+                    "the platform closed the connection without an answer; if it requires a "
+                    "client certificate (mutual TLS), set tls.client_cert and tls.client_key"
+                ) from exc
             raise UpstreamUnreachable() from exc
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
@@ -430,10 +444,20 @@ def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
     return f"the platform's TLS certificate was refused: {kind} ({reason})"
 
 
-def _ssl_reason(exc: aiohttp.ClientSSLError) -> str:
+def _tls_alert(exc: BaseException) -> str | None:
+    """The TLS alert behind a failed read, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "SSL" in str(seen):
+            return _ssl_reason(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _ssl_reason(exc: BaseException) -> str:
     cause = exc.os_error if hasattr(exc, "os_error") else exc
     reason = getattr(cause, "reason", None) or str(cause)
-    if "CERTIFICATE_REQUIRED" in str(reason).upper():
+    if "CERTIFICATE_REQUIRED" in str(reason).upper() or "CERTIFICATE_REQUIRED" in str(exc).upper():
         return "the platform requires a client certificate: set tls.client_cert and tls.client_key"
     return str(reason)
 
