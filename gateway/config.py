@@ -39,6 +39,8 @@ DEFAULT_CONFIG_PATH = Path("gateway.yaml")
 SANDBOX = "sandbox"
 # `proxy: env`: HTTPS_PROXY / HTTP_PROXY and NO_PROXY, as curl reads them.
 PROXY_FROM_ENV = "env"
+# An app's `proxy: direct`: no proxy for it, whatever the top-level one.
+PROXY_DIRECT = "direct"
 MIB = 1 << 20
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -113,14 +115,18 @@ class TlsConfig(_Model):
         return self
 
 
+def _resolved_proxy(value: str | None) -> str | None:
+    return None if value == PROXY_DIRECT else value
+
+
 def _proxy(value: str | None) -> str | None:
-    if value is None or value == PROXY_FROM_ENV:
+    if value is None or value in (PROXY_FROM_ENV, PROXY_DIRECT):
         return value
     url = URL(value)
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(
-            f"must be {PROXY_FROM_ENV!r} (HTTPS_PROXY, NO_PROXY) or the proxy's URL, "
-            "http://[user:password@]host:port"
+            f"must be {PROXY_FROM_ENV!r} (HTTPS_PROXY, NO_PROXY), {PROXY_DIRECT!r} (none) or "
+            "the proxy's URL, http://[user:password@]host:port"
         )
     return value
 
@@ -538,7 +544,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
                 app.upstream,
                 app.callbacks,
                 app.tls or parsed.tls,
-                app.proxy or parsed.proxy,
+                _resolved_proxy(app.proxy or parsed.proxy),
                 app.validation,
             )
     default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)

@@ -381,3 +381,39 @@ def test_operations_sections_have_safe_defaults() -> None:
     assert (config.shutdown.drain_s, config.shutdown.timeout_s) == (5.0, 30.0)
     assert config.pid_file is None
     assert problems_of({"apps": {"demo": app()}, "logging": {"format": "xml"}})
+
+
+def test_egress_settings_resolve_per_app() -> None:
+    document = {
+        "apps": {
+            "a": app(),
+            "b": app(proxy="direct", tls={"server_name": "platform.test"}),
+            "c": app(proxy="env"),
+        },
+        "default_app": "a",
+        "proxy": "http://user:proxy-pw@proxy.corp:3128",
+        "tls": {"ca_mode": "add"},
+    }
+    config = from_mapping(document, {"S": "s3cr3t"})
+    assert config.apps["a"].proxy == "http://user:proxy-pw@proxy.corp:3128"
+    assert config.apps["b"].proxy is None
+    assert config.apps["b"].tls.server_name == "platform.test"
+    assert config.apps["c"].proxy == "env"
+    assert "proxy-pw" in config.credentials(), "a proxy password is redacted from logs"
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"proxy": "socks5://x:1"}, "proxy"),
+        ({"tls": {"client_cert": "/c.pem"}}, "tls"),
+        ({"tls": {"ca_mode": "only"}}, "tls"),
+        ({"retries": {"endpoints": {"/neuopenapi/made/up": {"attempts": 2}}}}, "retries.endpoints"),
+        ({"retries": {"attempts": 0}}, "retries.attempts"),
+        ({"breaker": {"failures": 0}}, "breaker.failures"),
+        ({"clock": {"max_skew_s": 0}}, "clock.max_skew_s"),
+    ],
+)
+def test_bad_egress_settings_are_named(document: dict[str, Any], field: str) -> None:
+    problems = problems_of({"apps": {"demo": app()}, **document})
+    assert any(problem.startswith(field) for problem in problems), problems

@@ -38,6 +38,10 @@ def ssl_context(tls: TlsConfig, where: str) -> ssl.SSLContext:
     return context
 
 
+def _uses_files(tls: TlsConfig) -> bool:
+    return tls.ca_file is not None or tls.client_cert is not None
+
+
 def _reason(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
 
@@ -64,7 +68,14 @@ class Sessions:
 
     def check(self, app: App) -> None:
         """Raises TlsSetupError if the app's TLS files cannot be used."""
-        ssl_context(app.tls, f"apps.{app.name}.tls")
+        self._ssl(app)
+
+    def _ssl(self, app: App) -> ssl.SSLContext | bool:
+        if not _uses_files(app.tls):
+            # aiohttp's own verifying context, made once per process: loading the system's
+            # CA store again for every session costs tens of milliseconds.
+            return True
+        return ssl_context(app.tls, f"apps.{app.name}.tls")
 
     def route(self, app: App) -> Route:
         from_env = app.proxy == PROXY_FROM_ENV
@@ -80,7 +91,7 @@ class Sessions:
             limit=self._pool.max_connections,
             keepalive_timeout=self._pool.keepalive_s,
             ttl_dns_cache=300,
-            ssl=ssl_context(app.tls, f"apps.{app.name}.tls"),
+            ssl=self._ssl(app),
         )
         session = aiohttp.ClientSession(
             connector=connector,
