@@ -8,6 +8,7 @@ import errno
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -111,6 +112,14 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     if not config.sandbox_apps:
         yield
         return
+    if config.placement is not None:
+        # A worker: the supervisor runs the one sandbox all workers share.
+        assert config.placement.sandbox_url is not None
+        app[BASE_URLS].update(
+            {entry.name: config.placement.sandbox_url for entry in config.sandbox_apps}
+        )
+        yield
+        return
     sandbox = create_sandbox_app(
         {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
         sandbox_settings(config),
@@ -120,7 +129,7 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     listen = config.sandbox.listen
     try:
-        await web.TCPSite(runner, listen.host, listen.port).start()
+        await web.TCPSite(runner, listen.host, listen.port, reuse_port=_shared_port(config)).start()
     except OSError as exc:
         await runner.cleanup()
         raise listen_failure("sandbox.listen", listen.host, listen.port, exc) from None
@@ -308,7 +317,7 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, listen.host, listen.port).start()
+        await web.TCPSite(runner, listen.host, listen.port, reuse_port=_shared_port(config)).start()
     except OSError as exc:
         await runner.cleanup()
         await worker.stop()
@@ -339,7 +348,9 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     runner = GuardedRunner(admin, guard)
     await runner.setup()
     try:
-        await web.TCPSite(runner, listen.host, listen.port).start()
+        await web.TCPSite(
+            runner, listen.host, listen.port, reuse_port=_shared_port(app[CONFIG])
+        ).start()
     except OSError as exc:
         await runner.cleanup()
         raise listen_failure("admin.listen", listen.host, listen.port, exc) from None
@@ -349,6 +360,11 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+def _shared_port(config: Config) -> bool | None:
+    # Workers listen on the same ports; the kernel spreads connections among them.
+    return True if config.placement is not None else None
+
+
 def apply_config(app: web.Application, new: Config) -> list[str]:
     """Puts a reloaded config in force; returns the keys only a restart can change.
 
@@ -356,7 +372,11 @@ def apply_config(app: web.Application, new: Config) -> list[str]:
     made while running.
     """
     embedded = app[EMBEDDED_SANDBOX]
-    if new.sandbox_apps and not embedded:
+    placement = app[CONFIG].placement
+    if placement is not None:
+        new = replace(new, placement=placement)
+    shared_sandbox = placement.sandbox_url if placement is not None else None
+    if new.sandbox_apps and not embedded and shared_sandbox is None:
         names = ", ".join(entry.name for entry in new.sandbox_apps)
         raise ConfigError(
             [f"apps ({names}): upstream sandbox needs a restart (no embedded sandbox runs)"]
@@ -366,7 +386,10 @@ def apply_config(app: web.Application, new: Config) -> list[str]:
     pinned = live.swap(new, time.time())
     current = live.current
     for name, entry in current.apps.items():
-        if entry.uses_sandbox:
+        if entry.uses_sandbox and shared_sandbox is not None:
+            # The supervisor tells the sandbox it runs of new secrets.
+            app[BASE_URLS][name] = shared_sandbox
+        elif entry.uses_sandbox:
             sandbox, url = embedded[0]
             app[BASE_URLS][name] = url
             old = before.apps.get(name)

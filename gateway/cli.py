@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -33,6 +34,7 @@ from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from gateway.serving import StartError, serve_gateway, start_listening
 from gateway.starter import ENVIRONMENT, STARTER_CONFIG
+from gateway.supervisor import MAX_WORKERS, Supervisor, placed, refusal, worker_argv
 
 log = logs.logger("neu_gateway")
 
@@ -75,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway.")
     _config_option(serve)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N processes on the same ports (default: workers in the config, else 1); "
+        "more than 1 needs cache.backend: redis",
+    )
     serve.set_defaults(command=_serve)
 
     reload = commands.add_parser(
@@ -333,9 +342,21 @@ def _serve(args: argparse.Namespace) -> int:
     # The process's log redaction learns the config's secrets before anything can log them.
     logs.REDACTION.add_secrets(config.credentials())
     logs.configure(args.log_level, args.log_format or config.logging.format)
-    app = create_app(config)
+    if args.workers is not None:
+        if not 1 <= args.workers <= MAX_WORKERS:
+            print(f"neu-gateway: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
+            return EXIT_CONFIG
+        config = replace(config, workers=args.workers)
+    config, ready_fd = placed(config, os.environ)
     try:
-        _run(serve_gateway(app, config, args.config))
+        if ready_fd is None and config.workers > 1:
+            problem = refusal(config)
+            if problem is not None:
+                print(f"neu-gateway: {problem}", file=sys.stderr)
+                return EXIT_CONFIG
+            _run(Supervisor(config, args.config, worker_argv()).run())
+        else:
+            _run(serve_gateway(create_app(config), config, args.config, ready_fd))
     except StartError as exc:
         print(f"neu-gateway: {exc}", file=sys.stderr)
         return EXIT_INVALID

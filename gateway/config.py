@@ -398,6 +398,8 @@ class FileConfig(_Model):
     retries: RetriesConfig = RetriesConfig()
     breaker: BreakerConfig = BreakerConfig()
     clock: ClockConfig = ClockConfig()
+    # Processes serving the same ports (SO_REUSEPORT) under one supervisor.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
 
     @field_validator("proxy")
     @classmethod
@@ -432,6 +434,15 @@ class App:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A worker's share of a gateway run by `workers: N`: its number, and the sandbox the
+    supervisor runs for all of them (None without one)."""
+
+    index: int
+    sandbox_url: str | None
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig
     apps: Mapping[str, App]
@@ -453,6 +464,9 @@ class Config:
     retries: RetriesConfig = field(default_factory=RetriesConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
+    workers: int = 1
+    # Set in a worker process: where the supervisor put it (see gateway/supervisor.py).
+    placement: Placement | None = None
 
     def credentials(self) -> list[str]:
         """Every secret value the config holds: app secrets and caller tokens, for redaction."""
@@ -585,6 +599,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         parsed.retries,
         parsed.breaker,
         parsed.clock,
+        parsed.workers,
     )
 
 
@@ -729,6 +744,7 @@ _RESTART_ONLY = (
     "retries",
     "breaker",
     "clock",
+    "workers",
 )
 
 

@@ -31,7 +31,10 @@ class StartError(Exception):
     """The gateway could not start; the message names the config key to look at."""
 
 
-async def start_listening(runner: web.AppRunner, host: str, port: int, key: str) -> None:
+async def start_listening(
+    runner: web.AppRunner, host: str, port: int, key: str, shared: bool = False
+) -> None:
+    """Starts the runner's app and its listener; `shared`: a port the workers share."""
     try:
         # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
@@ -39,7 +42,7 @@ async def start_listening(runner: web.AppRunner, host: str, port: int, key: str)
         await runner.cleanup()
         raise StartError(f"cannot start: {exc}") from None
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=True if shared else None).start()
     except OSError as exc:
         await runner.cleanup()
         raise StartError(f"cannot start: {listen_failure(key, host, port, exc)}") from None
@@ -73,21 +76,32 @@ async def reload_config(app: web.Application, path: Path) -> bool:
     return True
 
 
-async def serve_gateway(app: web.Application, config: Config, path: Path) -> None:
+async def serve_gateway(
+    app: web.Application, config: Config, path: Path, ready_fd: int | None = None
+) -> None:
+    """Serves until stopped. A worker (`ready_fd` set) shares its ports and tells its
+    supervisor when it listens."""
     runner = GuardedRunner(
         app, connection_limits(config), shutdown_timeout=config.shutdown.timeout_s
     )
-    await start_listening(runner, config.listen.host, config.listen.port, "listen")
+    await start_listening(
+        runner, config.listen.host, config.listen.port, "listen", shared=ready_fd is not None
+    )
     pid_file = config.pid_file
     if pid_file is not None:
         # Before the "listening" line, so whoever waits for that line finds the file.
         try:
-            _write_pid(pid_file)
+            write_pid(pid_file)
         except StartError:
             await runner.cleanup()
             raise
-    for address, bound_port, *_ in runner.addresses:
-        log.info("neu-gateway listening on http://%s:%d", address, bound_port)
+    if ready_fd is not None:
+        assert config.placement is not None
+        log.info("worker %d listening", config.placement.index)
+        _report_ready(ready_fd)
+    else:
+        for address, bound_port, *_ in runner.addresses:
+            log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()
 
@@ -137,9 +151,15 @@ async def _drain(app: web.Application) -> None:
             await cut_short.wait()
 
 
-def _write_pid(path: Path) -> None:
+def write_pid(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{os.getpid()}\n")
     except OSError as exc:
         raise StartError(f"cannot write pid_file {path} ({exc.strerror})") from None
+
+
+def _report_ready(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, b"1")
+        os.close(fd)

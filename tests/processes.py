@@ -131,7 +131,7 @@ async def _drain(gateway: GatewayProcess, stream: asyncio.StreamReader) -> None:
         gateway.listening.set_exception(AssertionError(f"gateway exited at start:\n{gateway.log}"))
 
 
-StartGateway = Callable[[Path], Awaitable[GatewayProcess]]
+StartGateway = Callable[..., Awaitable[GatewayProcess]]
 StartCommand = Callable[..., Awaitable[GatewayProcess]]
 
 
@@ -176,7 +176,9 @@ async def start_command() -> AsyncIterator[StartCommand]:
 def start_gateway(start_command: StartCommand) -> StartGateway:
     """Starts `neu-gateway serve -c CONFIG`."""
 
-    async def start(config: Path, env: dict[str, str] | None = None) -> GatewayProcess:
-        return await start_command("serve", "-c", str(config), env=env)
+    async def start(
+        config: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+    ) -> GatewayProcess:
+        return await start_command("serve", "-c", str(config), *extra_args, env=env)
 
     return start

@@ -122,6 +122,8 @@ def log_access(
     route = request.get(ROUTE, OTHER)
     request.app[METRICS].observe_request(app, caller, route, request.method, status, seconds)
     call = CURRENT_CALL.get() or UpstreamCall()
+    placement = config_of(request).placement
+    worker = {} if placement is None else {"worker": placement.index}
     write_access_line(
         request_id=request_id,
         caller=caller,
@@ -138,6 +140,7 @@ def log_access(
         upstream_ms=round(call.seconds * 1000, 1),
         bytes_in=request.content.total_bytes,
         bytes_out=_body_bytes(response),
+        **worker,
     )
 
 

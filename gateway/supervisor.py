@@ -1,0 +1,287 @@
+"""`workers: N`: N gateway processes on the same ports, and the one process that keeps them.
+
+The supervisor reserves each port (a bound SO_REUSEPORT socket, so port 0 works too), runs
+the embedded sandbox once for all workers, starts the workers with their placement in the
+environment, says "listening" once every worker does, passes SIGHUP, SIGTERM and SIGINT on,
+and starts a worker again if it dies. What workers must share (tokens and their single
+flight, the callbacks outbox, the seen signs) is in Redis, so N > 1 needs cache.backend: redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import logs
+from gateway.app import sandbox_settings
+from gateway.config import Config, ConfigError, Placement, load
+from gateway.sandbox.server import create_sandbox_app, set_secret
+from gateway.serving import StartError, start_listening, write_pid
+
+log = logs.logger("neu_gateway.supervisor")
+
+# The worker's placement, as JSON: {"index", "listen_port", "callbacks_port", "admin_port",
+# "sandbox_url", "ready_fd"}.
+PLACEMENT_ENV = "NEU_GATEWAY_WORKER"
+RESTART_PAUSE_S = 1.0
+MAX_WORKERS = 64
+
+
+def refusal(config: Config) -> str | None:
+    """Why this config cannot run with several workers, if it cannot."""
+    if config.workers > 1 and config.cache.backend != "redis":
+        return (
+            f"workers: {config.workers} needs cache.backend: redis: the token cache and its "
+            "single flight, the callbacks outbox and the seen callback signs must be shared by "
+            "the workers (with the memory backend each would keep its own)"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerPlacement:
+    index: int
+    listen_port: int
+    callbacks_port: int | None
+    admin_port: int | None
+    sandbox_url: str | None
+    ready_fd: int
+
+    def dumps(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+def placed(config: Config, environ: dict[str, str] | os._Environ[str]) -> tuple[Config, int | None]:
+    """The config as this worker runs it, and the pipe it reports readiness on; the config
+    itself (and None) outside a worker."""
+    raw = environ.get(PLACEMENT_ENV)
+    if not raw:
+        return config, None
+    spec = json.loads(raw)
+    listen = config.listen.model_copy(update={"port": spec["listen_port"]})
+    callbacks = config.callbacks
+    if callbacks.listen is not None and spec["callbacks_port"] is not None:
+        callbacks = callbacks.model_copy(
+            update={"listen": callbacks.listen.model_copy(update={"port": spec["callbacks_port"]})}
+        )
+    admin = config.admin
+    if admin.listen is not None and spec["admin_port"] is not None:
+        admin = admin.model_copy(
+            update={"listen": admin.listen.model_copy(update={"port": spec["admin_port"]})}
+        )
+    worker = replace(
+        config,
+        listen=listen,
+        callbacks=callbacks,
+        admin=admin,
+        pid_file=None,
+        placement=Placement(spec["index"], spec["sandbox_url"]),
+    )
+    return worker, int(spec["ready_fd"])
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """A bound, not listening, SO_REUSEPORT socket: the port is ours, workers share it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    return sock
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Supervisor:
+    def __init__(self, config: Config, path: Path, argv: Sequence[str]) -> None:
+        self._config = config
+        self._path = path
+        # How to start one worker: the same command line, serving the same file.
+        self._argv = list(argv)
+        self._workers = [_Worker(index) for index in range(config.workers)]
+        self._stopping = False
+        self._sandbox: web.Application | None = None
+        self._sandbox_url: str | None = None
+        self._reserved: list[socket.socket] = []
+        self._ports: dict[str, int | None] = {}
+        self._start_failed: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        config = self._config
+        loop = asyncio.get_running_loop()
+        sandbox_runner = await self._start_sandbox()
+        try:
+            self._ports = {
+                "listen_port": self._reserve(config.listen.host, config.listen.port),
+                "callbacks_port": (
+                    self._reserve(config.callbacks.listen.host, config.callbacks.listen.port)
+                    if config.callbacks.listen is not None
+                    else None
+                ),
+                "admin_port": (
+                    self._reserve(config.admin.listen.host, config.admin.listen.port)
+                    if config.admin.listen is not None
+                    else None
+                ),
+            }
+            start_failed = self._start_failed = loop.create_future()
+            keepers = [asyncio.ensure_future(self._keep(worker)) for worker in self._workers]
+            all_ready = asyncio.ensure_future(
+                asyncio.gather(*(worker.ready.wait() for worker in self._workers))
+            )
+            await asyncio.wait({all_ready, start_failed}, return_when=asyncio.FIRST_COMPLETED)
+            if start_failed.done():
+                all_ready.cancel()
+                self._stop(signal.SIGINT, loop.create_future())
+                await asyncio.gather(*keepers)
+                start_failed.result()
+            if config.pid_file is not None:
+                write_pid(config.pid_file)
+            log.info(
+                "neu-gateway listening on http://%s:%d (%d workers)",
+                config.listen.host,
+                self._ports["listen_port"],
+                config.workers,
+            )
+            stopped: asyncio.Future[signal.Signals] = loop.create_future()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop, signum, stopped)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            await stopped
+            await asyncio.gather(*keepers)
+        finally:
+            for sock in self._reserved:
+                sock.close()
+            if sandbox_runner is not None:
+                await sandbox_runner.cleanup()
+            if config.pid_file is not None:
+                with contextlib.suppress(OSError):
+                    config.pid_file.unlink()
+
+    def _reserve(self, host: str, port: int) -> int:
+        sock = _reserve(host, port)
+        self._reserved.append(sock)
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    async def _start_sandbox(self) -> web.AppRunner | None:
+        config = self._config
+        if not config.sandbox_apps:
+            return None
+        self._sandbox = create_sandbox_app(
+            {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
+            sandbox_settings(config),
+        )
+        runner = web.AppRunner(self._sandbox, access_log=None)
+        listen = config.sandbox.listen
+        await start_listening(runner, listen.host, listen.port, "sandbox.listen")
+        host, port, *_ = runner.addresses[0]
+        self._sandbox_url = f"http://{host}:{port}"
+        log.info(
+            "sandbox listening on %s (apps: %s)",
+            self._sandbox_url,
+            ", ".join(entry.name for entry in config.sandbox_apps),
+        )
+        return runner
+
+    async def _keep(self, worker: _Worker) -> None:
+        """Runs the worker, and again whenever it dies, until the gateway stops."""
+        while not self._stopping:
+            code = await self._run_worker(worker)
+            if self._stopping or not worker.ready.is_set():
+                return
+            log.error(
+                "worker %d exited with status %s; starting it again in %g s",
+                worker.index,
+                code,
+                RESTART_PAUSE_S,
+            )
+            await asyncio.sleep(RESTART_PAUSE_S)
+
+    async def _run_worker(self, worker: _Worker) -> int:
+        read_fd, write_fd = os.pipe()
+        placement = WorkerPlacement(
+            worker.index,
+            self._ports["listen_port"] or 0,
+            self._ports["callbacks_port"],
+            self._ports["admin_port"],
+            self._sandbox_url,
+            write_fd,
+        )
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                *self._argv,
+                env={**os.environ, PLACEMENT_ENV: placement.dumps()},
+                pass_fds=(write_fd,),
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            # b"1" once it listens; b"" (the pipe closed) if it died first.
+            said = await asyncio.to_thread(os.read, read_fd, 1)
+        finally:
+            os.close(read_fd)
+        if said == b"1":
+            worker.ready.set()
+        elif not worker.ready.is_set():
+            # It never got to listen: starting it again would fail the same way.
+            code = await worker.process.wait()
+            self._failed_start(worker.index, code)
+            return code
+        return await worker.process.wait()
+
+    def _failed_start(self, index: int, code: int) -> None:
+        if self._start_failed is not None and not self._start_failed.done():
+            self._start_failed.set_exception(
+                StartError(f"worker {index} exited with status {code} before it listened")
+            )
+
+    def _stop(self, signum: signal.Signals, stopped: asyncio.Future[signal.Signals]) -> None:
+        self._stopping = True
+        for worker in self._workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signum)
+        if not stopped.done():
+            stopped.set_result(signum)
+
+    def _reload(self) -> None:
+        for worker in self._workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGHUP)
+        if self._sandbox is not None:
+            self._tell_sandbox()
+
+    def _tell_sandbox(self) -> None:
+        """The shared sandbox learns the reloaded config's secrets, as an embedded one does."""
+        assert self._sandbox is not None
+        try:
+            config = load(self._path)
+        except ConfigError:
+            return  # the workers log why
+        for entry in config.sandbox_apps:
+            with contextlib.suppress(Exception):
+                set_secret(self._sandbox, entry.appid, entry.secret.reveal())
+
+
+def worker_argv() -> list[str]:
+    """The command line a worker is started with: this one."""
+    return [sys.executable, "-m", "gateway", *sys.argv[1:]]

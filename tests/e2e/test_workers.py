@@ -1,0 +1,103 @@
+"""`--workers 2`: two processes on one port, one supervisor, state shared through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.processes import StartGateway, neu_gateway, write_config
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "/neuopenapi/oauth/mini/accessToken"
+_WORKER = re.compile(r"worker=(\d+)")
+
+
+def redis_config(tmp_path: Path, redis_server: RedisServer) -> Path:
+    return write_config(
+        tmp_path,
+        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
+        callbacks="{listen: {port: 0}}",
+        shutdown="{drain_s: 0}",
+    )
+
+
+async def fresh_connection_post(url: str, data: dict[str, str]) -> tuple[int, Any, str]:
+    # A new connection each time, so the kernel may hand it to either worker.
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+        session.post(url, data=data) as response,
+    ):
+        return response.status, await response.json(), response.headers.get("X-Neu-Cache", "")
+
+
+async def test_two_workers_both_serve_and_a_code_is_exchanged_once(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(
+        redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
+    )
+    assert "(2 workers)" in gateway.log
+    status, login, _ = await fresh_connection_post(
+        gateway.sandbox_url + "/sandbox/login", {"user": "13800138000"}
+    )
+    assert status == 200
+    form = {
+        "code": login["response"]["code"],
+        "grantType": "authorization_code",
+        "scope": "user.info",
+    }
+    answers = await asyncio.gather(
+        *(fresh_connection_post(gateway.url + TOKEN, form) for _ in range(40))
+    )
+    assert {status for status, _, _ in answers} == {200}
+    tokens = {body["response"]["accessToken"] for _, body, _ in answers}
+    assert len(tokens) == 1, "one exchange, one token, whichever worker answered"
+    assert [cache for _, _, cache in answers].count("miss") == 1
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gateway.sandbox_url + "/sandbox/stats") as response,
+    ):
+        assert (await response.json())["response"]["calls"][TOKEN] == 1
+    await gateway.wait_for_count(f"route={TOKEN} status=200", 40)
+    workers = {int(match) for match in _WORKER.findall(gateway.log)}
+    assert workers == {0, 1}, "both workers served"
+
+
+async def test_a_worker_that_dies_is_started_again(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(
+        redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
+    )
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()]  # noqa: ASYNC240 - a /proc read
+    assert len(pids) == 2
+    os.kill(pids[0], signal.SIGKILL)
+    await gateway.wait_for_log("starting it again")
+    # The sandbox, two callbacks listeners, two workers, the supervisor; then the new worker
+    # and its callbacks listener.
+    await gateway.wait_for_count("listening", 6 + 2)
+    status, _, _ = await fresh_connection_post(
+        gateway.sandbox_url + "/sandbox/login", {"user": "x"}
+    )
+    assert status == 200
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
+
+
+async def test_several_workers_need_redis(tmp_path: Path) -> None:
+    result = await neu_gateway(
+        "serve", "--workers", "2", "-c", str(write_config(tmp_path)),
+        env={"NEU_SECRET_DEMO": "demo-secret"},
+    )  # fmt: skip
+    assert result.status == 2
+    assert "needs cache.backend: redis" in result.stderr
