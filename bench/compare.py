@@ -88,7 +88,9 @@ async def wait_port(port: int) -> None:
 
 
 @asynccontextmanager
-async def process(*argv: str, env: dict[str, str] | None = None, log: Path | None = None) -> AsyncIterator[asyncio.subprocess.Process]:  # fmt: skip
+async def process(
+    *argv: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
     out = open(log, "wb") if log else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=out, stderr=out, env={**os.environ, **(env or {})}
@@ -194,7 +196,7 @@ def median(runs: Sequence[Run], attribute: str) -> float:
 
 
 async def throughput(args: argparse.Namespace, directory: Path) -> dict[str, object]:
-    stub_port, pass_port, naive_port = free_port(), free_port(), free_port()
+    stub_port, pass_port = free_port(), free_port()
     gw1_port, gw2_port, redis_port = free_port(), free_port(), free_port()
     stub_conf = nginx_conf(directory, "stub", stub_port, 1, (
         f"  server {{ listen 127.0.0.1:{stub_port}; location / {{ default_type application/json;"
@@ -252,7 +254,7 @@ async def throughput(args: argparse.Namespace, directory: Path) -> dict[str, obj
 async def naive_url_of(naive: asyncio.subprocess.Process) -> str:
     # The naive proxy's port is in its process's listening sockets.
     for _ in range(500):
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:  # noqa: ASYNC240
             parts = line.split()
             inode = parts[9]
             if parts[3] == "0A" and inode in _socket_inodes(naive.pid):
@@ -368,9 +370,10 @@ async def memory(args: argparse.Namespace, directory: Path) -> dict[str, object]
         del sink
         for uploads in (1, 4):
             port = free_port()
-            async with process(sys.executable, "-m", "gateway", "serve", "-c",
-                               str(gateway_config(directory, sink_url, port, None)),
-                               env=GATEWAY_ENV, log=directory / f"gw-up{uploads}.log") as gw:  # fmt: skip
+            config = gateway_config(directory, sink_url, port, None)
+            log = directory / f"gw-up{uploads}.log"
+            argv = (sys.executable, "-m", "gateway", "serve", "-c", str(config))
+            async with process(*argv, env=GATEWAY_ENV, log=log) as gw:
                 await wait_port(port)
                 url = f"http://127.0.0.1:{port}/neuopenapi/file/upload"
                 await upload(url, 1024)  # warm-up
@@ -397,7 +400,8 @@ async def memory(args: argparse.Namespace, directory: Path) -> dict[str, object]
 
 async def sink_url_of(log: Path) -> str:
     for _ in range(500):
-        if log.exists() and (match := re.search(r"listening on (http://\S+)", log.read_text())):
+        text = log.read_text() if log.exists() else ""  # noqa: ASYNC240 - a small log file
+        if match := re.search(r"listening on (http://\S+)", text):
             return match.group(1)
         await asyncio.sleep(0.02)
     raise SystemExit("the sink never listened")
@@ -412,7 +416,10 @@ async def upload(url: str, size: int) -> None:
     form = aiohttp.FormData()
     form.add_field("fileData", chunks(), filename="big.bin")
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession() as session, session.post(url, data=form, headers=headers) as response:  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=form, headers=headers) as response,
+    ):
         await response.read()
         assert response.status == 200, response.status
 
