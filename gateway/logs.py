@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +87,10 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self._secrets: tuple[str, ...] = ()
         self.add_secrets(secrets)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         """Values to redact wherever they appear, e.g. once the config has been read."""
@@ -164,6 +169,38 @@ def choose_format(configured: str | None) -> str:
     return "text" if sys.stderr.isatty() else "json"
 
 
+_ACCESS = logger("neu_gateway.access")
+# Set by configure(): access lines are written straight to stderr, without a LogRecord each.
+_direct_format: str | None = None
+
+
+def access(fields: dict[str, Any], untrusted: str) -> None:
+    """One access line. `fields[untrusted]` came from the network and is redacted here; the
+    other fields are names from the config, numbers and checked ids.
+
+    Once configure() ran, the line skips the logging machinery (a record, its filters, its
+    formatter): a tenth of a request's cost. Otherwise (tests, an embedding program) it is an
+    ordinary record.
+    """
+    if not _ACCESS.isEnabledFor(logging.INFO):
+        return
+    if _direct_format is None:
+        text = " ".join(f"{key}={value}" for key, value in fields.items())
+        _ACCESS.info(text, extra={FIELDS: fields})
+        return
+    fields[untrusted] = escape_controls(redact(fields[untrusted], REDACTION.secrets))
+    now = time.time()
+    if _direct_format == "json":
+        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        head = {"time": stamp, "level": "INFO", "logger": _ACCESS.name}
+        line = json.dumps(head | fields, ensure_ascii=False)
+    else:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        text = " ".join(f"{key}={value}" for key, value in fields.items())
+        line = f"{stamp},{int(now % 1 * 1000):03d} INFO {_ACCESS.name} {text}"
+    sys.stderr.write(line + "\n")
+
+
 def configure(level: str, log_format: str | None = None) -> None:
     """Log to stderr in `log_format` (see choose_format), every handler behind the filter.
 
@@ -177,6 +214,8 @@ def configure(level: str, log_format: str | None = None) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(REDACTION)
         handler.setFormatter(formatter)
+    global _direct_format
+    _direct_format = choose_format(log_format)
     # Libraries warn with text from the request (aiohttp quotes a bad Content-Disposition):
     # through logging, it is escaped and redacted like every other line.
     logging.captureWarnings(True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -154,6 +155,9 @@ class Metrics:
         for outcome in DELIVERY_OUTCOMES:
             self.deliveries.labels(outcome)
         self._refreshers: list[Refresh] = []
+        # Label children by their values: labels() takes a lock and builds a key each call.
+        self._request_series: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._upstream_series: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
     def on_scrape(self, refresh: Refresh) -> None:
         """Runs `refresh` before each scrape, for gauges read from a backend (the outbox)."""
@@ -170,8 +174,15 @@ class Metrics:
     def observe_upstream(
         self, app: str, route: str, http_status: str, platform_status: str, seconds: float
     ) -> None:
-        self.upstream_requests.labels(app, route, http_status, platform_status).inc()
-        self.upstream_duration.labels(app, route).observe(seconds)
+        key = (app, route, http_status, platform_status)
+        series = self._upstream_series.get(key)
+        if series is None:
+            series = self._upstream_series[key] = (
+                self.upstream_requests.labels(*key),
+                self.upstream_duration.labels(app, route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         call = CURRENT_CALL.get()
         if call is not None:
             call.http_status, call.platform_status = http_status, platform_status
@@ -182,5 +193,12 @@ class Metrics:
     ) -> None:
         # The parser lets any of its ~40 known methods through; two are the platform's.
         method = method if method in ("GET", "POST", "HEAD") else OTHER
-        self.requests.labels(app, caller, route, method, str(status)).inc()
-        self.request_duration.labels(app, route).observe(seconds)
+        key = (app, caller, route, method, str(status))
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(*key),
+                self.request_duration.labels(app, route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)

@@ -199,10 +199,16 @@ def check_limits(pairs: Pairs, files: int, limits: ParamLimits) -> None:
             )
 
 
+_JAVA_TRIMMED = "".join(map(chr, range(0x21)))
+
+
 def is_secret_name(key: str) -> bool:
     """`secret` in any spelling a server might take for it: any case, compatibility forms
     (the long s, U+017F, makes `secret` to Java's equalsIgnoreCase), invisible format
     characters inside it, and anything Java's trim() drops around it (every char <= U+0020)."""
+    if key.isascii():
+        # ASCII has no format characters, and NFKC and casefold leave it as lower() does.
+        return key.lower().strip(_JAVA_TRIMMED) == SECRET_KEY
     visible = "".join(ch for ch in key if unicodedata.category(ch) != "Cf")
     folded = unicodedata.normalize("NFKC", visible).casefold()
     return folded.strip("".join(map(chr, range(0x21))) + " \u00a0") == SECRET_KEY

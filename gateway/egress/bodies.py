@@ -105,6 +105,13 @@ async def read_capped(
 ) -> bytes:
     """The whole body, or BodyTooLarge as soon as it passes max_bytes."""
     refuse_declared_size(request, max_bytes, limit_name)
+    content = request.content
+    if request.content_length is not None and content.is_eof() and content.exception() is None:
+        # All of it arrived with the headers (a small form, most often): no waiting to bound.
+        body = content.read_nowait(-1)
+        if len(body) != request.content_length:
+            raise BadRequest("the request body is malformed (shorter than its Content-Length)")
+        return body
     return await gather_capped(
         _chunks(request, idle_s), max_bytes, lambda: too_large(limit_name, max_bytes)
     )

@@ -132,6 +132,7 @@ class Upstream:
         self._skews: dict[str, Skew] = {}
         self._breakers: dict[str, Breaker] = {}
         self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self._last_date: tuple[str | None, float | None] = (None, None)
 
     def offset_s(self, base_url: str) -> float:
         """The platform's clock minus this host's, as last seen at `base_url`."""
@@ -245,7 +246,12 @@ class Upstream:
     def learn_time(self, base_url: str, app: str, sent_s: float, date: str | None) -> None:
         """The platform's Date header, against this host's clock when the call went out and
         came back."""
-        date_s = _date_s(date)
+        if date == self._last_date[0]:
+            # A busy platform sends the same Date for a whole second: parse it once.
+            date_s = self._last_date[1]
+        else:
+            date_s = _date_s(date)
+            self._last_date = (date, date_s)
         if date_s is None:
             return
         skew = self._skew(base_url)
