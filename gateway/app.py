@@ -34,7 +34,7 @@ from gateway.egress.tokens import Store, StoreError, TokenCache
 from gateway.egress.upstream import CallPolicy, Upstream, close_sessions
 from gateway.egress.waits import TradeWaits
 from gateway.metrics import Metrics
-from gateway.sandbox.server import create_sandbox_app, set_secret
+from gateway.sandbox.server import create_sandbox_app, sandbox_appids, set_secret
 from gateway.sandbox.world import Settings
 from gateway.web.admin import Readiness, admin_routes
 from gateway.web.connections import ConnectionLimits, GuardedRunner
@@ -55,6 +55,8 @@ from gateway.web.state import (
 )
 
 log = logs.logger("neu_gateway")
+# How long the sandbox's and the admin listener's requests may hold a stop.
+SIDE_SHUTDOWN_S = 1.0
 
 
 class CannotStart(Exception):
@@ -125,7 +127,8 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
         sandbox_settings(config),
         app[CLOCK],
     )
-    runner = web.AppRunner(sandbox, access_log=None)
+    # The emulator's own requests (a hang fault) must not hold the gateway's stop.
+    runner = web.AppRunner(sandbox, access_log=None, shutdown_timeout=SIDE_SHUTDOWN_S)
     await runner.setup()
     listen = config.sandbox.listen
     try:
@@ -313,7 +316,8 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     runner = GuardedRunner(
         create_callbacks_app(context, guard.handler_args()),
         guard,
-        shutdown_timeout=config.shutdown.timeout_s,
+        # Stopped after the callers' listener, within the same overall deadline.
+        shutdown_timeout=config.shutdown.timeout_s / 2,
     )
     await runner.setup()
     try:
@@ -345,7 +349,7 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     admin = web.Application()
     admin.router.add_routes(admin_routes(app[READINESS], app[METRICS]))
     guard = connection_limits(app[CONFIG])
-    runner = GuardedRunner(admin, guard)
+    runner = GuardedRunner(admin, guard, shutdown_timeout=SIDE_SHUTDOWN_S)
     await runner.setup()
     try:
         await web.TCPSite(
@@ -381,6 +385,17 @@ def apply_config(app: web.Application, new: Config) -> list[str]:
         raise ConfigError(
             [f"apps ({names}): upstream sandbox needs a restart (no embedded sandbox runs)"]
         )
+    if embedded:
+        sandbox = embedded[0][0]
+        unknown = [
+            f"apps.{entry.name}"
+            for entry in new.sandbox_apps
+            if entry.appid not in sandbox_appids(sandbox)
+        ]
+        if unknown:
+            raise ConfigError(
+                [f"{', '.join(unknown)}: a new app on the embedded sandbox needs a restart"]
+            )
     live = app[LIVE_CONFIG]
     before = live.current
     pinned = live.swap(new, time.time())

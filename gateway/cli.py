@@ -363,6 +363,24 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _is_gateway(pid: int) -> bool:
+    """Whether the process runs this program: a SIGHUP would end most others."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        # No /proc (not Linux): the pid_file is all there is to go by.
+        return Path("/proc").is_dir() is False and _alive(pid)
+    return any(part.endswith((b"neu-gateway", b"gateway")) for part in command)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def _reload(args: argparse.Namespace) -> int:
     """Validates the config, then sends SIGHUP to the running gateway (pid_file or --pid)."""
     config = _load_or_report(args.config)
@@ -387,6 +405,13 @@ def _reload(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_CONFIG
+    if not _is_gateway(pid):
+        print(
+            f"neu-gateway: process {pid} is not a running neu-gateway (a stale pid_file?); "
+            "nothing sent",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:

@@ -523,6 +523,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        # Never the exception itself: it quotes the file's bytes, secrets and all.
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     try:
         document = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except DuplicateKey as exc:

@@ -22,9 +22,11 @@ from gateway.app import CannotStart, apply_config, connection_limits, listen_fai
 from gateway.callbacks.outbox import OutboxError
 from gateway.config import Config, ConfigError, load
 from gateway.web.connections import GuardedRunner
-from gateway.web.state import LIVE_CONFIG, METRICS, READINESS
+from gateway.web.state import CONFIG, LIVE_CONFIG, METRICS, READINESS
 
 log = logs.logger("neu_gateway")
+# What stopping may take beyond shutdown.timeout_s: closing the stores and the sessions.
+STOP_SLACK_S = 1.0
 
 
 class StartError(Exception):
@@ -64,6 +66,15 @@ async def reload_config(app: web.Application, path: Path) -> bool:
             "; ".join(exc.problems),
         )
         return False
+    except Exception as exc:
+        # Named by its type only: the exception may quote the file, secrets and all.
+        metrics.config_reloads.labels("failed").inc()
+        log.error(
+            "config reload failed, the running config stays: %s: %s",
+            path,
+            type(exc).__name__,
+        )
+        return False
     metrics.config_reloads.labels("ok").inc()
     if pinned:
         log.warning(
@@ -81,8 +92,9 @@ async def serve_gateway(
 ) -> None:
     """Serves until stopped. A worker (`ready_fd` set) shares its ports and tells its
     supervisor when it listens."""
+    # Half: aiohttp waits this long for requests, cancels them, then may wait as long again.
     runner = GuardedRunner(
-        app, connection_limits(config), shutdown_timeout=config.shutdown.timeout_s
+        app, connection_limits(config), shutdown_timeout=config.shutdown.timeout_s / 2
     )
     await start_listening(
         runner, config.listen.host, config.listen.port, "listen", shared=ready_fd is not None
@@ -103,10 +115,16 @@ async def serve_gateway(
         for address, bound_port, *_ in runner.addresses:
             log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[bool]] = set()
+    reloads: set[asyncio.Task[None]] = set()
+    # One reload at a time, in the order the signals came: the last file read wins.
+    one_at_a_time = asyncio.Lock()
+
+    async def reload_in_turn() -> None:
+        async with one_at_a_time:
+            await reload_config(app, path)
 
     def reload() -> None:
-        task = loop.create_task(reload_config(app, path))
+        task = loop.create_task(reload_in_turn())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
@@ -116,9 +134,18 @@ async def serve_gateway(
         if draining:
             await _drain(app)
         log.info("neu-gateway stopping: finishing requests in flight")
-        await runner.cleanup()
+        timeout_s = app[CONFIG].shutdown.timeout_s
+        try:
+            # aiohttp waits for each listener in turn, and twice over (before and after it
+            # cancels): one deadline for the whole stop keeps shutdown.timeout_s true.
+            async with asyncio.timeout(timeout_s + STOP_SLACK_S):
+                await runner.cleanup()
+        except TimeoutError:
+            log.warning("stopped with requests still in flight after shutdown.timeout_s")
     finally:
-        loop.remove_signal_handler(signal.SIGHUP)
+        # Signals that come while the process ends must not end it otherwise.
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
         if pid_file is not None:
             with contextlib.suppress(OSError):
                 pid_file.unlink()

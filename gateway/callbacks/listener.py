@@ -46,7 +46,7 @@ from gateway.egress.bodies import (
     refuse_declared_size,
     send_continue,
 )
-from gateway.egress.calls import answer_detail, trade_detail
+from gateway.egress.calls import answer_detail, base_url_for, trade_detail
 from gateway.egress.upstream import Upstream
 from gateway.egress.waits import TradeWaits
 from gateway.metrics import NONE, Metrics
@@ -158,7 +158,8 @@ async def _confirm_and_store(
     """Asks the platform's tradedetail, whose answer is the truth; stores it if it holds."""
     trade_no = params["tradeNo"]
     try:
-        answer = await trade_detail(context.upstream, context.base_urls[app.name], app, trade_no)
+        base_url = base_url_for(context.base_urls, app)
+        answer = await trade_detail(context.upstream, base_url, app, trade_no)
     except GatewayError:
         # Not the callback's fault: a non-2xx makes the platform send it again later.
         raise ConfirmUnavailable() from None

@@ -23,6 +23,12 @@ async def trade_detail(
     )
 
 
+def base_url_for(base_urls: dict[str, str], app: App) -> str:
+    """Where the app's calls go: its own upstream (the one in the config the request started
+    with, beside its secret), or the sandbox's address, known only once it listens."""
+    return base_urls[app.name] if app.uses_sandbox else app.upstream
+
+
 def answer_detail(answer: UpstreamResponse) -> dict[str, object] | None:
     """The trade detail in a successful tradedetail answer, None otherwise."""
     return detail_of(answer.status, answer.body)

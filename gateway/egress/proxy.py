@@ -30,7 +30,7 @@ from gateway.core.params import (
 )
 from gateway.egress.admission import ADMITTED, admit
 from gateway.egress.bodies import read_capped, refuse_declared_size, send_continue
-from gateway.egress.calls import trade_detail
+from gateway.egress.calls import base_url_for, trade_detail
 from gateway.egress.extras import exchange_code, relay, user_info
 from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
 from gateway.egress.upstream import UpstreamResponse
@@ -140,7 +140,7 @@ async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str])
     if not _WAIT_SECONDS.fullmatch(wait) or not 1 <= int(wait) <= MAX_WAIT_S:
         raise ValidationFailed(f"wait: must be a whole number of seconds from 1 to {MAX_WAIT_S}")
     trade_no = fields["tradeNo"]
-    base_url = request.app[BASE_URLS][app.name]
+    base_url = base_url_for(request.app[BASE_URLS], app)
     upstream = request.app[UPSTREAM]
 
     async def fetch() -> UpstreamResponse:
@@ -157,7 +157,7 @@ async def _send(
 ) -> UpstreamResponse:
     """Send the fields to the app's upstream as the platform expects them, signed afresh
     for each attempt."""
-    base_url = request.app[BASE_URLS][app.name]
+    base_url = base_url_for(request.app[BASE_URLS], app)
     url = base_url + path
     headers = forwarded_headers(request.headers)
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID]

@@ -385,6 +385,11 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return web.json_response(envelope(200, "OK", response=True))
 
 
+def sandbox_appids(sandbox: web.Application) -> frozenset[str]:
+    """The appids a running sandbox knows."""
+    return frozenset(sandbox[WORLD].secrets)
+
+
 def set_secret(
     sandbox: web.Application,
     appid: str,

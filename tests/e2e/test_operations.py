@@ -4,6 +4,7 @@ upstream: /metrics, /readyz, JSON logs, SIGHUP reload, the SIGTERM drain."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -365,3 +366,77 @@ async def test_sigterm_drains_and_answers_every_request_in_flight(
     assert [status for status, _ in results] == [200] * 50
     assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
     assert time.monotonic() - started < 20
+
+
+async def test_a_reload_that_would_need_a_restart_or_cannot_be_read_is_refused(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    config = write_config(tmp_path)
+    good = config.read_text()
+    gateway = await start_gateway(config)
+    # A new app on the embedded sandbox, which knows only the apps it started with.
+    config.write_text(
+        good.replace(
+            "apps:\n",
+            "apps:\n  other:\n    appid: other-appid\n    secret: other-secret-0123\n"
+            "    upstream: sandbox\n",
+        )
+        + "default_app: demo\n"
+    )
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_log("apps.other: a new app on the embedded sandbox needs a restart")
+    # Not UTF-8, with a new secret inline: refused, and the secret never reaches the log.
+    config.write_bytes(good.encode() + b"# caf\xe9\n" + b"# brand-new-secret-value-42\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_log("not UTF-8 text")
+    assert "brand-new-secret-value-42" not in gateway.log
+    status, body = await post_json(
+        session, gateway.url + ECHO, data={"x": "1"}, headers={"X-Neu-App": "other"}
+    )
+    assert (status, body["error"]) == (404, "unknown_app"), "the running config stayed"
+    samples = await scrape(session, gateway.url)
+    assert value(samples, "neu_gateway_config_reloads_total", result="failed") == 2
+
+
+async def test_reload_refuses_a_stale_pid_file(tmp_path: Path) -> None:
+    stranger = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        pid_file = tmp_path / "gateway.pid"
+        pid_file.write_text(f"{stranger.pid}\n")
+        config = write_config(tmp_path, pid_file=str(pid_file))
+        reload = await asyncio.create_subprocess_exec(
+            *GATEWAY_COMMAND, "reload", "-c", str(config),
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "NEU_SECRET_DEMO": SECRET},
+        )  # fmt: skip
+        _, stderr = await reload.communicate()
+        assert reload.returncode == 1
+        assert b"not a running neu-gateway" in stderr
+        assert stranger.returncode is None, "the stranger was left alone"
+    finally:
+        stranger.kill()
+        await stranger.wait()
+
+
+async def test_a_stop_keeps_to_its_deadline_and_to_exit_0_whatever_signals_follow(
+    start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    config = write_config(tmp_path, shutdown="{drain_s: 0.5, timeout_s: 2}")
+    gateway = await start_gateway(config)
+    faults = gateway.sandbox_url + "/sandbox/faults"
+    assert (await post_json(session, faults, data={"path": ECHO, "hang": "true"}))[0] == 200
+    stuck = asyncio.ensure_future(post_json(session, gateway.url + ECHO, data={"x": "1"}))
+    for _ in range(500):
+        _, stats = await get_json(session, gateway.sandbox_url + "/sandbox/stats")
+        if stats["response"]["hanging"] == 1:
+            break
+        await asyncio.sleep(0.01)  # wait-ok: polls until the request is held at the platform
+    started = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    await gateway.wait_for_log("stopping")
+    for _ in range(20):
+        gateway.process.send_signal(signal.SIGHUP)
+    assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
+    # drain_s + timeout_s and the slack, not aiohttp's own 60 s for the held request.
+    assert time.monotonic() - started < 0.5 + 2 + 2
+    with contextlib.suppress(aiohttp.ClientError):
+        await stuck
