@@ -221,6 +221,7 @@ def call_policy(config: Config) -> CallPolicy:
         breaker_cooldown_s=breaker.cooldown_s,
         max_skew_s=config.clock.max_skew_s,
         total_s=config.timeouts.total_s,
+        connect_s=config.timeouts.connect_s,
     )
 
 

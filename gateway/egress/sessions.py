@@ -65,6 +65,7 @@ class Sessions:
             total=total_s, connect=connect_s, sock_connect=connect_s
         )
         self._sessions: dict[tuple[TlsConfig, bool], aiohttp.ClientSession] = {}
+        self._routes: dict[tuple[TlsConfig, str | None], Route] = {}
 
     def check(self, app: App) -> None:
         """Raises TlsSetupError if the app's TLS files cannot be used."""
@@ -78,6 +79,12 @@ class Sessions:
         return ssl_context(app.tls, f"apps.{app.name}.tls")
 
     def route(self, app: App) -> Route:
+        route = self._routes.get((app.tls, app.proxy))
+        if route is None:
+            route = self._routes[(app.tls, app.proxy)] = self._route(app)
+        return route
+
+    def _route(self, app: App) -> Route:
         from_env = app.proxy == PROXY_FROM_ENV
         key = (app.tls, from_env)
         session = self._sessions.get(key)
@@ -112,3 +119,4 @@ class Sessions:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        self._routes.clear()

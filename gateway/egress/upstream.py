@@ -103,6 +103,7 @@ class CallPolicy:
     breaker_cooldown_s: float = 30.0
     max_skew_s: float = 30.0
     total_s: float = 15.0
+    connect_s: float = 3.0
 
 
 # The signed fields, into the request to send: its URL and body.
@@ -133,6 +134,11 @@ class Upstream:
         self._breakers: dict[str, Breaker] = {}
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._last_date: tuple[str | None, float | None] = (None, None)
+        self._whole_time = self._timeout(policy.total_s)
+
+    def _timeout(self, total_s: float) -> aiohttp.ClientTimeout:
+        connect_s = min(self._policy.connect_s, total_s)
+        return aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s)
 
     def offset_s(self, base_url: str) -> float:
         """The platform's clock minus this host's, as last seen at `base_url`."""
@@ -331,6 +337,12 @@ class Upstream:
         """
         route = self._sessions.route(app)
         sent_s = self._clock.now_ms() / 1000
+        # A first attempt has the whole time (one object, made once); a retry what is left.
+        timeout = (
+            self._whole_time
+            if timeout_s >= self._policy.total_s - 0.01
+            else self._timeout(max(0.001, timeout_s))
+        )
         base_url = str(url.origin()) + _base_path(url)
         try:
             async with route.session.request(
@@ -341,7 +353,7 @@ class Upstream:
                 allow_redirects=False,
                 proxy=route.proxy,
                 server_hostname=route.server_name,
-                timeout=aiohttp.ClientTimeout(total=max(0.001, timeout_s)),
+                timeout=timeout,
             ) as response:
                 self.learn_time(base_url, app.name, sent_s, response.headers.get("Date"))
                 if response.status < 200:
