@@ -42,7 +42,7 @@ from gateway.core.platform import (
 from gateway.core.resilience import Breaker, BreakerState, Skew
 from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
 from gateway.egress.sessions import Sessions
-from gateway.metrics import NONE, Metrics, route_label
+from gateway.metrics import NONE, OTHER, Metrics, route_label
 
 log = logs.logger("neu_gateway.upstream")
 
@@ -176,9 +176,7 @@ class Upstream:
             url, data = build(signed)
             remaining = deadline - self._clock.monotonic()
             try:
-                answer = await self._attempt(
-                    app, method, url, headers, data, route, remaining, skew
-                )
+                answer = await self._attempt(app, method, url, headers, data, route, remaining)
             except (UpstreamTimeout, UpstreamUnreachable) as exc:
                 self._failed(app.name, breaker)
                 retryable = not isinstance(exc, UpstreamTlsError | UpstreamBadResponse) and (
@@ -275,17 +273,11 @@ class Upstream:
         self._metrics.clock_offset.labels(app).set(skew.offset_s)
 
     async def probe(self, app: App, base_url: str) -> UpstreamResponse:
-        """A cheap unsigned GET of the upstream's base URL: reachable, TLS, and its clock."""
-        skew = self._skew(base_url)
+        """A cheap unsigned GET of the upstream's base URL: reachable, TLS, and its clock.
+        Counted under the route `other`, as any path outside the doc."""
+        url = URL(base_url + "/")
         return await self._attempt(
-            app,
-            "GET",
-            URL(base_url + "/"),
-            CIMultiDict(),
-            None,
-            "probe",
-            self._policy.total_s,
-            skew,
+            app, "GET", url, CIMultiDict(), None, OTHER, self._policy.total_s
         )
 
     async def _attempt(
@@ -297,7 +289,6 @@ class Upstream:
         data: Any,
         route: str,
         timeout_s: float,
-        skew: Skew,
     ) -> UpstreamResponse:
         """One exchange, counted under `route` (see metrics)."""
         started = time.monotonic()
