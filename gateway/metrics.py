@@ -188,6 +188,11 @@ class Metrics:
             call.http_status, call.platform_status = http_status, platform_status
             call.seconds += seconds
 
+    def count_refused(self, status: int) -> None:
+        """A request the listener refused before any handler ran: its status is all that is
+        known."""
+        self.requests.labels(NONE, NONE, OTHER, OTHER, str(status)).inc()
+
     def observe_request(
         self, app: str, caller: str, route: str, method: str, status: int, seconds: float
     ) -> None:

@@ -94,7 +94,10 @@ async def serve_gateway(
     supervisor when it listens."""
     # Half: aiohttp waits this long for requests, cancels them, then may wait as long again.
     runner = GuardedRunner(
-        app, connection_limits(config), shutdown_timeout=config.shutdown.timeout_s / 2
+        app,
+        connection_limits(config),
+        on_refused=app[METRICS].count_refused,
+        shutdown_timeout=config.shutdown.timeout_s / 2,
     )
     await start_listening(
         runner, config.listen.host, config.listen.port, "listen", shared=ready_fd is not None

@@ -281,7 +281,9 @@ async def _control_params(request: web.Request) -> dict[str, str]:
             }
         )
     elif request.body_exists:
-        params.update({key: str(value) for key, value in (await request.post()).items()})
+        # Text fields only: a file part is no control value.
+        form = await request.post()
+        params.update({key: value for key, value in form.items() if isinstance(value, str)})
     return params
 
 
@@ -373,6 +375,9 @@ async def rotate_secret(request: web.Request) -> web.Response:
     keep_previous_s more, 300 by default)."""
     params = await _control_params(request)
     secret = params.get("secret", "")
+    if not secret.isprintable() or secret.startswith(("{", "[", "<")):
+        # A JSON object, a list or a file part flattened into text is no secret anyone set.
+        raise SandboxError(400, "secret must be plain text")
     try:
         keep_previous_s = float(params.get("keep_previous_s") or DEFAULT_KEEP_PREVIOUS_S)
     except ValueError:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -399,6 +399,7 @@ class GuardedRequestHandler(RequestHandler):
                 type(exc).__name__ if exc is not None else "-",
             )
         _log_refused(request_id, error.status)
+        self._server.on_refused(error.status)
         response = error_response(error, request_id)
         response.force_close()
         return response
@@ -453,6 +454,7 @@ class GuardedRequestHandler(RequestHandler):
             request_id = uuid.uuid4().hex
             transport.write(error_bytes(error, request_id))
             _log_refused(request_id, error.status)
+            self._server.on_refused(error.status)
         self.force_close()
 
     def _peer(self) -> str:
@@ -463,7 +465,14 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(web.Server):
     """aiohttp's server, making GuardedRequestHandlers and counting their connections."""
 
-    def __init__(self, server: web.Server, limits: ConnectionLimits) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        limits: ConnectionLimits,
+        on_refused: Callable[[int], None] | None = None,
+    ) -> None:
+        # Told the status of each request refused before it reached a handler (metrics).
+        self.on_refused = on_refused or (lambda status: None)
         super().__init__(
             server.request_handler,
             request_factory=server.request_factory,
@@ -519,13 +528,20 @@ class GuardedServer(web.Server):
 class GuardedRunner(web.AppRunner):
     """An AppRunner whose connections are guarded by `limits`."""
 
-    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        limits: ConnectionLimits,
+        on_refused: Callable[[int], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("access_log", None)
         # A handler whose client went away is cancelled: it would otherwise hold its request
         # (a parsed body, a trade wait) for as long as it takes, with no one to answer.
         kwargs.setdefault("handler_cancellation", True)
         super().__init__(app, **kwargs)
         self._limits = limits
+        self._on_refused = on_refused
 
     async def _make_server(self) -> web.Server:
-        return GuardedServer(await super()._make_server(), self._limits)
+        return GuardedServer(await super()._make_server(), self._limits, self._on_refused)

@@ -77,3 +77,20 @@ async def test_scrapes_in_parallel_keep_both_listeners_answering(target: Target)
         for _ in range(10):
             scrapes = [series(session, target) for _ in range(20)]
             assert all(await asyncio.gather(*scrapes))
+
+
+async def test_requests_refused_before_any_handler_are_counted(target: Target) -> None:
+    await exchange(target.port, b"BROKEN\r\n\r\n")
+    big = request_bytes("GET", "/neuopenapi/x", headers={"X-Big": "y" * 70000})
+    await exchange(target.port, big)
+    async with aiohttp.ClientSession() as session:
+        lines = await series(session, target)
+    refused = {
+        line.rsplit(" ", 1)[0].split('status="')[1].rstrip('"}'): float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("neu_gateway_requests_total{")
+        and 'app="none"' in line
+        and 'method="other"' in line
+    }
+    assert refused.get("400", 0) >= 1
+    assert refused.get("431", 0) >= 1

@@ -812,3 +812,18 @@ async def test_the_same_secret_again_with_no_grace_retires_the_old_one(
 )
 async def test_a_bad_rotation_is_refused(sandbox: Client, form: dict[str, str]) -> None:
     assert (await rotate(sandbox, **form))[0] == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"json": {"secret": {"x": 1}}}, id="an object"),
+        pytest.param({"json": {"secret": ["a"]}}, id="a list"),
+        pytest.param({"data": {"secret": "line\nbreak"}}, id="a control character"),
+    ],
+)
+async def test_a_secret_that_is_not_plain_text_is_refused(
+    sandbox: Client, body: dict[str, Any]
+) -> None:
+    response = await sandbox.post(f"/sandbox/apps/{APPID}/secret", **body)
+    assert (await response.json())["responseHeader"]["status"] == 400
