@@ -102,21 +102,6 @@ async def serve_gateway(
     await start_listening(
         runner, config.listen.host, config.listen.port, "listen", shared=ready_fd is not None
     )
-    pid_file = config.pid_file
-    if pid_file is not None:
-        # Before the "listening" line, so whoever waits for that line finds the file.
-        try:
-            write_pid(pid_file)
-        except StartError:
-            await runner.cleanup()
-            raise
-    if ready_fd is not None:
-        assert config.placement is not None
-        log.info("worker %d listening", config.placement.index)
-        _report_ready(ready_fd)
-    else:
-        for address, bound_port, *_ in runner.addresses:
-            log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
     # One reload at a time, in the order the signals came: the last file read wins.
@@ -132,8 +117,26 @@ async def serve_gateway(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    # Every handler in place before anyone is told the gateway listens: a signal sent at
+    # once must not meet the default action, which ends the process.
+    stopped = _stop_signals()
+    pid_file = config.pid_file
+    if pid_file is not None:
+        # After the handlers (`reload` signals this pid), before the "listening" line.
+        try:
+            write_pid(pid_file)
+        except StartError:
+            await runner.cleanup()
+            raise
+    if ready_fd is not None:
+        assert config.placement is not None
+        log.info("worker %d listening", config.placement.index)
+        _report_ready(ready_fd)
+    else:
+        for address, bound_port, *_ in runner.addresses:
+            log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     try:
-        draining = await _until_stopped(app)
+        draining = await stopped
         if draining:
             await _drain(app)
         log.info("neu-gateway stopping: finishing requests in flight")
@@ -154,8 +157,8 @@ async def serve_gateway(
                 pid_file.unlink()
 
 
-async def _until_stopped(app: web.Application) -> bool:
-    """Waits for SIGTERM (True: drain first) or SIGINT (False: stop now)."""
+def _stop_signals() -> asyncio.Future[bool]:
+    """Resolved by SIGTERM (True: drain first) or SIGINT (False: stop now)."""
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[bool] = loop.create_future()
 
@@ -165,7 +168,7 @@ async def _until_stopped(app: web.Application) -> bool:
 
     loop.add_signal_handler(signal.SIGTERM, stop, True)
     loop.add_signal_handler(signal.SIGINT, stop, False)
-    return await stopped
+    return stopped
 
 
 async def _drain(app: web.Application) -> None:

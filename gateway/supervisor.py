@@ -143,6 +143,10 @@ class Supervisor:
                     else None
                 ),
             }
+            stopped: asyncio.Future[signal.Signals] = loop.create_future()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop, signum, stopped)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
             start_failed = self._start_failed = loop.create_future()
             keepers = [asyncio.ensure_future(self._keep(worker)) for worker in self._workers]
             all_ready = asyncio.ensure_future(
@@ -162,10 +166,6 @@ class Supervisor:
                 self._ports["listen_port"],
                 config.workers,
             )
-            stopped: asyncio.Future[signal.Signals] = loop.create_future()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._stop, signum, stopped)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
             await stopped
             await asyncio.gather(*keepers)
         finally:
