@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gateway.core import signing
@@ -57,3 +58,18 @@ def is_timestamp_refusal(body: bytes) -> bool:
     except (ValueError, TypeError, KeyError, AttributeError):
         return False
     return isinstance(msg, str) and "timestamp" in msg.lower()
+
+
+# How the platform's answers begin; the status is read from here without parsing the rest.
+_LEADING_STATUS = re.compile(
+    rb'\A\s*\{\s*"responseHeader"\s*:\s*\{\s*"status"\s*:\s*(-?[0-9]{1,9})\s*[,}]'
+)
+
+
+def envelope_status(body: bytes) -> int | None:
+    """`responseHeader.status` of a platform answer, None if it has none: for every answer's
+    metrics and log line, so the usual shape is read without parsing the whole body."""
+    match = _LEADING_STATUS.match(body)
+    if match is not None:
+        return int(match.group(1))
+    return platform_status(body)[0]

@@ -35,8 +35,8 @@ from gateway.core.params import is_unicode
 from gateway.core.platform import (
     API_PREFIX,
     backoff_s,
+    envelope_status,
     is_timestamp_refusal,
-    platform_status,
     signed_fields,
 )
 from gateway.core.resilience import Breaker, BreakerState, Skew
@@ -192,7 +192,7 @@ class Upstream:
                 self._failed(app.name, breaker)
             else:
                 self._succeeded(app.name, breaker)
-            transient = answer.status in TRANSIENT or platform_status(answer.body)[0] in TRANSIENT
+            transient = answer.status in TRANSIENT or envelope_status(answer.body) in TRANSIENT
             if transient and method == "GET" and await self._pause(attempt, attempts, deadline):
                 continue
             if not resynced and skew.correcting and is_timestamp_refusal(answer.body):
@@ -304,7 +304,7 @@ class Upstream:
             raise
         else:
             http_status = str(answer.status)
-            status, _ = platform_status(answer.body)
+            status = envelope_status(answer.body)
             platform = NONE if status is None else str(status)
             return answer
         finally:
@@ -412,6 +412,9 @@ class Upstream:
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         if (response.content_length or 0) > self._max_response_bytes:
             raise UpstreamBadResponse(_too_large(self._max_response_bytes))
+        if response.content_length is not None:
+            # Its size is known and allowed: one read, not a chunk loop.
+            return await response.read()
         return await gather_capped(
             response.content.iter_chunked(READ_CHUNK_BYTES),
             self._max_response_bytes,
