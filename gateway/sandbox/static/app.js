@@ -300,15 +300,20 @@
   }
 
   async function tradeAction(item, path, fields) {
+    // Not `disabled`: that would drop the focus, which moves to the trade once it is final.
+    if (item.dataset.busy) return;
+    item.dataset.busy = "1";
     const buttons = [...item.querySelectorAll(".actions button")];
-    for (const button of buttons) button.disabled = true;
+    for (const button of buttons) button.setAttribute("aria-disabled", "true");
     try {
       await api(path, fields);
       await refresh();
     } catch (error) {
       announce(error.message);
       item.querySelector(".description").textContent = error.message;
-      for (const button of buttons) button.disabled = false;
+    } finally {
+      delete item.dataset.busy;
+      for (const button of buttons) button.removeAttribute("aria-disabled");
     }
   }
 
@@ -524,6 +529,8 @@
   let refreshing = null;
   let again = false;
 
+  let first = true;
+
   async function refreshOnce() {
     const [apps, users, requests] = await Promise.all([
       api("/sandbox/apps"),
@@ -532,6 +539,8 @@
     ]);
     renderApps(apps.apps);
     renderUsers(users.users);
+    if (first && users.users.length) $("new-user-box").open = false;
+    first = false;
     renderRequests(requests.requests);
     if (state.user) {
       const who = encodeURIComponent(state.user);
