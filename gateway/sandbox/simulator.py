@@ -84,10 +84,12 @@ async def open_mini_app(request: web.Request) -> web.Response:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SandboxError(400, "backend_url must be an http(s) URL")
     login = world.login(_appid(world, params), params.get("user", ""))
+    now = _now(world)
     opened: dict[str, Any] = {
         **login,
-        "expiresAt": _now(world) + login["expiresIn"] * 1000,
+        "expiresAt": now + login["expiresIn"] * 1000,
         "backend": None,
+        "now": now,
     }
     if backend_url:
         opened["backend"] = await _send_code(backend_url, login["code"])

@@ -60,7 +60,7 @@
   }
 
   function countdown(ms) {
-    const total = Math.max(0, Math.ceil(ms / 1000));
+    const total = Math.max(0, Math.round(ms / 1000));
     const hours = Math.floor(total / 3600);
     const minutes = Math.floor((total % 3600) / 60);
     const seconds = String(total % 60).padStart(2, "0");
