@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -38,10 +39,18 @@ def notification_fields(trade: Trade, appid: str, secret: str, now_ms: int) -> d
 class Notifier:
     """Delivers each final status of a trade, in the background, until a 2xx or give-up."""
 
-    def __init__(self, secrets: dict[str, str], settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        secrets: dict[str, str],
+        settings: Settings,
+        clock: Clock,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self._secrets = secrets
         self._settings = settings
         self._clock = clock
+        # Told of each attempt as it starts and ends, for the simulator page's live view.
+        self.on_change = on_change or (lambda kind: None)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -69,6 +78,7 @@ class Notifier:
                 "at": self._clock.now_ms(),
             }
             trade.notifications.append(record)
+            self.on_change("trades")
             try:
                 async with self._session.post(
                     trade.notify_url,
@@ -79,14 +89,19 @@ class Notifier:
                     record["httpStatus"] = response.status
                     if 200 <= response.status < 300:
                         trade.detail["notifySuccess"] = True
+                        self.on_change("trades")
                         return
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 record["error"] = type(exc).__name__
             if attempt < self._settings.notify_attempts:
-                await self._clock.sleep(
-                    backoff_s(attempt, self._settings.notify_backoff_s, MAX_BACKOFF_S)
-                )
+                wait_s = backoff_s(attempt, self._settings.notify_backoff_s, MAX_BACKOFF_S)
+                record["nextAttemptAt"] = self._clock.now_ms() + round(wait_s * 1000)
+                self.on_change("trades")
+                await self._clock.sleep(wait_s)
         trade.detail["notifySuccess"] = False
+        if trade.notifications:
+            trade.notifications[-1]["gaveUp"] = True
+        self.on_change("trades")
         log.warning(
             "sandbox gave up notifying %s of trade %s after %d attempts",
             trade.notify_url,

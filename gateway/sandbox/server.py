@@ -24,17 +24,18 @@ from gateway.core.endpoints import ENDPOINTS, Endpoint, validate
 from gateway.core.errors import InvalidParams, envelope
 from gateway.core.params import joined, parse_urlencoded
 from gateway.core.verification import Rejected, check_signed_request
+from gateway.sandbox.controls import EVENTS, NOTIFIER, TIMERS, WORLD, control_params
+from gateway.sandbox.events import Events
 from gateway.sandbox.notifier import Notifier
+from gateway.sandbox.simulator import add_simulator_routes
 from gateway.sandbox.world import SandboxError, Settings, World
+from gateway.sandbox.world import trade_view as world_trade_view
 
 ECHO_PATH = "/neuopenapi/sandbox/echo"
 MAX_BODY_BYTES = 256 * 1024 * 1024
 # How long a rotated-out secret is still accepted, by default.
 DEFAULT_KEEP_PREVIOUS_S = 300.0
 MAX_KEEP_PREVIOUS_S = 86400.0
-
-WORLD = web.AppKey("sandbox_world", World)
-NOTIFIER = web.AppKey("sandbox_notifier", Notifier)
 
 
 @dataclass
@@ -81,7 +82,6 @@ class Faults:
 
 
 FAULTS = web.AppKey("sandbox_faults", Faults)
-TIMERS = web.AppKey("sandbox_timers", list[asyncio.TimerHandle])
 
 
 def _is_platform_path(request: web.Request) -> bool:
@@ -108,8 +108,10 @@ class OffsetClock:
 @web.middleware
 async def sandbox_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
-    # The platform's time, as a server's Date header tells it (and as the gateway reads it).
-    response.headers["Date"] = formatdate(request.app[WORLD].clock.now_ms() / 1000, usegmt=True)
+    if not response.prepared:  # a stream of events has sent its headers already
+        # The platform's time, as a server's Date header tells it (and as the gateway reads it).
+        now_s = request.app[WORLD].clock.now_ms() / 1000
+        response.headers["Date"] = formatdate(now_s, usegmt=True)
     return response
 
 
@@ -118,6 +120,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _is_platform_path(request):
             fault = request.app[FAULTS].take(request.path)
             if fault is not None:
+                _log_fault(request, fault)
                 faulted = await _apply(fault, request)
                 if faulted is not None:
                     return faulted
@@ -133,6 +136,27 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _error(request: web.Request, status: int, msg: str) -> web.Response:
     http_status = 200 if _is_platform_path(request) else status
     return web.json_response(envelope(status, msg), status=http_status)
+
+
+def _log_fault(request: web.Request, fault: Fault) -> None:
+    """A call a fault answers or drops goes into the request log (as it is taken: a reset
+    leaves no later moment); one a fault only delays is logged as it is answered."""
+    if fault.status is None and not fault.reset:
+        return
+    what = [
+        *([f"delay {fault.delay_s:g} s"] if fault.delay_s else []),
+        *(["hang"] if fault.hang else []),
+        *(["connection reset"] if fault.reset else []),
+        *([f"HTTP {fault.status}"] if fault.status is not None else []),
+    ]
+    request.app[WORLD].record_call(
+        request.method,
+        request.path,
+        {},
+        fault.status or 0,
+        "fault injected by /sandbox/faults: " + (", ".join(what) or "none"),
+        verdict="fault",
+    )
 
 
 async def _apply(fault: Fault, request: web.Request) -> web.StreamResponse | None:
@@ -244,7 +268,21 @@ ACTIONS: dict[str, Action] = {
 
 
 async def platform_call(request: web.Request) -> web.Response:
+    """One OpenAPI call, answered as the platform does, and logged with its verdict."""
     world = request.app[WORLD]
+    received: dict[str, str] = {}
+    try:
+        answer = await _platform_answer(request, world, received)
+    except (Rejected, SandboxError) as exc:
+        world.record_call(request.method, request.path, received, exc.status, exc.msg)
+        raise
+    world.record_call(request.method, request.path, received, 200, "OK")
+    return web.json_response(answer)
+
+
+async def _platform_answer(
+    request: web.Request, world: World, received: dict[str, str]
+) -> dict[str, Any]:
     world.calls[request.path] += 1
     endpoint: Endpoint | None = ENDPOINTS.get(request.path)
     if endpoint is None and request.path != ECHO_PATH:
@@ -252,44 +290,20 @@ async def platform_call(request: web.Request) -> web.Response:
     if endpoint is not None and request.method != endpoint.method:
         raise Rejected(405, f"{request.path} takes {endpoint.method}, not {request.method}")
     params, files = await _platform_params(request)
+    received.update(params)
     appid = _signed_by(world, params)
     if endpoint is None:
         echoed = {key: value for key, value in params.items() if key != "sign"}
-        return web.json_response(envelope(200, "OK", response={"params": echoed, "files": files}))
+        return envelope(200, "OK", response={"params": echoed, "files": files})
     problems = validate(endpoint, params)
     if problems:
         raise Rejected(400, "invalid parameters: " + "; ".join(problems))
-    return web.json_response(
-        envelope(200, "OK", response=ACTIONS[endpoint.path](request, world, appid, params))
-    )
-
-
-async def _control_params(request: web.Request) -> dict[str, str]:
-    """A control call's parameters from the query and a form or JSON body, for curl's sake."""
-    params = {key: value for key, value in request.query.items()}
-    if request.content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise SandboxError(400, "the JSON body cannot be parsed") from None
-        if not isinstance(body, dict):
-            raise SandboxError(400, "the JSON body must be an object")
-        params.update(
-            {
-                str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in body.items()
-            }
-        )
-    elif request.body_exists:
-        # Text fields only: a file part is no control value.
-        form = await request.post()
-        params.update({key: value for key, value in form.items() if isinstance(value, str)})
-    return params
+    return envelope(200, "OK", response=ACTIONS[endpoint.path](request, world, appid, params))
 
 
 async def login(request: web.Request) -> web.Response:
     world = request.app[WORLD]
-    params = await _control_params(request)
+    params = await control_params(request)
     appid = params.get("appid") or (next(iter(world.secrets)) if len(world.secrets) == 1 else "")
     if not appid:
         raise SandboxError(400, "appid is required: several apps are registered")
@@ -299,7 +313,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def pay(request: web.Request) -> web.Response:
-    params = await _control_params(request)
+    params = await control_params(request)
     reason = params.get("failReasonType")
     if reason is not None and not reason.lstrip("-").isdigit():
         raise SandboxError(400, "failReasonType must be a number from the doc's table")
@@ -313,12 +327,7 @@ async def pay(request: web.Request) -> web.Response:
 
 async def trade_view(request: web.Request) -> web.Response:
     trade = request.app[WORLD].trade(request.match_info["trade_no"])
-    view = {
-        "detail": trade.detail,
-        "notifyUrl": trade.notify_url,
-        "notifications": trade.notifications,
-    }
-    return web.json_response(envelope(200, "OK", response=view))
+    return web.json_response(envelope(200, "OK", response=world_trade_view(trade)))
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -328,7 +337,7 @@ async def inbox(request: web.Request) -> web.Response:
 
 
 async def set_fault(request: web.Request) -> web.Response:
-    params = await _control_params(request)
+    params = await control_params(request)
     path = params.get("path", "")
     if not path.startswith("/neuopenapi/"):
         raise SandboxError(400, "path is required: an OpenAPI path such as /neuopenapi/...")
@@ -373,7 +382,7 @@ def _signed_by(world: World, params: Mapping[str, str]) -> str:
 async def rotate_secret(request: web.Request) -> web.Response:
     """POST /sandbox/apps/{appid}/secret: the app's new secret (the old one is accepted for
     keep_previous_s more, 300 by default)."""
-    params = await _control_params(request)
+    params = await control_params(request)
     secret = params.get("secret", "")
     if not secret.isprintable() or secret.startswith(("{", "[", "<")):
         # A JSON object, a list or a file part flattened into text is no secret anyone set.
@@ -439,9 +448,11 @@ def create_sandbox_app(
         # platform's rules, not refused in plain text for its length.
         handler_args={"max_line_size": 1 << 16, "max_field_size": 1 << 16},
     )
-    notifier = Notifier(dict(secrets), settings, clock)
-    app[WORLD] = World(secrets, settings, clock, on_final=notifier.notify)
+    events = Events()
+    notifier = Notifier(dict(secrets), settings, clock, on_change=events.publish)
+    app[WORLD] = World(secrets, settings, clock, on_final=notifier.notify, on_change=events.publish)
     app[NOTIFIER] = notifier
+    app[EVENTS] = events
     app[FAULTS] = Faults()
     app[TIMERS] = []
     app.cleanup_ctx.append(_lifetime)
@@ -455,7 +466,14 @@ def create_sandbox_app(
     app.router.add_post("/sandbox/reset", reset)
     app.router.add_post("/sandbox/apps/{appid}/secret", rotate_secret)
     app.router.add_get("/sandbox/stats", stats)
+    add_simulator_routes(app)
+    app.on_shutdown.append(_end_event_streams)
     return app
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    # Open pages' event streams would otherwise hold the stop until its timeout.
+    app[EVENTS].close()
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
 """The platform's state and rules: users, login codes, tokens, trades and messages.
 
 Synchronous and free of I/O; the server calls it, and it reports every trade that reaches a
-final status through `on_final`, which is where payment notifications start.
+final status through `on_final`, which is where payment notifications start, and every change
+a simulator page would show through `on_change` (a kind from events.KINDS).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import re
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core import jwt
 from gateway.core.clock import Clock
+from gateway.sandbox.requestlog import RequestLog
 
 PROCESSING, SUCCEEDED, FAILED, EXPIRED, CANCELED, CLOSED = 1, 2, 3, 4, 5, 6
 STATUS_NAMES = {
@@ -48,6 +50,10 @@ FAIL_REASONS = {
 }
 NO_FAIL_REASON = -1
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+# user/info's `country` is a calling code, "+86" in the doc's sample.
+_COUNTRY = re.compile(r"^\+?[0-9]{1,4}$")
+DEFAULT_COUNTRY = "+86"
+MAX_NAME_CHARS = 64
 
 
 class SandboxError(Exception):
@@ -80,6 +86,15 @@ class Trade:
     def status(self) -> int:
         status: int = self.detail["transactionStatus"]
         return status
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A user made on the simulator page: what user/info tells about them."""
+
+    name: str
+    phone: str
+    country: str
 
 
 @dataclass
@@ -117,6 +132,7 @@ class World:
         settings: Settings,
         clock: Clock,
         on_final: Callable[[Trade], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.secrets = dict(secrets_by_appid)
         # appid -> (the secret before the last rotation, until when it is still accepted)
@@ -124,6 +140,7 @@ class World:
         self.settings = settings
         self.clock = clock
         self.on_final = on_final or (lambda trade: None)
+        self.on_change = on_change or (lambda kind: None)
         self._token_key = secrets.token_bytes(64)
         self.reset()
 
@@ -150,14 +167,23 @@ class World:
             return None
         return previous[0]
 
+    def known_secrets(self) -> list[str]:
+        """Every secret a request could carry: current ones, and those rotated out."""
+        return [*self.secrets.values(), *(old for old, _ in self._previous.values())]
+
     def reset(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.requests = RequestLog()
         self._codes: dict[str, _Code] = {}
         self._users: dict[str, tuple[str, str]] = {}  # openId -> (appid, user)
+        # Every user seen, in order: made on the page, or logged in by name or phone.
+        self._user_keys: dict[str, None] = {}
+        self._profiles: dict[str, Profile] = {}
         self._trades: dict[str, Trade] = {}
         self._out_trade_nos: set[tuple[str, str]] = set()
         self._notifications: dict[str, list[dict[str, Any]]] = {}
         self._activities: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.on_change("all")
 
     # Login and tokens
 
@@ -174,6 +200,8 @@ class World:
         )
         openid = open_id(appid, user)
         self._users[openid] = (appid, user)
+        self._user_keys[user] = None
+        self.on_change("users")
         return {"code": code, "expiresIn": self.settings.code_ttl_s, "openId": openid}
 
     def exchange(self, appid: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -216,15 +244,63 @@ class World:
             raise SandboxError(401, "invalid accessToken: its user is unknown (sandbox reset?)")
         _, user = self._users[openid]
         scopes = str(claims.get("scope", "")).split(",")
+        profile = self.profile(user)
         return {
             "openId": openid,
-            "nickName": user if not _PHONE.fullmatch(user) else f"user{user[-4:]}",
+            "nickName": profile.name,
             "avatar": f"https://sandbox.invalid/avatar/{openid}.png",
             "email": None,
-            "country": "+86",
-            "phone": _phone_of(user) if "user.phone" in scopes else None,
+            "country": profile.country,
+            "phone": profile.phone if "user.phone" in scopes else None,
             "unionId": union_id(user),
         }
+
+    # Users, as the simulator page makes and lists them
+
+    def profile(self, user: str) -> Profile:
+        """What user/info tells of a user: made on the page, or made up from the login name."""
+        made = self._profiles.get(user)
+        if made is not None:
+            return made
+        nick = user if not _PHONE.fullmatch(user) else f"user{user[-4:]}"
+        return Profile(nick, _phone_of(user), DEFAULT_COUNTRY)
+
+    def create_user(self, name: str, phone: str = "", country: str = "") -> dict[str, Any]:
+        """A user with this name, phone and calling code; logging in as `user` (the phone, or
+        the name when there is none) is then this user. The same phone again updates it."""
+        name, phone, country = name.strip(), phone.strip(), country.strip() or DEFAULT_COUNTRY
+        problems = []
+        if not name or len(name) > MAX_NAME_CHARS:
+            problems.append(f"name is required, at most {MAX_NAME_CHARS} characters")
+        if phone and not _PHONE.fullmatch(phone):
+            problems.append("phone must be 6 to 15 digits, optionally after a +")
+        if not _COUNTRY.fullmatch(country):
+            problems.append("country must be a calling code such as +86 or +966")
+        if problems:
+            raise SandboxError(400, "; ".join(problems))
+        user = phone.lstrip("+") or name
+        country = "+" + country.lstrip("+")
+        self._profiles[user] = Profile(name, phone.lstrip("+") or _phone_of(user), country)
+        self._user_keys[user] = None
+        self.on_change("users")
+        return self.user_view(user)
+
+    def user_view(self, user: str) -> dict[str, Any]:
+        profile = self.profile(user)
+        openids = {appid: open_id(appid, user) for appid in self.secrets}
+        return {
+            "user": user,
+            "name": profile.name,
+            "phone": profile.phone,
+            "country": profile.country,
+            "unionId": union_id(user),
+            "openIds": openids,
+            "loggedIn": [appid for appid, openid in openids.items() if openid in self._users],
+        }
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user, in the order first seen."""
+        return [self.user_view(user) for user in self._user_keys]
 
     def _require_users(self, appid: str, openids: list[str]) -> None:
         strangers = [o for o in openids if self._users.get(o, ("",))[0] != appid]
@@ -275,6 +351,7 @@ class World:
         }
         self._out_trade_nos.add((merchant, out_trade_no))
         self._trades[trade_no] = Trade(detail, params["notifyUrl"])
+        self.on_change("trades")
         return {"outTradeNo": out_trade_no, "tradeNo": trade_no}
 
     def trade(self, trade_no: str, appid: str | None = None) -> Trade:
@@ -310,6 +387,27 @@ class World:
             raise SandboxError(400, "result must be succeeded or failed")
         return dict(trade.detail)
 
+    def let_expire(self, trade_no: str) -> dict[str, Any]:
+        """The payer never pays: the trade's time runs out now (status 4, as past timeExpire)."""
+        trade = self.trade(trade_no)
+        self._require_processing(trade, "expired")
+        now = self.clock.now_ms()
+        if trade.detail["timeExpire"] is None or trade.detail["timeExpire"] > now:
+            trade.detail["timeExpire"] = now
+        self._finish(trade, EXPIRED, 21)
+        return dict(trade.detail)
+
+    def trades(self, open_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The trades of these users (or all), newest first, each with its callback attempts."""
+        chosen = [
+            trade
+            for trade in reversed(self._trades.values())
+            if open_ids is None or trade.detail["openId"] in open_ids
+        ]
+        for trade in chosen:
+            self.expire_if_due(trade)
+        return [trade_view(trade) for trade in chosen]
+
     def expire_if_due(self, trade: Trade) -> None:
         deadline = trade.detail["timeExpire"]
         if trade.status == PROCESSING and deadline is not None and self.clock.now_ms() >= deadline:
@@ -326,6 +424,7 @@ class World:
         trade.detail.update(
             transactionStatus=status, failReasonType=fail_reason, mtime=self.clock.now_ms()
         )
+        self.on_change("trades")
         self.on_final(trade)
 
     # Messages
@@ -338,6 +437,7 @@ class World:
         message.update(appId=appid, ctime=self.clock.now_ms())
         for openid in openids:
             self._notifications.setdefault(openid, []).append(message)
+        self.on_change("phone")
         return True
 
     def send_activity(self, appid: str, params: Mapping[str, str]) -> bool:
@@ -368,6 +468,7 @@ class World:
                 expiresAt=now + int(params["validityTime"]) * 1000,
             )
             self._activities[key] = activity
+        self.on_change("phone")
         return True
 
     def inbox(self, openid: str) -> dict[str, Any]:
@@ -382,3 +483,54 @@ class World:
             "notifications": list(self._notifications.get(openid, [])),
             "activities": live,
         }
+
+    def phone(self, user: str) -> dict[str, Any]:
+        """The user's phone screen, across every app: notifications newest first (each with a
+        `key` that stays the same), then live activity cards, newest first."""
+        notifications: list[dict[str, Any]] = []
+        activities: list[dict[str, Any]] = []
+        for appid in self.secrets:
+            openid = open_id(appid, user)
+            for index, message in enumerate(self._notifications.get(openid, [])):
+                notifications.append({**message, "key": f"{openid}:{index}"})
+            for activity in self.inbox(openid)["activities"]:
+                activities.append({**activity, "key": f"{appid}:{activity['activityId']}"})
+        return {
+            "user": user,
+            # Stable sorts of the reversed lists: of two in the same millisecond, the later first.
+            "notifications": sorted(reversed(notifications), key=lambda n: -n["ctime"]),
+            "activities": sorted(reversed(activities), key=lambda a: -a["ctime"]),
+        }
+
+    # The request log
+
+    def record_call(
+        self,
+        method: str,
+        endpoint: str,
+        params: Mapping[str, str],
+        status: int,
+        msg: str,
+        verdict: str | None = None,
+    ) -> None:
+        """One OpenAPI call received, with the platform's verdict, for the simulator page."""
+        self.requests.record(
+            at=self.clock.now_ms(),
+            method=method,
+            endpoint=endpoint,
+            params=params,
+            status=status,
+            msg=msg,
+            secrets=self.known_secrets(),
+            verdict=verdict,
+        )
+        self.on_change("requests")
+
+
+def trade_view(trade: Trade) -> dict[str, Any]:
+    """A trade as the sandbox's controls show it: the detail, notifyUrl and callback attempts."""
+    return {
+        "detail": trade.detail,
+        "notifyUrl": trade.notify_url,
+        "notifications": trade.notifications,
+    }

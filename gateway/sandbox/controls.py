@@ -1,0 +1,47 @@
+"""What the sandbox's HTTP modules share: its typed app state, and how a /sandbox/ control
+reads its parameters and answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from gateway.core.errors import envelope
+from gateway.sandbox.events import Events
+from gateway.sandbox.notifier import Notifier
+from gateway.sandbox.world import SandboxError, World
+
+WORLD = web.AppKey("sandbox_world", World)
+NOTIFIER = web.AppKey("sandbox_notifier", Notifier)
+EVENTS = web.AppKey("sandbox_events", Events)
+TIMERS = web.AppKey("sandbox_timers", list[asyncio.TimerHandle])
+
+
+async def control_params(request: web.Request) -> dict[str, str]:
+    """A control call's parameters from the query and a form or JSON body, for curl's sake."""
+    params = {key: value for key, value in request.query.items()}
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise SandboxError(400, "the JSON body cannot be parsed") from None
+        if not isinstance(body, dict):
+            raise SandboxError(400, "the JSON body must be an object")
+        params.update(
+            {
+                str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in body.items()
+            }
+        )
+    elif request.body_exists:
+        # Text fields only: a file part is no control value.
+        form = await request.post()
+        params.update({key: value for key, value in form.items() if isinstance(value, str)})
+    return params
+
+
+def ok(response: Any) -> web.Response:
+    """A control's answer: the platform's envelope, status 200."""
+    return web.json_response(envelope(200, "OK", response=response))
