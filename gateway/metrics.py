@@ -7,6 +7,7 @@ raw path, an openId or a code never becomes a label, so a caller cannot grow the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -28,6 +30,8 @@ from gateway.core.endpoints import ENDPOINTS
 # A `_created` series beside every counter doubles the scrape for a value no one graphs.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+# Set by the supervisor for its workers, before they import prometheus-client.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 NONE = "none"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -100,6 +104,7 @@ class Metrics:
             "neu_gateway_token_cache_entries",
             "Entries in the token cache (this replica's memory, or the shared Redis keys).",
             registry=registry,
+            multiprocess_mode="livemostrecent",
         )
         self.callbacks = Counter(
             "neu_gateway_callbacks",
@@ -113,6 +118,7 @@ class Metrics:
             "Deliveries in the callbacks outbox, by state.",
             ["state"],
             registry=registry,
+            multiprocess_mode="livemostrecent",
         )
         self.deliveries = Counter(
             "neu_gateway_deliveries",
@@ -131,12 +137,14 @@ class Metrics:
             "neu_gateway_config_loaded_timestamp_seconds",
             "When the config in force was loaded (Unix time).",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.clock_offset = Gauge(
             "neu_gateway_clock_offset_seconds",
             "The platform's clock minus this host's, from its Date headers.",
             ["app"],
             registry=registry,
+            multiprocess_mode="livemostrecent",
         )
         self.breaker_state = Gauge(
             "neu_gateway_breaker_state",
@@ -144,9 +152,14 @@ class Metrics:
             "answered 503 at once).",
             ["app"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
         build_info = Gauge(
-            "neu_gateway_build_info", "The running version.", ["version"], registry=registry
+            "neu_gateway_build_info",
+            "The running version.",
+            ["version"],
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         build_info.labels(__version__).set(1)
         # Series that exist from the start, so a dashboard or alert sees 0, not no data.
@@ -166,6 +179,12 @@ class Metrics:
     async def exposition(self) -> bytes:
         for refresh in self._refreshers:
             await refresh()
+        if os.environ.get(MULTIPROCESS_DIR_ENV):
+            # A worker of several: every worker's figures, added up (or, for the gauges,
+            # the latest or the worst), from the files prometheus-client keeps for each.
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
     def count_token(self, app: str, result: str) -> None:

@@ -13,18 +13,22 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from gateway import logs
 from gateway.app import sandbox_settings
 from gateway.config import Config, ConfigError, Placement, load
+from gateway.metrics import MULTIPROCESS_DIR_ENV
 from gateway.sandbox.server import create_sandbox_app, set_secret
 from gateway.serving import StartError, start_listening, write_pid
 
@@ -124,6 +128,8 @@ class Supervisor:
         self._reserved: list[socket.socket] = []
         self._ports: dict[str, int | None] = {}
         self._start_failed: asyncio.Future[None] | None = None
+        # Where the workers' metrics live, so /metrics on any of them adds up all of them.
+        self._metrics_dir = Path(tempfile.mkdtemp(prefix="neu-gateway-metrics-"))
 
     async def run(self) -> None:
         config = self._config
@@ -176,6 +182,7 @@ class Supervisor:
             if config.pid_file is not None:
                 with contextlib.suppress(OSError):
                     config.pid_file.unlink()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _reserve(self, host: str, port: int) -> int:
         sock = _reserve(host, port)
@@ -230,7 +237,11 @@ class Supervisor:
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 *self._argv,
-                env={**os.environ, PLACEMENT_ENV: placement.dumps()},
+                env={
+                    **os.environ,
+                    PLACEMENT_ENV: placement.dumps(),
+                    MULTIPROCESS_DIR_ENV: str(self._metrics_dir),
+                },
                 pass_fds=(write_fd,),
             )
         finally:
@@ -247,7 +258,10 @@ class Supervisor:
             code = await worker.process.wait()
             self._failed_start(worker.index, code)
             return code
-        return await worker.process.wait()
+        code = await worker.process.wait()
+        # Its gauges leave the sums; its counters stay, as a restart does not undo traffic.
+        multiprocess.mark_process_dead(worker.process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
+        return code
 
     def _failed_start(self, index: int, code: int) -> None:
         if self._start_failed is not None and not self._start_failed.done():

@@ -70,6 +70,19 @@ async def test_two_workers_both_serve_and_a_code_is_exchanged_once(
     await gateway.wait_for_count(f"route={TOKEN} status=200", 40)
     workers = {int(match) for match in _WORKER.findall(gateway.log)}
     assert workers == {0, 1}, "both workers served"
+    # Whichever worker a scrape reaches, it counts the requests of both.
+    for _ in range(4):
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+            session.get(gateway.url + "/metrics") as response,
+        ):
+            text = await response.text()
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("neu_gateway_requests_total{") and f'route="{TOKEN}"' in line
+        )
+        assert counted == 40
 
 
 async def test_a_worker_that_dies_is_started_again(
