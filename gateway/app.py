@@ -397,6 +397,12 @@ def apply_config(app: web.Application, new: Config) -> list[str]:
             raise ConfigError(
                 [f"{', '.join(unknown)}: a new app on the embedded sandbox needs a restart"]
             )
+    problems = tls_setup_problems(new)
+    if problems:
+        raise ConfigError(problems)
+    upstream = app.get(UPSTREAM)
+    if upstream is not None:
+        upstream.renew_sessions()
     live = app[LIVE_CONFIG]
     before = live.current
     pinned = live.swap(new, time.time())
@@ -459,3 +465,15 @@ async def probe_upstreams(config: Config) -> tuple[list[str], bool]:
     finally:
         await close_sessions(sessions)
     return lines, all_answered
+
+
+def tls_setup_problems(config: Config) -> list[str]:
+    """What is wrong with the TLS files the config names (readable, a CA, a key that fits
+    its certificate), as check-config and a reload report it."""
+    problems = []
+    for entry in config.apps.values():
+        try:
+            Sessions.check_tls(entry)
+        except TlsSetupError as exc:
+            problems.append(str(exc))
+    return sorted(set(problems))

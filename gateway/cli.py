@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway import __version__, logs
-from gateway.app import create_app, open_outbox, probe_upstreams
+from gateway.app import create_app, open_outbox, probe_upstreams, tls_setup_problems
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.config import (
     DEFAULT_CONFIG_PATH,
@@ -34,7 +34,14 @@ from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from gateway.serving import StartError, serve_gateway, start_listening
 from gateway.starter import ENVIRONMENT, STARTER_CONFIG
-from gateway.supervisor import MAX_WORKERS, Supervisor, placed, refusal, worker_argv
+from gateway.supervisor import (
+    MAX_WORKERS,
+    Supervisor,
+    die_with_supervisor,
+    placed,
+    refusal,
+    worker_argv,
+)
 
 log = logs.logger("neu_gateway")
 
@@ -49,6 +56,9 @@ DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until serve installs its handler, a reload signal must not end the process (and the
+    # workers, which inherit this, start the same way).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parser = _parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
@@ -248,6 +258,12 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
+    tls_problems = tls_setup_problems(config)
+    if tls_problems:
+        print(f"neu-gateway: invalid config {args.config}:", file=sys.stderr)
+        for problem in tls_problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{args.config}: ok")
     print(f"  listen: {config.listen.host}:{config.listen.port}")
     sandbox = config.sandbox.listen
@@ -356,6 +372,8 @@ def _serve(args: argparse.Namespace) -> int:
                 return EXIT_CONFIG
             _run(Supervisor(config, args.config, worker_argv()).run())
         else:
+            if ready_fd is not None:
+                die_with_supervisor()
             _run(serve_gateway(create_app(config), config, args.config, ready_fd))
     except StartError as exc:
         print(f"neu-gateway: {exc}", file=sys.stderr)

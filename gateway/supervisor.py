@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ log = logs.logger("neu_gateway.supervisor")
 # "sandbox_url", "ready_fd"}.
 PLACEMENT_ENV = "NEU_GATEWAY_WORKER"
 RESTART_PAUSE_S = 1.0
+PR_SET_PDEATHSIG = 1
 MAX_WORKERS = 64
 
 
@@ -92,6 +95,20 @@ def placed(config: Config, environ: dict[str, str] | os._Environ[str]) -> tuple[
         placement=Placement(spec["index"], spec["sandbox_url"]),
     )
     return worker, int(spec["ready_fd"])
+
+
+def die_with_supervisor() -> None:
+    """A worker ends when its supervisor does, even killed outright: an orphan would go on
+    taking connections on the shared port with a config no one can reload or stop."""
+    supervisor = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: nothing asks the kernel; the supervisor's stop still reaches us
+    if os.getppid() != supervisor:
+        # It died before the request was made.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _reserve(host: str, port: int) -> socket.socket:
@@ -158,12 +175,20 @@ class Supervisor:
             all_ready = asyncio.ensure_future(
                 asyncio.gather(*(worker.ready.wait() for worker in self._workers))
             )
-            await asyncio.wait({all_ready, start_failed}, return_when=asyncio.FIRST_COMPLETED)
-            if start_failed.done():
+            await asyncio.wait(
+                {all_ready, start_failed, stopped}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not all_ready.done():
                 all_ready.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await all_ready
+            if start_failed.done():
                 self._stop(signal.SIGINT, loop.create_future())
                 await asyncio.gather(*keepers)
                 start_failed.result()
+            if stopped.done():
+                await asyncio.gather(*keepers)
+                return
             if config.pid_file is not None:
                 write_pid(config.pid_file)
             log.info(
@@ -264,6 +289,8 @@ class Supervisor:
         return code
 
     def _failed_start(self, index: int, code: int) -> None:
+        if self._stopping:
+            return  # told to stop while it started: no failure
         if self._start_failed is not None and not self._start_failed.done():
             self._start_failed.set_exception(
                 StartError(f"worker {index} exited with status {code} before it listened")
@@ -279,8 +306,10 @@ class Supervisor:
 
     def _reload(self) -> None:
         for worker in self._workers:
-            if worker.process is not None and worker.process.returncode is None:
-                worker.process.send_signal(signal.SIGHUP)
+            # A worker still starting reads the file anew anyway, and has no handler yet.
+            process = worker.process
+            if worker.ready.is_set() and process is not None and process.returncode is None:
+                process.send_signal(signal.SIGHUP)
         if self._sandbox is not None:
             self._tell_sandbox()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from gateway.app import apply_config, create_app
-from gateway.config import from_mapping
+from gateway.config import ConfigError, from_mapping
 from gateway.core import signing
 from tests.conftest import gateway_config, guarded
 from tests.egress.test_resilience import Scripted
@@ -61,3 +63,20 @@ async def test_a_request_in_flight_keeps_its_upstream_and_secret(
     assert (await gateway.post(ECHO, data={"x": "2"})).status == 200
     [renewed] = second.received
     assert signing.verify(renewed, "rotated-secret")
+
+
+async def test_a_reload_naming_a_tls_file_that_cannot_be_used_is_refused(
+    aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    first, first_url = await platform(aiohttp_server)
+    gateway = await aiohttp_client(guarded(create_app(gateway_config(first_url))))
+    demo = {
+        "appid": APPID,
+        "secret_env": "S",
+        "upstream": first_url,
+        "tls": {"ca_file": str(tmp_path)},  # a directory
+    }
+    with pytest.raises(ConfigError, match=r"apps\.demo\.tls\.ca_file: cannot use"):
+        apply_config(gateway.app, from_mapping({"apps": {"demo": demo}}, {"S": "x"}))
+    assert (await gateway.post(ECHO, data={"x": "1"})).status == 200
+    assert signing.verify(first.received[-1], SECRET), "the running config stayed"

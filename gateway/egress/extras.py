@@ -13,14 +13,11 @@ from aiohttp import hdrs, web
 
 from gateway.core.errors import TokenRequired
 from gateway.egress.tokens import Answer, TokenCache, says_token_invalid
-from gateway.egress.upstream import UpstreamResponse
+from gateway.egress.upstream import ATTEMPTS_HEADER, UpstreamResponse
 
 CACHE_HEADER = "X-Neu-Cache"
 
 Send = Callable[[dict[str, str]], Awaitable[UpstreamResponse]]
-
-
-ATTEMPTS_HEADER = "X-Neu-Attempts"
 
 
 def relay(answer: UpstreamResponse) -> web.Response:

@@ -66,10 +66,17 @@ class Sessions:
         )
         self._sessions: dict[tuple[TlsConfig, bool], aiohttp.ClientSession] = {}
         self._routes: dict[tuple[TlsConfig, str | None], Route] = {}
+        # Sessions a reload replaced: requests in flight may still use them until the end.
+        self._retired: list[aiohttp.ClientSession] = []
 
     def check(self, app: App) -> None:
         """Raises TlsSetupError if the app's TLS files cannot be used."""
-        self._ssl(app)
+        self.check_tls(app)
+
+    @staticmethod
+    def check_tls(app: App) -> None:
+        if _uses_files(app.tls):
+            ssl_context(app.tls, f"apps.{app.name}.tls")
 
     def _ssl(self, app: App) -> ssl.SSLContext | bool:
         if not _uses_files(app.tls):
@@ -115,8 +122,16 @@ class Sessions:
         session._retry_connection = False
         return session
 
+    def renew(self) -> None:
+        """A reload: TLS files are read again (a renewed certificate at the same path), by
+        new sessions made as apps next need them."""
+        self._retired += self._sessions.values()
+        self._sessions.clear()
+        self._routes.clear()
+
     async def close(self) -> None:
-        for session in self._sessions.values():
+        for session in [*self._sessions.values(), *self._retired]:
             await session.close()
         self._sessions.clear()
         self._routes.clear()
+        self._retired.clear()

@@ -39,9 +39,9 @@ from gateway.core.platform import (
     is_timestamp_refusal,
     signed_fields,
 )
-from gateway.core.resilience import Breaker, BreakerState, Skew
+from gateway.core.resilience import Breaker, BreakerState, Permit, Skew
 from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
-from gateway.egress.sessions import Sessions
+from gateway.egress.sessions import Sessions, TlsSetupError
 from gateway.metrics import NONE, OTHER, Metrics, route_label
 
 log = logs.logger("neu_gateway.upstream")
@@ -108,6 +108,8 @@ class CallPolicy:
 
 # The signed fields, into the request to send: its URL and body.
 Build = Callable[[dict[str, str]], tuple[URL, Any]]
+# How many attempts an answer took, when more than one.
+ATTEMPTS_HEADER = "X-Neu-Attempts"
 # Statuses that say "not now" rather than "no": a GET asked again may well succeed.
 TRANSIENT = frozenset({502, 503, 504})
 
@@ -140,10 +142,14 @@ class Upstream:
         connect_s = min(self._policy.connect_s, total_s)
         return aiohttp.ClientTimeout(total=total_s, connect=connect_s, sock_connect=connect_s)
 
+    def renew_sessions(self) -> None:
+        self._sessions.renew()
+
     def offset_s(self, base_url: str) -> float:
         """The platform's clock minus this host's, as last seen at `base_url`."""
         skew = self._skews.get(base_url)
-        return 0.0 if skew is None else skew.offset_s
+        latest = None if skew is None else skew.latest_s
+        return 0.0 if latest is None else latest
 
     async def call(
         self,
@@ -165,7 +171,10 @@ class Upstream:
         attempt = 0
         while True:
             attempt += 1
-            if not breaker.allow(self._clock.monotonic()):
+            permit = breaker.allow(self._clock.monotonic())
+            if permit is Permit.PROBE:
+                self._metrics.breaker_state.labels(app.name).set(BREAKER_LEVELS[breaker.state])
+            if permit is Permit.REFUSED:
                 retry_after = max(1, round(breaker.retry_after_s(self._clock.monotonic())))
                 raise UpstreamUnavailable(
                     f"the platform failed {self._policy.breaker_failures} times in a row for "
@@ -183,10 +192,12 @@ class Upstream:
                     method == "GET" or getattr(exc, "unsent", False)
                 )
                 if not retryable or not await self._pause(attempt, attempts, deadline):
+                    if attempt > 1:
+                        exc.headers[ATTEMPTS_HEADER] = str(attempt)
                     raise
                 continue
             except BaseException:
-                breaker.released()
+                breaker.released(permit)
                 raise
             if answer.status >= 500:
                 self._failed(app.name, breaker)
@@ -195,12 +206,16 @@ class Upstream:
             transient = answer.status in TRANSIENT or envelope_status(answer.body) in TRANSIENT
             if transient and method == "GET" and await self._pause(attempt, attempts, deadline):
                 continue
-            if not resynced and skew.correcting and is_timestamp_refusal(answer.body):
-                # Refused for its timestamp, and the answer's Date says why: a refused
-                # request created nothing, so it is sent once more, signed on the platform's time.
+            if not resynced and is_timestamp_refusal(answer.body):
                 resynced = True
-                log.warning("the platform refused a timestamp; sending again on its clock")
-                continue
+                changed = skew.adopt()
+                if skew.correcting:
+                    # Refused for its timestamp, and the answer's Date says why: a refused
+                    # request created nothing, so it goes once more, on the platform's time.
+                    if changed:
+                        self._log_correction(base_url, app.name, skew)
+                    log.warning("the platform refused a timestamp; sending again on its clock")
+                    continue
             return replace(answer, attempts=attempt) if attempt > 1 else answer
 
     async def _pause(self, attempt: int, attempts: int, deadline: float) -> bool:
@@ -260,17 +275,20 @@ class Upstream:
             return
         skew = self._skew(base_url)
         if skew.observe(sent_s, self._clock.now_ms() / 1000, date_s):
-            if skew.correcting:
-                log.warning(
-                    "this host's clock is %+.1f s off the platform's at %s (app %s): signing "
-                    "with the platform's time until it is back within clock.max_skew_s",
-                    -skew.offset_s,
-                    base_url,
-                    app,
-                )
-            else:
-                log.warning("this host's clock agrees with the platform's at %s again", base_url)
+            self._log_correction(base_url, app, skew)
         self._metrics.clock_offset.labels(app).set(skew.offset_s)
+
+    def _log_correction(self, base_url: str, app: str, skew: Skew) -> None:
+        if skew.correcting:
+            log.warning(
+                "this host's clock is %+.1f s off the platform's at %s (app %s): signing "
+                "with the platform's time until it is back within clock.max_skew_s",
+                -skew.offset_s,
+                base_url,
+                app,
+            )
+        else:
+            log.warning("this host's clock agrees with the platform's at %s again", base_url)
 
     async def probe(self, app: App, base_url: str) -> UpstreamResponse:
         """A cheap unsigned GET of the upstream's base URL: reachable, TLS, and its clock.
@@ -326,7 +344,11 @@ class Upstream:
         aiohttp itself retries an idempotent request (GET) once when a pooled keep-alive
         connection turns out closed (RFC 9112 section 9.3.1).
         """
-        route = self._sessions.route(app)
+        try:
+            route = self._sessions.route(app)
+        except TlsSetupError as exc:
+            # A file that went bad after the start (or the last reload).
+            raise UpstreamTlsError(f"the gateway's own TLS setup failed: {exc}") from None
         sent_s = self._clock.now_ms() / 1000
         # A first attempt has the whole time (one object, made once); a retry what is left.
         timeout = (

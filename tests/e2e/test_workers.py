@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.processes import StartGateway, neu_gateway, write_config
+from tests.platform_double import SECRET
+from tests.processes import GATEWAY_COMMAND, StartGateway, neu_gateway, write_config
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -114,3 +115,42 @@ async def test_several_workers_need_redis(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.status == 2
     assert "needs cache.backend: redis" in result.stderr
+
+
+async def test_workers_end_with_their_supervisor_even_killed(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(
+        redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
+    )
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()]  # noqa: ASYNC240 - a /proc read
+    gateway.process.kill()
+    await gateway.process.wait()
+    for _ in range(500):
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):  # noqa: ASYNC240
+            return
+        await asyncio.sleep(0.02)  # wait-ok: polls until the orphans are gone
+    raise AssertionError("workers outlived their supervisor")
+
+
+async def test_a_sighup_while_workers_start_harms_none(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = redis_config(tmp_path, redis_server)
+    process = await asyncio.create_subprocess_exec(
+        *GATEWAY_COMMAND, "--log-format", "text", "serve", "--workers", "2", "-c", str(config),
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "NEU_SECRET_DEMO": SECRET},
+    )  # fmt: skip
+    assert process.stderr is not None
+    # From its first line on, the program is running: before that, not even Python is.
+    log = await asyncio.wait_for(process.stderr.readline(), 20)
+    while b"(2 workers)" not in log:
+        process.send_signal(signal.SIGHUP)
+        line = await asyncio.wait_for(process.stderr.readline(), 20)
+        assert line, log.decode()
+        log += line
+    process.send_signal(signal.SIGTERM)
+    rest = await asyncio.wait_for(process.stderr.read(), 20)
+    assert await process.wait() == 0, (log + rest).decode()
+    assert b"before it listened" not in log + rest

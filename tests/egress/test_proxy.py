@@ -377,6 +377,7 @@ async def test_resetting_upstream_gets_502_and_only_reads_are_retried(
         await envelope_of(response, 502, "upstream_unreachable")
         calls = [data for data in seen if data.startswith(f"{method} {ECHO_PATH}".encode())]
         assert len(calls) == attempts
+        assert response.headers.get("X-Neu-Attempts") == (str(attempts) if attempts > 1 else None)
 
 
 async def test_upstream_errors_pass_through_unchanged(
