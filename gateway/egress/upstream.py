@@ -203,10 +203,13 @@ class Upstream:
                 self._failed(app.name, breaker)
             else:
                 self._succeeded(app.name, breaker)
-            transient = answer.status in TRANSIENT or envelope_status(answer.body) in TRANSIENT
+            status = envelope_status(answer.body)
+            transient = answer.status in TRANSIENT or status in TRANSIENT
             if transient and method == "GET" and await self._pause(attempt, attempts, deadline):
                 continue
-            if not resynced and is_timestamp_refusal(answer.body):
+            # The full parse only for a refusal, not for every answer.
+            refused = status not in (None, 200)
+            if not resynced and refused and is_timestamp_refusal(answer.body):
                 resynced = True
                 changed = skew.adopt()
                 if skew.correcting:
