@@ -174,12 +174,10 @@ def sandbox_settings(config: Config) -> Settings:
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    problems = tls_setup_problems(config)
+    if problems:
+        raise CannotStart("; ".join(problems))
     sessions = Sessions(config.pool, config.timeouts.connect_s, config.timeouts.total_s)
-    for entry in config.apps.values():
-        try:
-            sessions.check(entry)
-        except TlsSetupError as exc:
-            raise CannotStart(str(exc)) from None
     upstream = app[UPSTREAM] = Upstream(
         sessions, config.limits.max_response_bytes, app[METRICS], app[CLOCK], call_policy(config)
     )
@@ -445,7 +443,7 @@ async def probe_upstreams(config: Config) -> tuple[list[str], bool]:
                 lines.append(f"app {entry.name}: sandbox (embedded; runs on this host's clock)")
                 continue
             try:
-                sessions.check(entry)
+                Sessions.check_tls(entry)
                 answer = await upstream.probe(entry, entry.upstream)
             except (GatewayError, TlsSetupError) as exc:
                 all_answered = False

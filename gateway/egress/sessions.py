@@ -69,12 +69,9 @@ class Sessions:
         # Sessions a reload replaced: requests in flight may still use them until the end.
         self._retired: list[aiohttp.ClientSession] = []
 
-    def check(self, app: App) -> None:
-        """Raises TlsSetupError if the app's TLS files cannot be used."""
-        self.check_tls(app)
-
     @staticmethod
     def check_tls(app: App) -> None:
+        """Raises TlsSetupError if the app's TLS files cannot be used."""
         if _uses_files(app.tls):
             ssl_context(app.tls, f"apps.{app.name}.tls")
 
