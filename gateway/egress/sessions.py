@@ -1,8 +1,10 @@
 """The connections to the platform as companies run them: a private CA, a client
-certificate, a forward proxy, a bounded pool. One aiohttp session per distinct setting."""
+certificate, a forward proxy, a bounded pool. Per distinct setting: the lean client's pools
+for direct calls, and an aiohttp session for calls through a proxy and for uploads."""
 
 from __future__ import annotations
 
+import functools
 import ssl
 from dataclasses import dataclass
 
@@ -10,6 +12,7 @@ import aiohttp
 from yarl import URL
 
 from gateway.config import PROXY_FROM_ENV, App, PoolConfig, TlsConfig
+from gateway.egress.http1 import Origins
 
 
 class TlsSetupError(Exception):
@@ -46,6 +49,12 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
 
 
+@functools.cache
+def default_context() -> ssl.SSLContext:
+    # Loading the system's CA store costs tens of milliseconds: once per process.
+    return ssl.create_default_context()
+
+
 @dataclass(frozen=True)
 class Route:
     """How one app reaches its upstream."""
@@ -53,6 +62,8 @@ class Route:
     session: aiohttp.ClientSession
     proxy: URL | None
     server_name: str | None
+    # The lean client's pools, when the app calls its upstream directly (no proxy).
+    direct: Origins | None
 
 
 class Sessions:
@@ -66,6 +77,7 @@ class Sessions:
         )
         self._sessions: dict[tuple[TlsConfig, bool], aiohttp.ClientSession] = {}
         self._routes: dict[tuple[TlsConfig, str | None], Route] = {}
+        self._origins: dict[TlsConfig, Origins] = {}
         # Sessions a reload replaced: requests in flight may still use them until the end.
         self._retired: list[aiohttp.ClientSession] = []
 
@@ -95,7 +107,19 @@ class Sessions:
         if session is None:
             session = self._sessions[key] = self._session(app, from_env)
         proxy = URL(app.proxy) if app.proxy not in (None, PROXY_FROM_ENV) else None
-        return Route(session, proxy, app.tls.server_name)
+        direct = None
+        if app.proxy is None:
+            direct = self._origins.get(app.tls)
+            if direct is None:
+                direct = self._origins[app.tls] = Origins(
+                    ssl_context(app.tls, f"apps.{app.name}.tls")
+                    if _uses_files(app.tls)
+                    else default_context(),
+                    app.tls.server_name,
+                    self._pool.max_connections,
+                    self._pool.keepalive_s,
+                )
+        return Route(session, proxy, app.tls.server_name, direct)
 
     def _session(self, app: App, from_env: bool) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -125,8 +149,15 @@ class Sessions:
         self._retired += self._sessions.values()
         self._sessions.clear()
         self._routes.clear()
+        # Idle connections go now; those in use close when their exchange ends.
+        for origins in self._origins.values():
+            origins.close()
+        self._origins.clear()
 
     async def close(self) -> None:
+        for origins in self._origins.values():
+            origins.close()
+        self._origins.clear()
         for session in [*self._sessions.values(), *self._retired]:
             await session.close()
         self._sessions.clear()

@@ -41,6 +41,15 @@ from gateway.core.platform import (
 )
 from gateway.core.resilience import Breaker, BreakerState, Permit, Skew
 from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
+from gateway.egress.http1 import (
+    ConnectionLost,
+    Origins,
+    certificate_problem,
+    decoded,
+    request_head,
+    ssl_reason,
+    too_large,
+)
 from gateway.egress.sessions import Sessions, TlsSetupError
 from gateway.metrics import NONE, OTHER, Metrics, route_label
 
@@ -353,13 +362,17 @@ class Upstream:
             # A file that went bad after the start (or the last reload).
             raise UpstreamTlsError(f"the gateway's own TLS setup failed: {exc}") from None
         sent_s = self._clock.now_ms() / 1000
+        base_url = str(url.origin()) + _base_path(url)
+        if route.direct is not None and (data is None or isinstance(data, bytes)):
+            return await self._direct(
+                route.direct, app, method, url, headers, data, timeout_s, sent_s, base_url
+            )
         # A first attempt has the whole time (one object, made once); a retry what is left.
         timeout = (
             self._whole_time
             if timeout_s >= self._policy.total_s - 0.01
             else self._timeout(max(0.001, timeout_s))
         )
-        base_url = str(url.origin()) + _base_path(url)
         try:
             async with route.session.request(
                 method,
@@ -388,7 +401,7 @@ class Upstream:
             raise UpstreamTimeout() from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             _log_failure(method, url, exc)
-            raise UpstreamTlsError(_certificate_problem(exc)) from exc
+            raise UpstreamTlsError(certificate_problem(exc.certificate_error)) from exc
         except aiohttp.ClientConnectorDNSError as exc:
             _log_failure(method, url, exc)
             raise UpstreamDnsError(
@@ -397,7 +410,7 @@ class Upstream:
         except aiohttp.ClientSSLError as exc:
             _log_failure(method, url, exc)
             raise UpstreamTlsError(
-                f"the TLS handshake with the platform failed ({_ssl_reason(exc)})"
+                f"the TLS handshake with the platform failed ({ssl_reason(exc)})"
             ) from exc
         except aiohttp.ClientProxyConnectionError as exc:
             _log_failure(method, url, exc)
@@ -419,32 +432,68 @@ class Upstream:
             raise UpstreamBadResponse() from exc
         except (aiohttp.ClientError, OSError) as exc:
             _log_failure(method, url, exc)
-            tls_alert = _tls_alert(exc)
-            if tls_alert is not None:
-                # TLS 1.3 tells of a refused client certificate only once data flows.
-                raise UpstreamTlsError(
-                    f"the TLS handshake with the platform failed ({tls_alert})"
-                ) from exc
-            if url.scheme == "https" and app.tls.client_cert is None:
-                # A server that wants a client certificate often just drops the connection
-                # (the alert lost in a reset), so this is the likeliest reason to name.
-                raise UpstreamUnreachable(
-                    "the platform closed the connection without an answer; if it requires a "
-                    "client certificate (mutual TLS), set tls.client_cert and tls.client_key"
-                ) from exc
-            raise UpstreamUnreachable() from exc
+            raise _lost(app, url, exc) from exc
+
+    async def _direct(
+        self,
+        origins: Origins,
+        app: App,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        timeout_s: float,
+        sent_s: float,
+        base_url: str,
+    ) -> UpstreamResponse:
+        """One call through the lean client (a direct route, a body in memory)."""
+        pool = origins.pool(url)
+        head = request_head(method, url, pool.host_header, headers, body)
+        connect_s = min(self._policy.connect_s, timeout_s)
+        try:
+            async with asyncio.timeout(max(0.001, timeout_s)):
+                answer = await pool.request(head, body, connect_s, self._max_response_bytes)
+        except TimeoutError as exc:
+            _log_failure(method, url, exc)
+            raise UpstreamTimeout() from exc
+        except (UpstreamTimeout, UpstreamUnreachable) as exc:
+            _log_failure(method, url, exc)
+            raise
+        except (ConnectionLost, OSError) as exc:
+            _log_failure(method, url, exc)
+            raise _lost(app, url, exc) from exc
+        self.learn_time(base_url, app.name, sent_s, answer.headers.get("Date"))
+        answer = decoded(answer, self._max_response_bytes)
+        log.debug("upstream %s %s answered %d", method, url, answer.status)
+        return UpstreamResponse(answer.status, end_to_end_headers(answer.headers), answer.body)
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         if (response.content_length or 0) > self._max_response_bytes:
-            raise UpstreamBadResponse(_too_large(self._max_response_bytes))
+            raise UpstreamBadResponse(too_large(self._max_response_bytes))
         if response.content_length is not None:
             # Its size is known and allowed: one read, not a chunk loop.
             return await response.read()
         return await gather_capped(
             response.content.iter_chunked(READ_CHUNK_BYTES),
             self._max_response_bytes,
-            lambda: UpstreamBadResponse(_too_large(self._max_response_bytes)),
+            lambda: UpstreamBadResponse(too_large(self._max_response_bytes)),
         )
+
+
+def _lost(app: App, url: URL, exc: BaseException) -> UpstreamUnreachable:
+    """The error for a connection that ended without an answer."""
+    tls_alert = _tls_alert(exc)
+    if tls_alert is not None:
+        # TLS 1.3 tells of a refused client certificate only once data flows.
+        return UpstreamTlsError(f"the TLS handshake with the platform failed ({tls_alert})")
+    if url.scheme == "https" and app.tls.client_cert is None:
+        # A server that wants a client certificate often just drops the connection
+        # (the alert lost in a reset), so this is the likeliest reason to name.
+        return UpstreamUnreachable(
+            "the platform closed the connection without an answer; if it requires a "
+            "client certificate (mutual TLS), set tls.client_cert and tls.client_key"
+        )
+    return UpstreamUnreachable()
 
 
 BREAKER_LEVELS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -466,46 +515,19 @@ def _date_s(value: str | None) -> float | None:
         return None
 
 
-def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
-    error = exc.certificate_error
-    reason = getattr(error, "verify_message", None) or str(error)
-    lowered = reason.lower()
-    if "expired" in lowered:
-        kind = "it has expired"
-    elif "hostname mismatch" in lowered or "not valid for" in lowered:
-        kind = "it is not for this host name (tls.server_name sets the name to check)"
-    elif "issuer" in lowered or "self-signed" in lowered or "self signed" in lowered:
-        kind = "it is signed by an unknown CA (tls.ca_file adds a CA to trust)"
-    else:
-        kind = "it could not be verified"
-    return f"the platform's TLS certificate was refused: {kind} ({reason})"
-
-
 def _tls_alert(exc: BaseException) -> str | None:
     """The TLS alert behind a failed read, if that is what it was."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError) or "SSL" in str(seen):
-            return _ssl_reason(seen)
+            return ssl_reason(seen)
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    cause = exc.os_error if hasattr(exc, "os_error") else exc
-    reason = getattr(cause, "reason", None) or str(cause)
-    if "CERTIFICATE_REQUIRED" in str(reason).upper() or "CERTIFICATE_REQUIRED" in str(exc).upper():
-        return "the platform requires a client certificate: set tls.client_cert and tls.client_key"
-    return str(reason)
 
 
 def _log_failure(method: str, url: URL, exc: BaseException) -> None:
     # The query is left out: it holds the sign and, for user/info, an accessToken.
     log.warning("upstream %s %s failed: %s", method, url.with_query(None), type(exc).__name__)
-
-
-def _too_large(limit: int) -> str:
-    return f"the platform's response is larger than limits.max_response_bytes ({limit})"
 
 
 def sign_for(app: App, fields: dict[str, str], now_ms: int) -> dict[str, str]:
