@@ -10,6 +10,9 @@ break a line: a record is always one line, and a traceback's lines are indented 
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import json
 import logging
 import re
@@ -189,6 +192,34 @@ def access(fields: dict[str, Any], untrusted: str) -> None:
         _ACCESS.info(text, extra={FIELDS: fields})
         return
     fields[untrusted] = escape_controls(redact(fields[untrusted], REDACTION.secrets))
+    _pending.append(_access_line(fields))
+    if len(_pending) == 1:
+        try:
+            asyncio.get_running_loop().call_soon(write_pending)
+        except RuntimeError:
+            write_pending()
+
+
+# Access lines waiting for the end of this turn of the event loop: under load, one write
+# (one system call) carries the lines of many requests.
+_pending: list[str] = []
+
+
+def write_pending() -> None:
+    if _pending:
+        text = "".join(_pending)
+        _pending.clear()
+        # A closed stderr (its reader gone) costs the lines, never a request.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+
+# Lines of the last turn, when the process ends between turns.
+atexit.register(write_pending)
+
+
+def _access_line(fields: dict[str, Any]) -> str:
     now = time.time()
     if _direct_format == "json":
         stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
@@ -198,7 +229,7 @@ def access(fields: dict[str, Any], untrusted: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         text = " ".join(f"{key}={value}" for key, value in fields.items())
         line = f"{stamp},{int(now % 1 * 1000):03d} INFO {_ACCESS.name} {text}"
-    sys.stderr.write(line + "\n")
+    return line + "\n"
 
 
 def configure(level: str, log_format: str | None = None) -> None:

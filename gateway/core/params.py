@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote_plus, unquote_to_bytes
 
 from gateway.core.errors import InvalidJson, InvalidParams, SecretParamRejected, quoted_name
 from gateway.core.signing import SECRET_KEY
@@ -59,6 +59,21 @@ def parse_urlencoded(raw: bytes, where: str, max_pairs: int | None = None) -> Pa
     return pairs
 
 
+# What quote_plus leaves as it is: most names and values are made of nothing else.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def form_encoded(fields: Mapping[str, str]) -> str:
+    """urlencode(fields), byte for byte, at a third of its cost."""
+    return "&".join(
+        [f"{_plus_quoted(name)}={_plus_quoted(value)}" for name, value in fields.items()]
+    )
+
+
+def _plus_quoted(text: str) -> str:
+    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
+
+
 def looks_like_json(form_body: bytes) -> bool:
     """Whether a form body is really JSON sent without its Content-Type: it starts, perhaps
     percent-encoded, with `{` or `[`, which no platform parameter's name does."""
@@ -70,9 +85,12 @@ def too_many_params(limit: int) -> InvalidParams:
 
 
 def _decode_component(raw: bytes, where: str) -> str:
-    if _BAD_PERCENT.search(raw):
-        raise InvalidParams(f"malformed percent-encoding in the {where}")
     try:
+        if b"%" not in raw and b"+" not in raw:
+            # Nothing encoded, as in most names and values.
+            return raw.decode("utf-8")
+        if _BAD_PERCENT.search(raw):
+            raise InvalidParams(f"malformed percent-encoding in the {where}")
         return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidParams(f"the {where} is not valid UTF-8 after percent-decoding") from None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import App
+from gateway.core.params import form_encoded
 from gateway.core.platform import TRADE_DETAIL_PATH, detail_of
 from gateway.egress.upstream import Upstream, UpstreamResponse
 
@@ -16,7 +15,7 @@ async def trade_detail(
     upstream: Upstream, base_url: str, app: App, trade_no: str
 ) -> UpstreamResponse:
     def build(signed: dict[str, str]) -> tuple[URL, None]:
-        return URL(f"{base_url}{TRADE_DETAIL_PATH}?{urlencode(signed)}", encoded=True), None
+        return URL(f"{base_url}{TRADE_DETAIL_PATH}?{form_encoded(signed)}", encoded=True), None
 
     return await upstream.call(
         app, base_url, "GET", TRADE_DETAIL_PATH, {"tradeNo": trade_no}, build, CIMultiDict()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import urlencode
 
 from aiohttp import MultipartWriter, hdrs, web
 from multidict import CIMultiDict
@@ -23,6 +22,7 @@ from gateway.core.errors import (
 from gateway.core.params import (
     caller_fields,
     check_limits,
+    form_encoded,
     is_unicode,
     looks_like_json,
     parse_json,
@@ -166,12 +166,12 @@ async def _send(
         headers[hdrs.CONTENT_TYPE] = FORM_TYPE
 
     def build(signed: dict[str, str]) -> tuple[URL, bytes | MultipartWriter | None]:
-        # encoded=True: urlencode() already produced the exact bytes the sign was made for.
+        # encoded=True: form_encoded() already produced the exact bytes the sign was made for.
         if method == "GET":
-            return URL(url + "?" + urlencode(signed), encoded=True), None
+            return URL(url + "?" + form_encoded(signed), encoded=True), None
         if upload.files:
             return URL(url, encoded=True), multipart_body(signed, upload)
-        return URL(url, encoded=True), urlencode(signed).encode()
+        return URL(url, encoded=True), form_encoded(signed).encode()
 
     return await request.app[UPSTREAM].call(app, base_url, method, path, fields, build, headers)
 

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.errors import InvalidJson, InvalidParams, SecretParamRejected
-from gateway.core.params import caller_fields, parse_json, parse_urlencoded
+from gateway.core.params import caller_fields, form_encoded, parse_json, parse_urlencoded
 
 
 @pytest.mark.parametrize(
@@ -193,3 +193,23 @@ def test_a_json_list_too_long_for_its_value_is_refused_before_it_is_joined() -> 
 def test_secret_behind_what_java_trims_or_does_not_show_is_refused(key: str) -> None:
     with pytest.raises(SecretParamRejected):
         caller_fields([(key, "x")])
+
+
+unicode_text = st.text(st.characters(exclude_categories=["Cs"]))
+
+
+@given(st.dictionaries(unicode_text, unicode_text, max_size=10))
+def test_form_encoded_is_urlencode_byte_for_byte(fields: dict[str, str]) -> None:
+    assert form_encoded(fields) == urlencode(fields)
+
+
+@given(st.lists(st.tuples(st.text("ab+%", min_size=1), st.text("ab+%=")), max_size=5))
+def test_decoding_with_and_without_escapes_agrees_with_the_standard_library(
+    pairs: list[tuple[str, str]],
+) -> None:
+    raw = "&".join(f"{key}={value}" for key, value in pairs).encode()
+    try:
+        parsed = parse_urlencoded(raw, "form body")
+    except InvalidParams:
+        return
+    assert parsed == parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=True)
