@@ -219,12 +219,30 @@ def write_pending() -> None:
 atexit.register(write_pending)
 
 
+# One encoder for every line: json.dumps with an option builds a new one per call.
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)
+# The UTC second last formatted, and its text: a busy gateway logs many lines a second.
+_second: tuple[int, str] = (-1, "")
+
+
+def _utc_stamp(now: float) -> str:
+    """As datetime's isoformat(timespec="milliseconds") in UTC, the second formatted once."""
+    global _second
+    whole = int(now)
+    # Rounded to the microsecond first, as datetime.fromtimestamp does.
+    micros = round((now - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if whole != _second[0]:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{micros // 1000:03d}+00:00"
+
+
 def _access_line(fields: dict[str, Any]) -> str:
     now = time.time()
     if _direct_format == "json":
-        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-        head = {"time": stamp, "level": "INFO", "logger": _ACCESS.name}
-        line = json.dumps(head | fields, ensure_ascii=False)
+        head = {"time": _utc_stamp(now), "level": "INFO", "logger": _ACCESS.name}
+        line = _JSON_LINE.encode(head | fields)
     else:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         text = " ".join(f"{key}={value}" for key, value in fields.items())

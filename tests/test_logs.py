@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import logs
 from gateway.logs import FIELDS, REDACTED, JsonFormatter, RedactingFilter, redact
 
 JWT = (
@@ -159,3 +161,9 @@ def test_a_json_access_line_has_its_fields_at_the_top_and_redacted() -> None:
     assert line["caller"] == "orders"
     assert JWT not in str(line["path"])
     assert "message" not in line
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_the_access_line_time_is_isoformat_in_milliseconds(now: float) -> None:
+    expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+    assert logs._utc_stamp(now) == expected
