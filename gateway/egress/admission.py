@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.config import App, Config
-from gateway.core.access import ANONYMOUS, TRUSTED, Caller, caller_for
+from gateway.core.access import Caller, caller_for
 from gateway.core.endpoints import ENDPOINTS, Endpoint
 from gateway.core.errors import (
     AppRequired,
@@ -83,31 +83,30 @@ def admit(request: web.Request) -> Admitted:
 
 
 def choose_app(config: Config, requested: str | None, caller: Caller | str) -> App:
-    usable = [
-        name
-        for name in config.apps
-        if caller in (ANONYMOUS, TRUSTED) or (isinstance(caller, Caller) and caller.may_use(name))
-    ]
     if requested is not None:
         app = config.apps.get(requested.strip())
         if app is None:
             raise UnknownApp(
                 f"unknown app {quoted_name(requested)} in {APP_HEADER}; "
-                f"yours: {', '.join(usable) or 'none'}"
+                f"yours: {', '.join(_usable(config, caller)) or 'none'}"
             )
     elif config.default_app is None:
         raise AppRequired(
             f"several apps are configured and none is the default: send header {APP_HEADER} "
-            f"with one of {', '.join(usable) or 'none'}"
+            f"with one of {', '.join(_usable(config, caller)) or 'none'}"
         )
     else:
         app = config.apps[config.default_app]
-    if app.name not in usable:
-        assert isinstance(caller, Caller)
+    if isinstance(caller, Caller) and not caller.may_use(app.name):
         raise Forbidden(
             f"caller {quoted_name(caller.name)} may not use app {quoted_name(app.name)}"
         )
     return app
+
+
+def _usable(config: Config, caller: Caller | str) -> list[str]:
+    """The apps the caller may use, for an error message."""
+    return [name for name in config.apps if not isinstance(caller, Caller) or caller.may_use(name)]
 
 
 def checked_path(raw_target: str) -> str:

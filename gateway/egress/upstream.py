@@ -33,7 +33,6 @@ from gateway.core.errors import (
 )
 from gateway.core.params import is_unicode
 from gateway.core.platform import (
-    API_PREFIX,
     backoff_s,
     envelope_status,
     is_timestamp_refusal,
@@ -194,7 +193,9 @@ class Upstream:
             url, data = build(signed)
             remaining = deadline - self._clock.monotonic()
             try:
-                answer = await self._attempt(app, method, url, headers, data, route, remaining)
+                answer = await self._attempt(
+                    app, base_url, method, url, headers, data, route, remaining
+                )
             except (UpstreamTimeout, UpstreamUnreachable) as exc:
                 self._failed(app.name, breaker)
                 retryable = not isinstance(exc, UpstreamTlsError | UpstreamBadResponse) and (
@@ -307,12 +308,13 @@ class Upstream:
         Counted under the route `other`, as any path outside the doc."""
         url = URL(base_url + "/")
         return await self._attempt(
-            app, "GET", url, CIMultiDict(), None, OTHER, self._policy.total_s
+            app, base_url, "GET", url, CIMultiDict(), None, OTHER, self._policy.total_s
         )
 
     async def _attempt(
         self,
         app: App,
+        base_url: str,
         method: str,
         url: URL,
         headers: CIMultiDict[str],
@@ -325,7 +327,7 @@ class Upstream:
         # No answer: what went wrong stands in for the HTTP status.
         http_status, platform = "error", NONE
         try:
-            answer = await self._exchange(app, method, url, headers, data, timeout_s)
+            answer = await self._exchange(app, base_url, method, url, headers, data, timeout_s)
         except UpstreamTimeout:
             http_status = "timeout"
             raise
@@ -345,6 +347,7 @@ class Upstream:
     async def _exchange(
         self,
         app: App,
+        base_url: str,
         method: str,
         url: URL,
         headers: CIMultiDict[str],
@@ -362,7 +365,6 @@ class Upstream:
             # A file that went bad after the start (or the last reload).
             raise UpstreamTlsError(f"the gateway's own TLS setup failed: {exc}") from None
         sent_s = self._clock.now_ms() / 1000
-        base_url = str(url.origin()) + _base_path(url)
         if route.direct is not None and (data is None or isinstance(data, bytes)):
             return await self._direct(
                 route.direct, app, method, url, headers, data, timeout_s, sent_s, base_url
@@ -497,13 +499,6 @@ def _lost(app: App, url: URL, exc: BaseException) -> UpstreamUnreachable:
 
 
 BREAKER_LEVELS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-
-
-def _base_path(url: URL) -> str:
-    # The base URL an app names is everything before /neuopenapi/.
-    path = url.path
-    index = path.find(API_PREFIX)
-    return path[:index] if index >= 0 else path.rstrip("/")
 
 
 def _date_s(value: str | None) -> float | None:
