@@ -191,13 +191,37 @@ def access(fields: dict[str, Any], untrusted: str) -> None:
         text = " ".join(f"{key}={value}" for key, value in fields.items())
         _ACCESS.info(text, extra={FIELDS: fields})
         return
-    fields[untrusted] = escape_controls(redact(fields[untrusted], REDACTION.secrets))
+    fields[untrusted] = _cleaned(fields[untrusted])
     _pending.append(_access_line(fields))
     if len(_pending) == 1:
         try:
             asyncio.get_running_loop().call_soon(write_pending)
         except RuntimeError:
             write_pending()
+
+
+# Untrusted values already redacted, for the secrets of the moment: most requests name one
+# of a few paths. Short values only, and a bounded number, whatever callers send.
+_CLEANED_CACHE_SIZE = 1024
+_CLEANED_MAX_LENGTH = 256
+_cleaned_cache: dict[str, str] = {}
+_cleaned_for: tuple[str, ...] = ()
+
+
+def _cleaned(value: str) -> str:
+    global _cleaned_for
+    secrets = REDACTION.secrets
+    if secrets is not _cleaned_for:
+        _cleaned_cache.clear()
+        _cleaned_for = secrets
+    cleaned = _cleaned_cache.get(value)
+    if cleaned is None:
+        cleaned = escape_controls(redact(value, secrets))
+        if len(value) <= _CLEANED_MAX_LENGTH:
+            if len(_cleaned_cache) >= _CLEANED_CACHE_SIZE:
+                _cleaned_cache.clear()
+            _cleaned_cache[value] = cleaned
+    return cleaned
 
 
 # Access lines waiting for the end of this turn of the event loop: under load, one write

@@ -167,3 +167,23 @@ def test_a_json_access_line_has_its_fields_at_the_top_and_redacted() -> None:
 def test_the_access_line_time_is_isoformat_in_milliseconds(now: float) -> None:
     expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
     assert logs._utc_stamp(now) == expected
+
+
+def test_a_cached_clean_value_is_cleaned_again_once_a_secret_is_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "REDACTION", RedactingFilter(["first-secret"]))
+    assert logs._cleaned("/neuopenapi/a/first-secret") == f"/neuopenapi/a/{REDACTED}"
+    assert logs._cleaned("/neuopenapi/b/later-secret") == "/neuopenapi/b/later-secret"
+    logs.REDACTION.add_secrets(["later-secret"])
+    assert logs._cleaned("/neuopenapi/b/later-secret") == f"/neuopenapi/b/{REDACTED}"
+    assert logs._cleaned("/neuopenapi/\n") == "/neuopenapi/\\n"
+
+
+def test_the_clean_value_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "REDACTION", RedactingFilter())
+    for index in range(5000):
+        logs._cleaned(f"/neuopenapi/p{index}")
+    logs._cleaned("/neuopenapi/" + "x" * 100_000)
+    assert len(logs._cleaned_cache) <= logs._CLEANED_CACHE_SIZE
+    assert all(len(key) <= logs._CLEANED_MAX_LENGTH for key in logs._cleaned_cache)

@@ -451,10 +451,10 @@ class Upstream:
         """One call through the lean client (a direct route, a body in memory)."""
         pool = origins.pool(url)
         head = request_head(method, url, pool.host_header, headers, body)
-        connect_s = min(self._policy.connect_s, timeout_s)
         try:
-            async with asyncio.timeout(max(0.001, timeout_s)):
-                answer = await pool.request(head, body, connect_s, self._max_response_bytes)
+            answer = await pool.request(
+                head, body, self._max_response_bytes, max(0.001, timeout_s), self._policy.connect_s
+            )
         except TimeoutError as exc:
             _log_failure(method, url, exc)
             raise UpstreamTimeout() from exc

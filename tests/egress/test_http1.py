@@ -101,12 +101,13 @@ def pool_for(url: str, limit: int = 0, keepalive_s: float = 30) -> Pool:
     return Origins(default_context(), None, limit, keepalive_s).pool(URL(url))
 
 
-async def call(pool: Pool, max_body_bytes: int = 1 << 20, body: bytes | None = None) -> Answer:
+async def call(
+    pool: Pool, max_body_bytes: int = 1 << 20, body: bytes | None = None, timeout_s: float = 5
+) -> Answer:
     url = URL(f"http://{pool.host_header}{ECHO_PATH}?a=1", encoded=True)
     method = "GET" if body is None else "POST"
     head = request_head(method, url, pool.host_header, CIMultiDict(), body)
-    async with asyncio.timeout(5):
-        return await pool.request(head, body, 2, max_body_bytes)
+    return await pool.request(head, body, max_body_bytes, timeout_s, 2)
 
 
 async def test_a_kept_alive_connection_carries_the_next_call() -> None:
@@ -332,3 +333,40 @@ async def test_through_the_gateway_unread_bytes_never_reach_the_next_caller(
         second: Any = await (await gateway.get(ECHO_PATH)).read()
         assert first == OK
         assert b"smuggled" not in second
+
+
+async def test_a_silent_upstream_times_out_and_its_connection_and_slot_are_let_go() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()
+
+    async with upstream(silent) as served:
+        pool = pool_for(served.url, limit=1)
+        with pytest.raises(TimeoutError):
+            await call(pool, timeout_s=0.05)
+        await served.until(lambda: served.open == 0)
+        # The slot is back: a second call waits for it no longer than its own time.
+        with pytest.raises(TimeoutError):
+            await call(pool, timeout_s=0.05)
+
+
+async def test_a_call_waiting_for_a_slot_gives_up_at_its_deadline() -> None:
+    release = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+        writer.write(ok())
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(held) as served:
+        pool = pool_for(served.url, limit=1)
+        holder = asyncio.create_task(call(pool))
+        await served.until(lambda: served.connections == 1)
+        with pytest.raises(TimeoutError):
+            await call(pool, timeout_s=0.05)
+        release.set()
+        assert (await holder).body == OK
+        assert pool._slots._taken == 0
+        assert not pool._slots._waiters
