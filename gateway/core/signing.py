@@ -49,8 +49,14 @@ def canonical_string(params: Mapping[str, ParamValue], secret: str) -> str:
     signed = {key: value for key, value in params.items() if key not in UNSIGNED_KEYS}
     # A caller's own `secret` entry must never stand in for the real one.
     signed[SECRET_KEY] = secret
+    # ASCII keys (nearly always) sort the same by code point as by UTF-16 code unit.
+    order = sorted(signed) if "".join(signed).isascii() else sorted(signed, key=java_string_order)
     return "".join(
-        f"{key}={value_text(signed[key])}" for key in sorted(signed, key=java_string_order)
+        [
+            f"{key}={value if isinstance(value, str) else value_text(value)}"
+            for key in order
+            for value in (signed[key],)
+        ]
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
@@ -9,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.errors import InvalidJson, InvalidParams, SecretParamRejected
-from gateway.core.params import caller_fields, form_encoded, parse_json, parse_urlencoded
+from gateway.core.params import (
+    _parse_pieces,
+    caller_fields,
+    form_encoded,
+    parse_json,
+    parse_urlencoded,
+)
 
 
 @pytest.mark.parametrize(
@@ -213,3 +220,28 @@ def test_decoding_with_and_without_escapes_agrees_with_the_standard_library(
     except InvalidParams:
         return
     assert parsed == parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=True)
+
+
+def parsed_or_refusal(parse: Callable[..., object], *args: object) -> object:
+    try:
+        return parse(*args)
+    except InvalidParams as exc:
+        return str(exc)
+
+
+@given(st.binary(max_size=300), st.one_of(st.none(), st.integers(0, 20)))
+def test_the_plain_text_path_parses_as_the_general_one(raw: bytes, max_pairs: int | None) -> None:
+    assert parsed_or_refusal(parse_urlencoded, raw, "form body", max_pairs) == (
+        parsed_or_refusal(_parse_pieces, raw, "form body", max_pairs)
+    )
+
+
+@given(st.lists(st.tuples(st.text("ab=", min_size=0), st.text("ab=")), max_size=8))
+def test_the_plain_text_path_parses_plain_forms_as_the_general_one(
+    pairs: list[tuple[str, str]],
+) -> None:
+    raw = "&".join(f"{key}={value}" for key, value in pairs).encode()
+    for max_pairs in (None, 3):
+        assert parsed_or_refusal(parse_urlencoded, raw, "form body", max_pairs) == (
+            parsed_or_refusal(_parse_pieces, raw, "form body", max_pairs)
+        )
