@@ -33,8 +33,6 @@ MAX_HEAD_BYTES = 64 * 1024
 # What the gateway can decode; the platform answers plain JSON, compressed or not.
 ACCEPT_ENCODING = "gzip, deflate"
 USER_AGENT = "neu-gateway"
-# Headers that say where an answer ends; without them, it ends with the connection.
-_FRAMING = ("content-length", "transfer-encoding")
 
 
 @dataclass(frozen=True)
@@ -45,26 +43,36 @@ class Answer:
 
 
 class ConnectionLost(Exception):
-    """The connection ended before the whole answer came; its cause, if any, is chained."""
+    """The connection ended before any of the answer came; its cause, if any, is chained."""
+
+    def __init__(self, message: str, reused: bool) -> None:
+        super().__init__(message)
+        # It had carried answers before: whatever ended it, its handshake was fine.
+        self.reused = reused
 
 
 class _Connection(asyncio.Protocol):
     """One connection, one exchange at a time; the parser's callbacks fill the answer."""
 
-    def __init__(self) -> None:
-        self._max_body_bytes = 0
+    def __init__(self, tls: bool) -> None:
+        self._tls = tls
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
+        # Closed or closing: never handed to another call.
         self.lost = False
+        self.reusable = False
         self.idle_timer: asyncio.TimerHandle | None = None
+        self._answered = False
         self._waiter: asyncio.Future[Answer] | None = None
+        self._max_body_bytes = 0
+        self._max_seen = 0
+        self._reset()
+
+    def _reset(self) -> None:
         self._headers: list[tuple[str, str]] = []
         self._chunks: list[bytes] = []
-        self._head_bytes = 0
-        self._body_bytes = 0
-        self._status = 0
-        self._headers_done = False
-        self.reusable = False
+        self._seen = self._head_bytes = self._body_bytes = self._status = 0
+        self._headers_done = self._interim = self._until_close = False
 
     # asyncio's side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,18 +83,27 @@ class _Connection(asyncio.Protocol):
             # Bytes nobody asked for: the connection cannot be trusted with another call.
             self.close()
             return
+        self._seen += len(data)
         try:
+            if self._seen > self._max_seen:
+                # Framing (chunk sizes, extensions, trailers) far beyond the body allowed.
+                raise UpstreamBadResponse(too_large(self._max_body_bytes))
             self._parser.feed_data(data)
+            if not self._headers_done and self._seen > MAX_HEAD_BYTES:
+                # Checked on the bytes as well as on whole lines: a line may never end.
+                raise _head_too_large()
         except httptools.HttpParserCallbackError as exc:
-            # A callback refused the answer (its size, a 1xx): that refusal is the error.
+            # A callback refused the answer (its size, a 101): that refusal is the error.
             refusal = exc.__context__
             self._fail(refusal if isinstance(refusal, UpstreamBadResponse) else _not_http(exc))
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(_not_http(exc))
+        except UpstreamBadResponse as exc:
+            self._fail(exc)
 
     def eof_received(self) -> bool:
         # An answer without a length ends when the connection does (RFC 9112 section 6.3).
-        if self._waiter is not None and not self._waiter.done() and self._until_close():
+        if self._waiter is not None and not self._waiter.done() and self._until_close:
             self._complete(reusable=False)
         return False
 
@@ -94,26 +111,19 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         if self.idle_timer is not None:
             self.idle_timer.cancel()
-        if self._waiter is not None and not self._waiter.done():
-            if exc is None and self._until_close():
-                self._complete(reusable=False)
-                return
-            if self._headers_done:
-                # The answer began and was cut short: what came cannot be relayed.
-                self._waiter.set_exception(
-                    UpstreamBadResponse("the platform's answer ended before its end")
-                )
-                return
-            lost = ConnectionLost("the platform closed the connection without an answer")
-            lost.__cause__ = exc
-            self._waiter.set_exception(lost)
-
-    def _until_close(self) -> bool:
-        return (
-            self._headers_done
-            and self._parser.get_status_code() not in (204, 304)
-            and not any(name.lower() in _FRAMING for name, _ in self._headers)
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._headers_done:
+            # The answer began and was cut short: what came cannot be relayed.
+            self._waiter.set_exception(
+                UpstreamBadResponse("the platform's answer ended before its end")
+            )
+            return
+        lost = ConnectionLost(
+            "the platform closed the connection without an answer", reused=self._answered
         )
+        lost.__cause__ = exc
+        self._waiter.set_exception(lost)
 
     # httptools' side
     def on_message_begin(self) -> None:
@@ -123,23 +133,47 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:
+            # A trailer field: never merged into the head (RFC 9110 section 6.5.1).
+            return
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
-            raise UpstreamBadResponse(
-                f"the platform's answer has more than {MAX_HEAD_BYTES} bytes of headers"
-            )
+            raise _head_too_large()
         self._headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if status == 101:
+            # Relayed, it would leave the caller waiting on a protocol the gateway does not
+            # speak.
+            raise UpstreamBadResponse("the platform answered HTTP 101, which cannot be relayed")
+        if status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            self._interim = True
+            self._headers = []
+            return
+        self._status = status
         self._headers_done = True
-        if self._status < 200:
-            # 101 Switching Protocols (or another 1xx) relayed would leave the caller
-            # waiting on a protocol the gateway does not speak.
+        length = transfer = None
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                length = value
+            elif lowered == "transfer-encoding":
+                transfer = value
+        # (llhttp has checked that a Content-Length is digits.)
+        if length is not None and int(length) > self._max_body_bytes:
+            raise UpstreamBadResponse(too_large(self._max_body_bytes))
+        chunked = transfer is not None and transfer.rstrip().lower().endswith("chunked")
+        self._until_close = length is None and not chunked and status not in (204, 304)
+        if self._until_close and self._tls:
+            # A TCP FIN without TLS's close_notify looks the same to asyncio: anyone on the
+            # path could cut such an answer short unnoticed.
             raise UpstreamBadResponse(
-                f"the platform answered HTTP {self._status}, which cannot be relayed"
+                "the platform's answer over TLS has no length (Content-Length or chunked), "
+                "so a cut connection could not be told from its end"
             )
 
     def on_body(self, body: bytes) -> None:
@@ -149,6 +183,9 @@ class _Connection(asyncio.Protocol):
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete(reusable=self._parser.should_keep_alive())
 
     # the exchange
@@ -156,6 +193,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():
             return
         self.reusable = reusable
+        self._answered = True
         headers = CIMultiDict(self._headers)
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._waiter.set_result(Answer(self._status, headers, body))
@@ -176,10 +214,11 @@ class _Connection(asyncio.Protocol):
         self._waiter = loop.create_future()
         # A timer, not asyncio.timeout(): a fifth of the cost, on every call.
         timer = loop.call_at(deadline, self._fail, TimeoutError())
-        self._headers, self._chunks = [], []
-        self._head_bytes = self._body_bytes = self._status = 0
-        self._headers_done = self.reusable = False
+        self._reset()
+        self.reusable = False
         self._max_body_bytes = max_body_bytes
+        # Room for chunked framing around the largest body allowed (4-byte chunks or more).
+        self._max_seen = 4 * max_body_bytes + 2 * MAX_HEAD_BYTES
         self.transport.write(request)
         try:
             return await self._waiter
@@ -189,6 +228,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
+        self.lost = True
         if self.transport is not None:
             self.transport.close()
 
@@ -215,7 +255,8 @@ class Slots:
             if waiter.done() and not waiter.cancelled():
                 # Given a slot just as the wait was cancelled: pass it on.
                 self.give_back()
-            else:
+            elif waiter in self._waiters:
+                # (give_back may have dropped it already, cancelled.)
                 self._waiters.remove(waiter)
             raise
 
@@ -286,7 +327,7 @@ class Pool:
         try:
             async with asyncio.timeout(connect_s):
                 _, protocol = await loop.create_connection(
-                    _Connection,
+                    lambda: _Connection(self._tls is not None),
                     self._host,
                     self._port,
                     ssl=self._tls,
@@ -303,6 +344,8 @@ class Pool:
             raise UpstreamTlsError(
                 f"the TLS handshake with the platform failed ({ssl_reason(exc)})"
             ) from exc
+        except TimeoutError:
+            raise  # the caller's UpstreamTimeout, not an unreachable host
         except OSError as exc:
             raise UpstreamUnreachable(unsent=True) from exc
         return protocol
@@ -347,20 +390,66 @@ def decoded(answer: Answer, max_body_bytes: int) -> Answer:
     coding = answer.headers.get("Content-Encoding", "").strip().lower()
     if coding in ("", "identity") or not answer.body:
         return answer
-    if coding in ("gzip", "x-gzip", "deflate"):
-        # 47: a gzip or zlib header, whichever it is; -15: deflate without one, as some send.
-        for wbits in (47, -15) if coding == "deflate" else (47,):
-            inflater = zlib.decompressobj(wbits)
-            try:
-                body = inflater.decompress(answer.body, max_body_bytes + 1)
-            except zlib.error:
-                continue
-            if len(body) > max_body_bytes or inflater.unconsumed_tail:
-                raise UpstreamBadResponse(too_large(max_body_bytes))
-            return Answer(answer.status, answer.headers, body + inflater.flush())
-        raise UpstreamBadResponse(f"the platform's {coding} answer could not be decoded")
-    raise UpstreamBadResponse(
-        f"the platform answered in an encoding the gateway cannot read ({coding})"
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise UpstreamBadResponse(
+            f"the platform answered in an encoding the gateway cannot read ({coding})"
+        )
+    try:
+        body = _inflated(answer.body, max_body_bytes, GZIP_OR_ZLIB, coding)
+    except zlib.error:
+        if coding != "deflate":
+            raise UpstreamBadResponse(
+                f"the platform's {coding} answer could not be decoded"
+            ) from None
+        # Not the zlib format RFC 9110 names: raw deflate, as some servers send.
+        try:
+            body = _inflated(answer.body, max_body_bytes, RAW_DEFLATE, coding)
+        except zlib.error:
+            raise UpstreamBadResponse(
+                f"the platform's {coding} answer could not be decoded"
+            ) from None
+    return Answer(answer.status, answer.headers, body)
+
+
+GZIP_OR_ZLIB = 47  # zlib's wbits: a gzip or zlib header, whichever it is
+RAW_DEFLATE = -15
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _inflated(data: bytes, max_body_bytes: int, wbits: int, coding: str) -> bytes:
+    """Every member of a gzip body (RFC 1952 section 2.2), or the one zlib or deflate
+    stream; refused when one ends early or other bytes follow. zlib.error for a stream that
+    is not of this kind from its first byte."""
+    parts: list[bytes] = []
+    size = 0
+    first = True
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(data, max_body_bytes - size + 1)
+        except zlib.error:
+            if first:
+                raise
+            raise UpstreamBadResponse(
+                f"the platform's {coding} answer could not be decoded"
+            ) from None
+        first = False
+        size += len(part)
+        if size > max_body_bytes or inflater.unconsumed_tail:
+            raise UpstreamBadResponse(too_large(max_body_bytes))
+        parts.append(part)
+        if not inflater.eof:
+            raise UpstreamBadResponse(f"the platform's {coding} answer ends before its end")
+        data = inflater.unused_data
+        if not data:
+            return b"".join(parts)
+        if wbits == RAW_DEFLATE or not data.startswith(_GZIP_MAGIC):
+            raise UpstreamBadResponse(f"the platform's {coding} answer has bytes after its end")
+
+
+def _head_too_large() -> UpstreamBadResponse:
+    return UpstreamBadResponse(
+        f"the platform's answer has more than {MAX_HEAD_BYTES} bytes of headers"
     )
 
 
@@ -398,11 +487,11 @@ class Origins:
     """A route's pools, one per origin, sharing the route's connection cap."""
 
     def __init__(
-        self, tls: ssl.SSLContext, server_name: str | None, limit: int, keepalive_s: float
+        self, tls: ssl.SSLContext, server_name: str | None, slots: Slots, keepalive_s: float
     ) -> None:
         self._tls = tls
         self._server_name = server_name
-        self._slots = Slots(limit)
+        self._slots = slots
         self._keepalive_s = keepalive_s
         self._pools: dict[tuple[str, str | None, int | None], Pool] = {}
 

@@ -12,7 +12,7 @@ import aiohttp
 from yarl import URL
 
 from gateway.config import PROXY_FROM_ENV, App, PoolConfig, TlsConfig
-from gateway.egress.http1 import Origins
+from gateway.egress.http1 import Origins, Slots
 
 
 class TlsSetupError(Exception):
@@ -78,6 +78,8 @@ class Sessions:
         self._sessions: dict[tuple[TlsConfig, bool], aiohttp.ClientSession] = {}
         self._routes: dict[tuple[TlsConfig, str | None], Route] = {}
         self._origins: dict[TlsConfig, Origins] = {}
+        # Kept across reloads (pool is a restart-only setting): calls in flight hold slots.
+        self._slots: dict[TlsConfig, Slots] = {}
         # Sessions a reload replaced: requests in flight may still use them until the end.
         self._retired: list[aiohttp.ClientSession] = []
 
@@ -116,7 +118,7 @@ class Sessions:
                     if _uses_files(app.tls)
                     else default_context(),
                     app.tls.server_name,
-                    self._pool.max_connections,
+                    self._slots.setdefault(app.tls, Slots(self._pool.max_connections)),
                     self._pool.keepalive_s,
                 )
         return Route(session, proxy, app.tls.server_name, direct)

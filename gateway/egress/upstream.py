@@ -484,11 +484,17 @@ class Upstream:
 
 def _lost(app: App, url: URL, exc: BaseException) -> UpstreamUnreachable:
     """The error for a connection that ended without an answer."""
-    tls_alert = _tls_alert(exc)
-    if tls_alert is not None:
-        # TLS 1.3 tells of a refused client certificate only once data flows.
-        return UpstreamTlsError(f"the TLS handshake with the platform failed ({tls_alert})")
-    if url.scheme == "https" and app.tls.client_cert is None:
+    # A connection that carried answers before had a good handshake, whatever ended it.
+    reused = isinstance(exc, ConnectionLost) and exc.reused
+    tls_error = _tls_error(exc)
+    if tls_error is not None:
+        reason = ssl_reason(tls_error)
+        if not reused and "ALERT" in str(tls_error).upper():
+            # The peer's alert on a first exchange is the handshake's verdict: TLS 1.3 tells
+            # of a refused client certificate only once data flows.
+            return UpstreamTlsError(f"the TLS handshake with the platform failed ({reason})")
+        return UpstreamUnreachable(f"the TLS connection with the platform broke ({reason})")
+    if url.scheme == "https" and app.tls.client_cert is None and not reused:
         # A server that wants a client certificate often just drops the connection
         # (the alert lost in a reset), so this is the likeliest reason to name.
         return UpstreamUnreachable(
@@ -510,12 +516,12 @@ def _date_s(value: str | None) -> float | None:
         return None
 
 
-def _tls_alert(exc: BaseException) -> str | None:
-    """The TLS alert behind a failed read, if that is what it was."""
+def _tls_error(exc: BaseException) -> BaseException | None:
+    """The TLS error behind a failed read, if that is what it was."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError) or "SSL" in str(seen):
-            return ssl_reason(seen)
+            return seen
         seen = seen.__cause__ or seen.__context__
     return None
 

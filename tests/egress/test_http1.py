@@ -18,7 +18,15 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.errors import UpstreamBadResponse, UpstreamUnreachable
-from gateway.egress.http1 import Answer, ConnectionLost, Origins, Pool, decoded, request_head
+from gateway.egress.http1 import (
+    Answer,
+    ConnectionLost,
+    Origins,
+    Pool,
+    Slots,
+    decoded,
+    request_head,
+)
 from gateway.egress.sessions import default_context
 from tests.conftest import GatewayFactory
 from tests.egress.test_proxy import ECHO_PATH, envelope_of
@@ -98,7 +106,7 @@ def ok(body: bytes = OK, extra: bytes = b"") -> bytes:
 
 
 def pool_for(url: str, limit: int = 0, keepalive_s: float = 30) -> Pool:
-    return Origins(default_context(), None, limit, keepalive_s).pool(URL(url))
+    return Origins(default_context(), None, Slots(limit), keepalive_s).pool(URL(url))
 
 
 async def call(
@@ -132,6 +140,12 @@ async def test_an_answer_without_a_length_ends_with_the_connection() -> None:
     async with upstream(answering(b"HTTP/1.1 200 OK\r\n\r\n" + OK, keep=False)) as served:
         answer = await call(pool_for(served.url))
         assert (answer.status, answer.body) == (200, OK)
+
+
+async def test_a_transfer_coding_other_than_chunked_ends_with_the_connection() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n" + OK
+    async with upstream(answering(answer, keep=False)) as served:
+        assert (await call(pool_for(served.url))).body == OK
 
 
 async def test_a_chunked_answer_is_put_together() -> None:
