@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -472,8 +473,9 @@ class Upstream:
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         if (response.content_length or 0) > self._max_response_bytes:
             raise UpstreamBadResponse(too_large(self._max_response_bytes))
-        if response.content_length is not None:
-            # Its size is known and allowed: one read, not a chunk loop.
+        if response.content_length is not None and hdrs.CONTENT_ENCODING not in response.headers:
+            # Its size is known and allowed: one read, not a chunk loop. (A compressed body is
+            # read in chunks: its decoded size is what the cap is for.)
             return await response.read()
         return await gather_capped(
             response.content.iter_chunked(READ_CHUNK_BYTES),

@@ -11,6 +11,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ from gateway.egress.http1 import (
 )
 from gateway.egress.sessions import default_context
 from tests.conftest import GatewayFactory
-from tests.egress.test_proxy import ECHO_PATH, envelope_of
+from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
 
 OK = b'{"responseHeader":{"status":200,"msg":"OK"},"response":{}}'
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -384,3 +385,25 @@ async def test_a_call_waiting_for_a_slot_gives_up_at_its_deadline() -> None:
         assert (await holder).body == OK
         assert pool._slots._taken == 0
         assert not pool._slots._waiters
+
+
+async def test_a_compression_bomb_answering_an_upload_is_a_502_too(
+    make_gateway: GatewayFactory,
+) -> None:
+    """Uploads go through aiohttp's client: its answers are capped decoded, as the lean
+    client's are."""
+    bomb = gzip.compress(b"{" * 20_000_000)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(bomb, b"Content-Encoding: gzip\r\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(answer) as served:
+        gateway = await make_gateway(upstream=served.url)
+        form = aiohttp.FormData()
+        form.add_field("fileData", b"x" * 100, filename="a.bin")
+        response = await gateway.post(UPLOAD_PATH, data=form)
+        message = await envelope_of(response, 502, "upstream_bad_response")
+        assert "max_response_bytes" in message
