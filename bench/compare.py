@@ -337,20 +337,33 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 
 
 async def slow_upstream(args: argparse.Namespace, directory: Path) -> dict[str, object]:
-    stub_port, gw_port = free_port(), free_port()
+    """512 callers against a platform that answers after 50 ms, through 1 and 2 workers."""
+    stub_port, redis_port = free_port(), free_port()
     (directory / "slow.py").write_text(SLOW_STUB)
     stub_url = f"http://127.0.0.1:{stub_port}"
+    results: dict[str, object] = {}
     async with (
         process(sys.executable, str(directory / "slow.py"), str(stub_port), ENVELOPE),
-        process(sys.executable, "-m", "gateway", "serve", "-c",
-                str(gateway_config(directory, stub_url, gw_port, None)),
-                env=GATEWAY_ENV, log=directory / "gateway-slow.log") as gw,
-    ):  # fmt: skip
+        process("redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"),
+    ):
         await wait_port(stub_port)
-        await wait_port(gw_port)
-        target = Target("gateway", f"http://127.0.0.1:{gw_port}", [gw.pid])
-        run = await wrk(target, directory, "GET", 512, args.duration * 2)
-    return {"p50_ms": run.p50_ms, "p99_ms": run.p99_ms, "rps": run.rps, "errors": run.errors}
+        await wait_port(redis_port)
+        for workers in (1, 2):
+            gw_port = free_port()
+            redis_url = f"redis://127.0.0.1:{redis_port}/0" if workers > 1 else None
+            config = gateway_config(directory, stub_url, gw_port, redis_url)
+            argv = (sys.executable, "-m", "gateway", "serve", "--workers", str(workers))
+            async with process(*argv, "-c", str(config), env=GATEWAY_ENV,
+                               log=directory / f"gateway-slow{workers}.log") as gw:  # fmt: skip
+                await wait_port(gw_port)
+                await asyncio.sleep(1)  # the workers' start
+                target = Target("gateway", f"http://127.0.0.1:{gw_port}",
+                                [gw.pid, *children(gw.pid)])  # fmt: skip
+                run = await wrk(target, directory, "GET", 512, args.duration * 2)
+            results[f"{workers} worker{'s' if workers > 1 else ''}"] = {
+                "p50_ms": run.p50_ms, "p99_ms": run.p99_ms, "rps": run.rps, "errors": run.errors
+            }  # fmt: skip
+    return results
 
 
 def rss_kb(pid: int, field_name: str) -> int:

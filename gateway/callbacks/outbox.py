@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
-
-from redis.exceptions import RedisError
 
 from gateway.core.clock import Clock, SystemClock
 
@@ -34,6 +33,16 @@ class OutboxError(Exception):
     """The outbox's store (SQLite, Redis) failed; callers never see that store's own errors."""
 
 
+_STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+
+
+def _redis_errors() -> tuple[type[Exception], ...]:
+    # redis-py is imported only by the Redis outbox (it costs about 10 MB of memory): no
+    # RedisError can be raised before that.
+    errors = sys.modules.get("redis.exceptions")
+    return () if errors is None else (errors.RedisError,)
+
+
 def _translated(
     method: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -43,7 +52,7 @@ def _translated(
     async def translating(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
-        except (sqlite3.Error, RedisError, OSError) as exc:
+        except _STORE_ERRORS + _redis_errors() as exc:
             raise OutboxError(f"{type(exc).__name__}: {exc}") from exc
 
     return translating

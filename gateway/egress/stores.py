@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 from cachetools import TLRUCache
-from redis.exceptions import LockError, RedisError
 
 from gateway.core.clock import Clock
 from gateway.egress.tokens import StoreError
@@ -69,6 +67,9 @@ class RedisStore:
     shared = True
 
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+        # Imported here: redis-py costs a gateway without Redis about 10 MB of memory.
+        import redis.asyncio as aioredis
+
         self._prefix = prefix
         self._held: dict[str, Any] = {}
         self._redis: Any = aioredis.from_url(
@@ -120,6 +121,8 @@ class RedisStore:
         try:
             await self._run(lock.release())
         except StoreError as exc:
+            from redis.exceptions import LockError
+
             if not isinstance(exc.__cause__, LockError):
                 raise
             # Expired, or taken over since: it is no longer this replica's to release.
@@ -128,6 +131,8 @@ class RedisStore:
         await self._redis.aclose()
 
     async def _run(self, operation: Any) -> Any:
+        from redis.exceptions import RedisError
+
         try:
             return await operation
         except (RedisError, OSError, TimeoutError, TypeError, ValueError) as exc:
