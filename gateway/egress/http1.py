@@ -61,7 +61,8 @@ class _Connection(asyncio.Protocol):
         # Closed or closing: never handed to another call.
         self.lost = False
         self.reusable = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        # When it went back to the pool (the loop's clock).
+        self.idle_since = 0.0
         self._answered = False
         self._waiter: asyncio.Future[Answer] | None = None
         self._max_body_bytes = 0
@@ -109,8 +110,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
         if self._waiter is None or self._waiter.done():
             return
         if self._headers_done:
@@ -207,9 +206,6 @@ class _Connection(asyncio.Protocol):
         """Sends the request and waits for the whole answer (its body at most max_body_bytes)
         until the loop's clock reads `deadline`, then raises TimeoutError."""
         assert self.transport is not None
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         # A timer, not asyncio.timeout(): a fifth of the cost, on every call.
@@ -287,6 +283,8 @@ class Pool:
         self._slots = slots
         self._keepalive_s = keepalive_s
         self._idle: list[_Connection] = []
+        # One timer closes the connections idle past keepalive_s, not one per connection.
+        self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.host_header = url.host_port_subcomponent or self._host
 
@@ -316,10 +314,13 @@ class Pool:
         return answer
 
     def _reuse(self) -> _Connection | None:
+        # The most recently used first: the others age out, so a quiet spell shrinks the pool.
+        fresh_since = asyncio.get_running_loop().time() - self._keepalive_s
         while self._idle:
             connection = self._idle.pop()
-            if not connection.lost:
+            if not connection.lost and connection.idle_since > fresh_since:
                 return connection
+            connection.close()
         return None
 
     async def _connect(self, connect_s: float) -> _Connection:
@@ -352,16 +353,36 @@ class Pool:
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and not connection.lost and not self._closed:
-            connection.idle_timer = asyncio.get_running_loop().call_later(
-                self._keepalive_s, connection.close
-            )
+            loop = asyncio.get_running_loop()
+            connection.idle_since = loop.time()
             self._idle.append(connection)
+            if self._sweeper is None:
+                self._sweeper = loop.call_later(self._keepalive_s, self._sweep)
         else:
             connection.close()
         self._slots.give_back()
 
+    def _sweep(self) -> None:
+        """Closes the connections idle for keepalive_s; comes back for the others."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        fresh_since = loop.time() - self._keepalive_s
+        kept = []
+        for connection in self._idle:
+            if connection.lost or connection.idle_since <= fresh_since:
+                connection.close()
+            else:
+                kept.append(connection)
+        self._idle = kept
+        if kept:
+            oldest = min(connection.idle_since for connection in kept)
+            self._sweeper = loop.call_at(oldest + self._keepalive_s, self._sweep)
+
     def close(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for connection in self._idle:
             connection.close()
         self._idle.clear()

@@ -281,17 +281,28 @@ async def test_through_the_gateway_a_content_length_past_the_cap_is_refused_at_o
 # --- a kept-alive connection closing as it is reused ---------------------------------------
 
 
-async def test_a_connection_the_idle_timer_just_closed_is_not_reused() -> None:
-    """The idle timer (and stray bytes) close a connection a loop turn before asyncio reports it
-    lost: a call in that turn must not take it (its request would be dropped unwritten).
-    Here the timer's close() is made to land in that turn."""
+async def test_a_connection_the_sweeper_just_closed_is_not_reused() -> None:
+    """The keep-alive sweeper (and stray bytes) close a connection a loop turn before asyncio
+    reports it lost: a call in that turn must not take it (its request would be dropped
+    unwritten). Here the sweep is made to land in that turn."""
     async with upstream(answering(ok(), ok())) as served:
         pool = pool_for(served.url)
         await call(pool)
         [idle] = pool._idle
-        assert idle.idle_timer is not None
-        idle.idle_timer._run()  # the keep-alive timer fires in the same turn as the next call
+        idle.idle_since -= 60  # idle past keepalive_s
+        pool._sweep()
         assert (await call(pool, body=b"x=1")).body == OK
+
+
+async def test_a_connection_idle_past_keepalive_s_is_not_reused_before_the_sweep() -> None:
+    async with upstream(answering(ok(), ok())) as served:
+        pool = pool_for(served.url)
+        await call(pool)
+        [idle] = pool._idle
+        idle.idle_since -= 60
+        assert (await call(pool)).body == OK
+        assert idle.lost
+        assert served.connections == 2
 
 
 def once_then_hang_up(received: list[bytes], answered: asyncio.Event | None = None) -> Any:
