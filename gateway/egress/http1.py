@@ -5,7 +5,8 @@ or streamed bodies, just a keep-alive pool, a strict parser (httptools, llhttp a
 uses it), TLS and bounded reads. Doing only that costs a fraction of aiohttp's client per
 call. Calls through a forward proxy, and multipart uploads, still go through aiohttp.
 
-Its errors are the gateway's own (UpstreamTimeout is left to the caller's timeout).
+Its errors are the gateway's own, but for TimeoutError and ConnectionLost (no answer came),
+which the caller names: it knows the call's deadline and the app's TLS setting.
 """
 
 from __future__ import annotations
