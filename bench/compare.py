@@ -323,16 +323,27 @@ def summarise(runs: dict[tuple[str, str, int], list[Run]]) -> dict[str, object]:
     return {"table": table, "ratios": ratios}
 
 
+# A platform that answers after 50 ms. Bare asyncio and httptools, not aiohttp: on two shared
+# cores, the stub's own CPU would otherwise be what the scenario measures.
 SLOW_STUB = """
-import asyncio, sys, uvloop
-from aiohttp import web
-async def answer(request):
-    await request.read()
-    await asyncio.sleep(0.05)
-    return web.Response(body=sys.argv[2].encode(), content_type="application/json")
-app = web.Application(); app.router.add_route("*", "/{tail:.*}", answer)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
-            loop=uvloop.new_event_loop())
+import asyncio, sys, httptools, uvloop
+BODY = sys.argv[2].encode()
+ANSWER = (b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n"
+          % len(BODY) + BODY)
+class Stub(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+    def data_received(self, data):
+        self.parser.feed_data(data)
+    def on_message_complete(self):
+        asyncio.get_running_loop().call_later(0.05, self.answer)
+    def answer(self):
+        if not self.transport.is_closing():
+            self.transport.write(ANSWER)
+async def main():
+    await asyncio.get_running_loop().create_server(Stub, "127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+uvloop.run(main())
 """
 
 
