@@ -22,7 +22,6 @@ from gateway.core.errors import UpstreamBadResponse
 from gateway.egress.http1 import Slots, request_head
 from gateway.web.state import UPSTREAM
 from tests.conftest import GatewayFactory, gateway_config
-from tests.egress.test_egress import Pki, _ca, _signed, server_context
 from tests.egress.test_http1 import (
     OK,
     answering,
@@ -33,6 +32,7 @@ from tests.egress.test_http1 import (
     upstream,
 )
 from tests.egress.test_proxy import ECHO_PATH, envelope_of
+from tests.pki import Pki, server_context
 from tests.platform_double import APPID
 
 # --- 1xx interim answers ---------------------------------------------------------------
@@ -249,6 +249,18 @@ async def test_through_the_gateway_a_trailer_neither_breaks_nor_reaches_the_answ
         assert "X-Injected" not in response.headers
 
 
+def stalling_after(headers: bytes) -> Any:
+    """Answers with `headers` and the body's first byte, then sends nothing more."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + headers + b"\r\n{")
+        await writer.drain()
+        await reader.read()
+
+    return script
+
+
 # --- an announced length past the cap ----------------------------------------------------
 
 
@@ -258,13 +270,7 @@ async def test_through_the_gateway_a_content_length_past_the_cap_is_refused_at_o
     """An answer announcing Content-Length: 1 GB when limits.max_response_bytes is 1 MiB is
     refused as soon as its head arrives (502), not read until the cap or timeouts.total_s."""
 
-    async def announce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n{")
-        await writer.drain()
-        await reader.read()
-
-    async with upstream(announce) as served:
+    async with upstream(stalling_after(b"Content-Length: 1000000000\r\n")) as served:
         gateway = await make_gateway(
             upstream=served.url,
             timeouts={"connect_s": 1, "total_s": 2},
@@ -351,20 +357,6 @@ async def test_through_the_gateway_a_post_on_a_connection_closed_under_it_is_sen
 
 
 # --- TLS ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A CA and a server certificate for 127.0.0.1 (as tests/egress/test_egress.py makes)."""
-    directory = tmp_path_factory.mktemp("adversary-pki")
-    ca = _ca(directory, "ca")
-    cert, key = _signed(
-        directory,
-        "server",
-        "/CN=platform.test",
-        "subjectAltName=DNS:platform.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    return Pki(ca, cert, key, cert, key, ca)
 
 
 @contextlib.asynccontextmanager
@@ -480,13 +472,7 @@ async def test_through_the_gateway_a_huge_chunked_answer_is_cut_at_the_cap(
 async def test_through_the_gateway_a_body_that_stops_after_the_head_ends_at_total_s(
     make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
-        await writer.drain()
-        await reader.read()
-
-    async with upstream(stalls) as served:
+    async with upstream(stalling_after(b"Content-Length: 100\r\n")) as served:
         gateway = await make_gateway(upstream=served.url, timeouts={"connect_s": 1, "total_s": 1})
         await envelope_of(await gateway.get(ECHO_PATH + "?tradeNo=T"), 504, "upstream_timeout")
         assert "sign=" not in caplog.text
