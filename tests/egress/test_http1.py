@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import gzip
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -407,3 +408,21 @@ async def test_a_compression_bomb_answering_an_upload_is_a_502_too(
         response = await gateway.post(UPLOAD_PATH, data=form)
         message = await envelope_of(response, 502, "upstream_bad_response")
         assert "max_response_bytes" in message
+
+
+async def test_a_name_with_several_addresses_connects_to_the_one_that_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The resolver's first address refuses (as an IPv6 route may); the next one is tried."""
+    async with upstream(answering()) as closed:
+        refusing = URL(closed.url).port
+    async with upstream(answering(ok())) as served:
+        port = URL(served.url).port
+        loop = asyncio.get_running_loop()
+
+        async def resolve(host: str, port_asked: int, **_: Any) -> list[Any]:
+            stream = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+            return [(*stream, ("127.0.0.1", refusing)), (*stream, ("127.0.0.1", port))]
+
+        monkeypatch.setattr(loop, "getaddrinfo", resolve)
+        assert (await call(pool_for(f"http://platform.test:{port}"))).body == OK
