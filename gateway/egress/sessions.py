@@ -59,7 +59,6 @@ def default_context() -> ssl.SSLContext:
 class Route:
     """How one app reaches its upstream."""
 
-    session: aiohttp.ClientSession
     proxy: URL | None
     server_name: str | None
     # The lean client's pools, when the app calls its upstream directly (no proxy).
@@ -102,12 +101,17 @@ class Sessions:
             route = self._routes[(app.tls, app.proxy)] = self._route(app)
         return route
 
-    def _route(self, app: App) -> Route:
+    def session(self, app: App) -> aiohttp.ClientSession:
+        """aiohttp's client, for calls through a proxy and uploads: made when first needed
+        (most gateways never make one)."""
         from_env = app.proxy == PROXY_FROM_ENV
         key = (app.tls, from_env)
         session = self._sessions.get(key)
         if session is None:
             session = self._sessions[key] = self._session(app, from_env)
+        return session
+
+    def _route(self, app: App) -> Route:
         proxy = URL(app.proxy) if app.proxy not in (None, PROXY_FROM_ENV) else None
         direct = None
         if app.proxy is None:
@@ -121,7 +125,7 @@ class Sessions:
                     self._slots.setdefault(app.tls, Slots(self._pool.max_connections)),
                     self._pool.keepalive_s,
                 )
-        return Route(session, proxy, app.tls.server_name, direct)
+        return Route(proxy, app.tls.server_name, direct)
 
     def _session(self, app: App, from_env: bool) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(

@@ -355,21 +355,22 @@ class Upstream:
         data: Any,
         timeout_s: float,
     ) -> UpstreamResponse:
-        """One call to the platform, read in full; aiohttp's errors translated.
-
-        aiohttp itself retries an idempotent request (GET) once when a pooled keep-alive
-        connection turns out closed (RFC 9112 section 9.3.1).
-        """
+        """One call to the platform, read in full: through the lean client when the app
+        calls its upstream directly with a body in memory, else (a proxy, an upload) through
+        aiohttp's, whose errors are translated here."""
         try:
             route = self._sessions.route(app)
         except TlsSetupError as exc:
-            # A file that went bad after the start (or the last reload).
-            raise UpstreamTlsError(f"the gateway's own TLS setup failed: {exc}") from None
+            raise _own_tls_failed(exc) from None
         sent_s = self._clock.now_ms() / 1000
         if route.direct is not None and (data is None or isinstance(data, bytes)):
             return await self._direct(
                 route.direct, app, method, url, headers, data, timeout_s, sent_s, base_url
             )
+        try:
+            session = self._sessions.session(app)
+        except TlsSetupError as exc:
+            raise _own_tls_failed(exc) from None
         # A first attempt has the whole time (one object, made once); a retry what is left.
         timeout = (
             self._whole_time
@@ -377,7 +378,7 @@ class Upstream:
             else self._timeout(max(0.001, timeout_s))
         )
         try:
-            async with route.session.request(
+            async with session.request(
                 method,
                 url,
                 headers=headers,
@@ -482,6 +483,11 @@ class Upstream:
             self._max_response_bytes,
             lambda: UpstreamBadResponse(too_large(self._max_response_bytes)),
         )
+
+
+def _own_tls_failed(exc: TlsSetupError) -> UpstreamTlsError:
+    # A file that went bad after the start (or the last reload).
+    return UpstreamTlsError(f"the gateway's own TLS setup failed: {exc}")
 
 
 def _lost(app: App, url: URL, exc: BaseException) -> UpstreamUnreachable:

@@ -30,6 +30,7 @@ from gateway.egress.http1 import (
     request_head,
 )
 from gateway.egress.sessions import default_context
+from gateway.web.state import UPSTREAM
 from tests.conftest import GatewayFactory
 from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
 
@@ -426,3 +427,10 @@ async def test_a_name_with_several_addresses_connects_to_the_one_that_answers(
 
         monkeypatch.setattr(loop, "getaddrinfo", resolve)
         assert (await call(pool_for(f"http://platform.test:{port}"))).body == OK
+
+
+async def test_direct_calls_make_no_aiohttp_session(make_gateway: GatewayFactory) -> None:
+    async with upstream(answering(ok(), ok())) as served:
+        gateway = await make_gateway(upstream=served.url)
+        assert (await gateway.get(ECHO_PATH)).status == 200
+        assert gateway.app[UPSTREAM]._sessions._sessions == {}

@@ -106,7 +106,8 @@ async def test_the_gateway_listener_never_serves_the_page(aiohttp_client: Any) -
     from gateway.app import create_app
     from tests.conftest import gateway_config, guarded
 
-    gateway = await aiohttp_client(guarded(create_app(gateway_config("sandbox"))))
+    config = gateway_config("sandbox", sandbox={"listen": {"port": 0}})
+    gateway = await aiohttp_client(guarded(create_app(config)))
     for path in ("/", "/static/app.js", "/sandbox/users", "/sandbox/events"):
         assert (await gateway.get(path)).status == 404, path
 
