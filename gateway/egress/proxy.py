@@ -94,8 +94,9 @@ async def expect_body(request: web.Request) -> web.Response | None:
     except GatewayError as exc:
         # Middlewares do not run for an answer given here, so it is logged here.
         request_id = request_id_for(request)
-        log_access(request, request_id, exc.status, 0.0)
-        return error_response(exc, request_id)
+        response = error_response(exc, request_id)
+        log_access(request, request_id, exc.status, 0.0, response)
+        return response
     return None
 
 

@@ -113,8 +113,8 @@ def was_evicted(request: web.BaseRequest) -> bool:
     return getattr(request.protocol, "evicted", False) is True
 
 
-def _log_refused(request_id: str, status: int) -> None:
-    """The access line of a request refused before it reached a handler: only its status is
+def _log_refused(request_id: str, error: GatewayError) -> None:
+    """The access line of a request refused before it reached a handler: only its answer is
     known."""
     write_access_line(
         request_id=request_id,
@@ -122,14 +122,14 @@ def _log_refused(request_id: str, status: int) -> None:
         app=NONE,
         method=NONE,
         route=OTHER,
-        status=status,
+        status=error.status,
         path="-",
         upstream_status=NONE,
         platform_status=NONE,
         duration_ms=0.0,
         upstream_ms=0.0,
         bytes_in=0,
-        bytes_out=0,
+        bytes_out=len(render(error)),
     )
 
 
@@ -398,7 +398,7 @@ class GuardedRequestHandler(RequestHandler):
                 error.code,
                 type(exc).__name__ if exc is not None else "-",
             )
-        _log_refused(request_id, error.status)
+        _log_refused(request_id, error)
         self._server.on_refused(error.status)
         response = error_response(error, request_id)
         response.force_close()
@@ -453,7 +453,7 @@ class GuardedRequestHandler(RequestHandler):
         if transport is not None and not self._request_in_progress:
             request_id = uuid.uuid4().hex
             transport.write(error_bytes(error, request_id))
-            _log_refused(request_id, error.status)
+            _log_refused(request_id, error)
             self._server.on_refused(error.status)
         self.force_close()
 

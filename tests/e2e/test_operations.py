@@ -26,6 +26,7 @@ from tests.processes import (
     StartGateway,
     write_config,
 )
+from tests.rawhttp import raw_request
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -219,6 +220,34 @@ async def test_json_logs_carry_the_access_fields_and_no_secret(
     assert access["bytes_in"] > 0
     for credential in (SECRET, token, user["code"]):
         assert credential not in gateway.log
+
+
+async def test_refusals_log_the_bytes_they_answered(
+    start_command: StartCommand, tmp_path: Path
+) -> None:
+    """Refused by the listener (431), and before the body is read (413 at Expect:
+    100-continue): each access line counts the error it sent."""
+    config = write_config(tmp_path)
+    gateway = await start_command("--log-format", "json", "serve", "-c", str(config))
+    port = int(gateway.url.rsplit(":", 1)[1])
+    asks = {
+        431: b"GET " + USER_INFO.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"x" * 70_000,
+        413: b"POST " + TOKEN.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 999999999999\r\nExpect: 100-continue",
+    }
+    for expected, head in asks.items():
+        status, body = await raw_request(port, head)
+        assert status == expected
+        # The envelope as the gateway renders it, key for key.
+        sent = len(json.dumps(body, ensure_ascii=False).encode())
+        await gateway.wait_for_count(f'"status": {expected}', 1)
+        [access] = [
+            record
+            for record in map(json.loads, gateway.log_lines)
+            if record.get("status") == expected and "bytes_out" in record
+        ]
+        assert access["bytes_out"] == sent
 
 
 # Reload
