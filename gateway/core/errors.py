@@ -151,6 +151,10 @@ class Unauthenticated(GatewayError):
     code = "unauthenticated"
     message = "missing or unknown caller token: send Authorization: Bearer <your caller token>"
 
+    def __init__(self, message: str | None = None, headers: dict[str, str] | None = None) -> None:
+        # RFC 9110 section 11.6.1: a 401 names the scheme it wants.
+        super().__init__(message, {"WWW-Authenticate": "Bearer", **(headers or {})})
+
 
 class BadSign(GatewayError):
     """A payment callback's appid, timestamp or sign does not hold."""
@@ -203,7 +207,10 @@ class NotFound(GatewayError):
 
     status = 404
     code = "not_found"
-    message = "nothing here: the gateway serves /neuopenapi/... and /healthz"
+    message = (
+        "nothing here: the gateway serves /neuopenapi/..., and /healthz, /readyz and /metrics "
+        "unless admin.listen puts them on a port of their own"
+    )
 
 
 class UnknownApp(NotFound):

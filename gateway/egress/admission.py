@@ -52,6 +52,8 @@ def admit(request: web.Request) -> Admitted:
     if request.method not in ("GET", "POST"):
         raise MethodNotAllowed()
     config = config_of(request)
+    # Known before the caller is: a refused request is logged and counted under its route.
+    request[ROUTE] = route_label(request.rel_url.raw_path)
     caller = caller_for(
         config.callers,
         config.trusted_networks,
@@ -65,7 +67,6 @@ def admit(request: web.Request) -> Admitted:
     app = choose_app(config, request.headers.get(APP_HEADER), caller)
     request[APP_NAME] = app.name
     path = checked_path(request.raw_path)
-    request[ROUTE] = route_label(path)
     if isinstance(caller, Caller) and not caller.may_call(request.method, path):
         raise Forbidden(f"caller {quoted_name(name)} may not call {request.method} {path}")
     endpoint = ENDPOINTS.get(path)

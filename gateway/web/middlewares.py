@@ -82,7 +82,9 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in ADMIN_PATHS and request.match_info.http_exception is None:
         # Probes and scrapes every few seconds: neither counted as traffic nor logged.
-        return await handler(request)
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = request_id_for(request)
+        return response
     clock = request.app[CLOCK]
     request_id = request_id_for(request)
     request[REQUEST_ID] = request_id

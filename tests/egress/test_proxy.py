@@ -604,6 +604,14 @@ async def test_health(gateway: Client) -> None:
     assert (await response.json())["response"] == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_admin_answers_carry_the_request_id_too(gateway: Client, path: str) -> None:
+    given = await gateway.get(path, headers={"X-Request-Id": "probe-1"})
+    assert given.headers["X-Request-Id"] == "probe-1"
+    made = await gateway.get(path)
+    assert len(made.headers["X-Request-Id"]) == 32
+
+
 async def test_non_ascii_names_and_filenames_in_multipart(
     gateway: Client, platform: PlatformDouble
 ) -> None:

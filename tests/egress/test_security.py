@@ -94,10 +94,14 @@ async def test_unauthenticated_is_401_and_never_forwarded(
     response = await gateway.get(DETAIL, params={"tradeNo": "T"}, headers=headers)
     status, code, message = await error_of(response)
     assert (status, code) == (401, "unauthenticated")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
     assert "Authorization: Bearer" in message
     assert "wrong-token" not in message
     assert ORDERS_TOKEN not in message
     assert platform.received == []
+    # Counted under the documented route it asked for, as a 403 is.
+    metrics = await (await gateway.get("/metrics")).text()
+    assert f'route="{DETAIL}",status="401"' in metrics
 
 
 async def test_a_known_caller_within_its_rights_is_forwarded(
