@@ -358,12 +358,18 @@ def _serve(args: argparse.Namespace) -> int:
     # The process's log redaction learns the config's secrets before anything can log them.
     logs.REDACTION.add_secrets(config.credentials())
     logs.configure(args.log_level, args.log_format or config.logging.format)
-    if args.workers is not None:
-        if not 1 <= args.workers <= MAX_WORKERS:
-            print(f"neu-gateway: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
-            return EXIT_CONFIG
-        config = replace(config, workers=args.workers)
-    config, ready_fd = placed(config, os.environ)
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        print(f"neu-gateway: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def as_run(loaded: Config) -> tuple[Config, int | None]:
+        """The file's config as this process runs it (at the start, and at each reload),
+        and the pipe a worker reports readiness on."""
+        if args.workers is not None:
+            loaded = replace(loaded, workers=args.workers)
+        return placed(loaded, os.environ)
+
+    config, ready_fd = as_run(config)
     try:
         if ready_fd is None and config.workers > 1:
             problem = refusal(config)
@@ -374,7 +380,8 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             if ready_fd is not None:
                 die_with_supervisor()
-            _run(serve_gateway(create_app(config), config, args.config, ready_fd))
+            app = create_app(config)
+            _run(serve_gateway(app, config, args.config, ready_fd, lambda new: as_run(new)[0]))
     except StartError as exc:
         print(f"neu-gateway: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -50,11 +51,15 @@ async def start_listening(
         raise StartError(f"cannot start: {listen_failure(key, host, port, exc)}") from None
 
 
-async def reload_config(app: web.Application, path: Path) -> bool:
-    """SIGHUP: the config at `path` in force, or the running one kept; True if swapped."""
+async def reload_config(
+    app: web.Application, path: Path, as_run: Callable[[Config], Config] = lambda new: new
+) -> bool:
+    """SIGHUP: the config at `path` in force, or the running one kept; True if swapped.
+    `as_run` makes of the file's config what this process runs (a worker's ports, the
+    command line's --workers), as it did at the start, so only real changes are named."""
     metrics = app[METRICS]
     try:
-        new = await asyncio.to_thread(load, path)
+        new = as_run(await asyncio.to_thread(load, path))
         # Before anything could log them.
         logs.REDACTION.add_secrets(new.credentials())
         pinned = apply_config(app, new)
@@ -88,10 +93,14 @@ async def reload_config(app: web.Application, path: Path) -> bool:
 
 
 async def serve_gateway(
-    app: web.Application, config: Config, path: Path, ready_fd: int | None = None
+    app: web.Application,
+    config: Config,
+    path: Path,
+    ready_fd: int | None = None,
+    as_run: Callable[[Config], Config] = lambda new: new,
 ) -> None:
     """Serves until stopped. A worker (`ready_fd` set) shares its ports and tells its
-    supervisor when it listens."""
+    supervisor when it listens. A reload reads `path` and runs `as_run` of it."""
     # Half: aiohttp waits this long for requests, cancels them, then may wait as long again.
     runner = GuardedRunner(
         app,
@@ -109,7 +118,7 @@ async def serve_gateway(
 
     async def reload_in_turn() -> None:
         async with one_at_a_time:
-            await reload_config(app, path)
+            await reload_config(app, path, as_run)
 
     def reload() -> None:
         task = loop.create_task(reload_in_turn())

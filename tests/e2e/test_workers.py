@@ -154,3 +154,20 @@ async def test_a_sighup_while_workers_start_harms_none(
     rest = await asyncio.wait_for(process.stderr.read(), 20)
     assert await process.wait() == 0, (log + rest).decode()
     assert b"before it listened" not in log + rest
+
+
+async def test_a_reload_of_the_same_file_names_no_change_in_any_worker(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Each worker runs the file with its own ports, no pid_file and the command line's
+    --workers: a reload compares the file made the same, not the file as it is."""
+    config = write_config(
+        tmp_path,
+        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
+        shutdown="{drain_s: 0}",
+        pid_file=str(tmp_path / "gateway.pid"),
+    )
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_count("config reloaded from", 2)
+    assert "kept until a restart" not in gateway.log
