@@ -370,6 +370,9 @@ def _serve(args: argparse.Namespace) -> int:
         return placed(loaded, os.environ)
 
     config, ready_fd = as_run(config)
+    if config.placement is not None:
+        worker = config.placement.index
+        logs.configure(args.log_level, args.log_format or config.logging.format, worker)
     try:
         if ready_fd is None and config.workers > 1:
             problem = refusal(config)

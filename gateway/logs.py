@@ -146,12 +146,18 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, then the record's fields."""
 
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
         }
+        if self._worker is not None:
+            line["worker"] = self._worker
         fields = getattr(record, FIELDS, None)
         if isinstance(fields, dict):
             # The message repeats the fields as text; the JSON line has them as they are.
@@ -274,15 +280,22 @@ def _access_line(fields: dict[str, Any]) -> str:
     return line + "\n"
 
 
-def configure(level: str, log_format: str | None = None) -> None:
-    """Log to stderr in `log_format` (see choose_format), every handler behind the filter.
+def configure(level: str, log_format: str | None = None, worker: int | None = None) -> None:
+    """Log to stderr in `log_format` (see choose_format), every handler behind the filter;
+    in a worker of `serve --workers`, every line names the worker.
 
     Called again once the config is read, to switch to the format it names.
     """
     logging.basicConfig(level=getattr(logging, level), format=TEXT_FORMAT, stream=sys.stderr)
     logging.getLogger().setLevel(getattr(logging, level))
+    text_format = TEXT_FORMAT
+    if worker is not None:
+        # (The access lines carry it among their own fields.)
+        text_format = TEXT_FORMAT.replace("%(name)s", f"%(name)s worker={worker}")
     formatter = (
-        JsonFormatter() if choose_format(log_format) == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter(worker)
+        if choose_format(log_format) == "json"
+        else logging.Formatter(text_format)
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(REDACTION)

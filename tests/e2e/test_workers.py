@@ -171,3 +171,6 @@ async def test_a_reload_of_the_same_file_names_no_change_in_any_worker(
     gateway.process.send_signal(signal.SIGHUP)
     await gateway.wait_for_count("config reloaded from", 2)
     assert "kept until a restart" not in gateway.log
+    # Every line of a worker's says which worker it is, not only its access lines.
+    reloaded = [line for line in gateway.log_lines if "config reloaded from" in line]
+    assert {int(match) for line in reloaded for match in _WORKER.findall(line)} == {0, 1}
