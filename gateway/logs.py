@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -235,14 +235,35 @@ def _cleaned(value: str) -> str:
 _pending: list[str] = []
 
 
+# A pipe takes a write of up to this many bytes whole (POSIX PIPE_BUF, 4096 on Linux): the
+# workers of `serve --workers` share one stderr, and a larger write could be interleaved with
+# another worker's, tearing lines apart.
+ATOMIC_WRITE_BYTES = 4096
+
+
 def write_pending() -> None:
-    if _pending:
-        text = "".join(_pending)
-        _pending.clear()
-        # A closed stderr (its reader gone) costs the lines, never a request.
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(text)
+    if not _pending:
+        return
+    lines = _pending[:]
+    _pending.clear()
+    # A closed stderr (its reader gone) costs the lines, never a request.
+    with contextlib.suppress(OSError, ValueError):
+        for chunk in _whole_lines_within(lines, ATOMIC_WRITE_BYTES):
+            sys.stderr.write(chunk)
             sys.stderr.flush()
+
+
+def _whole_lines_within(lines: list[str], limit: int) -> Iterator[str]:
+    """The lines joined into as few texts as can be, each of whole lines and at most `limit`
+    bytes in UTF-8 (a longer line alone)."""
+    start, size = 0, 0
+    for index, line in enumerate(lines):
+        length = len(line) if line.isascii() else len(line.encode("utf-8", "replace"))
+        if size + length > limit and index > start:
+            yield "".join(lines[start:index])
+            start, size = index, 0
+        size += length
+    yield "".join(lines[start:])
 
 
 # Lines of the last turn, when the process ends between turns.

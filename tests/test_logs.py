@@ -187,3 +187,13 @@ def test_the_clean_value_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) ->
     logs._cleaned("/neuopenapi/" + "x" * 100_000)
     assert len(logs._cleaned_cache) <= logs._CLEANED_CACHE_SIZE
     assert all(len(key) <= logs._CLEANED_MAX_LENGTH for key in logs._cleaned_cache)
+
+
+@given(st.lists(st.text(max_size=300).map(lambda text: text.replace("\n", "") + "\n")))
+def test_pending_lines_leave_whole_and_within_a_pipes_atomic_write(lines: list[str]) -> None:
+    chunks = list(logs._whole_lines_within(lines, 512))
+    assert "".join(chunks) == "".join(lines)
+    for chunk in chunks:
+        assert chunk == "" or chunk.endswith("\n")
+        size = len(chunk.encode("utf-8", "replace"))
+        assert size <= 512 or chunk.count("\n") == 1, "only a line longer than the limit alone"
