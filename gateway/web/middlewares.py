@@ -39,9 +39,17 @@ _IDS = random.Random(os.urandom(32))  # noqa: S311 - ids, not secrets
 
 
 def request_id_for(request: web.Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given is not None and _ACCEPTABLE_REQUEST_ID.fullmatch(given) and not _credential(given):
+        return given
     # 128 random bits, as uuid4 has, without building a UUID object.
-    return given if _ACCEPTABLE_REQUEST_ID.fullmatch(given) else f"{_IDS.getrandbits(128):032x}"
+    return f"{_IDS.getrandbits(128):032x}"
+
+
+def _credential(request_id: str) -> bool:
+    """Whether a caller's id looks like a credential (a known secret, a sign, a JWT): it is
+    logged, returned and sent upstream as it is, so such a one is replaced."""
+    return logs.redact(request_id, logs.REDACTION.secrets) != request_id
 
 
 def error_response(error: GatewayError, request_id: str) -> web.Response:

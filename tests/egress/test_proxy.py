@@ -20,10 +20,11 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
+from gateway import logs
 from gateway.app import create_app
 from gateway.egress.uploads import SPOOL_MEMORY_BYTES
 from tests.conftest import GatewayFactory, gateway_config, guarded
-from tests.platform_double import APPID, PlatformDouble, reference_sign
+from tests.platform_double import APPID, SECRET, PlatformDouble, reference_sign
 from tests.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
@@ -463,6 +464,25 @@ async def test_request_id_is_kept_or_made_and_sent_upstream(
     made = response.headers["X-Request-Id"]
     assert made != "bad id\twith tab"
     assert len(made) == 32
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(SECRET, id="the app's secret"),
+        pytest.param("ab" * 32, id="shaped like a sign"),
+        pytest.param("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", id="a JWT"),
+    ],
+)
+async def test_a_request_id_that_looks_like_a_credential_is_replaced(
+    gateway: Client, platform: PlatformDouble, given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `serve` does: the process's redaction knows the config's secrets.
+    monkeypatch.setattr(logs, "REDACTION", logs.RedactingFilter([SECRET]))
+    response = await gateway.get(ECHO_PATH, headers={"X-Request-Id": given})
+    made = response.headers["X-Request-Id"]
+    assert made != given
+    assert platform.last.headers["X-Request-Id"] == made
 
 
 async def test_only_allowed_caller_headers_go_upstream(
