@@ -28,7 +28,7 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from gateway import logs
-from gateway.app import sandbox_settings
+from gateway.app import SIDE_SHUTDOWN_S, sandbox_settings
 from gateway.config import Config, ConfigError, Placement, load
 from gateway.metrics import MULTIPROCESS_DIR_ENV
 from gateway.sandbox.server import create_sandbox_app, set_secret
@@ -223,7 +223,8 @@ class Supervisor:
             {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
             sandbox_settings(config),
         )
-        runner = web.AppRunner(self._sandbox, access_log=None)
+        # Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.
+        runner = web.AppRunner(self._sandbox, access_log=None, shutdown_timeout=SIDE_SHUTDOWN_S)
         listen = config.sandbox.listen
         await start_listening(runner, listen.host, listen.port, "sandbox.listen")
         host, port, *_ = runner.addresses[0]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.e2e
 
 TOKEN = "/neuopenapi/oauth/mini/accessToken"
+ECHO = "/neuopenapi/sandbox/echo"
 _WORKER = re.compile(r"worker=(\d+)")
 
 
@@ -174,3 +177,33 @@ async def test_a_reload_of_the_same_file_names_no_change_in_any_worker(
     # Every line of a worker's says which worker it is, not only its access lines.
     reloaded = [line for line in gateway.log_lines if "config reloaded from" in line]
     assert {int(match) for line in reloaded for match in _WORKER.findall(line)} == {0, 1}
+
+
+async def test_a_stop_with_a_request_held_at_the_shared_sandbox_keeps_to_its_deadline(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The supervisor runs the embedded sandbox for all workers: a request held there must
+    not keep the stop waiting for aiohttp's own 60 s."""
+    config = write_config(
+        tmp_path,
+        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
+        shutdown="{drain_s: 0, timeout_s: 1}",
+    )
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    async with aiohttp.ClientSession() as session:
+        faults = gateway.sandbox_url + "/sandbox/faults"
+        async with session.post(faults, data={"path": ECHO, "hang": "true"}) as response:
+            assert response.status == 200
+        stuck = asyncio.ensure_future(session.post(gateway.url + ECHO, data={"x": "1"}))
+        for _ in range(500):
+            async with session.get(gateway.sandbox_url + "/sandbox/stats") as response:
+                if (await response.json())["response"]["hanging"] == 1:
+                    break
+            await asyncio.sleep(0.01)  # wait-ok: polls until the request is held there
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(gateway.process.wait(), 30) == 0
+        # timeout_s for the workers, then the sandbox's own second, and the slack.
+        assert time.monotonic() - started < 1 + 1 + 3
+        with contextlib.suppress(aiohttp.ClientError):
+            (await stuck).close()
