@@ -174,6 +174,8 @@ def _require_unicode(text: str, key: str) -> None:
 def is_unicode(text: str) -> bool:
     """Whether the text can be sent as UTF-8: no lone surrogates, such as the ones that stand
     for undecodable bytes in headers."""
+    if text.isascii():
+        return True  # known without encoding it: the usual header
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
