@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.platform_double import APPID, SECRET
@@ -182,3 +183,22 @@ def start_gateway(start_command: StartCommand) -> StartGateway:
         return await start_command("serve", "-c", str(config), *extra_args, env=env)
 
     return start
+
+
+async def hang_at_sandbox(
+    session: aiohttp.ClientSession, gateway: GatewayProcess, path: str
+) -> None:
+    """Makes the embedded sandbox hold every request to `path` until its faults are cleared."""
+    faults = gateway.sandbox_url + "/sandbox/faults"
+    async with session.post(faults, data={"path": path, "hang": "true"}) as response:
+        assert response.status == 200
+
+
+async def until_held(session: aiohttp.ClientSession, gateway: GatewayProcess, count: int) -> None:
+    """Returns once `count` requests are held at the embedded sandbox."""
+    for _ in range(1000):
+        async with session.get(gateway.sandbox_url + "/sandbox/stats") as response:
+            if (await response.json())["response"]["hanging"] == count:
+                return
+        await asyncio.sleep(0.01)  # wait-ok: polls the sandbox's count of held requests
+    raise AssertionError(f"{count} requests never all reached the sandbox")

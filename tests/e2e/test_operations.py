@@ -24,6 +24,8 @@ from tests.processes import (
     GatewayProcess,
     StartCommand,
     StartGateway,
+    hang_at_sandbox,
+    until_held,
     write_config,
 )
 from tests.rawhttp import raw_request
@@ -368,19 +370,12 @@ async def test_sigterm_drains_and_answers_every_request_in_flight(
 ) -> None:
     config = write_config(tmp_path, shutdown="{drain_s: 1, timeout_s: 20}")
     gateway = await start_gateway(config)
-    faults = gateway.sandbox_url + "/sandbox/faults"
-    assert (await post_json(session, faults, data={"path": ECHO, "hang": "true"}))[0] == 200
+    await hang_at_sandbox(session, gateway, ECHO)
     in_flight = [
         asyncio.ensure_future(post_json(session, gateway.url + ECHO, data={"n": str(n)}))
         for n in range(50)
     ]
-    for _ in range(1000):
-        _, stats = await get_json(session, gateway.sandbox_url + "/sandbox/stats")
-        if stats["response"]["hanging"] == 50:
-            break
-        await asyncio.sleep(0.01)  # wait-ok: polls until all 50 are held at the platform
-    else:
-        raise AssertionError("the 50 requests never all reached the platform")
+    await until_held(session, gateway, 50)
     started = time.monotonic()
     gateway.process.send_signal(signal.SIGTERM)
     await gateway.wait_for_log("draining")
@@ -389,7 +384,7 @@ async def test_sigterm_drains_and_answers_every_request_in_flight(
     assert "draining" in body["responseHeader"]["msg"]
     # Still served during the drain: load balancers may not have noticed yet.
     assert (await get_json(session, gateway.url + "/healthz"))[0] == 200
-    async with session.delete(faults) as released:
+    async with session.delete(gateway.sandbox_url + "/sandbox/faults") as released:
         assert released.status == 200
     results = await asyncio.gather(*in_flight)
     assert [status for status, _ in results] == [200] * 50
@@ -451,14 +446,9 @@ async def test_a_stop_keeps_to_its_deadline_and_to_exit_0_whatever_signals_follo
 ) -> None:
     config = write_config(tmp_path, shutdown="{drain_s: 0.5, timeout_s: 2}")
     gateway = await start_gateway(config)
-    faults = gateway.sandbox_url + "/sandbox/faults"
-    assert (await post_json(session, faults, data={"path": ECHO, "hang": "true"}))[0] == 200
+    await hang_at_sandbox(session, gateway, ECHO)
     stuck = asyncio.ensure_future(post_json(session, gateway.url + ECHO, data={"x": "1"}))
-    for _ in range(500):
-        _, stats = await get_json(session, gateway.sandbox_url + "/sandbox/stats")
-        if stats["response"]["hanging"] == 1:
-            break
-        await asyncio.sleep(0.01)  # wait-ok: polls until the request is held at the platform
+    await until_held(session, gateway, 1)
     started = time.monotonic()
     gateway.process.send_signal(signal.SIGTERM)
     await gateway.wait_for_log("stopping")

@@ -15,7 +15,15 @@ import aiohttp
 import pytest
 
 from tests.platform_double import SECRET
-from tests.processes import GATEWAY_COMMAND, StartGateway, neu_gateway, write_config
+from tests.processes import (
+    GATEWAY_COMMAND,
+    GatewayProcess,
+    StartGateway,
+    hang_at_sandbox,
+    neu_gateway,
+    until_held,
+    write_config,
+)
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -25,13 +33,20 @@ ECHO = "/neuopenapi/sandbox/echo"
 _WORKER = re.compile(r"worker=(\d+)")
 
 
-def redis_config(tmp_path: Path, redis_server: RedisServer) -> Path:
-    return write_config(
-        tmp_path,
-        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
-        callbacks="{listen: {port: 0}}",
-        shutdown="{drain_s: 0}",
-    )
+def redis_config(tmp_path: Path, redis_server: RedisServer, **extra: str) -> Path:
+    settings = {
+        "cache": f"{{backend: redis, url: '{redis_server.url}'}}",
+        "callbacks": "{listen: {port: 0}}",
+        "shutdown": "{drain_s: 0}",
+        **extra,
+    }
+    return write_config(tmp_path, **settings)
+
+
+def worker_pids(gateway: GatewayProcess) -> list[int]:
+    pid = gateway.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in children.split()]
 
 
 async def fresh_connection_post(url: str, data: dict[str, str]) -> tuple[int, Any, str]:
@@ -95,8 +110,7 @@ async def test_a_worker_that_dies_is_started_again(
     gateway = await start_gateway(
         redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
     )
-    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
-    pids = [int(pid) for pid in children.read_text().split()]  # noqa: ASYNC240 - a /proc read
+    pids = worker_pids(gateway)
     assert len(pids) == 2
     os.kill(pids[0], signal.SIGKILL)
     await gateway.wait_for_log("starting it again")
@@ -126,8 +140,7 @@ async def test_workers_end_with_their_supervisor_even_killed(
     gateway = await start_gateway(
         redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
     )
-    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
-    pids = [int(pid) for pid in children.read_text().split()]  # noqa: ASYNC240 - a /proc read
+    pids = worker_pids(gateway)
     gateway.process.kill()
     await gateway.process.wait()
     for _ in range(500):
@@ -164,12 +177,7 @@ async def test_a_reload_of_the_same_file_names_no_change_in_any_worker(
 ) -> None:
     """Each worker runs the file with its own ports, no pid_file and the command line's
     --workers: a reload compares the file made the same, not the file as it is."""
-    config = write_config(
-        tmp_path,
-        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
-        shutdown="{drain_s: 0}",
-        pid_file=str(tmp_path / "gateway.pid"),
-    )
+    config = redis_config(tmp_path, redis_server, pid_file=str(tmp_path / "gateway.pid"))
     gateway = await start_gateway(config, extra_args=("--workers", "2"))
     gateway.process.send_signal(signal.SIGHUP)
     await gateway.wait_for_count("config reloaded from", 2)
@@ -184,22 +192,12 @@ async def test_a_stop_with_a_request_held_at_the_shared_sandbox_keeps_to_its_dea
 ) -> None:
     """The supervisor runs the embedded sandbox for all workers: a request held there must
     not keep the stop waiting for aiohttp's own 60 s."""
-    config = write_config(
-        tmp_path,
-        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
-        shutdown="{drain_s: 0, timeout_s: 1}",
-    )
+    config = redis_config(tmp_path, redis_server, shutdown="{drain_s: 0, timeout_s: 1}")
     gateway = await start_gateway(config, extra_args=("--workers", "2"))
     async with aiohttp.ClientSession() as session:
-        faults = gateway.sandbox_url + "/sandbox/faults"
-        async with session.post(faults, data={"path": ECHO, "hang": "true"}) as response:
-            assert response.status == 200
+        await hang_at_sandbox(session, gateway, ECHO)
         stuck = asyncio.ensure_future(session.post(gateway.url + ECHO, data={"x": "1"}))
-        for _ in range(500):
-            async with session.get(gateway.sandbox_url + "/sandbox/stats") as response:
-                if (await response.json())["response"]["hanging"] == 1:
-                    break
-            await asyncio.sleep(0.01)  # wait-ok: polls until the request is held there
+        await until_held(session, gateway, 1)
         started = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(gateway.process.wait(), 30) == 0
