@@ -49,6 +49,11 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
 
 
+def _own_context(app: App) -> ssl.SSLContext | None:
+    """The context the app's TLS files make, if it names any (TlsSetupError if unusable)."""
+    return ssl_context(app.tls, f"apps.{app.name}.tls") if _uses_files(app.tls) else None
+
+
 @functools.cache
 def default_context() -> ssl.SSLContext:
     # Loading the system's CA store costs tens of milliseconds: once per process.
@@ -85,15 +90,7 @@ class Sessions:
     @staticmethod
     def check_tls(app: App) -> None:
         """Raises TlsSetupError if the app's TLS files cannot be used."""
-        if _uses_files(app.tls):
-            ssl_context(app.tls, f"apps.{app.name}.tls")
-
-    def _ssl(self, app: App) -> ssl.SSLContext | bool:
-        if not _uses_files(app.tls):
-            # aiohttp's own verifying context, made once per process: loading the system's
-            # CA store again for every session costs tens of milliseconds.
-            return True
-        return ssl_context(app.tls, f"apps.{app.name}.tls")
+        _own_context(app)
 
     def route(self, app: App) -> Route:
         route = self._routes.get((app.tls, app.proxy))
@@ -118,9 +115,7 @@ class Sessions:
             direct = self._origins.get(app.tls)
             if direct is None:
                 direct = self._origins[app.tls] = Origins(
-                    ssl_context(app.tls, f"apps.{app.name}.tls")
-                    if _uses_files(app.tls)
-                    else default_context(),
+                    _own_context(app) or default_context(),
                     app.tls.server_name,
                     self._slots.setdefault(app.tls, Slots(self._pool.max_connections)),
                     self._pool.keepalive_s,
@@ -132,7 +127,8 @@ class Sessions:
             limit=self._pool.max_connections,
             keepalive_timeout=self._pool.keepalive_s,
             ttl_dns_cache=300,
-            ssl=self._ssl(app),
+            # Without TLS files, aiohttp's own verifying context (True), made once per process.
+            ssl=_own_context(app) or True,
         )
         session = aiohttp.ClientSession(
             connector=connector,

@@ -460,7 +460,7 @@ class Upstream:
         except TimeoutError as exc:
             _log_failure(method, url, exc)
             raise UpstreamTimeout() from exc
-        except (UpstreamTimeout, UpstreamUnreachable) as exc:
+        except UpstreamUnreachable as exc:
             _log_failure(method, url, exc)
             raise
         except (ConnectionLost, OSError) as exc:
