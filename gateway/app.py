@@ -38,6 +38,7 @@ from gateway.sandbox.server import create_sandbox_app, sandbox_appids, set_secre
 from gateway.sandbox.world import Settings
 from gateway.web.admin import Readiness, admin_routes
 from gateway.web.connections import ConnectionLimits, GuardedRunner
+from gateway.web.dispatch import add_prefix_route
 from gateway.web.middlewares import gateway_middleware
 from gateway.web.state import (
     BASE_URLS,
@@ -102,9 +103,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app[WAITS] = TradeWaits(app[CLOCK])
     if config.admin.listen is None:
         app.router.add_routes(admin_routes(app[READINESS], metrics))
-    app.router.add_route(
-        "*", API_PREFIX + "{tail:.*}", proxy.forward, expect_handler=proxy.expect_body
-    )
+    add_prefix_route(app, API_PREFIX, proxy.forward, proxy.expect_body)
     return app
 
 

@@ -47,6 +47,7 @@ from gateway.core.errors import (
     render,
 )
 from gateway.metrics import NONE, OTHER
+from gateway.web.dispatch import ServerHandler, dispatcher
 from gateway.web.middlewares import error_response, write_access_line
 
 log = logs.logger("neu_gateway.listener")
@@ -470,11 +471,12 @@ class GuardedServer(web.Server):
         server: web.Server,
         limits: ConnectionLimits,
         on_refused: Callable[[int], None] | None = None,
+        request_handler: ServerHandler | None = None,
     ) -> None:
         # Told the status of each request refused before it reached a handler (metrics).
         self.on_refused = on_refused or (lambda status: None)
         super().__init__(
-            server.request_handler,
+            request_handler or server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
@@ -544,4 +546,6 @@ class GuardedRunner(web.AppRunner):
         self._on_refused = on_refused
 
     async def _make_server(self) -> web.Server:
-        return GuardedServer(await super()._make_server(), self._limits, self._on_refused)
+        server = await super()._make_server()
+        handler = dispatcher(self.app, server.request_handler)
+        return GuardedServer(server, self._limits, self._on_refused, handler)
