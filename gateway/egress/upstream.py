@@ -72,6 +72,7 @@ HOP_BY_HOP = frozenset(
 )
 # The body is relayed decoded and re-framed, so its old length and coding no longer apply.
 REFRAMED = frozenset({"content-length", "content-encoding"})
+_NOT_RELAYED = HOP_BY_HOP | REFRAMED
 
 
 @dataclass(frozen=True)
@@ -85,18 +86,20 @@ class UpstreamResponse:
 
 def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """The headers worth relaying: no hop-by-hop ones, none named in Connection."""
-    named_in_connection = {
-        token.strip().lower()
-        for value in headers.getall("Connection", [])
-        for token in value.split(",")
-    }
-    dropped = HOP_BY_HOP | REFRAMED | named_in_connection
-    return CIMultiDict(
-        (name, value)
-        for name, value in headers.items()
+    dropped = _NOT_RELAYED
+    connection = headers.getall("Connection", None)
+    if connection:
+        named = {token.strip().lower() for value in connection for token in value.split(",")}
+        if not named <= dropped:
+            dropped = dropped | named
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() in dropped:
+            continue
         # A value whose bytes are not UTF-8 could not be written to the caller again.
-        if name.lower() not in dropped and is_unicode(name) and is_unicode(value)
-    )
+        if (name.isascii() and value.isascii()) or (is_unicode(name) and is_unicode(value)):
+            kept.add(name, value)
+    return kept
 
 
 @dataclass(frozen=True)
