@@ -197,3 +197,29 @@ def test_pending_lines_leave_whole_and_within_a_pipes_atomic_write(lines: list[s
         assert chunk == "" or chunk.endswith("\n")
         size = len(chunk.encode("utf-8", "replace"))
         assert size <= 512 or chunk.count("\n") == 1, "only a line longer than the limit alone"
+
+
+_SCALARS = (
+    st.text()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+)
+
+
+_HEAD_KEYS = ("time", "level", "logger")
+
+
+@given(st.dictionaries(st.text().filter(lambda key: key not in _HEAD_KEYS), _SCALARS, max_size=20))
+def test_a_direct_json_access_line_is_json_dumps_of_its_head_and_fields(
+    fields: dict[str, object],
+) -> None:
+    logs._direct_format = "json"
+    try:
+        line = logs._access_line(dict(fields))
+    finally:
+        logs._direct_format = None
+    stamp = json.loads(line)["time"]
+    head = {"time": stamp, "level": "INFO", "logger": "neu_gateway.access"}
+    assert line == json.dumps(head | fields, ensure_ascii=False) + "\n"

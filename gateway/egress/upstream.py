@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import aiohttp
@@ -83,6 +84,11 @@ class UpstreamResponse:
     # Attempts it took, when more than one (X-Neu-Attempts).
     attempts: int = 1
 
+    @cached_property
+    def platform_status(self) -> int | None:
+        """`responseHeader.status`, read once for both the metrics and the retry decision."""
+        return envelope_status(self.body)
+
 
 def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """The headers worth relaying: no hop-by-hop ones, none named in Connection."""
@@ -148,6 +154,8 @@ class Upstream:
         self._breakers: dict[str, Breaker] = {}
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._last_date: tuple[str | None, float | None] = (None, None)
+        # Each app's clock offset as the metrics show it.
+        self._offsets_shown: dict[str, float] = {}
         self._whole_time = self._timeout(policy.total_s)
 
     def _timeout(self, total_s: float) -> aiohttp.ClientTimeout:
@@ -217,7 +225,7 @@ class Upstream:
                 self._failed(app.name, breaker)
             else:
                 self._succeeded(app.name, breaker)
-            status = envelope_status(answer.body)
+            status = answer.platform_status
             transient = answer.status in TRANSIENT or status in TRANSIENT
             if transient and method == "GET" and await self._pause(attempt, attempts, deadline):
                 continue
@@ -293,7 +301,10 @@ class Upstream:
         skew = self._skew(base_url)
         if skew.observe(sent_s, self._clock.now_ms() / 1000, date_s):
             self._log_correction(base_url, app, skew)
-        self._metrics.clock_offset.labels(app).set(skew.offset_s)
+        if self._offsets_shown.get(app) != skew.offset_s:
+            # Set on a change only: a gauge's labels and set cost a microsecond an answer.
+            self._offsets_shown[app] = skew.offset_s
+            self._metrics.clock_offset.labels(app).set(skew.offset_s)
 
     def _log_correction(self, base_url: str, app: str, skew: Skew) -> None:
         if skew.correcting:
@@ -340,7 +351,7 @@ class Upstream:
             raise
         else:
             http_status = str(answer.status)
-            status = envelope_status(answer.body)
+            status = answer.platform_status
             platform = NONE if status is None else str(status)
             return answer
         finally:
