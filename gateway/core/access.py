@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from gateway.core.platform import API_PREFIX
 from gateway.core.secrets import Secret
@@ -26,6 +27,11 @@ class Route:
 
     method: str
     pattern: str
+    # The pattern compiled once: fnmatch looks its compiled form up on every call.
+    _match: Callable[[str], re.Match[str] | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_match", re.compile(fnmatch.translate(self.pattern)).match)
 
     @classmethod
     def parse(cls, text: str) -> Route:
@@ -38,7 +44,7 @@ class Route:
         return cls(method, pattern)
 
     def allows(self, method: str, path: str) -> bool:
-        return self.method in ("*", method) and fnmatch.fnmatchcase(path, self.pattern)
+        return self.method in ("*", method) and self._match(path) is not None
 
     def __str__(self) -> str:
         return f"{self.method} {self.pattern}"
@@ -55,7 +61,10 @@ class Caller:
         return app in self.apps
 
     def may_call(self, method: str, path: str) -> bool:
-        return any(route.allows(method, path) for route in self.routes)
+        for route in self.routes:  # noqa: SIM110 - any() of a generator costs twice as much
+            if route.allows(method, path):
+                return True
+        return False
 
 
 # Stands for a request that needs no token: anonymous mode, or a trusted network.

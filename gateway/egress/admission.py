@@ -33,7 +33,8 @@ from gateway.web.state import APP_NAME, CALLER_NAME, ROUTE, config_of
 
 APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
-_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
+_SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+_PLAIN_SEGMENTS = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,6 @@ def checked_path(raw_target: str) -> str:
     if not raw_target.startswith("/"):
         raise InvalidPath("absolute-form request targets are refused: this is not a forward proxy")
     path = raw_target.split("?", 1)[0]
-    segments = path.removeprefix(API_PREFIX).split("/")
-    if not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments):
+    if _PLAIN_SEGMENTS.fullmatch(path.removeprefix(API_PREFIX)) is None:
         raise InvalidPath()
     return path

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.core.access import (
     ANONYMOUS,
@@ -115,3 +118,13 @@ def test_is_trusted_v6() -> None:
 
 def test_caller_repr_hides_the_token() -> None:
     assert "orders-token" not in repr(ORDERS)
+
+
+_PATH_TEXT = st.text(st.sampled_from([*"/neuopayab*?[]!.-%é"]), max_size=24)
+
+
+@given(pattern=_PATH_TEXT, path=_PATH_TEXT, method=st.sampled_from(["GET", "POST", "*"]))
+def test_a_route_matches_a_path_as_fnmatchcase_does(pattern: str, path: str, method: str) -> None:
+    route = Route(method, "/neuopenapi/" + pattern)
+    expected = fnmatch.fnmatchcase("/neuopenapi/" + path, "/neuopenapi/" + pattern)
+    assert route.allows("POST", "/neuopenapi/" + path) == (expected and method in ("*", "POST"))

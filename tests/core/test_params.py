@@ -245,3 +245,13 @@ def test_the_plain_text_path_parses_plain_forms_as_the_general_one(
         assert parsed_or_refusal(parse_urlencoded, raw, "form body", max_pairs) == (
             parsed_or_refusal(_parse_pieces, raw, "form body", max_pairs)
         )
+
+
+# Mostly characters nothing quotes, so that whole dicts of them (the fast path) come up, and
+# now and then one that must be quoted, or that a join could mistake for a separator.
+mostly_plain = st.text(st.sampled_from([*"abcXYZ019_.~-"] * 4 + [*"=&+ %/é\x00"]), max_size=12)
+
+
+@given(st.dictionaries(mostly_plain, mostly_plain, max_size=10))
+def test_form_encoded_of_plain_fields_is_urlencode_byte_for_byte(fields: dict[str, str]) -> None:
+    assert form_encoded(fields) == urlencode(fields)
