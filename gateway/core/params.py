@@ -271,13 +271,22 @@ def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     Repeated keys become one comma-joined value in first-seen order. `appid`, `timestamp`
     and `sign` are dropped (the gateway sets them); any spelling of `secret` is refused.
     """
-    kept = []
+    fields: dict[str, str] = {}
+    # The values of repeated keys, joined once all are in (as joined() does): most requests
+    # have none, and skip building a list per key.
+    repeated: dict[str, list[str]] = {}
     for key, value in pairs:
         if is_secret_name(key):
             raise SecretParamRejected()
-        if key not in GATEWAY_KEYS:
-            kept.append((key, value))
-    return joined(kept)
+        if key in GATEWAY_KEYS:
+            continue
+        if key in fields:
+            repeated.setdefault(key, [fields[key]]).append(value)
+        else:
+            fields[key] = value
+    for key, values in repeated.items():
+        fields[key] = ",".join(values)
+    return fields
 
 
 def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -39,7 +39,8 @@ USER_AGENT = "neu-gateway"
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 
-@dataclass(frozen=True)
+# Made per request: slots, and not frozen, whose __init__ costs four times as much.
+@dataclass(slots=True)
 class Answer:
     status: int
     headers: CIMultiDict[str]

@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from gateway.core.errors import InvalidJson, InvalidParams, SecretParamRejected
 from gateway.core.params import (
+    GATEWAY_KEYS,
     _parse_pieces,
     caller_fields,
     form_encoded,
+    joined,
     parse_json,
     parse_urlencoded,
 )
@@ -255,3 +257,18 @@ mostly_plain = st.text(st.sampled_from([*"abcXYZ019_.~-"] * 4 + [*"=&+ %/é\x00"
 @given(st.dictionaries(mostly_plain, mostly_plain, max_size=10))
 def test_form_encoded_of_plain_fields_is_urlencode_byte_for_byte(fields: dict[str, str]) -> None:
     assert form_encoded(fields) == urlencode(fields)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "openIds", "appid", "sign", "timestamp"]), st.text()),
+        max_size=12,
+    )
+)
+def test_caller_fields_are_the_joined_pairs_without_the_gateways_keys(
+    pairs: list[tuple[str, str]],
+) -> None:
+    fields = caller_fields(pairs)
+    expected = joined([(key, value) for key, value in pairs if key not in GATEWAY_KEYS])
+    assert fields == expected
+    assert list(fields) == list(expected)
