@@ -48,7 +48,7 @@ from gateway.core.errors import (
 )
 from gateway.metrics import NONE, OTHER
 from gateway.web.dispatch import ServerHandler, dispatcher
-from gateway.web.middlewares import error_response, write_access_line
+from gateway.web.middlewares import error_response
 
 log = logs.logger("neu_gateway.listener")
 
@@ -117,20 +117,22 @@ def was_evicted(request: web.BaseRequest) -> bool:
 def _log_refused(request_id: str, error: GatewayError) -> None:
     """The access line of a request refused before it reached a handler: only its answer is
     known."""
-    write_access_line(
-        request_id=request_id,
-        caller=NONE,
-        app=NONE,
-        method=NONE,
-        route=OTHER,
-        status=error.status,
-        path="-",
-        upstream_status=NONE,
-        platform_status=NONE,
-        duration_ms=0.0,
-        upstream_ms=0.0,
-        bytes_in=0,
-        bytes_out=len(render(error)),
+    logs.access(
+        logs.AccessLine(
+            request_id=request_id,
+            caller=NONE,
+            app=NONE,
+            method=NONE,
+            route=OTHER,
+            status=error.status,
+            path="-",
+            upstream_status=NONE,
+            platform_status=NONE,
+            duration_ms=0.0,
+            upstream_ms=0.0,
+            bytes_in=0,
+            bytes_out=len(render(error)),
+        )
     )
 
 

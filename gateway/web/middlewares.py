@@ -139,30 +139,26 @@ def log_access(
     request.app[METRICS].observe_request(app, caller, route, request.method, status, seconds)
     call = CURRENT_CALL.get() or UpstreamCall()
     placement = config_of(request).placement
-    worker = {} if placement is None else {"worker": placement.index}
-    write_access_line(
-        request_id=request_id,
-        caller=caller,
-        app=app,
-        method=request.method,
-        route=route,
-        status=status,
-        # The encoded path only: a query string can carry an accessToken, and a decoded
-        # path could carry a line break into the log.
-        path=request.rel_url.raw_path,
-        upstream_status=call.http_status,
-        platform_status=call.platform_status,
-        duration_ms=round(seconds * 1000, 1),
-        upstream_ms=round(call.seconds * 1000, 1),
-        bytes_in=request.content.total_bytes,
-        bytes_out=_body_bytes(response),
-        **worker,
+    logs.access(
+        logs.AccessLine(
+            request_id=request_id,
+            caller=caller,
+            app=app,
+            method=request.method,
+            route=route,
+            status=status,
+            # The encoded path only: a query string can carry an accessToken, and a decoded
+            # path could carry a line break into the log.
+            path=request.rel_url.raw_path,
+            upstream_status=call.http_status,
+            platform_status=call.platform_status,
+            duration_ms=round(seconds * 1000, 1),
+            upstream_ms=round(call.seconds * 1000, 1),
+            bytes_in=request.content.total_bytes,
+            bytes_out=_body_bytes(response),
+            worker=None if placement is None else placement.index,
+        )
     )
-
-
-def write_access_line(**fields: str | int | float) -> None:
-    """One access line: key=value text, or the fields themselves in a JSON line."""
-    logs.access(fields, "path")
 
 
 def _body_bytes(response: web.StreamResponse | None) -> int:
