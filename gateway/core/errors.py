@@ -43,7 +43,8 @@ GatewayError
 │   ├── UpstreamBadResponse    502 upstream_bad_response
 │   ├── UpstreamTlsError       502 upstream_tls_error
 │   └── UpstreamDnsError       502 upstream_dns_error
-└── UpstreamTimeout            504 upstream_timeout
+├── UpstreamTimeout            504 upstream_timeout
+└── VersionNotSupported        505 http_version_not_supported
 
 The payment-callback ones (bad_sign, replayed, unknown_trade, foreign_trade, status_mismatch,
 not_final, outbox_unavailable, confirm_unavailable) answer the platform on the callbacks
@@ -336,6 +337,17 @@ class HeadersTooLarge(GatewayError):
     status = 431
     code = "headers_too_large"
     message = "the request headers are larger than the gateway accepts (limits.max_header_bytes)"
+
+
+class VersionNotSupported(GatewayError):
+    """The request line names an HTTP version other than 1.1 and 1.0."""
+
+    status = 505
+    code = "http_version_not_supported"
+    message = (
+        "the gateway speaks HTTP/1.1 (and HTTP/1.0); send the request as HTTP/1.1 "
+        "(HTTP/0.9, HTTP/2 and HTTP/3 are not served)"
+    )
 
 
 class InternalError(GatewayError):

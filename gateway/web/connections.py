@@ -32,7 +32,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_writer import HttpVersion10, HttpVersion11
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from gateway import logs
@@ -44,6 +45,7 @@ from gateway.core.errors import (
     InternalError,
     TooManyConnections,
     UpstreamTimeout,
+    VersionNotSupported,
     render,
 )
 from gateway.metrics import NONE, OTHER
@@ -55,6 +57,8 @@ log = logs.logger("neu_gateway.listener")
 # Room for the request line beside the headers; both are bounded by max_header_bytes on
 # their own (aiohttp's line and field limits), this bounds what is held while they arrive.
 REQUEST_LINE_ALLOWANCE = 1024
+HTTP_1 = (HttpVersion11, HttpVersion10)
+HEADER_END = b"\r\n\r\n"
 # aiohttp's default; with each field bounded, the block is bounded by the byte count anyway.
 MAX_HEADER_FIELDS = 128
 # What a connection waits on its client for, as the log names it.
@@ -152,6 +156,8 @@ def error_bytes(error: GatewayError, request_id: str) -> bytes:
 
 def error_for_parser(status: int, exc: BaseException | None) -> GatewayError:
     """The gateway's own error for what aiohttp refused before any handler ran."""
+    if status == 505 or _names_another_version(exc):
+        return VersionNotSupported()
     if isinstance(exc, LineTooLong) or (
         isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower()
     ):
@@ -166,6 +172,15 @@ def error_for_parser(status: int, exc: BaseException | None) -> GatewayError:
     if status == 504:
         return UpstreamTimeout()
     return InternalError()
+
+
+def _names_another_version(exc: BaseException | None) -> bool:
+    """Whether the parser refused a request line for its version (HTTP/3.0, HTTP/1.2) or as
+    HTTP/2's connection preface (PRI * HTTP/2.0)."""
+    if not isinstance(exc, BadHttpMessage):
+        return False
+    text = str(exc)
+    return "Invalid HTTP version" in text or "Pause on PRI" in text
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -195,6 +210,8 @@ class GuardedRequestHandler(RequestHandler):
         # Orders connections accepted in the same loop iteration, whose times are equal.
         self.serial = 0
         self.evicted = False
+        # The parser refused a request: nothing after it is read.
+        self._parse_refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -305,7 +322,22 @@ class GuardedRequestHandler(RequestHandler):
             self.force_close()
 
     def data_received(self, data: bytes) -> None:
-        if self._force_close or self._close:
+        # The parser refuses a whole piece at its first bad byte, dropping the requests it
+        # had parsed before it in the same piece. Pipelined requests are fed one header
+        # block at a time, so those before a bad one are still answered, in order.
+        end = data.find(HEADER_END)
+        if end < 0 or data.find(HEADER_END, end + 4) < 0:
+            self._received(data)
+            return
+        start = 0
+        while start < len(data) and not (self._force_close or self._parse_refused):
+            end = data.find(HEADER_END, start)
+            stop = len(data) if end < 0 else end + 4
+            self._received(data[start:stop])
+            start = stop
+
+    def _received(self, data: bytes) -> None:
+        if self._force_close or self._close or self._parse_refused:
             return
         body = self._body
         in_body = body is not None and not body.is_eof()
@@ -319,6 +351,7 @@ class GuardedRequestHandler(RequestHandler):
             self._header_bytes = 0
             if not self._messages:
                 return
+            self._refuse_other_versions(self._request_count - requests_before)
             message, self._body = self._messages[-1]
             if not isinstance(message, RawRequestMessage):
                 self._message = None
@@ -335,6 +368,21 @@ class GuardedRequestHandler(RequestHandler):
         if not in_header_block or not data:
             return
         self._count_header_bytes(len(data))
+
+    def _refuse_other_versions(self, new: int) -> None:
+        """llhttp parses HTTP/0.9 and HTTP/2.0 request lines, and aiohttp would answer them
+        in their own version's name (an `HTTP/2.0 200` on an HTTP/1.1 connection, the
+        request forwarded). The first such request of the `new` ones is answered 505 in its
+        turn, as the parser's own refusals are, and nothing after it is read."""
+        messages = self._messages
+        for index in range(len(messages) - new, len(messages)):
+            message, payload = messages[index]
+            if isinstance(message, RawRequestMessage) and message.version not in HTTP_1:
+                refused = VersionNotSupported()
+                messages[index] = (_ErrInfo(505, refused, refused.message), payload)
+                while len(messages) > index + 1:
+                    messages.pop()
+                return
 
     def _count_header_bytes(self, count: int) -> None:
         if not self._header_bytes:
@@ -408,12 +456,15 @@ class GuardedRequestHandler(RequestHandler):
         return response
 
     def _stop_reading(self, parse_error: Any) -> None:
-        """The parser refused the request: it is answered once, then the connection closes.
+        """The parser refused the request: it is answered once, after the requests queued
+        before it, then the connection closes (its answer says so).
 
         aiohttp would go on feeding the parser, queueing one more error per chunk, each
-        holding that chunk through its traceback: megabytes per connection.
+        holding that chunk through its traceback: megabytes per connection. (Not by
+        aiohttp's own `_close`, which would end the connection after the request being
+        answered, leaving those queued behind it, the refusal among them, unanswered.)
         """
-        self._close = True
+        self._parse_refused = True
         exc = getattr(parse_error, "exc", None)
         if isinstance(exc, BaseException):
             exc.__traceback__ = None
