@@ -21,6 +21,7 @@ from gateway.config import (
     App,
     Config,
     ConfigError,
+    LimitsConfig,
     LiveConfig,
     without_credentials,
 )
@@ -34,7 +35,12 @@ from gateway.egress.tokens import Store, StoreError, TokenCache
 from gateway.egress.upstream import CallPolicy, Upstream, close_sessions
 from gateway.egress.waits import TradeWaits
 from gateway.metrics import Metrics
-from gateway.sandbox.server import create_sandbox_app, sandbox_appids, set_secret
+from gateway.sandbox.server import (
+    MAX_LINE_BYTES,
+    create_sandbox_app,
+    sandbox_appids,
+    set_secret,
+)
 from gateway.sandbox.world import Settings
 from gateway.web.admin import Readiness, admin_routes
 from gateway.web.connections import ConnectionLimits, GuardedRunner
@@ -126,8 +132,7 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
         sandbox_settings(config),
         app[CLOCK],
     )
-    # The emulator's own requests (a hang fault) must not hold the gateway's stop.
-    runner = web.AppRunner(sandbox, access_log=None, shutdown_timeout=SIDE_SHUTDOWN_S)
+    runner = sandbox_runner(sandbox, config.limits)
     await runner.setup()
     listen = config.sandbox.listen
     try:
@@ -147,9 +152,30 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+def sandbox_runner(sandbox: web.Application, limits: LimitsConfig) -> GuardedRunner:
+    """The sandbox's listener, guarded as the gateway's own are (header bytes and time, a
+    connection cap): it runs in the gateway's process, or beside it, and a slow or oversized
+    request to it must not hold that process's memory either. Its refusals are not the
+    gateway's traffic, so they get no access line. Its header lines may be as long as its
+    parser takes, above any the gateway forwards."""
+    guard = replace(limits_for(limits), max_header_bytes=MAX_LINE_BYTES)
+    return GuardedRunner(
+        sandbox,
+        guard,
+        log_refusals=False,
+        access_log=None,
+        # The emulator's own requests (a hang fault) must not hold the gateway's stop.
+        shutdown_timeout=SIDE_SHUTDOWN_S,
+        **guard.handler_args(),
+    )
+
+
 def connection_limits(config: Config) -> ConnectionLimits:
     """How each of the gateway's listeners bounds its connections (see `listener`)."""
-    limits = config.limits
+    return limits_for(config.limits)
+
+
+def limits_for(limits: LimitsConfig) -> ConnectionLimits:
     return ConnectionLimits(
         max_header_bytes=limits.max_header_bytes,
         header_timeout_s=limits.header_timeout_s,

@@ -16,13 +16,20 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway import __version__, logs
-from gateway.app import create_app, open_outbox, probe_upstreams, tls_setup_problems
+from gateway.app import (
+    create_app,
+    open_outbox,
+    probe_upstreams,
+    sandbox_runner,
+    tls_setup_problems,
+)
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.config import (
     DEFAULT_CONFIG_PATH,
     App,
     Config,
     ConfigError,
+    LimitsConfig,
     is_loopback,
     load,
     without_credentials,
@@ -496,7 +503,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         notify_backoff_s=args.notify_backoff_s,
         explain=args.explain,
     )
-    runner = web.AppRunner(create_sandbox_app(secrets, settings), access_log=None)
+    runner = sandbox_runner(create_sandbox_app(secrets, settings), LimitsConfig())
     _run(_serve_until_stopped(runner, args.host, args.port, "sandbox", "--host/--port"))
     return EXIT_OK
 

@@ -28,7 +28,7 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from gateway import logs
-from gateway.app import SIDE_SHUTDOWN_S, sandbox_settings
+from gateway.app import sandbox_runner, sandbox_settings
 from gateway.config import Config, ConfigError, Placement, load
 from gateway.metrics import MULTIPROCESS_DIR_ENV
 from gateway.sandbox.server import create_sandbox_app, set_secret
@@ -151,7 +151,7 @@ class Supervisor:
     async def run(self) -> None:
         config = self._config
         loop = asyncio.get_running_loop()
-        sandbox_runner = await self._start_sandbox()
+        shared_sandbox = await self._start_sandbox()
         try:
             self._ports = {
                 "listen_port": self._reserve(config.listen.host, config.listen.port),
@@ -202,8 +202,8 @@ class Supervisor:
         finally:
             for sock in self._reserved:
                 sock.close()
-            if sandbox_runner is not None:
-                await sandbox_runner.cleanup()
+            if shared_sandbox is not None:
+                await shared_sandbox.cleanup()
             if config.pid_file is not None:
                 with contextlib.suppress(OSError):
                     config.pid_file.unlink()
@@ -223,8 +223,8 @@ class Supervisor:
             {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
             sandbox_settings(config),
         )
-        # Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.
-        runner = web.AppRunner(self._sandbox, access_log=None, shutdown_timeout=SIDE_SHUTDOWN_S)
+        # (Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.)
+        runner = sandbox_runner(self._sandbox, config.limits)
         listen = config.sandbox.listen
         await start_listening(runner, listen.host, listen.port, "sandbox.listen")
         host, port, *_ = runner.addresses[0]

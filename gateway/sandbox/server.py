@@ -435,6 +435,11 @@ async def stats(request: web.Request) -> web.Response:
     )
 
 
+# Above any gateway's header limits, so what a gateway forwards is judged by the platform's
+# rules, not refused in plain text for its length.
+MAX_LINE_BYTES = 1 << 16
+
+
 def create_sandbox_app(
     secrets: Mapping[str, str], settings: Settings | None = None, clock: Clock | None = None
 ) -> web.Application:
@@ -444,9 +449,7 @@ def create_sandbox_app(
     app = web.Application(
         middlewares=[sandbox_middleware],
         client_max_size=MAX_BODY_BYTES,
-        # Above any gateway's header limits, so what a gateway forwards is judged by the
-        # platform's rules, not refused in plain text for its length.
-        handler_args={"max_line_size": 1 << 16, "max_field_size": 1 << 16},
+        handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )
     events = Events()
     notifier = Notifier(dict(secrets), settings, clock, on_change=events.publish)

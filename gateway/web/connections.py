@@ -324,17 +324,23 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         # The parser refuses a whole piece at its first bad byte, dropping the requests it
         # had parsed before it in the same piece. Pipelined requests are fed one header
-        # block at a time, so those before a bad one are still answered, in order.
-        end = data.find(HEADER_END)
-        if end < 0 or data.find(HEADER_END, end + 4) < 0:
+        # block at a time, so those before a bad one are still answered, in order. A body
+        # goes whole, whatever it holds: it cannot make the gateway split it into pieces.
+        if self._in_body():
             self._received(data)
             return
-        start = 0
-        while start < len(data) and not (self._force_close or self._parse_refused):
-            end = data.find(HEADER_END, start)
-            stop = len(data) if end < 0 else end + 4
-            self._received(data[start:stop])
-            start = stop
+        start, end = 0, data.find(HEADER_END)
+        while end >= 0 and not self._in_body():
+            following = data.find(HEADER_END, end + 4)
+            if following < 0:
+                break  # the last header block ends in the rest: it goes whole
+            self._received(data[start : end + 4])
+            start, end = end + 4, following
+        self._received(data[start:] if start else data)
+
+    def _in_body(self) -> bool:
+        body = self._body
+        return body is not None and not body.is_eof()
 
     def _received(self, data: bytes) -> None:
         if self._force_close or self._close or self._parse_refused:
@@ -449,7 +455,8 @@ class GuardedRequestHandler(RequestHandler):
                 error.code,
                 type(exc).__name__ if exc is not None else "-",
             )
-        _log_refused(request_id, error)
+        if self._server.log_refusals:
+            _log_refused(request_id, error)
         self._server.on_refused(error.status)
         response = error_response(error, request_id)
         response.force_close()
@@ -507,7 +514,8 @@ class GuardedRequestHandler(RequestHandler):
         if transport is not None and not self._request_in_progress:
             request_id = uuid.uuid4().hex
             transport.write(error_bytes(error, request_id))
-            _log_refused(request_id, error)
+            if self._server.log_refusals:
+                _log_refused(request_id, error)
             self._server.on_refused(error.status)
         self.force_close()
 
@@ -525,9 +533,13 @@ class GuardedServer(web.Server):
         limits: ConnectionLimits,
         on_refused: Callable[[int], None] | None = None,
         request_handler: ServerHandler | None = None,
+        log_refusals: bool = True,
     ) -> None:
         # Told the status of each request refused before it reached a handler (metrics).
         self.on_refused = on_refused or (lambda status: None)
+        # Whether such a request gets an access line (the gateway's listeners, not the
+        # sandbox's).
+        self.log_refusals = log_refusals
         super().__init__(
             request_handler or server.request_handler,
             request_factory=server.request_factory,
@@ -588,6 +600,7 @@ class GuardedRunner(web.AppRunner):
         app: web.Application,
         limits: ConnectionLimits,
         on_refused: Callable[[int], None] | None = None,
+        log_refusals: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("access_log", None)
@@ -597,8 +610,9 @@ class GuardedRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self._limits = limits
         self._on_refused = on_refused
+        self._log_refusals = log_refusals
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         handler = dispatcher(self.app, server.request_handler)
-        return GuardedServer(server, self._limits, self._on_refused, handler)
+        return GuardedServer(server, self._limits, self._on_refused, handler, self._log_refusals)

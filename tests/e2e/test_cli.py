@@ -9,6 +9,7 @@ import pytest
 
 from tests.platform_double import SECRET
 from tests.processes import StartCommand, StartGateway, neu_gateway, write_config
+from tests.rawhttp import raw_request
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -258,6 +259,13 @@ async def test_sandbox_command_runs_the_platform_alone(start_command: StartComma
         ) as response:
             body = await response.json()
         assert "the platform signed: appid=demo-appidsecret=******" in body["responseHeader"]["msg"]
+    # Its listener is guarded as the gateway's are (limits' defaults): an oversized header
+    # block is refused in the envelope as it arrives.
+    port = int(sandbox.url.rsplit(":", 1)[1])
+    status, envelope = await raw_request(
+        port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 140_000
+    )
+    assert (status, envelope["error"]) == (431, "headers_too_large")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from gateway.sandbox.server import create_sandbox_app
 from gateway.web.state import BASE_URLS
 from tests.conftest import guarded
 from tests.platform_double import APPID, SECRET
+from tests.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
 
@@ -232,3 +234,30 @@ async def test_gateway_maps_sandbox_faults(gateway: Client) -> None:
     response = await gateway.post("/neuopenapi/pay/transactions/tradeclose", data={"tradeNo": "T"})
     assert response.status == 502
     assert (await response.json())["error"] == "upstream_unreachable"
+
+
+async def test_the_embedded_sandbox_listener_is_guarded_as_the_gateways_are(
+    aiohttp_client: Any,
+) -> None:
+    config = from_mapping(
+        {
+            "apps": {"demo": {"appid": APPID, "secret_env": "S", "upstream": "sandbox"}},
+            "sandbox": {"listen": {"port": 0}},
+            "limits": {"max_header_bytes": 1024, "header_timeout_s": 0.3},
+        },
+        {"S": SECRET},
+    )
+    gateway: Client = await aiohttp_client(guarded(create_app(config)))
+    port = int(sandbox_url(gateway).rsplit(":", 1)[1])
+    status, envelope = await raw_request(port, b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 140_000)
+    assert (status, envelope["error"]) == (431, "headers_too_large")
+    # A header block that never ends is answered 408 once header_timeout_s has passed.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /neuopenapi/pay/transactions/tradedetail HTTP/1.1\r\nX-Slow: ")
+        async with asyncio.timeout(10):
+            answer = await reader.read(-1)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"error": "header_timeout"' in answer
