@@ -29,6 +29,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import GatewayError
 from gateway.core.platform import API_PREFIX
 from gateway.egress import proxy
+from gateway.egress.ratelimits import CallerRates
 from gateway.egress.sessions import Sessions, TlsSetupError
 from gateway.egress.stores import MemoryStore, RedisStore
 from gateway.egress.tokens import Store, StoreError, TokenCache
@@ -49,6 +50,7 @@ from gateway.web.middlewares import gateway_middleware
 from gateway.web.state import (
     BASE_URLS,
     CALLBACKS_URL,
+    CALLER_RATES,
     CLOCK,
     CONFIG,
     DELIVER_TO,
@@ -107,6 +109,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(_callbacks)
     app.cleanup_ctx.append(_admin_listener)
     app[WAITS] = TradeWaits(app[CLOCK])
+    app[CALLER_RATES] = CallerRates()
     if config.admin.listen is None:
         app.router.add_routes(admin_routes(app[READINESS], metrics))
     add_prefix_route(app, API_PREFIX, proxy.forward, proxy.expect_body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Hashable, Mapping
@@ -31,6 +32,7 @@ from yarl import URL
 from gateway import logs
 from gateway.core.access import Caller, Network, Route
 from gateway.core.endpoints import ENDPOINTS
+from gateway.core.ratelimit import Rate
 from gateway.core.secrets import Secret
 
 log = logs.logger("neu_gateway.config")
@@ -250,6 +252,17 @@ class LimitsConfig(_Model):
 MIN_CALLER_TOKEN_LENGTH = 16
 
 
+class RateLimitConfig(_Model):
+    """A caller's requests a second, and how many it may send at once after a quiet spell."""
+
+    requests_per_s: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+    # Default: one second's worth.
+    burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+    def rate(self) -> Rate:
+        return Rate(self.requests_per_s, self.burst or max(1, math.ceil(self.requests_per_s)))
+
+
 class CallerConfig(_Model):
     """A service that may call the gateway, and what it may do."""
 
@@ -257,6 +270,7 @@ class CallerConfig(_Model):
     token_file: Path | None = None
     apps: Annotated[list[str], Field(min_length=1)]
     allow: Annotated[list[str], Field(min_length=1)]
+    rate_limit: RateLimitConfig | None = None
 
     @model_validator(mode="after")
     def _one_token_source(self) -> CallerConfig:
@@ -635,7 +649,8 @@ def _callers(
             problems.append(f"{where}: has the same token as callers.{twin}; give each its own")
             continue
         routes = tuple(Route.parse(item) for item in caller.allow)
-        callers[name] = Caller(name, token, frozenset(caller.apps), routes)
+        rate = None if caller.rate_limit is None else caller.rate_limit.rate()
+        callers[name] = Caller(name, token, frozenset(caller.apps), routes, rate)
     return callers
 
 

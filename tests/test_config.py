@@ -417,3 +417,45 @@ def test_egress_settings_resolve_per_app() -> None:
 def test_bad_egress_settings_are_named(document: dict[str, Any], field: str) -> None:
     problems = problems_of({"apps": {"demo": app()}, **document})
     assert any(problem.startswith(field) for problem in problems), problems
+
+
+def _caller_with(rate_limit: Any) -> dict[str, Any]:
+    return {
+        "apps": {"demo": app()},
+        "callers": {
+            "orders": {
+                "token_env": "T",
+                "apps": ["demo"],
+                "allow": ["* /neuopenapi/*"],
+                "rate_limit": rate_limit,
+            }
+        },
+    }
+
+
+def test_a_callers_rate_limit_and_its_default_burst() -> None:
+    environ = {"S": "s3cr3t", "T": "t" * 32}
+    config = from_mapping(_caller_with({"requests_per_s": 2.5}), environ)
+    rate = config.callers["orders"].rate
+    assert rate is not None
+    assert (rate.per_s, rate.burst) == (2.5, 3)
+    config = from_mapping(_caller_with({"requests_per_s": 10, "burst": 50}), environ)
+    rate = config.callers["orders"].rate
+    assert rate is not None
+    assert (rate.per_s, rate.burst) == (10, 50)
+
+
+@pytest.mark.parametrize(
+    ("rate_limit", "problem"),
+    [
+        ({"requests_per_s": 0}, "callers.orders.rate_limit.requests_per_s"),
+        ({"requests_per_s": -1}, "callers.orders.rate_limit.requests_per_s"),
+        ({"requests_per_s": ".inf"}, "callers.orders.rate_limit.requests_per_s"),
+        ({"requests_per_s": 1, "burst": 0}, "callers.orders.rate_limit.burst"),
+        ({"burst": 5}, "callers.orders.rate_limit.requests_per_s"),
+        ({"requests_per_s": 1, "per": "minute"}, "callers.orders.rate_limit.per"),
+    ],
+)
+def test_a_bad_rate_limit_is_named(rate_limit: dict[str, Any], problem: str) -> None:
+    problems = problems_of(_caller_with(rate_limit), {"S": "s3cr3t", "T": "t" * 32})
+    assert any(problem in line for line in problems), problems

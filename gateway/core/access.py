@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.core.platform import API_PREFIX
+from gateway.core.ratelimit import Rate
 from gateway.core.secrets import Secret
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,6 +57,8 @@ class Caller:
     token: Secret
     apps: frozenset[str]
     routes: tuple[Route, ...]
+    # Its requests a second and burst, in each gateway process; None: no limit.
+    rate: Rate | None = None
 
     def may_use(self, app: str) -> bool:
         return app in self.apps

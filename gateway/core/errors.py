@@ -31,6 +31,7 @@ GatewayError
 ├── ExpectationFailed          417 expectation_failed
 ├── UnsupportedMediaType       415 unsupported_media_type
 │   └── UnsupportedContentEncoding 415 unsupported_content_encoding
+├── RateLimited                429 rate_limited
 ├── HeadersTooLarge            431 headers_too_large
 ├── InternalError              500 internal_error
 ├── CacheUnavailable           503 cache_unavailable
@@ -329,6 +330,14 @@ class UnsupportedContentEncoding(UnsupportedMediaType):
     message = (
         "compressed request bodies are not accepted (Content-Encoding): send the body uncompressed"
     )
+
+
+class RateLimited(GatewayError):
+    """The caller sent more requests than its rate_limit allows."""
+
+    status = 429
+    code = "rate_limited"
+    message = "this caller is over its rate limit"
 
 
 class HeadersTooLarge(GatewayError):

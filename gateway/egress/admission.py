@@ -1,9 +1,9 @@
 """Whether a request may go any further, decided before its body is read.
 
-In order: the method, the caller (401), the app (404, 403), the path (400), the caller's
-route rights (403), the endpoint's method (405), and the body's encoding (415). The same
-checks run when a caller asks `Expect: 100-continue`, so a refused upload is refused before
-it is sent.
+In order: the method, the caller (401), its rate (429), the app (404, 403), the path (400),
+the caller's route rights (403), the endpoint's method (405), and the body's encoding (415).
+The same checks run when a caller asks `Expect: 100-continue`, so a refused upload is refused
+before it is sent.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from gateway.core.errors import (
 from gateway.core.platform import API_PREFIX
 from gateway.egress.bodies import refuse_compressed
 from gateway.metrics import route_label
-from gateway.web.state import APP_NAME, CALLER_NAME, ROUTE, config_of
+from gateway.web.state import APP_NAME, CALLER_NAME, CALLER_RATES, CLOCK, ROUTE, config_of
 
 APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
@@ -66,6 +66,9 @@ def admit(request: web.Request) -> Admitted:
         raise Unauthenticated()
     name = caller.name if isinstance(caller, Caller) else caller
     request[CALLER_NAME] = name
+    if isinstance(caller, Caller) and caller.rate is not None:
+        # Before anything else is looked at: a caller over its rate costs little.
+        request.app[CALLER_RATES].check(caller, request.app[CLOCK].monotonic())
     app = choose_app(config, request.headers.get(APP_HEADER), caller)
     request[APP_NAME] = app.name
     path = checked_path(request.raw_path)
