@@ -4,8 +4,9 @@ Redaction is the last step before a record is written: known secrets (app secret
 tokens) by value; JWTs, 64-hex signs and bearer tokens by shape; and the values of keys whose
 names hold a sensitive word (`sign`, `token`, `code`, `secret`, `phone`, `mobile`, `password`,
 `auth`, `credential`: so `accessToken`, `authCode`, `phoneNumber` too) in query-string and JSON
-text. Then every control character is escaped, so nothing that came from the network can
-break a line: a record is always one line, and a traceback's lines are indented under it.
+text; and phone numbers by their shape, under any key. Then every control character is
+escaped, so nothing that came from the network can break a line: a record is always one line,
+and a traceback's lines are indented under it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ _JSON_PAIR = re.compile(r'("[^"]*+"\s*+:\s*+)("(?:[^"\\]++|\\.)*+"|[0-9+\-]++)')
 # C0 and C1 controls (line breaks among them) and the Unicode line and paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^@\s/]+@")
+# Users' phone numbers under any key, or in free text: a mainland mobile number (11 digits,
+# 1[3-9]..., the doc's `phone` shape) that is not part of a longer run of digits (a
+# millisecond timestamp has 13), and an international one written with its `+`.
+_PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)|(?<![\w+])\+\d(?:[ -]?\d){6,14}(?!\d)")
 
 
 def escape_controls(text: str) -> str:
@@ -71,6 +76,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _BEARER.sub(rf"\g<1>{REDACTED}", text)
     text = _PAIR.sub(_redacted_pair, text)
     text = _JSON_PAIR.sub(_redacted_json_pair, text)
+    text = _PHONE.sub(REDACTED, text)
     return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
 
 

@@ -226,3 +226,35 @@ def test_a_json_access_line_is_json_dumps_of_its_head_and_fields(line: logs.Acce
     stamp = json.loads(written)["time"]
     head = {"time": stamp, "level": "INFO", "logger": "neu_gateway.access"}
     assert written == json.dumps(head | line.fields(), ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "gone"),
+    [
+        pytest.param("remark=18510538893&x=1", "18510538893", id="a mobile under a neutral key"),
+        pytest.param('{"value": "13800138000"}', "13800138000", id="in JSON under a neutral key"),
+        pytest.param("call me on 19912345678.", "19912345678", id="in free text"),
+        pytest.param("to +86 185 1053 8893 now", "185 1053 8893", id="international, spaced"),
+        pytest.param("to +966-50-123-4567 now", "50-123-4567", id="international, dashed"),
+        pytest.param("+6591234567", "91234567", id="international, bare"),
+    ],
+)
+def test_phone_numbers_are_redacted_under_any_key(text: str, gone: str) -> None:
+    cleaned = redact(text)
+    assert gone not in cleaned
+    assert REDACTED in cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "timestamp=1764374400000",  # milliseconds: 13 digits
+        "at 2026-11-29T00:53:57.810+00:00",
+        "tradeNo=2026112900123456789",
+        "amount=12000 currency=CNY",
+        "took 12345678901234 ns",
+        "offset +12.5 s",
+    ],
+)
+def test_numbers_that_are_not_phone_numbers_are_left_alone(text: str) -> None:
+    assert redact(text) == text
