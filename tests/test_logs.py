@@ -222,7 +222,7 @@ _finite = st.floats(allow_nan=False, allow_infinity=False)
     )
 )
 def test_a_json_access_line_is_json_dumps_of_its_head_and_fields(line: logs.AccessLine) -> None:
-    written = logs._access_json(line)
+    written = logs._access_json(line, line.path)
     stamp = json.loads(written)["time"]
     head = {"time": stamp, "level": "INFO", "logger": "neu_gateway.access"}
     assert written == json.dumps(head | line.fields(), ensure_ascii=False) + "\n"
