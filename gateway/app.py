@@ -155,13 +155,24 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
-def sandbox_runner(sandbox: web.Application, limits: LimitsConfig) -> GuardedRunner:
+def sandbox_runner(
+    sandbox: web.Application, limits: LimitsConfig, gateways: int = 1
+) -> GuardedRunner:
     """The sandbox's listener, guarded as the gateway's own are (header bytes and time, a
     connection cap): it runs in the gateway's process, or beside it, and a slow or oversized
     request to it must not hold that process's memory either. Its refusals are not the
     gateway's traffic, so they get no access line. Its header lines may be as long as its
-    parser takes, above any the gateway forwards."""
-    guard = replace(limits_for(limits), max_header_bytes=MAX_LINE_BYTES)
+    parser takes, above any the gateway forwards.
+
+    Its cap leaves room for each of the `gateways` calling it (each has at most
+    limits.max_connections requests at the sandbox at once) and as many more clients of its
+    own (its controls, the simulator, a client that signs for itself).
+    """
+    guard = replace(
+        limits_for(limits),
+        max_header_bytes=MAX_LINE_BYTES,
+        max_connections=(gateways + 1) * limits.max_connections,
+    )
     return GuardedRunner(
         sandbox,
         guard,

@@ -503,7 +503,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         notify_backoff_s=args.notify_backoff_s,
         explain=args.explain,
     )
-    runner = sandbox_runner(create_sandbox_app(secrets, settings), LimitsConfig())
+    runner = sandbox_runner(create_sandbox_app(secrets, settings), LimitsConfig(), gateways=0)
     _run(_serve_until_stopped(runner, args.host, args.port, "sandbox", "--host/--port"))
     return EXIT_OK
 

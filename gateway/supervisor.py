@@ -224,7 +224,7 @@ class Supervisor:
             sandbox_settings(config),
         )
         # (Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.)
-        runner = sandbox_runner(self._sandbox, config.limits)
+        runner = sandbox_runner(self._sandbox, config.limits, gateways=config.workers)
         listen = config.sandbox.listen
         await start_listening(runner, listen.host, listen.port, "sandbox.listen")
         host, port, *_ = runner.addresses[0]

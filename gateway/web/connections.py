@@ -212,6 +212,8 @@ class GuardedRequestHandler(RequestHandler):
         self.evicted = False
         # The parser refused a request: nothing after it is read.
         self._parse_refused = False
+        # Pipelined bytes waiting for aiohttp's queue of parsed requests to drain.
+        self._held = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -242,11 +244,29 @@ class GuardedRequestHandler(RequestHandler):
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        requests_before = self._request_count
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
             self._idle_since = self._loop.time()
             self._body_since = None
+            if self._request_count != requests_before:
+                self._screen_tail(self._request_count - requests_before)
+
+    def _screen_tail(self, new: int) -> None:
+        """After a declined upgrade (a request with `Upgrade: websocket`), aiohttp parses the
+        bytes that followed it itself, not through data_received: those requests are held to
+        the same rules (another version refused, nothing read after a refusal)."""
+        if not self._messages:
+            return
+        self._refuse_other_versions(min(new, len(self._messages)))
+        message, self._body = self._messages[-1]
+        if not isinstance(message, RawRequestMessage):
+            self._message = None
+            if not self._parse_refused:
+                self._stop_reading(message)
+            return
+        self._message = message
 
     def client_wait_began(self, deadline: asyncio.Timeout) -> None:
         """A handler waits for body bytes: until they come, the connection may be evicted.
@@ -326,6 +346,13 @@ class GuardedRequestHandler(RequestHandler):
         # had parsed before it in the same piece. Pipelined requests are fed one header
         # block at a time, so those before a bad one are still answered, in order. A body
         # goes whole, whatever it holds: it cannot make the gateway split it into pieces.
+        #
+        # Once aiohttp's queue of parsed requests is full (its transport is then paused), the
+        # rest is held as bytes until the queue drains (aiohttp then calls this with b""): the
+        # parser would take one more request from each block fed to it, and a single read of
+        # tiny requests would be held as thousands of parsed ones.
+        if self._held:
+            data, self._held = self._held + data, b""
         if self._in_body():
             self._received(data)
             return
@@ -334,9 +361,16 @@ class GuardedRequestHandler(RequestHandler):
             following = data.find(HEADER_END, end + 4)
             if following < 0:
                 break  # the last header block ends in the rest: it goes whole
+            if self._queue_full():
+                self._held = data[start:]
+                return
             self._received(data[start : end + 4])
             start, end = end + 4, following
         self._received(data[start:] if start else data)
+
+    def _queue_full(self) -> bool:
+        bound = getattr(self, "_max_msg_queue_size", 0)
+        return bool(bound) and len(self._messages) >= bound
 
     def _in_body(self) -> bool:
         body = self._body
@@ -361,6 +395,8 @@ class GuardedRequestHandler(RequestHandler):
             message, self._body = self._messages[-1]
             if not isinstance(message, RawRequestMessage):
                 self._message = None
+                if in_body and body is not None:
+                    self._fail_body(body)
                 self._stop_reading(message)
                 return
             self._message = message
@@ -461,6 +497,16 @@ class GuardedRequestHandler(RequestHandler):
         response = error_response(error, request_id)
         response.force_close()
         return response
+
+    def _fail_body(self, body: Any) -> None:
+        """The parser refused bytes of a body being read (a broken chunk size): its request
+        answers 400 for it, as its read now fails, and the parser's own refusal queued behind
+        it, which would be a second answer to the same request, is dropped. (llhttp puts no
+        error on the body for this; its reader would wait out body_idle_timeout_s.)"""
+        refusal, _ = self._messages.pop()
+        error = web.RequestPayloadError("the request body is malformed")
+        error.__cause__ = getattr(refusal, "exc", None)
+        body.set_exception(error)
 
     def _stop_reading(self, parse_error: Any) -> None:
         """The parser refused the request: it is answered once, after the requests queued
