@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 
@@ -27,3 +28,24 @@ async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, d
     finally:
         writer.close()
     return int(status_line.split()[1]), json.loads(payload)
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
+async def until_closed(port: int | None, data: bytes, timeout_s: float = 10) -> bytes:
+    """Sends the bytes as given; returns everything written back until the server closes."""
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout_s):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+def statuses(answers: bytes) -> list[int]:
+    """The status of each answer in what a connection wrote back, in order."""
+    return [int(status) for status in _STATUS_LINE.findall(answers)]

@@ -4,24 +4,12 @@ past its rate limit."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 from tests.abuse.conftest import StartTarget, Target
+from tests.rawhttp import statuses, until_closed
 
-_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 CALLER_TOKEN = "orders-token-0123456789abcdef"
-
-
-async def everything_until_closed(port: int, data: bytes, timeout_s: float = 30) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(timeout_s):
-            return await reader.read(-1)
-    finally:
-        writer.close()
 
 
 async def test_thousands_of_pipelined_requests_ahead_of_garbage_are_answered_in_order(
@@ -32,11 +20,10 @@ async def test_thousands_of_pipelined_requests_ahead_of_garbage_are_answered_in_
     flood = HEALTH * 4000 + b"G\x01T / HTTP/1.1\r\n\r\n" + HEALTH
     async with target.under_abuse(max_growth_mb=24):
         answers = await asyncio.gather(
-            *(everything_until_closed(target.port, flood) for _ in range(4))
+            *(until_closed(target.port, flood, timeout_s=30) for _ in range(4))
         )
     for answer in answers:
-        statuses = [int(status) for status in _STATUS.findall(answer)]
-        assert statuses == [200] * 4000 + [400]
+        assert statuses(answer) == [200] * 4000 + [400]
 
 
 async def test_a_body_of_blank_lines_is_read_whole_not_split_into_requests(
@@ -51,10 +38,10 @@ async def test_a_body_of_blank_lines_is_read_whole_not_split_into_requests(
     )
     async with target.under_abuse(max_growth_mb=24):
         answers = await asyncio.gather(
-            *(everything_until_closed(target.port, head + body) for _ in range(4))
+            *(until_closed(target.port, head + body, timeout_s=30) for _ in range(4))
         )
     for answer in answers:
-        assert [int(status) for status in _STATUS.findall(answer)] == [413]
+        assert statuses(answer) == [413]
 
 
 async def test_a_caller_far_past_its_rate_is_answered_429_at_once(
@@ -74,14 +61,14 @@ async def test_a_caller_far_past_its_rate_is_answered_429_at_once(
     async with target.under_abuse(max_growth_mb=24):
         answers = await asyncio.gather(
             *(
-                everything_until_closed(
+                until_closed(
                     target.port, request * 500 + HEALTH[:-2] + b"Connection: close\r\n\r\n"
                 )
                 for _ in range(8)
             )
         )
-    statuses = [int(s) for answer in answers for s in _STATUS.findall(answer)]
+    answered = [status for answer in answers for status in statuses(answer)]
     # 5 a burst, and at most a few more as the bucket refills while the flood is answered.
-    assert 5 <= statuses.count(200) - 8 <= 5 + 30
-    assert statuses.count(429) >= 8 * 500 - 35
-    assert len(statuses) == 8 * 501
+    assert 5 <= answered.count(200) - 8 <= 5 + 30
+    assert answered.count(429) >= 8 * 500 - 35
+    assert len(answered) == 8 * 501

@@ -12,6 +12,7 @@ from aiohttp import web_protocol
 from gateway.web.connections import GuardedRequestHandler
 from tests.conftest import GatewayFactory
 from tests.platform_double import PlatformDouble
+from tests.rawhttp import until_closed
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
@@ -50,19 +51,6 @@ async def test_a_pipelined_burst_queues_no_more_requests_than_aiohttps_bound(
     assert max(queued) <= web_protocol.MAX_MSG_QUEUE_SIZE + 1
 
 
-async def exchange(port: int | None, raw: bytes) -> bytes:
-    """Everything the gateway writes back until it closes the connection."""
-    assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            return await reader.read(-1)
-    finally:
-        writer.close()
-
-
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9"])
 async def test_another_version_behind_a_declined_upgrade_is_505_and_never_forwarded(
     make_gateway: GatewayFactory, platform: PlatformDouble, version: bytes
@@ -75,7 +63,7 @@ async def test_another_version_behind_a_declined_upgrade_is_505_and_never_forwar
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     )
     other = b"GET /neuopenapi/test/echo?a=2 " + version + b"\r\nHost: x\r\n\r\n"
-    answer = await exchange(gateway.port, upgrade + other)
+    answer = await until_closed(gateway.port, upgrade + other)
     assert re.findall(rb"HTTP/\d\.\d (\d{3}) ", answer) == [b"200", b"505"]
     assert platform.received == []
 

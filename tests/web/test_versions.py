@@ -4,35 +4,17 @@ answered first."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 from typing import Any
 
 import pytest
 
 from tests.conftest import GatewayFactory
 from tests.platform_double import PlatformDouble
+from tests.rawhttp import statuses, until_closed
 
 ECHO = b"/neuopenapi/test/echo?a=1"
 OK = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
-
-
-async def exchange(port: int, raw: bytes) -> bytes:
-    """Everything the gateway writes back until it closes the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            return await reader.read(-1)
-    finally:
-        writer.close()
-
-
-def statuses(answer: bytes) -> list[int]:
-    return [int(status) for status in _STATUS_LINE.findall(answer)]
 
 
 def last_envelope(answer: bytes) -> dict[str, Any]:
@@ -55,7 +37,7 @@ async def test_another_version_is_505_and_never_forwarded(
     make_gateway: GatewayFactory, platform: PlatformDouble, request_line: bytes
 ) -> None:
     gateway = await make_gateway()
-    answer = await exchange(gateway.port, request_line % ECHO + b"\r\nHost: x\r\n\r\n")
+    answer = await until_closed(gateway.port, request_line % ECHO + b"\r\nHost: x\r\n\r\n")
     assert statuses(answer) == [505]
     envelope = last_envelope(answer)
     assert envelope["error"] == "http_version_not_supported"
@@ -66,7 +48,7 @@ async def test_another_version_is_505_and_never_forwarded(
 
 async def test_http2s_connection_preface_is_505(make_gateway: GatewayFactory) -> None:
     gateway = await make_gateway()
-    answer = await exchange(gateway.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    answer = await until_closed(gateway.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     assert statuses(answer) == [505]
     assert last_envelope(answer)["error"] == "http_version_not_supported"
 
@@ -77,7 +59,7 @@ async def test_requests_pipelined_ahead_of_another_version_are_answered_first(
     gateway = await make_gateway()
     other = b"GET " + ECHO + b" HTTP/2.0\r\nHost: x\r\n\r\n"
     # The connection closes after the 505: the request behind it is not read.
-    answer = await exchange(gateway.port, OK + OK + other + OK)
+    answer = await until_closed(gateway.port, OK + OK + other + OK)
     assert statuses(answer) == [200, 200, 505]
     assert platform.received == []
 
@@ -86,7 +68,7 @@ async def test_requests_pipelined_ahead_of_a_malformed_one_are_answered_first(
     make_gateway: GatewayFactory,
 ) -> None:
     gateway = await make_gateway()
-    answer = await exchange(gateway.port, OK + b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n" + OK)
+    answer = await until_closed(gateway.port, OK + b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n" + OK)
     assert statuses(answer) == [200, 400]
     assert last_envelope(answer)["error"] == "bad_request"
 
@@ -101,7 +83,7 @@ async def test_a_request_body_holding_blank_lines_is_not_taken_for_requests(
         b"Content-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
-    answer = await exchange(
+    answer = await until_closed(
         gateway.port, post + OK + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert statuses(answer) == [200, 200, 200]
@@ -112,5 +94,5 @@ async def test_pipelined_http_1_0_requests_end_with_the_first(
     make_gateway: GatewayFactory,
 ) -> None:
     gateway = await make_gateway()
-    answer = await exchange(gateway.port, b"GET /healthz HTTP/1.0\r\n\r\n" * 2)
+    answer = await until_closed(gateway.port, b"GET /healthz HTTP/1.0\r\n\r\n" * 2)
     assert statuses(answer) == [200]
