@@ -300,6 +300,7 @@ def _summary(config: Config) -> list[str]:
     lines = [
         f"caller {caller.name}: apps {', '.join(sorted(caller.apps))}; "
         f"allow {', '.join(map(str, caller.routes))}"
+        + ("" if caller.rate is None else f"; rate limit {caller.rate} (each process)")
         for caller in config.callers.values()
     ] or ["callers: none (no token asked for)"]
     if config.trusted_networks:

@@ -337,8 +337,8 @@ def _access_json(line: AccessLine, path: str) -> str:
         f'"route": {quoted(line.route)}, "status": {line.status:d}, '
         f'"path": {quoted(path)}, "upstream_status": {quoted(line.upstream_status)}, '
         f'"platform_status": {quoted(line.platform_status)}, '
-        f'"duration_ms": {float.__repr__(line.duration_ms)}, '
-        f'"upstream_ms": {float.__repr__(line.upstream_ms)}, '
+        f'"duration_ms": {float(line.duration_ms)!r}, '
+        f'"upstream_ms": {float(line.upstream_ms)!r}, '
         f'"bytes_in": {line.bytes_in:d}, "bytes_out": {line.bytes_out:d}{worker}}}\n'
     )
 

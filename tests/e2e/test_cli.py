@@ -37,7 +37,8 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
         "https://platform.example",
         app_callbacks="{deliver_to: 'http://127.0.0.1:9000/payments'}",
         callers="{orders: {token_env: ORDERS_TOKEN, apps: [demo], allow: "
-        "['POST /neuopenapi/pay/transactions/*', 'GET /neuopenapi/pay/transactions/tradedetail']}}",
+        "['POST /neuopenapi/pay/transactions/*', 'GET /neuopenapi/pay/transactions/tradedetail'], "
+        "rate_limit: {requests_per_s: 20, burst: 40}}}",
         trusted_networks="[127.0.0.1/32]",
         cache="{backend: redis, url: 'redis://:hunter2-password@redis.internal:6379/0?password=x'}",
         callbacks="{listen: {port: 8081}}",
@@ -48,7 +49,8 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
     assert result.status == 0, result.stderr
     assert result.stdout.splitlines()[3:] == [
         "  caller orders: apps demo; allow POST /neuopenapi/pay/transactions/*, "
-        "GET /neuopenapi/pay/transactions/tradedetail",
+        "GET /neuopenapi/pay/transactions/tradedetail; "
+        "rate limit 20 requests a second, bursts of 40 (each process)",
         "  trusted networks: 127.0.0.1/32",
         "  callbacks: listen 127.0.0.1:8081, store redis",
         "    app demo: deliver_to http://127.0.0.1:9000/payments",
