@@ -178,6 +178,9 @@ def sandbox_runner(
         guard,
         log_refusals=False,
         access_log=None,
+        # As it ran before it was guarded: a handler whose client left runs to its end (one
+        # cancelled while aiohttp opens a page's file would leave the file open).
+        handler_cancellation=False,
         # The emulator's own requests (a hang fault) must not hold the gateway's stop.
         shutdown_timeout=SIDE_SHUTDOWN_S,
         **guard.handler_args(),
