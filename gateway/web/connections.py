@@ -251,22 +251,9 @@ class GuardedRequestHandler(RequestHandler):
             self._idle_since = self._loop.time()
             self._body_since = None
             if self._request_count != requests_before:
-                self._screen_tail(self._request_count - requests_before)
-
-    def _screen_tail(self, new: int) -> None:
-        """After a declined upgrade (a request with `Upgrade: websocket`), aiohttp parses the
-        bytes that followed it itself, not through data_received: those requests are held to
-        the same rules (another version refused, nothing read after a refusal)."""
-        if not self._messages:
-            return
-        self._refuse_other_versions(min(new, len(self._messages)))
-        message, self._body = self._messages[-1]
-        if not isinstance(message, RawRequestMessage):
-            self._message = None
-            if not self._parse_refused:
-                self._stop_reading(message)
-            return
-        self._message = message
+                # A declined upgrade (`Upgrade: websocket`): aiohttp parsed the bytes that
+                # followed it itself, not through data_received.
+                self._screen(self._request_count - requests_before)
 
     def client_wait_began(self, deadline: asyncio.Timeout) -> None:
         """A handler waits for body bytes: until they come, the connection may be evicted.
@@ -389,18 +376,9 @@ class GuardedRequestHandler(RequestHandler):
             # A header block is complete: what follows is its body, or the next request.
             self._cancel_header_timer()
             self._header_bytes = 0
-            if not self._messages:
-                return
-            self._refuse_other_versions(self._request_count - requests_before)
-            message, self._body = self._messages[-1]
-            if not isinstance(message, RawRequestMessage):
-                self._message = None
-                if in_body and body is not None:
-                    self._fail_body(body)
-                self._stop_reading(message)
-                return
-            self._message = message
-            if self._body.is_eof():
+            new = self._request_count - requests_before
+            message = self._screen(new, body if in_body else None)
+            if message is not None and self._body.is_eof():
                 self._count_after(data, message, 0)
             return
         if in_body and body is not None and body.is_eof():
@@ -410,6 +388,24 @@ class GuardedRequestHandler(RequestHandler):
         if not in_header_block or not data:
             return
         self._count_header_bytes(len(data))
+
+    def _screen(self, new: int, reading: Any = None) -> RawRequestMessage | None:
+        """The `new` requests just parsed, held to the listener's rules: another version is
+        refused (505), nothing is read after a refusal (that one or the parser's), and a body
+        being read when the parser refused (`reading`) fails. The last of them becomes the
+        one whose body the next bytes belong to; returned, or None for a refusal."""
+        if not self._messages:
+            return None
+        self._refuse_other_versions(min(new, len(self._messages)))
+        message, self._body = self._messages[-1]
+        if not isinstance(message, RawRequestMessage):
+            self._message = None
+            if reading is not None:
+                self._fail_body(reading)
+            self._stop_reading(message)
+            return None
+        self._message = message
+        return message
 
     def _refuse_other_versions(self, new: int) -> None:
         """llhttp parses HTTP/0.9 and HTTP/2.0 request lines, and aiohttp would answer them
@@ -517,6 +513,8 @@ class GuardedRequestHandler(RequestHandler):
         aiohttp's own `_close`, which would end the connection after the request being
         answered, leaving those queued behind it, the refusal among them, unanswered.)
         """
+        if self._parse_refused:
+            return
         self._parse_refused = True
         exc = getattr(parse_error, "exc", None)
         if isinstance(exc, BaseException):
