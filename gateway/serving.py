@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import logs
+from gateway import heap, logs
 from gateway.app import CannotStart, apply_config, connection_limits, listen_failure
 from gateway.callbacks.outbox import OutboxError
 from gateway.config import Config, ConfigError, load
@@ -137,6 +137,12 @@ async def serve_gateway(
         except StartError:
             await runner.cleanup()
             raise
+    settled = heap.settle()
+    log.debug(
+        "garbage collector: %d startup objects frozen, thresholds %s",
+        settled.frozen,
+        settled.thresholds,
+    )
     if ready_fd is not None:
         assert config.placement is not None
         log.info("worker %d listening", config.placement.index)

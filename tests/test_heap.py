@@ -1,0 +1,102 @@
+"""The collector's settings for a serving process, and what they rest on: a request leaves no
+reference cycle, so reference counting frees all it made."""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from gateway import heap
+from tests.conftest import GatewayFactory
+from tests.processes import StartGateway, write_config
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_settle_freezes_what_exists_and_makes_young_passes_rare() -> None:
+    before = gc.get_threshold()
+    built_to_start = [object(), {"a": [1]}]
+
+    settled = heap.settle()
+
+    assert settled.frozen == gc.get_freeze_count() > 0
+    assert settled.thresholds == (heap.YOUNG_THRESHOLD, before[1], before[2])
+    assert gc.get_threshold() == settled.thresholds
+    # What existed is out of the collector's view; what comes after is not.
+    made_after = {"b": [2]}
+    tracked = {id(item) for item in gc.get_objects()}
+    assert id(built_to_start[1]) not in tracked
+    assert id(made_after) in tracked
+
+
+def _made_by_the_gateway(item: Any) -> bool:
+    """A request, a response or an object of the gateway's own. Not aiohttp's 404 or 405 for a
+    path no route takes: its route refers to itself, a cycle of a few objects of aiohttp's."""
+    if isinstance(item, web.HTTPException):
+        return False
+    module = getattr(type(item), "__module__", "") or ""
+    return module.startswith("gateway.") or isinstance(item, web.BaseRequest | web.StreamResponse)
+
+
+async def _requests_of_every_kind(client: Any) -> None:
+    # Proxied GET and POST (form and JSON), a multipart upload, and refusals: a bad
+    # parameter, an unsupported body, a path outside the API, a method the API lacks.
+    assert (await client.get("/neuopenapi/test/echo?a=1")).status == 200
+    assert (await client.post("/neuopenapi/test/echo", data="a=1&b=2", headers=FORM)).status == 200
+    assert (await client.post("/neuopenapi/test/echo", json={"a": "1"})).status == 200
+    form = aiohttp.FormData()
+    form.add_field("name", "value")
+    form.add_field("fileData", b"x" * 4096, filename="f.bin")
+    assert (await client.post("/neuopenapi/file/upload", data=form)).status == 200
+    bad = await client.post("/neuopenapi/test/echo", data=b"<a/>", headers={"Content-Type": "x/y"})
+    assert bad.status == 415
+    assert (await client.get("/elsewhere")).status == 404
+    assert (await client.put("/neuopenapi/test/echo")).status in (400, 405)
+    malformed = URL("/neuopenapi/test/echo?a=%zz", encoded=True)
+    assert (await client.get(malformed)).status == 400
+
+
+async def test_requests_leave_no_cycles_behind(make_gateway: GatewayFactory) -> None:
+    client = await make_gateway()
+    await _requests_of_every_kind(client)  # the first of each fills caches
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            await _requests_of_every_kind(client)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [item for item in gc.garbage if _made_by_the_gateway(item)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert Counter(type(item).__qualname__ for item in left) == Counter()
+
+
+async def test_serve_settles_the_heap_once_it_is_ready(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway(write_config(tmp_path))
+    await gateway.wait_for_log("garbage collector:")
+    line = next(line for line in gateway.log_lines if "garbage collector:" in line)
+    assert f"thresholds ({heap.YOUNG_THRESHOLD}, " in line
+    frozen = int(line.split("garbage collector: ")[1].split()[0])
+    assert frozen > 10_000
