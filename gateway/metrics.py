@@ -7,7 +7,9 @@ raw path, an openId or a code never becomes a label, so a caller cannot grow the
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -60,6 +62,71 @@ CURRENT_CALL: ContextVar[UpstreamCall | None] = ContextVar("neu_upstream_call", 
 def route_label(path: str) -> str:
     """A documented endpoint path, or `other` for any path a caller made up."""
     return path if path in ENDPOINTS else OTHER
+
+
+class _Tally:
+    """What one counter or histogram series was given since the last flush.
+
+    prometheus-client takes a lock and walks a histogram's buckets for every value: for the
+    four series a proxied request feeds, about 5 µs of its 115 (measured with wrk, every
+    other feature on). Requests add to a tally instead, and each tally goes to its series
+    once per turn of the event loop, whatever number of requests it carries: 2 to 4 µs less
+    a request. A histogram's tally writes to the child's bucket and sum values itself; a
+    test holds the result to what observe() gives.
+    """
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = False
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+
+class _Count(_Tally):
+    __slots__ = ("count",)
+
+    def __init__(self, child: Any) -> None:
+        super().__init__(child)
+        self.count = 0
+
+    def add(self) -> None:
+        self.count += 1
+
+    def flush(self) -> None:
+        self.child.inc(self.count)
+        self.count = 0
+
+
+class _Durations(_Tally):
+    """A histogram's values added up by bucket, and their sum: what observe() would have
+    added to the same bucket and sum series, one value at a time."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        super().__init__(child)
+        # The child's own bounds, +Inf last: a value goes to the first bound it does not
+        # exceed, as observe() decides.
+        self.bounds: list[float] = child._upper_bounds
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def flush(self) -> None:
+        buckets = self.child._buckets
+        counts = self.counts
+        for index, count in enumerate(counts):
+            if count:
+                buckets[index].inc(count)
+                counts[index] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
 
 
 class Metrics:
@@ -168,9 +235,11 @@ class Metrics:
         for outcome in DELIVERY_OUTCOMES:
             self.deliveries.labels(outcome)
         self._refreshers: list[Refresh] = []
-        # Label children by their values: labels() takes a lock and builds a key each call.
-        self._request_series: dict[tuple[str, ...], tuple[Any, Any]] = {}
-        self._upstream_series: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        # Tallies by label values: labels() takes a lock and builds a key each call.
+        self._request_series: dict[tuple[str, ...], tuple[_Count, _Durations]] = {}
+        self._upstream_series: dict[tuple[str, ...], tuple[_Count, _Durations]] = {}
+        self._durations: dict[tuple[Histogram, str, str], _Durations] = {}
+        self._pending: list[_Tally] = []
 
     def on_scrape(self, refresh: Refresh) -> None:
         """Runs `refresh` before each scrape, for gauges read from a backend (the outbox)."""
@@ -179,6 +248,7 @@ class Metrics:
     async def exposition(self) -> bytes:
         for refresh in self._refreshers:
             await refresh()
+        self.flush()
         if os.environ.get(MULTIPROCESS_DIR_ENV):
             # A worker of several: every worker's figures, added up (or, for the gauges,
             # the latest or the worst), from the files prometheus-client keeps for each.
@@ -197,11 +267,10 @@ class Metrics:
         series = self._upstream_series.get(key)
         if series is None:
             series = self._upstream_series[key] = (
-                self.upstream_requests.labels(*key),
-                self.upstream_duration.labels(app, route),
+                _Count(self.upstream_requests.labels(*key)),
+                self._durations_of(self.upstream_duration, app, route),
             )
-        series[0].inc()
-        series[1].observe(seconds)
+        self._add(series, seconds)
         call = CURRENT_CALL.get()
         if call is not None:
             call.http_status, call.platform_status = http_status, platform_status
@@ -221,8 +290,42 @@ class Metrics:
         series = self._request_series.get(key)
         if series is None:
             series = self._request_series[key] = (
-                self.requests.labels(*key),
-                self.request_duration.labels(app, route),
+                _Count(self.requests.labels(*key)),
+                self._durations_of(self.request_duration, app, route),
             )
-        series[0].inc()
-        series[1].observe(seconds)
+        self._add(series, seconds)
+
+    def _durations_of(self, histogram: Histogram, app: str, route: str) -> _Durations:
+        # One tally per histogram series, shared by the count series that feed it.
+        key = (histogram, app, route)
+        durations = self._durations.get(key)
+        if durations is None:
+            durations = self._durations[key] = _Durations(histogram.labels(app, route))
+        return durations
+
+    def _add(self, series: tuple[_Count, _Durations], seconds: float) -> None:
+        count, durations = series
+        count.add()
+        durations.add(seconds)
+        if count.pending and durations.pending:
+            return
+        pending = self._pending
+        first = not pending
+        for tally in series:
+            if not tally.pending:
+                tally.pending = True
+                pending.append(tally)
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                # No event loop (a program calling this directly): nothing would flush later.
+                self.flush()
+
+    def flush(self) -> None:
+        """Every tally to its series (at the end of each turn of the event loop, and before
+        a scrape)."""
+        pending, self._pending = self._pending, []
+        for tally in pending:
+            tally.pending = False
+            tally.flush()
