@@ -3,7 +3,10 @@ reference cycle, so reference counting frees all it made."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import socket
+import struct
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from yarl import URL
 
 from gateway import heap
 from tests.conftest import GatewayFactory
+from tests.platform_double import PlatformDouble
 from tests.processes import StartGateway, write_config
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -100,3 +104,57 @@ async def test_serve_settles_the_heap_once_it_is_ready(
     assert f"thresholds ({heap.YOUNG_THRESHOLD}, " in line
     frozen = int(line.split("garbage collector: ")[1].split()[0])
     assert frozen > 10_000
+
+
+# With a body: a request's body (aiohttp's StreamReader) refers back to its connection.
+REQUEST = (
+    b"POST /neuopenapi/test/echo HTTP/1.1\r\nHost: gateway\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\na=1&b=2"
+)
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)  # wait-ok: polls the gateway's own count of connections
+    raise AssertionError("never came true")
+
+
+async def _cut_connection(client: Any, platform: PlatformDouble, answered: bool) -> None:
+    """A caller resets its connection (as a load generator does when it stops): after its
+    answer, or while the platform still holds its request."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    held = len(platform.received)
+    writer.write(REQUEST)
+    if answered:
+        await reader.readuntil(b"\r\n\r\n")
+    else:
+        await _until(lambda: len(platform.received) > held)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    server = client.server.runner.server
+    await _until(lambda: server.open_connections == 0)
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["after-answer", "mid-request"])
+async def test_a_cut_connection_leaves_no_cycles_behind(
+    make_gateway: GatewayFactory, platform: PlatformDouble, answered: bool
+) -> None:
+    platform.hang = not answered
+    client = await make_gateway()
+    await _cut_connection(client, platform, answered)  # the first fills caches
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            await _cut_connection(client, platform, answered)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [item for item in gc.garbage if _made_by_the_gateway(item)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert Counter(type(item).__qualname__ for item in left) == Counter()

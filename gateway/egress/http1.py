@@ -61,7 +61,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, tls: bool) -> None:
         self._tls = tls
-        self._parser = httptools.HttpResponseParser(self)
+        # None once the connection is lost.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         # Closed or closing: never handed to another call.
         self.lost = False
@@ -85,7 +86,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
+        parser = self._parser
+        if self._waiter is None or self._waiter.done() or parser is None:
             # Bytes nobody asked for: the connection cannot be trusted with another call.
             self.close()
             return
@@ -94,7 +96,7 @@ class _Connection(asyncio.Protocol):
             if self._seen > self._max_seen:
                 # Framing (chunk sizes, extensions, trailers) far beyond the body allowed.
                 raise UpstreamBadResponse(too_large(self._max_body_bytes))
-            self._parser.feed_data(data)
+            parser.feed_data(data)
             if not self._headers_done and self._seen > MAX_HEAD_BYTES:
                 # Checked on the bytes as well as on whole lines: a line may never end.
                 raise _head_too_large()
@@ -115,6 +117,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        try:
+            self._answer_lost(exc)
+        finally:
+            # The parser calls back into this connection, and the transport holds it: cycles
+            # that would wait for the garbage collector (see gateway/heap.py). Nothing is
+            # read or written once the connection is lost.
+            self._parser = None
+            self.transport = None
+
+    def _answer_lost(self, exc: Exception | None) -> None:
         if self._waiter is None or self._waiter.done():
             return
         if self._headers_done:
@@ -148,6 +160,8 @@ class _Connection(asyncio.Protocol):
         )
 
     def on_headers_complete(self) -> None:
+        # (Called by the parser, which is there until the connection is lost.)
+        assert self._parser is not None
         status = self._parser.get_status_code()
         if status == 101:
             # Relayed, it would leave the caller waiting on a protocol the gateway does not
@@ -190,6 +204,7 @@ class _Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        assert self._parser is not None
         self._complete(reusable=self._parser.should_keep_alive())
 
     # the exchange

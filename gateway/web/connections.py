@@ -240,6 +240,10 @@ class GuardedRequestHandler(RequestHandler):
             self._counted = False
             self._server.closed(self)
         super().connection_lost(exc)
+        # The last request's body and head: the body refers back to this handler, and the
+        # pair would otherwise wait for the garbage collector (see gateway/heap.py).
+        self._body = self._message = None
+        self._held = b""
 
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
