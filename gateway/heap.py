@@ -16,8 +16,8 @@ import gc
 from dataclasses import dataclass
 
 # Net allocations between two passes over the young objects. Requests in flight hold a few
-# thousand objects at most, so passes are rare; the garbage a pass finds (a closed connection
-# and its parser, a few dozen objects) waits at most this many allocations.
+# thousand objects at most, so passes are rare; what little garbage there is waits at most
+# this many allocations.
 YOUNG_THRESHOLD = 10_000
 
 

@@ -109,7 +109,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = error_response(exc, request_id)
     except web.HTTPException as exc:
         # The router keeps its 404 or 405 in the request's match info, and the traceback
-        # keeps the frames that hold the request: a cycle, left for the collector (see heap).
+        # keeps the frames that hold the request: a cycle, left for the garbage collector
+        # (gateway/heap.py).
         exc.__traceback__ = None
         response = error_response(_from_http_exception(exc), request_id)
     except Exception:
