@@ -8,7 +8,7 @@ import gc
 import socket
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +77,15 @@ async def _requests_of_every_kind(client: Any) -> None:
     assert (await client.get(malformed)).status == 400
 
 
-async def test_requests_leave_no_cycles_behind(make_gateway: GatewayFactory) -> None:
-    client = await make_gateway()
-    await _requests_of_every_kind(client)  # the first of each fills caches
+async def _left_in_cycles(step: Callable[[], Awaitable[None]], times: int) -> Counter[str]:
+    """What of the gateway's `times` runs of `step` left in reference cycles, by type (the
+    first run, which fills caches, not counted)."""
+    await step()
     gc.collect()
     gc.disable()
     try:
-        for _ in range(5):
-            await _requests_of_every_kind(client)
+        for _ in range(times):
+            await step()
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         left = [item for item in gc.garbage if _made_by_the_gateway(item)]
@@ -92,7 +93,12 @@ async def test_requests_leave_no_cycles_behind(make_gateway: GatewayFactory) -> 
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
-    assert Counter(type(item).__qualname__ for item in left) == Counter()
+    return Counter(type(item).__qualname__ for item in left)
+
+
+async def test_requests_leave_no_cycles_behind(make_gateway: GatewayFactory) -> None:
+    client = await make_gateway()
+    assert await _left_in_cycles(lambda: _requests_of_every_kind(client), 5) == Counter()
 
 
 async def test_serve_settles_the_heap_once_it_is_ready(
@@ -144,17 +150,5 @@ async def test_a_cut_connection_leaves_no_cycles_behind(
 ) -> None:
     platform.hang = not answered
     client = await make_gateway()
-    await _cut_connection(client, platform, answered)  # the first fills caches
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(3):
-            await _cut_connection(client, platform, answered)
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        left = [item for item in gc.garbage if _made_by_the_gateway(item)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    assert Counter(type(item).__qualname__ for item in left) == Counter()
+    left = await _left_in_cycles(lambda: _cut_connection(client, platform, answered), 3)
+    assert left == Counter()
