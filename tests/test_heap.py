@@ -152,3 +152,58 @@ async def test_a_cut_connection_leaves_no_cycles_behind(
     client = await make_gateway()
     left = await _left_in_cycles(lambda: _cut_connection(client, platform, answered), 3)
     assert left == Counter()
+
+
+async def _oversized_upstream(chunked: bool) -> asyncio.AbstractServer:
+    """A platform that answers every call with more than the gateway's max_response_bytes."""
+    body = b"x" * 200_000
+    if chunked:
+        answer = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + 50_000]), body[i : i + 50_000])
+                for i in range(0, len(body), 50_000)
+            )
+            + b"0\r\n\r\n"
+        )
+    else:
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+    async def answer_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if head.startswith(b"GET / "):  # the start-up probe
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer_all, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_an_oversized_answer_leaves_no_cycles_behind(
+    make_gateway: GatewayFactory, chunked: bool
+) -> None:
+    """An answer over max_response_bytes (502): the refusal raised in the parser's callback
+    must not keep the connection, and the body read so far, in a cycle for the collector."""
+    upstream = await _oversized_upstream(chunked)
+    port = upstream.sockets[0].getsockname()[1]
+    client = await make_gateway(
+        f"http://127.0.0.1:{port}",
+        limits={"max_response_bytes": 100_000},
+        breaker={"failures": 1000},
+    )
+
+    async def refused() -> None:
+        assert (await client.get("/neuopenapi/test/echo?a=1")).status == 502
+
+    try:
+        left = await _left_in_cycles(refused, 3)
+    finally:
+        upstream.close()
+    assert left == Counter()

@@ -103,7 +103,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             # A callback refused the answer (its size, a 101): that refusal is the error.
             refusal = exc.__context__
-            self._fail(refusal if isinstance(refusal, UpstreamBadResponse) else _not_http(exc))
+            try:
+                self._fail(refusal if isinstance(refusal, UpstreamBadResponse) else _not_http(exc))
+            finally:
+                # Its traceback holds this frame: a cycle that would keep the connection and
+                # the body read so far (up to max_response_bytes) for the collector.
+                del refusal
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(_not_http(exc))
         except UpstreamBadResponse as exc:
