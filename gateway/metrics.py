@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -64,7 +65,7 @@ def route_label(path: str) -> str:
     return path if path in ENDPOINTS else OTHER
 
 
-class _Tally:
+class _Tally(ABC):
     """What one counter or histogram series was given since the last flush.
 
     prometheus-client takes a lock and walks a histogram's buckets for every value: for the
@@ -81,8 +82,9 @@ class _Tally:
         self.child = child
         self.pending = False
 
+    @abstractmethod
     def flush(self) -> None:
-        raise NotImplementedError
+        """Adds what was tallied to the series, and starts again from nothing."""
 
 
 class _Count(_Tally):
