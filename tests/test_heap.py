@@ -61,7 +61,7 @@ def _made_by_the_gateway(item: Any) -> bool:
 
 async def _requests_of_every_kind(client: Any) -> None:
     # Proxied GET and POST (form and JSON), a multipart upload, and refusals: a bad
-    # parameter, an unsupported body, a path outside the API, a method the API lacks.
+    # percent-encoding, an unsupported body, a path outside the API, a method it lacks.
     assert (await client.get("/neuopenapi/test/echo?a=1")).status == 200
     assert (await client.post("/neuopenapi/test/echo", data="a=1&b=2", headers=FORM)).status == 200
     assert (await client.post("/neuopenapi/test/echo", json={"a": "1"})).status == 200
@@ -72,7 +72,7 @@ async def _requests_of_every_kind(client: Any) -> None:
     bad = await client.post("/neuopenapi/test/echo", data=b"<a/>", headers={"Content-Type": "x/y"})
     assert bad.status == 415
     assert (await client.get("/elsewhere")).status == 404
-    assert (await client.put("/neuopenapi/test/echo")).status in (400, 405)
+    assert (await client.put("/neuopenapi/test/echo")).status == 405
     malformed = URL("/neuopenapi/test/echo?a=%zz", encoded=True)
     assert (await client.get(malformed)).status == 400
 
