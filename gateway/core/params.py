@@ -271,15 +271,23 @@ def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     Repeated keys become one comma-joined value in first-seen order. `appid`, `timestamp`
     and `sign` are dropped (the gateway sets them); any spelling of `secret` is refused.
     """
-    fields: dict[str, str] = {}
-    # The values of repeated keys, joined once all are in (as joined() does): most requests
-    # have none, and skip building a list per key.
-    repeated: dict[str, list[str]] = {}
+    kept = []
     for key, value in pairs:
         if is_secret_name(key):
             raise SecretParamRejected()
-        if key in GATEWAY_KEYS:
-            continue
+        if key not in GATEWAY_KEYS:
+            kept.append((key, value))
+    return joined(kept)
+
+
+def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Repeated keys as one comma-joined value, in first-seen order, as the platform reads
+    them (the doc's openIds=a&openIds=b is openIds=a,b)."""
+    fields: dict[str, str] = {}
+    # The values of repeated keys, joined once all are in: most requests have none, and skip
+    # building a list per key.
+    repeated: dict[str, list[str]] = {}
+    for key, value in pairs:
         if key in fields:
             repeated.setdefault(key, [fields[key]]).append(value)
         else:
@@ -287,12 +295,3 @@ def caller_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     for key, values in repeated.items():
         fields[key] = ",".join(values)
     return fields
-
-
-def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Repeated keys as one comma-joined value, in first-seen order, as the platform reads
-    them (the doc's openIds=a&openIds=b is openIds=a,b)."""
-    grouped: dict[str, list[str]] = {}
-    for key, value in pairs:
-        grouped.setdefault(key, []).append(value)
-    return {key: ",".join(values) for key, values in grouped.items()}
