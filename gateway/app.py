@@ -22,6 +22,7 @@ from gateway.config import (
     Config,
     ConfigError,
     LimitsConfig,
+    ListenConfig,
     LiveConfig,
     without_credentials,
 )
@@ -139,7 +140,7 @@ async def _embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     listen = config.sandbox.listen
     try:
-        await web.TCPSite(runner, listen.host, listen.port, reuse_port=_shared_port(config)).start()
+        await _site(runner, listen, config).start()
     except OSError as exc:
         await runner.cleanup()
         raise listen_failure("sandbox.listen", listen.host, listen.port, exc) from None
@@ -362,7 +363,7 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, listen.host, listen.port, reuse_port=_shared_port(config)).start()
+        await _site(runner, listen, config).start()
     except OSError as exc:
         await runner.cleanup()
         await worker.stop()
@@ -393,9 +394,7 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     runner = GuardedRunner(admin, guard, shutdown_timeout=SIDE_SHUTDOWN_S)
     await runner.setup()
     try:
-        await web.TCPSite(
-            runner, listen.host, listen.port, reuse_port=_shared_port(app[CONFIG])
-        ).start()
+        await _site(runner, listen, app[CONFIG]).start()
     except OSError as exc:
         await runner.cleanup()
         raise listen_failure("admin.listen", listen.host, listen.port, exc) from None
@@ -405,9 +404,10 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
-def _shared_port(config: Config) -> bool | None:
+def _site(runner: web.AppRunner, listen: ListenConfig, config: Config) -> web.TCPSite:
     # Workers listen on the same ports; the kernel spreads connections among them.
-    return True if config.placement is not None else None
+    shared = True if config.placement is not None else None
+    return web.TCPSite(runner, listen.host, listen.port, backlog=listen.backlog, reuse_port=shared)
 
 
 def apply_config(app: web.Application, new: Config) -> list[str]:

@@ -62,9 +62,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Connections the kernel holds for a listener until they are accepted. aiohttp's 128 overflows
+# when hundreds of callers connect at once: the kernel then drops their handshakes, and each
+# dropped one costs its caller a second or more of retransmission. (The kernel caps it at
+# net.core.somaxconn.)
+DEFAULT_BACKLOG = 1024
+
+
 class ListenConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    backlog: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_BACKLOG
 
     @property
     def is_loopback(self) -> bool:

@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway import heap, logs
 from gateway.app import CannotStart, apply_config, connection_limits, listen_failure
 from gateway.callbacks.outbox import OutboxError
-from gateway.config import Config, ConfigError, load
+from gateway.config import DEFAULT_BACKLOG, Config, ConfigError, load
 from gateway.web.connections import GuardedRunner
 from gateway.web.state import CONFIG, LIVE_CONFIG, METRICS, READINESS
 
@@ -35,7 +35,12 @@ class StartError(Exception):
 
 
 async def start_listening(
-    runner: web.AppRunner, host: str, port: int, key: str, shared: bool = False
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    key: str,
+    shared: bool = False,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> None:
     """Starts the runner's app and its listener; `shared`: a port the workers share."""
     try:
@@ -45,7 +50,9 @@ async def start_listening(
         await runner.cleanup()
         raise StartError(f"cannot start: {exc}") from None
     try:
-        await web.TCPSite(runner, host, port, reuse_port=True if shared else None).start()
+        await web.TCPSite(
+            runner, host, port, backlog=backlog, reuse_port=True if shared else None
+        ).start()
     except OSError as exc:
         await runner.cleanup()
         raise StartError(f"cannot start: {listen_failure(key, host, port, exc)}") from None
@@ -108,8 +115,14 @@ async def serve_gateway(
         on_refused=app[METRICS].count_refused,
         shutdown_timeout=config.shutdown.timeout_s / 2,
     )
+    listen = config.listen
     await start_listening(
-        runner, config.listen.host, config.listen.port, "listen", shared=ready_fd is not None
+        runner,
+        listen.host,
+        listen.port,
+        "listen",
+        shared=ready_fd is not None,
+        backlog=listen.backlog,
     )
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()

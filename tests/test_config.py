@@ -31,6 +31,7 @@ def problems_of(document: dict[str, Any], environ: dict[str, str] | None = None)
 def test_defaults() -> None:
     config = from_mapping({"apps": {"demo": app()}}, {"S": "s3cr3t"})
     assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8080)
+    assert config.listen.backlog == 1024
     assert config.default_app == "demo"
     assert config.timeouts.connect_s == 3
     assert config.timeouts.total_s == 15
@@ -115,6 +116,12 @@ def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Pat
             None,
             "listen.port: Input should be less than or equal to 65535",
             id="port out of range",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "listen": {"backlog": 0}},
+            None,
+            "listen.backlog: Input should be greater than or equal to 1",
+            id="no backlog",
         ),
         pytest.param(
             {"apps": {"demo": app()}, "timeouts": {"total_s": 0}},
