@@ -333,15 +333,18 @@ ANSWER = (b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Len
 class Stub(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+        self.loop = asyncio.get_running_loop()
     def data_received(self, data):
         self.parser.feed_data(data)
     def on_message_complete(self):
-        asyncio.get_running_loop().call_later(0.05, self.answer)
+        self.loop.call_later(0.05, self.answer)
     def answer(self):
         if not self.transport.is_closing():
             self.transport.write(ANSWER)
 async def main():
-    await asyncio.get_running_loop().create_server(Stub, "127.0.0.1", int(sys.argv[1]))
+    # A backlog for the 512 connections the gateway opens at once, as the platform's would.
+    await asyncio.get_running_loop().create_server(
+        Stub, "127.0.0.1", int(sys.argv[1]), backlog=1024)
     await asyncio.Event().wait()
 uvloop.run(main())
 """
