@@ -492,7 +492,8 @@ def print_report(report: dict[str, object]) -> None:
             )
         print()
         for name, value in throughput_report["ratios"].items():
-            print(f"{name:40} {value:8.2f}")
+            # Three places: 0.196 of nginx is not the 0.20 two would print.
+            print(f"{name:40} {value:8.3f}")
     for key in ("slow upstream, 512 callers", "memory"):
         if key in report:
             print(f"\n{key}:")
