@@ -30,6 +30,7 @@ from gateway.config import (
     Config,
     ConfigError,
     LimitsConfig,
+    ListenConfig,
     is_loopback,
     load,
     without_credentials,
@@ -153,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     sandbox.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    sandbox.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 picks one)")
+    sandbox.add_argument(
+        "--port", type=_port, default=8090, help="port (default 8090; 0 picks one)"
+    )
     sandbox.add_argument(
         "--app",
         action="append",
@@ -216,6 +219,17 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("params", nargs="*", metavar="key=value", help="request parameters")
         sub.set_defaults(command=run)
     return parser
+
+
+def _port(text: str) -> int:
+    # (Unchecked, 70000 would be bound as 4464: the socket keeps the low 16 bits.)
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535; 0 picks one)")
+    return port
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -468,10 +482,10 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve_until_stopped(
-    runner: web.AppRunner, host: str, port: int, what: str = "neu-gateway", key: str = "listen"
+    runner: web.AppRunner, listen: ListenConfig, what: str, key: str
 ) -> None:
     try:
-        await start_listening(runner, host, port, key)
+        await start_listening(runner, listen, key)
     except StartError as exc:
         raise SystemExit(f"neu-gateway: {exc}") from None
     for address, bound_port, *_ in runner.addresses:
@@ -505,7 +519,8 @@ def _sandbox(args: argparse.Namespace) -> int:
         explain=args.explain,
     )
     runner = sandbox_runner(create_sandbox_app(secrets, settings), LimitsConfig(), gateways=0)
-    _run(_serve_until_stopped(runner, args.host, args.port, "sandbox", "--host/--port"))
+    listen = ListenConfig(host=args.host, port=args.port)
+    _run(_serve_until_stopped(runner, listen, "sandbox", "--host/--port"))
     return EXIT_OK
 
 

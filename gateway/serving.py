@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway import heap, logs
 from gateway.app import CannotStart, apply_config, connection_limits, listen_failure
 from gateway.callbacks.outbox import OutboxError
-from gateway.config import DEFAULT_BACKLOG, Config, ConfigError, load
+from gateway.config import Config, ConfigError, ListenConfig, load
 from gateway.web.connections import GuardedRunner
 from gateway.web.state import CONFIG, LIVE_CONFIG, METRICS, READINESS
 
@@ -35,14 +35,10 @@ class StartError(Exception):
 
 
 async def start_listening(
-    runner: web.AppRunner,
-    host: str,
-    port: int,
-    key: str,
-    shared: bool = False,
-    backlog: int = DEFAULT_BACKLOG,
+    runner: web.AppRunner, listen: ListenConfig, key: str, shared: bool = False
 ) -> None:
-    """Starts the runner's app and its listener; `shared`: a port the workers share."""
+    """Starts the runner's app and its listener, as `listen` (the config's `key`) says;
+    `shared`: a port the workers share."""
     try:
         # Starts what the app owns: the sandbox and callbacks listeners, the outbox.
         await runner.setup()
@@ -51,11 +47,16 @@ async def start_listening(
         raise StartError(f"cannot start: {exc}") from None
     try:
         await web.TCPSite(
-            runner, host, port, backlog=backlog, reuse_port=True if shared else None
+            runner,
+            listen.host,
+            listen.port,
+            backlog=listen.backlog,
+            reuse_port=True if shared else None,
         ).start()
     except OSError as exc:
         await runner.cleanup()
-        raise StartError(f"cannot start: {listen_failure(key, host, port, exc)}") from None
+        failure = listen_failure(key, listen.host, listen.port, exc)
+        raise StartError(f"cannot start: {failure}") from None
 
 
 async def reload_config(
@@ -115,15 +116,7 @@ async def serve_gateway(
         on_refused=app[METRICS].count_refused,
         shutdown_timeout=config.shutdown.timeout_s / 2,
     )
-    listen = config.listen
-    await start_listening(
-        runner,
-        listen.host,
-        listen.port,
-        "listen",
-        shared=ready_fd is not None,
-        backlog=listen.backlog,
-    )
+    await start_listening(runner, config.listen, "listen", shared=ready_fd is not None)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
     # One reload at a time, in the order the signals came: the last file read wins.

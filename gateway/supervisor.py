@@ -225,8 +225,7 @@ class Supervisor:
         )
         # (Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.)
         runner = sandbox_runner(self._sandbox, config.limits, gateways=config.workers)
-        listen = config.sandbox.listen
-        await start_listening(runner, listen.host, listen.port, "sandbox.listen")
+        await start_listening(runner, config.sandbox.listen, "sandbox.listen")
         host, port, *_ = runner.addresses[0]
         self._sandbox_url = f"http://{host}:{port}"
         log.info(

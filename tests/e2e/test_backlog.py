@@ -20,6 +20,7 @@ import pytest
 from yarl import URL
 
 from tests.processes import GatewayProcess, StartGateway, write_config
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +106,23 @@ async def test_the_backlog_is_the_configured_one(
 
 
 LISTEN_WITH_BACKLOG = "listen: {host: 127.0.0.1, port: 0, backlog: 16}"
+
+
+async def test_the_sandbox_that_workers_share_has_the_configured_backlog(
+    tmp_path: Path, start_gateway: StartGateway, redis_server: RedisServer
+) -> None:
+    # With --workers the supervisor runs the embedded sandbox for all of them.
+    config = write_config(
+        tmp_path, cache=f"{{backend: redis, url: '{redis_server.url}'}}", workers="2"
+    )
+    config.write_text(
+        config.read_text().replace(
+            "sandbox: {listen: {port: 0}", "sandbox: {listen: {port: 0, backlog: 16}"
+        )
+    )
+    gateway = await start_gateway(config)
+    async with stopped(gateway):
+        held = await connect(gateway.sandbox_url, 40, within_s=0.5)
+    assert 17 <= len(held) < 40
+    statuses = await asyncio.gather(*(status_of(connection) for connection in held))
+    assert all(status.startswith(b"HTTP/1.1 ") for status in statuses), statuses

@@ -237,6 +237,13 @@ async def test_serve_logs_requests_without_secrets(
         assert secret_thing not in gateway.log
 
 
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+async def test_sandbox_command_refuses_what_is_not_a_port(port: str) -> None:
+    result = await neu_gateway("sandbox", "--port", port)
+    assert result.status == 2
+    assert f"argument --port: '{port}' is not a port (0 to 65535" in result.stderr
+
+
 async def test_sandbox_command_runs_the_platform_alone(start_command: StartCommand) -> None:
     import aiohttp
 
