@@ -366,6 +366,31 @@ def _init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def _warn_of_capped_backlogs(config: Config) -> None:
+    """The kernel silently holds fewer connections than a backlog above its own cap."""
+    try:
+        cap = int(SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        return  # not Linux: nothing to compare with
+    listeners = {
+        "listen": config.listen,
+        "sandbox.listen": config.sandbox.listen,
+        "callbacks.listen": config.callbacks.listen,
+        "admin.listen": config.admin.listen,
+    }
+    for key, listen in listeners.items():
+        if listen is not None and listen.backlog > cap:
+            log.warning(
+                "%s.backlog is %d, but the kernel holds at most %d (net.core.somaxconn)",
+                key,
+                listen.backlog,
+                cap,
+            )
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
@@ -392,6 +417,8 @@ def _serve(args: argparse.Namespace) -> int:
         return placed(loaded, os.environ)
 
     config, ready_fd = as_run(config)
+    if ready_fd is None:
+        _warn_of_capped_backlogs(config)
     if config.placement is not None:
         worker = config.placement.index
         logs.configure(args.log_level, args.log_format or config.logging.format, worker)
