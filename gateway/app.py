@@ -404,10 +404,16 @@ async def _admin_listener(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+def listener_site(runner: web.AppRunner, listen: ListenConfig, shared: bool) -> web.TCPSite:
+    """A listener as `listen` says; `shared`: a port the workers share (the kernel spreads
+    connections among them)."""
+    return web.TCPSite(
+        runner, listen.host, listen.port, backlog=listen.backlog, reuse_port=shared or None
+    )
+
+
 def _site(runner: web.AppRunner, listen: ListenConfig, config: Config) -> web.TCPSite:
-    # Workers listen on the same ports; the kernel spreads connections among them.
-    shared = True if config.placement is not None else None
-    return web.TCPSite(runner, listen.host, listen.port, backlog=listen.backlog, reuse_port=shared)
+    return listener_site(runner, listen, shared=config.placement is not None)
 
 
 def apply_config(app: web.Application, new: Config) -> list[str]:

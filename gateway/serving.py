@@ -19,7 +19,13 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import heap, logs
-from gateway.app import CannotStart, apply_config, connection_limits, listen_failure
+from gateway.app import (
+    CannotStart,
+    apply_config,
+    connection_limits,
+    listen_failure,
+    listener_site,
+)
 from gateway.callbacks.outbox import OutboxError
 from gateway.config import Config, ConfigError, ListenConfig, load
 from gateway.web.connections import GuardedRunner
@@ -46,13 +52,7 @@ async def start_listening(
         await runner.cleanup()
         raise StartError(f"cannot start: {exc}") from None
     try:
-        await web.TCPSite(
-            runner,
-            listen.host,
-            listen.port,
-            backlog=listen.backlog,
-            reuse_port=True if shared else None,
-        ).start()
+        await listener_site(runner, listen, shared).start()
     except OSError as exc:
         await runner.cleanup()
         failure = listen_failure(key, listen.host, listen.port, exc)
