@@ -114,6 +114,7 @@ async def serve_gateway(
         app,
         connection_limits(config),
         on_refused=app[METRICS].count_refused,
+        on_evicted=app[METRICS].count_evicted,
         shutdown_timeout=config.shutdown.timeout_s / 2,
     )
     await start_listening(runner, config.listen, "listen", shared=ready_fd is not None)

@@ -22,6 +22,7 @@ their waits with `waiting_on_client`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.http_writer import HttpVersion10, HttpVersion11
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
@@ -50,6 +52,7 @@ from gateway.core.errors import (
 )
 from gateway.metrics import NONE, OTHER
 from gateway.web.dispatch import ServerHandler, dispatcher
+from gateway.web.framing import Event, Framer, State
 from gateway.web.middlewares import error_response
 
 log = logs.logger("neu_gateway.listener")
@@ -58,12 +61,18 @@ log = logs.logger("neu_gateway.listener")
 # their own (aiohttp's line and field limits), this bounds what is held while they arrive.
 REQUEST_LINE_ALLOWANCE = 1024
 HTTP_1 = (HttpVersion11, HttpVersion10)
-HEADER_END = b"\r\n\r\n"
+# Bytes held unparsed (see data_received) past which the connection stops reading.
+HOLD_BYTES = 64 * 1024
 # aiohttp's default; with each field bounded, the block is bounded by the byte count anyway.
 MAX_HEADER_FIELDS = 128
 # What a connection waits on its client for, as the log names it.
 IDLE, HEADERS, BODY, ANSWER = "idle", "sending headers", "sending a body", "reading its answer"
+# A new connection refused with 503, all others being busy with requests.
+REFUSED = "refused"
 LINGER_S = 2.0
+SUMMARY_EVERY_S = 60
+# What a refused connection may still send while it lingers before it is dropped.
+LINGER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,8 @@ def error_bytes(error: GatewayError, request_id: str) -> bytes:
 
 def error_for_parser(status: int, exc: BaseException | None) -> GatewayError:
     """The gateway's own error for what aiohttp refused before any handler ran."""
+    if isinstance(exc, GatewayError):
+        return exc  # the listener's own refusal, queued behind earlier requests
     if status == 505 or _names_another_version(exc):
         return VersionNotSupported()
     if isinstance(exc, LineTooLong) or (
@@ -183,6 +194,13 @@ def _names_another_version(exc: BaseException | None) -> bool:
     return "Invalid HTTP version" in text or "Pause on PRI" in text
 
 
+class ChunkLineTooLong(BadHttpMessage):
+    """A chunk-size line, with its extensions, or a trailer section over the listener's bound."""
+
+    def __init__(self) -> None:
+        super().__init__("a chunk-size line or trailer section is too long")
+
+
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection handler, with the header block bounded in bytes and time."""
 
@@ -191,8 +209,17 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._limits = limits
         self._server = manager
-        self._header_bytes = 0
+        self._framer = Framer(
+            max_chunk_line_bytes=limits.max_header_bytes,
+            max_trailer_bytes=limits.max_header_block_bytes,
+        )
         self._header_timer: asyncio.TimerHandle | None = None
+        # The framer lost its place (see data_received): the parser alone reads on.
+        self._unframed = False
+        # Refused and answered: what the client still sends is read and dropped (_refuse).
+        self._lingering = False
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_bytes = 0
         # The body of the request whose headers came last: while it is still arriving,
         # the bytes belong to it, not to a header block.
         self._body: Any = None
@@ -220,12 +247,10 @@ class GuardedRequestHandler(RequestHandler):
         self._idle_since = self._loop.time()
         self._counted = True
         if not self._server.opened(self):
-            log.warning(
-                "refused a connection: %d open, none waiting on its client, and "
-                "limits.max_connections is %d",
-                self._server.open_connections - 1,
-                self._limits.max_connections,
-            )
+            # Not counted while it lingers to deliver its 503: it holds nothing of the room.
+            self._counted = False
+            self._server.closed(self)
+            self._server.summary.add(REFUSED)
             self._refuse(TooManyConnections())
             return
         # A connection that never sends a whole request is closed like a slow one.
@@ -233,6 +258,9 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -248,16 +276,20 @@ class GuardedRequestHandler(RequestHandler):
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
-        requests_before = self._request_count
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
             self._idle_since = self._loop.time()
             self._body_since = None
-            if self._request_count != requests_before:
-                # A declined upgrade (`Upgrade: websocket`): aiohttp parsed the bytes that
-                # followed it itself, not through data_received.
-                self._screen(self._request_count - requests_before)
+            if self._lingering and not self._messages and self.transport is not None:
+                # The refusal queued behind other requests is answered: the connection
+                # lingers (see _refuse) rather than let aiohttp close it at once.
+                self._force_close = True
+                self._linger()
+            elif self._held and not self._upgraded and self.transport is not None:
+                # A declined upgrade (`Upgrade: websocket`) is answered: what followed it
+                # was held here, not in aiohttp's tail, and is parsed now.
+                self.data_received(b"")
 
     def client_wait_began(self, deadline: asyncio.Timeout) -> None:
         """A handler waits for body bytes: until they come, the connection may be evicted.
@@ -315,7 +347,7 @@ class GuardedRequestHandler(RequestHandler):
             return None
         if self._messages:
             return None
-        if self._header_bytes:
+        if self._framer.head_bytes and self._framer.state is State.HEAD:
             return (self._headers_since, self.serial, HEADERS)
         return (self._idle_since, self.serial, IDLE)
 
@@ -334,64 +366,151 @@ class GuardedRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         # The parser refuses a whole piece at its first bad byte, dropping the requests it
-        # had parsed before it in the same piece. Pipelined requests are fed one header
-        # block at a time, so those before a bad one are still answered, in order. A body
-        # goes whole, whatever it holds: it cannot make the gateway split it into pieces.
+        # had parsed before it in the same piece. It is fed one part of a request at a time
+        # (a header block, then its body), where the framer finds them, so the requests
+        # before a bad one are still answered, in order, and every header block is counted
+        # and timed whatever pieces it came in.
         #
-        # Once aiohttp's queue of parsed requests is full (its transport is then paused), the
-        # rest is held as bytes until the queue drains (aiohttp then calls this with b""): the
-        # parser would take one more request from each block fed to it, and a single read of
-        # tiny requests would be held as thousands of parsed ones.
+        # The rest is held as bytes while the parser cannot take another request: its queue
+        # of parsed requests is full (a single read of tiny requests would otherwise be held
+        # as thousands of parsed ones), a request asked to upgrade (aiohttp keeps what follows
+        # it unparsed until it has answered), or the parser is still behind on a header block
+        # whose body's framing the framer needs. aiohttp calls this with b"" when it can take
+        # more.
+        if self._lingering:
+            self._lingered(len(data))
+            return
         if self._held:
             data, self._held = self._held + data, b""
-        if self._in_body():
-            self._received(data)
+        elif not data:
+            self._feed(b"", None)
+        if self._unframed:
+            self._feed_unframed(data)
             return
-        start, end = 0, data.find(HEADER_END)
-        while end >= 0 and not self._in_body():
-            following = data.find(HEADER_END, end + 4)
-            if following < 0:
-                break  # the last header block ends in the rest: it goes whole
-            if self._queue_full():
-                self._held = data[start:]
+        framer = self._framer
+        at, size = 0, len(data)
+        while not self._stopped():
+            if framer.state is State.FRAMING and not self._take_framing():
+                if self._parser_behind():
+                    self._hold(data[at:])
+                else:
+                    # The parser made no request of a whole header block (HTTP/2's
+                    # preface): it is fed the rest as it comes and judges it.
+                    self._unframed = True
+                    self._feed_unframed(data[at:])
                 return
-            self._received(data[start : end + 4])
-            start, end = end + 4, following
-        self._received(data[start:] if start else data)
+            if at == size:
+                return
+            if framer.between_requests and (self._queue_full() or self._upgraded):
+                self._hold(data[at:])
+                return
+            began = framer.head_bytes
+            reading = None if framer.state is State.HEAD else self._body
+            end, event = framer.scan(data, at)
+            if framer.head_bytes:
+                if not began:
+                    self._header_block_began()
+                if framer.head_bytes > self._limits.max_header_block_bytes:
+                    self._refuse(HeadersTooLarge())
+                    return
+            if event is Event.TOO_LONG:
+                self._refuse_framing(reading)
+                return
+            if event is Event.BROKEN:
+                end = size  # the parser refuses the rest with its own reason
+            self._feed(data[at:end], reading)
+            if event is Event.HEADERS_END:
+                self._cancel_header_timer()
+            elif event is Event.BROKEN and not self._stopped():
+                self._diverged()
+            at = end
+
+    def _feed(self, piece: bytes, reading: Any) -> None:
+        """Hands the parser one part of a request; `reading` is the body it belongs to."""
+        requests_before = self._request_count
+        super().data_received(piece)
+        new = self._request_count - requests_before
+        if new:
+            self._screen(new, reading)
+        if self._stopped():
+            return
+        if self._request_count > self._framer.blocks or (
+            reading is not None and reading.is_eof() and self._framer.state is not State.HEAD
+        ):
+            # The parser saw a request, or a body's end, where the framer saw none: the
+            # framer's count cannot be trusted for this connection.
+            self._diverged()
+
+    def _parser_behind(self) -> bool:
+        """Whether the parser may not have reached the bytes fed to it: it stops inside a
+        body whose reader is full, and after a request that fills its queue."""
+        body = self._body
+        return (body is not None and not body.is_eof()) or self._queue_full()
+
+    def _feed_unframed(self, data: bytes) -> None:
+        """Bytes the framer cannot place: counted as the header block's, and any request
+        the parser makes of them ends the connection (its body could not be told apart)."""
+        framer = self._framer
+        framer.head_bytes += len(data)
+        if framer.head_bytes > self._limits.max_header_block_bytes:
+            self._refuse(HeadersTooLarge())
+            return
+        self._feed(data, None)
+
+    def _take_framing(self) -> bool:
+        """Tells the framer the body's framing of the header block it has just ended, from
+        the request the parser made of it; False while the parser is still behind."""
+        if self._request_count < self._framer.blocks:
+            return False
+        message = self._message
+        if message is None:
+            self._diverged()
+            return False
+        length = message.headers.get("Content-Length", "0")
+        self._framer.expect_body(
+            chunked=bool(message.chunked), length=int(length) if length.isdigit() else 0
+        )
+        return True
+
+    def _hold(self, rest: bytes) -> None:
+        self._held = rest
+        if len(rest) >= HOLD_BYTES and not self._buffer_paused:
+            # Resumed by aiohttp as its queue drains (it then calls data_received(b"")).
+            self._pause_reading_for_buffer()
+
+    def _stopped(self) -> bool:
+        return self._force_close or self._close or self._parse_refused
+
+    def _diverged(self) -> None:
+        log.warning(
+            "closed a connection from %s: the parser and the listener's framing disagree "
+            "on where a request ends",
+            self._peer(),
+        )
+        self._refuse(BadRequest("the request is not valid HTTP/1.1 (framing)"))
+
+    def _refuse_framing(self, reading: Any) -> None:
+        """A chunk-size line or a trailer section over its bound: the body read fails (its
+        handler answers 400), and nothing more is read."""
+        if reading is None or reading.is_eof():
+            self._refuse(BadRequest("the request is not valid HTTP/1.1 (ChunkLineTooLong)"))
+            return
+        cause = ChunkLineTooLong()
+        error = web.RequestPayloadError("the request body is malformed")
+        error.__cause__ = cause
+        reading.set_exception(error)
+        self._parse_refused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _header_block_began(self) -> None:
+        self._headers_since = self._loop.time()
+        if self._header_timer is None:
+            self._arm_header_timer()
 
     def _queue_full(self) -> bool:
         bound = getattr(self, "_max_msg_queue_size", 0)
         return bool(bound) and len(self._messages) >= bound
-
-    def _in_body(self) -> bool:
-        body = self._body
-        return body is not None and not body.is_eof()
-
-    def _received(self, data: bytes) -> None:
-        if self._force_close or self._close or self._parse_refused:
-            return
-        body = self._body
-        in_body = body is not None and not body.is_eof()
-        in_header_block = self._payload_parser is None and not in_body
-        body_before = body.total_bytes if in_body else 0
-        requests_before = self._request_count
-        super().data_received(data)
-        if self._request_count != requests_before:
-            # A header block is complete: what follows is its body, or the next request.
-            self._cancel_header_timer()
-            self._header_bytes = 0
-            new = self._request_count - requests_before
-            message = self._screen(new, body if in_body else None)
-            if message is not None and self._body.is_eof():
-                self._count_after(data, message, 0)
-            return
-        if in_body and body is not None and body.is_eof():
-            # The body ended in this piece; what follows it is the next header block.
-            self._count_after(data, self._message, body_before)
-            return
-        if not in_header_block or not data:
-            return
-        self._count_header_bytes(len(data))
 
     def _screen(self, new: int, reading: Any = None) -> RawRequestMessage | None:
         """The `new` requests just parsed, held to the listener's rules: another version is
@@ -425,42 +544,6 @@ class GuardedRequestHandler(RequestHandler):
                 while len(messages) > index + 1:
                     messages.pop()
                 return
-
-    def _count_header_bytes(self, count: int) -> None:
-        if not self._header_bytes:
-            self._headers_since = self._loop.time()
-        self._header_bytes += count
-        if self._header_timer is None:
-            self._arm_header_timer()
-        if self._header_bytes > self._limits.max_header_block_bytes:
-            self._refuse(HeadersTooLarge())
-
-    def _count_after(
-        self, data: bytes, message: RawRequestMessage | None, body_before: int
-    ) -> None:
-        """Bytes after a request that ended in this piece start the next header block.
-
-        They went to the parser with the request before them, so they are counted (and
-        timed) here, or a client could hold a partial header block behind each request.
-        Where the request ended is worked out from its framing; when a body could hide
-        that, fewer bytes are counted, never more.
-        """
-        if message is None:
-            return
-        length = message.headers.get("Content-Length", "0")
-        if message.chunked or not length.isdigit():
-            # A chunked body, or none, ends with a blank line: the last one in the piece.
-            end = data.rfind(b"\r\n\r\n")
-            left = len(data) - end - 4 if end >= 0 else 0
-        elif body_before:
-            # The body began in an earlier piece: the rest of it came first in this one.
-            left = len(data) - (int(length) - body_before)
-        else:
-            body_length = int(length)
-            end = data.rfind(b"\r\n\r\n", 0, max(0, len(data) - body_length))
-            left = len(data) - end - 4 - body_length if end >= 0 else 0
-        if left > 0:
-            self._count_header_bytes(left)
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
         if not self._request_in_progress and self._task_handler is not None:
@@ -545,7 +628,7 @@ class GuardedRequestHandler(RequestHandler):
             # Busy with a request: bytes of a pipelined one wait their turn, not the client.
             self._arm_header_timer()
             return
-        if self._header_bytes == 0:
+        if self._framer.head_bytes == 0 or self._framer.state is not State.HEAD:
             # Nothing was asked; an idle connection is closed without an answer.
             self.force_close()
             return
@@ -557,19 +640,110 @@ class GuardedRequestHandler(RequestHandler):
         self._refuse(HeaderTimeout())
 
     def _refuse(self, error: GatewayError) -> None:
-        """Answer with the error (unless an answer is under way) and close the connection."""
+        """Answers with the error and closes the connection; nothing more is parsed.
+
+        Behind requests still to be answered, the refusal is queued as the parser's own are,
+        and answered in its turn. Otherwise it is written at once, and the connection reads
+        and drops what the client still sends until it closes its end (or LINGER_S): closed
+        with unread bytes, the socket would send a reset, and the client could lose the
+        answer before reading it.
+        """
         transport = self.transport
-        if transport is not None and not self._request_in_progress:
-            request_id = uuid.uuid4().hex
-            transport.write(error_bytes(error, request_id))
-            if self._server.log_refusals:
-                _log_refused(request_id, error)
-            self._server.on_refused(error.status)
-        self.force_close()
+        if transport is None or self._force_close:
+            return
+        if self._request_in_progress or self._messages:
+            self._messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
+            # Read on and drop what comes, so the close after the answer sends no reset.
+            self._lingering = self._parse_refused = True
+            self._cancel_header_timer()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        request_id = uuid.uuid4().hex
+        transport.write(error_bytes(error, request_id))
+        if self._server.log_refusals:
+            _log_refused(request_id, error)
+        self._server.on_refused(error.status)
+        self._linger()
+
+    def _linger(self) -> None:
+        self._lingering = True
+        self._parse_refused = True
+        self._cancel_header_timer()
+        if self._counted:
+            # It holds nothing of the room while it lingers: bounded by LINGER_S and _BYTES.
+            self._counted = False
+            self._server.closed(self)
+        if self._linger_timer is None:
+            self._linger_timer = self._loop.call_later(LINGER_S, self.force_close)
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            # The answer is all there is: the client sees its end at once.
+            transport.write_eof()
+        if self._task_handler is not None and not self._request_in_progress:
+            # Nothing more will be asked of aiohttp's handler; the transport is ours.
+            self._task_handler.cancel()
+
+    def _lingered(self, count: int) -> None:
+        self._linger_bytes += count
+        if self._linger_bytes > LINGER_BYTES:
+            self._drop()
 
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if isinstance(peer, tuple) else "-"
+
+
+class Summary:
+    """Connections closed to make room (or refused) at limits.max_connections: each counted
+    (`on_counted`, for metrics), the first logged at once and the rest once every
+    SUMMARY_EVERY_S while they go on. A line each made hundreds in a flood of silent
+    connections, drowning what else the log had to say."""
+
+    def __init__(self, max_connections: int, on_counted: Callable[[str], None]) -> None:
+        self._max_connections = max_connections
+        self._on_counted = on_counted
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, state: str) -> None:
+        self._on_counted(state)
+        if self._timer is not None:
+            self._counts[state] += 1
+            return
+        log.info(
+            "limits.max_connections (%d) reached: %s (more are counted in "
+            "neu_gateway_connections_evicted_total and summed up here every %ds)",
+            self._max_connections,
+            _what_was_done(state, 1),
+            SUMMARY_EVERY_S,
+        )
+        self._timer = asyncio.get_running_loop().call_later(SUMMARY_EVERY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._counts:
+            return
+        log.info(
+            "limits.max_connections (%d) reached, in the last %ds: %s",
+            self._max_connections,
+            SUMMARY_EVERY_S,
+            "; ".join(_what_was_done(state, count) for state, count in self._counts.items()),
+        )
+        self._counts.clear()
+        self._timer = asyncio.get_running_loop().call_later(SUMMARY_EVERY_S, self._flush)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _what_was_done(state: str, count: int) -> str:
+    if state == REFUSED:
+        return f"refused {count} new connection(s) with 503, every open one busy with a request"
+    return f"closed {count} connection(s) waiting longest on their client ({state})"
 
 
 class GuardedServer(web.Server):
@@ -582,9 +756,12 @@ class GuardedServer(web.Server):
         on_refused: Callable[[int], None] | None = None,
         request_handler: ServerHandler | None = None,
         log_refusals: bool = True,
+        on_evicted: Callable[[str], None] | None = None,
     ) -> None:
         # Told the status of each request refused before it reached a handler (metrics).
         self.on_refused = on_refused or (lambda status: None)
+        # Told what each connection closed (or refused) to make room was waiting on.
+        self.summary = Summary(limits.max_connections, on_evicted or (lambda state: None))
         # Whether such a request gets an access line (the gateway's listeners, not the
         # sandbox's).
         self.log_refusals = log_refusals
@@ -624,17 +801,16 @@ class GuardedServer(web.Server):
         if not waiting:
             return False
         (_, _, state), victim = min(waiting, key=lambda item: item[0])
-        log.info(
-            "limits.max_connections (%d) reached: closed the connection waiting longest on "
-            "its client (%s) for a new one",
-            self._limits.max_connections,
-            state,
-        )
+        self.summary.add(state)
         victim.evict(state)
         return True
 
     def closed(self, handler: GuardedRequestHandler) -> None:
         self._open.discard(handler)
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        self.summary.close()
+        await super().shutdown(timeout)
 
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
@@ -649,6 +825,7 @@ class GuardedRunner(web.AppRunner):
         limits: ConnectionLimits,
         on_refused: Callable[[int], None] | None = None,
         log_refusals: bool = True,
+        on_evicted: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("access_log", None)
@@ -659,8 +836,11 @@ class GuardedRunner(web.AppRunner):
         self._limits = limits
         self._on_refused = on_refused
         self._log_refusals = log_refusals
+        self._on_evicted = on_evicted
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         handler = dispatcher(self.app, server.request_handler)
-        return GuardedServer(server, self._limits, self._on_refused, handler, self._log_refusals)
+        return GuardedServer(
+            server, self._limits, self._on_refused, handler, self._log_refusals, self._on_evicted
+        )
