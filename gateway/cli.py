@@ -293,7 +293,9 @@ def _check_config(args: argparse.Namespace) -> int:
         upstream = app.upstream
         if app.uses_sandbox:
             upstream = f"sandbox (embedded, http://{sandbox.host}:{sandbox.port})"
-        print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}")
+        # Only when off: the doc's checks are the default, and worth naming when they are not.
+        checks = ", validation off" if app.validation == "off" else ""
+        print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}{checks}")
     for line in _summary(config):
         print(f"  {line}")
     if args.probe:

@@ -159,6 +159,20 @@ class AppConfig(_Model):
     def _check_proxy(cls, value: str | None) -> str | None:
         return _proxy(value)
 
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _doc_or_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads the README's unquoted `validation: off` as false (and `on` as true),
+        # so the booleans say what the words they came from mean.
+        if isinstance(value, bool):
+            return "doc" if value else "off"
+        if value not in ("doc", "off"):
+            raise ValueError(
+                "must be doc (the doc's lists of values are checked) or off "
+                "(only required parameters)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_secret_source(self) -> AppConfig:
         given = [
@@ -695,6 +709,13 @@ def _describe(error: Any) -> str:
         message = "unknown option (check the spelling against the README's config reference)"
     elif error["type"] == "missing":
         message = "required"
+    elif isinstance(error.get("input"), bool):
+        # Only a bool field takes a boolean, and it never fails on one: this value was a word
+        # YAML 1.1 turns into one (`format: off`), so say so, or the message puzzles.
+        message += (
+            " (YAML reads an unquoted yes, no, on, off, true or false as the boolean "
+            f"{str(error['input']).lower()}; put the value in quotes)"
+        )
     return f"{location}: {message}"
 
 

@@ -128,6 +128,24 @@ async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     assert "apps.demo.secret_env: environment variable NEU_SECRET_DEMO is empty" in result.stderr
 
 
+async def test_check_config_takes_validation_off_as_the_readme_writes_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    config.write_text(config.read_text().replace("upstream:", "validation: off\n    upstream:"))
+    result = await neu_gateway("check-config", "-c", str(config), env=ENV)
+    assert result.status == 0, result.stderr
+    assert "upstream https://platform.example, validation off" in result.stdout
+
+
+async def test_check_config_says_an_unquoted_word_was_read_as_a_boolean(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example", logging="{format: off}")
+    result = await neu_gateway("check-config", "-c", str(config), env=ENV)
+    assert result.status == 2
+    assert (
+        "logging.format: Input should be 'json' or 'text' (YAML reads an unquoted yes, no, on, "
+        "off, true or false as the boolean false; put the value in quotes)"
+    ) in result.stderr
+
+
 async def test_serve_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
     config = write_config(tmp_path, "not a url")
     result = await neu_gateway("serve", "-c", str(config), env=ENV)
