@@ -32,6 +32,8 @@ from yarl import URL
 from gateway import logs
 from gateway.core.access import Caller, Network, Route
 from gateway.core.endpoints import ENDPOINTS
+from gateway.core.errors import quoted_name
+from gateway.core.hosts import host_name
 from gateway.core.ratelimit import Rate
 from gateway.core.secrets import Secret
 
@@ -388,6 +390,21 @@ class SandboxConfig(_Model):
     code_ttl_s: Annotated[int, Field(gt=0)] = 300
     notify_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    # Hosts besides loopback that the simulator's open-mini-app may POST a login code to.
+    allowed_backend_hosts: list[str] = []
+
+    @field_validator("allowed_backend_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        hosts = [host_name(item) for item in value]
+        wrong = [item for item, host in zip(value, hosts, strict=True) if host is None]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(quoted_name(item) for item in wrong)}: each must be a bare host "
+                "name or IP address, e.g. backend.internal or 10.0.0.5 (no scheme, port, path "
+                "or wildcard)"
+            )
+        return [host for host in hosts if host is not None]
 
 
 class AdminConfig(_Model):

@@ -346,6 +346,30 @@ def test_sandbox_listens_on_loopback_only() -> None:
     assert problems == ["sandbox.listen.host: the sandbox listens on a loopback address only"]
 
 
+def test_the_sandbox_posts_login_codes_only_to_the_backend_hosts_it_is_given() -> None:
+    from gateway.app import sandbox_settings
+
+    default = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
+    assert sandbox_settings(default).allowed_backend_hosts == frozenset()
+    hosts = ["Backend.Internal", "10.0.0.5", "[FD00::1]"]
+    config = from_mapping(
+        {"apps": {"demo": app()}, "sandbox": {"allowed_backend_hosts": hosts}}, {"S": "s"}
+    )
+    assert sandbox_settings(config).allowed_backend_hosts == frozenset(
+        {"backend.internal", "10.0.0.5", "fd00::1"}
+    )
+
+
+def test_a_backend_host_that_is_no_bare_host_is_named() -> None:
+    hosts = ["ok.internal", "http://x", "x:80", "*.corp", "a/b"]
+    [problem] = problems_of({"apps": {"demo": app()}, "sandbox": {"allowed_backend_hosts": hosts}})
+    assert problem == (
+        "sandbox.allowed_backend_hosts: 'http://x', 'x:80', '*.corp', 'a/b': each must be a "
+        "bare host name or IP address, e.g. backend.internal or 10.0.0.5 (no scheme, port, "
+        "path or wildcard)"
+    )
+
+
 def test_the_outbox_follows_the_cache() -> None:
     memory = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
     assert memory.callbacks.store == "sqlite:///var/lib/neu-gateway/outbox.db"

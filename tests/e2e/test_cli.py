@@ -10,6 +10,7 @@ import pytest
 from tests.platform_double import SECRET
 from tests.processes import StartCommand, StartGateway, neu_gateway, write_config
 from tests.rawhttp import raw_request
+from tests.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -295,13 +296,37 @@ async def test_sandbox_command_runs_the_platform_alone(start_command: StartComma
     assert (status, envelope["error"]) == (431, "headers_too_large")
 
 
+async def test_sandbox_command_posts_login_codes_to_allowed_backend_hosts_only(
+    start_command: StartCommand, receiver: CallbackReceiver
+) -> None:
+    import aiohttp
+
+    # 0.0.0.0 is no loopback address, but a connection to it stays on this machine.
+    sandbox = await start_command(
+        "sandbox", "--port", "0", "--allow-backend-host", "0.0.0.0", ready_when="sandbox"
+    )
+    allowed = receiver.url.replace("127.0.0.1", "0.0.0.0")
+    async with aiohttp.ClientSession() as session:
+        for backend_url, status in ((allowed, 200), ("http://10.0.0.8/login", 403)):
+            async with session.post(
+                sandbox.url + "/sandbox/open-mini-app",
+                data={"user": "alice", "backend_url": backend_url},
+            ) as response:
+                assert response.status == status, await response.text()
+    assert len(receiver.received) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--host", "0.0.0.0"], "the sandbox listens on a loopback address only"),
         (["--app", "no-secret"], "--app 'no-secret' is not APPID=SECRET"),
+        (
+            ["--allow-backend-host", "http://backend:80"],
+            "--allow-backend-host 'http://backend:80' is not a bare host name or IP address",
+        ),
     ],
-    ids=["public address", "bad app"],
+    ids=["public address", "bad app", "backend host with a scheme"],
 )
 async def test_sandbox_command_refuses(args: list[str], message: str) -> None:
     result = await neu_gateway("sandbox", *args)
