@@ -212,6 +212,7 @@ def sandbox_settings(config: Config) -> Settings:
         notify_backoff_s=sandbox.notify_backoff_s,
         explain=sandbox.explain,
         clock_offset_s=sandbox.clock_offset_s,
+        allowed_backend_hosts=frozenset(sandbox.allowed_backend_hosts),
     )
 
 

@@ -37,6 +37,7 @@ from gateway.config import (
 )
 from gateway.core import signing
 from gateway.core.clock import SystemClock
+from gateway.core.hosts import host_name
 from gateway.core.params import caller_fields, is_secret_name
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
@@ -175,6 +176,15 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="run the platform's clock (and its Date header) this far ahead, or behind",
     )
+    sandbox.add_argument(
+        "--allow-backend-host",
+        action="append",
+        metavar="HOST",
+        help=(
+            "a host besides loopback that the simulator's open-mini-app may POST a login code "
+            "to (repeatable)"
+        ),
+    )
     sandbox.add_argument("--notify-attempts", type=int, default=5, help="callback attempts")
     sandbox.add_argument(
         "--notify-backoff-s", type=float, default=1.0, help="first retry delay, doubling"
@@ -293,7 +303,9 @@ def _check_config(args: argparse.Namespace) -> int:
         upstream = app.upstream
         if app.uses_sandbox:
             upstream = f"sandbox (embedded, http://{sandbox.host}:{sandbox.port})"
-        print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}")
+        # Only when off: the doc's checks are the default, and worth naming when they are not.
+        checks = ", validation off" if app.validation == "off" else ""
+        print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}{checks}")
     for line in _summary(config):
         print(f"  {line}")
     if args.probe:
@@ -537,6 +549,17 @@ def _sandbox(args: argparse.Namespace) -> int:
             print(f"neu-gateway: --app {item!r} is not APPID=SECRET", file=sys.stderr)
             return EXIT_CONFIG
         secrets[appid] = secret
+    backend_hosts = set()
+    for item in args.allow_backend_host or []:
+        host = host_name(item)
+        if host is None:
+            print(
+                f"neu-gateway: --allow-backend-host {item!r} is not a bare host name or IP "
+                "address, e.g. backend.internal or 10.0.0.5 (no scheme, port or path)",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        backend_hosts.add(host)
     logs.REDACTION.add_secrets(secrets.values())
     settings = Settings(
         token_expire_s=args.token_expire_s,
@@ -544,6 +567,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         notify_attempts=args.notify_attempts,
         notify_backoff_s=args.notify_backoff_s,
         explain=args.explain,
+        allowed_backend_hosts=frozenset(backend_hosts),
     )
     runner = sandbox_runner(create_sandbox_app(secrets, settings), LimitsConfig(), gateways=0)
     listen = ListenConfig(host=args.host, port=args.port)

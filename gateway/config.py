@@ -32,6 +32,8 @@ from yarl import URL
 from gateway import logs
 from gateway.core.access import Caller, Network, Route
 from gateway.core.endpoints import ENDPOINTS
+from gateway.core.errors import quoted_name
+from gateway.core.hosts import host_name
 from gateway.core.ratelimit import Rate
 from gateway.core.secrets import Secret
 
@@ -158,6 +160,20 @@ class AppConfig(_Model):
     @classmethod
     def _check_proxy(cls, value: str | None) -> str | None:
         return _proxy(value)
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _doc_or_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads the README's unquoted `validation: off` as false (and `on` as true),
+        # so the booleans say what the words they came from mean.
+        if isinstance(value, bool):
+            return "doc" if value else "off"
+        if value not in ("doc", "off"):
+            raise ValueError(
+                "must be doc (the doc's lists of values are checked) or off "
+                "(only required parameters)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> AppConfig:
@@ -374,6 +390,21 @@ class SandboxConfig(_Model):
     code_ttl_s: Annotated[int, Field(gt=0)] = 300
     notify_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    # Hosts besides loopback that the simulator's open-mini-app may POST a login code to.
+    allowed_backend_hosts: list[str] = []
+
+    @field_validator("allowed_backend_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        hosts = [host_name(item) for item in value]
+        wrong = [item for item, host in zip(value, hosts, strict=True) if host is None]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(quoted_name(item) for item in wrong)}: each must be a bare host "
+                "name or IP address, e.g. backend.internal or 10.0.0.5 (no scheme, port, path "
+                "or wildcard)"
+            )
+        return [host for host in hosts if host is not None]
 
 
 class AdminConfig(_Model):
@@ -695,6 +726,13 @@ def _describe(error: Any) -> str:
         message = "unknown option (check the spelling against the README's config reference)"
     elif error["type"] == "missing":
         message = "required"
+    elif isinstance(error.get("input"), bool):
+        # Only a bool field takes a boolean, and it never fails on one: this value was a word
+        # YAML 1.1 turns into one (`format: off`), so say so, or the message puzzles.
+        message += (
+            " (YAML reads an unquoted yes, no, on, off, true or false as the boolean "
+            f"{str(error['input']).lower()}; put the value in quotes)"
+        )
     return f"{location}: {message}"
 
 

@@ -1,12 +1,13 @@
 """Logging set-up, with the filter that keeps credentials out of every log line.
 
 Redaction is the last step before a record is written: known secrets (app secrets, caller
-tokens) by value; JWTs, 64-hex signs and bearer tokens by shape; and the values of keys whose
-names hold a sensitive word (`sign`, `token`, `code`, `secret`, `phone`, `mobile`, `password`,
-`auth`, `credential`: so `accessToken`, `authCode`, `phoneNumber` too) in query-string and JSON
-text; and phone numbers by their shape, under any key. Then every control character is
-escaped, so nothing that came from the network can break a line: a record is always one line,
-and a traceback's lines are indented under it.
+tokens) by value; JWTs (cut short too), 64-hex signs and bearer tokens by shape; and the
+values of keys whose names hold a sensitive word (`sign`, `token`, `code`, `secret`, `phone`,
+`mobile`, `password`, `auth`, `credential`: so `accessToken`, `authCode`, `phoneNumber` too)
+in query-string and JSON text; and phone numbers by their shape, under any key. Then every
+control character is escaped, so nothing that came from the network can break a line: a
+record is always one line, and a traceback's lines are indented under it. A value shortened
+for a message goes through `clipped`, which redacts it whole before it cuts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
 REDACTED = "[redacted]"
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A JWT, or what is left of one cut short (a message that quotes a value may shorten it before
+# any redaction): base64url of a JSON object, `eyJ` being `{"`, with whatever segments follow.
+# Eight characters at least, so the word is no accident; what is shorter holds no claim.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*){0,2}")
 _HEX_SIGN = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 # A key is sensitive when its name holds one of these words anywhere (authCode, phoneNumber,
@@ -78,6 +82,20 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _JSON_PAIR.sub(_redacted_json_pair, text)
     text = _PHONE.sub(REDACTED, text)
     return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
+
+
+def clipped(text: str, limit: int, secrets: Iterable[str] | None = None) -> str:
+    """`text` redacted whole, then cut to about `limit` characters for a message or a log
+    line. In that order: a credential cut first no longer has the shape, or the value, that
+    redaction looks for. A cut never splits a redaction mark; `…` says something was cut."""
+    cleaned = redact(text, REDACTION.secrets if secrets is None else secrets)
+    if len(cleaned) <= limit:
+        return cleaned
+    for mark in re.finditer(re.escape(REDACTED), cleaned):
+        if mark.start() < limit < mark.end():
+            limit = mark.end()
+            break
+    return cleaned if limit >= len(cleaned) else cleaned[:limit] + "…"
 
 
 def _redacted_pair(match: re.Match[str]) -> str:

@@ -346,6 +346,30 @@ def test_sandbox_listens_on_loopback_only() -> None:
     assert problems == ["sandbox.listen.host: the sandbox listens on a loopback address only"]
 
 
+def test_the_sandbox_posts_login_codes_only_to_the_backend_hosts_it_is_given() -> None:
+    from gateway.app import sandbox_settings
+
+    default = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
+    assert sandbox_settings(default).allowed_backend_hosts == frozenset()
+    hosts = ["Backend.Internal", "10.0.0.5", "[FD00::1]"]
+    config = from_mapping(
+        {"apps": {"demo": app()}, "sandbox": {"allowed_backend_hosts": hosts}}, {"S": "s"}
+    )
+    assert sandbox_settings(config).allowed_backend_hosts == frozenset(
+        {"backend.internal", "10.0.0.5", "fd00::1"}
+    )
+
+
+def test_a_backend_host_that_is_no_bare_host_is_named() -> None:
+    hosts = ["ok.internal", "http://x", "x:80", "*.corp", "a/b"]
+    [problem] = problems_of({"apps": {"demo": app()}, "sandbox": {"allowed_backend_hosts": hosts}})
+    assert problem == (
+        "sandbox.allowed_backend_hosts: 'http://x', 'x:80', '*.corp', 'a/b': each must be a "
+        "bare host name or IP address, e.g. backend.internal or 10.0.0.5 (no scheme, port, "
+        "path or wildcard)"
+    )
+
+
 def test_the_outbox_follows_the_cache() -> None:
     memory = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
     assert memory.callbacks.store == "sqlite:///var/lib/neu-gateway/outbox.db"
@@ -424,6 +448,74 @@ def test_egress_settings_resolve_per_app() -> None:
 def test_bad_egress_settings_are_named(document: dict[str, Any], field: str) -> None:
     problems = problems_of({"apps": {"demo": app()}, **document})
     assert any(problem.startswith(field) for problem in problems), problems
+
+
+def _loaded(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return load(path, environ={})
+
+
+def _load_problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        _loaded(tmp_path, text)
+    return caught.value.problems
+
+
+DEMO_APP_YAML = "apps:\n  demo:\n    appid: a\n    secret: s\n    upstream: sandbox\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "validation"),
+    [
+        pytest.param("off", "off", id="off unquoted, as the README writes it"),
+        pytest.param("Off", "off", id="Off unquoted"),
+        pytest.param("no", "off", id="no unquoted"),
+        pytest.param("false", "off", id="false"),
+        pytest.param('"off"', "off", id="off quoted"),
+        pytest.param("on", "doc", id="on unquoted"),
+        pytest.param("true", "doc", id="true"),
+        pytest.param("doc", "doc", id="doc"),
+    ],
+)
+def test_validation_reads_yamls_booleans_as_meant(
+    tmp_path: Path, written: str, validation: str
+) -> None:
+    config = _loaded(tmp_path, DEMO_APP_YAML + f"    validation: {written}\n")
+    assert config.apps["demo"].validation == validation
+
+
+@pytest.mark.parametrize("written", ['"Off"', "strict", "0", "[off]"])
+def test_a_validation_neither_doc_nor_off_is_named_with_the_allowed_values(
+    tmp_path: Path, written: str
+) -> None:
+    [problem] = _load_problems(tmp_path, DEMO_APP_YAML + f"    validation: {written}\n")
+    assert problem == (
+        "apps.demo.validation: must be doc (the doc's lists of values are checked) or off "
+        "(only required parameters)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "word"),
+    [
+        pytest.param("    tls: {ca_mode: on}\n", "apps.demo.tls.ca_mode", "true", id="ca_mode"),
+        pytest.param("    proxy: off\n", "apps.demo.proxy", "false", id="an app's proxy"),
+        pytest.param("proxy: no\n", "proxy", "false", id="proxy"),
+        pytest.param("cache: {backend: yes}\n", "cache.backend", "true", id="cache.backend"),
+        pytest.param("logging: {format: off}\n", "logging.format", "false", id="logging.format"),
+        pytest.param("callbacks: {store: on}\n", "callbacks.store", "true", id="callbacks.store"),
+    ],
+)
+def test_a_word_yaml_reads_as_a_boolean_is_named_as_such(
+    tmp_path: Path, text: str, field: str, word: str
+) -> None:
+    [problem] = _load_problems(tmp_path, DEMO_APP_YAML + text)
+    assert problem.startswith(f"{field}: "), problem
+    assert problem.endswith(
+        f"(YAML reads an unquoted yes, no, on, off, true or false as the boolean {word}; "
+        "put the value in quotes)"
+    ), problem
 
 
 def _caller_with(rate_limit: Any) -> dict[str, Any]:

@@ -38,6 +38,40 @@ def test_redact(text: str, gone: str) -> None:
     assert REDACTED in redacted
 
 
+@pytest.mark.parametrize("length", range(8, len(JWT) + 1))
+def test_a_jwt_cut_short_is_still_redacted(length: int) -> None:
+    cut = JWT[:length]
+    redacted = redact(f"refused a payment callback for app {cut}: no such app")
+    assert redacted == f"refused a payment callback for app {REDACTED}: no such app"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(JWT, id="a JWT"),
+        pytest.param("x" * 40 + JWT, id="a JWT across the cut"),
+        pytest.param("x" * 60 + JWT + "y" * 200, id="a JWT starting just before the cut"),
+        pytest.param(f"sign={SIGN}" + "z" * 100, id="a sign across the cut"),
+        pytest.param(
+            "y" * 50 + "my-app-secret-value-0123456789", id="a known secret across the cut"
+        ),
+        pytest.param("Bearer " + "t" * 300, id="a long bearer token"),
+    ],
+)
+def test_a_value_is_redacted_whole_before_it_is_clipped(text: str) -> None:
+    clipped = logs.clipped(text, 64, ["my-app-secret-value-0123456789"])
+    assert len(clipped) <= 64 + len(REDACTED) + 1
+    assert REDACTED in clipped, clipped
+    for credential in (JWT, SIGN, "my-app-secret-value-0123456789", "t" * 300):
+        for start in range(len(credential) - 7):
+            assert credential[start : start + 8] not in clipped, clipped
+
+
+def test_a_short_value_is_not_clipped() -> None:
+    assert logs.clipped("demo", 64) == "demo"
+    assert logs.clipped("d" * 65, 64) == "d" * 64 + "…"
+
+
 def test_ordinary_text_is_left_alone() -> None:
     line = "request_id=ab12 caller=orders app=demo method=POST route=/neuopenapi/x status=200"
     assert redact(line) == line

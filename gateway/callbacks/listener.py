@@ -97,7 +97,9 @@ async def pay_callback(request: web.Request) -> web.Response:
             log.exception("the outbox could not be written")
             raise OutboxUnavailable() from None
     except GatewayError as refusal:
-        log.warning("refused a payment callback for app %s: %s", name[:64], refusal.msg)
+        log.warning(
+            "refused a payment callback for app %s: %s", logs.clipped(name, 64), refusal.msg
+        )
         context.metrics.callbacks.labels(label, refusal.code).inc()
         response = error_response(refusal, request_id_for(request))
         close_if_unread(request, response)
@@ -171,7 +173,9 @@ async def _confirm_and_store(
     actual = detail.get("transactionStatus")
     claimed = params.get("transactionStatus")
     if claimed is not None and claimed != str(actual):
-        raise StatusMismatch(f"callback says status {claimed[:8]}, the platform says {actual}")
+        raise StatusMismatch(
+            f"callback says status {logs.clipped(claimed, 8)}, the platform says {actual}"
+        )
     if not isinstance(actual, int) or actual == PROCESSING:
         raise NotFinal()
     payload = json.dumps(detail, ensure_ascii=False).encode()

@@ -27,6 +27,7 @@ from gateway.core.verification import Rejected, check_signed_request
 from gateway.sandbox.controls import EVENTS, NOTIFIER, TIMERS, WORLD, control_params
 from gateway.sandbox.events import Events
 from gateway.sandbox.notifier import Notifier
+from gateway.sandbox.origin import own_page_only
 from gateway.sandbox.simulator import add_simulator_routes
 from gateway.sandbox.world import SandboxError, Settings, World
 from gateway.sandbox.world import trade_view as world_trade_view
@@ -447,7 +448,8 @@ def create_sandbox_app(
     settings = settings or Settings()
     clock = OffsetClock(clock or SystemClock(), settings.clock_offset_s)
     app = web.Application(
-        middlewares=[sandbox_middleware],
+        # The guard inside the envelope's middleware, so its refusal is answered as any other.
+        middlewares=[sandbox_middleware, own_page_only],
         client_max_size=MAX_BODY_BYTES,
         handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )

@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
+from gateway.core.hosts import host_name, is_loopback
 from gateway.sandbox.controls import EVENTS, WORLD, control_params, ok
 from gateway.sandbox.world import SandboxError, World
 
@@ -80,9 +82,7 @@ async def open_mini_app(request: web.Request) -> web.Response:
     params = await control_params(request)
     backend_url = params.get("backend_url", "").strip()
     if backend_url:
-        parts = urlsplit(backend_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SandboxError(400, "backend_url must be an http(s) URL")
+        _check_backend(backend_url, world.settings.allowed_backend_hosts)
     login = world.login(_appid(world, params), params.get("user", ""))
     now = _now(world)
     opened: dict[str, Any] = {
@@ -94,6 +94,34 @@ async def open_mini_app(request: web.Request) -> web.Response:
     if backend_url:
         opened["backend"] = await _send_code(backend_url, login["code"])
     return ok(opened)
+
+
+def _check_backend(url: str, allowed_hosts: frozenset[str]) -> None:
+    """A mini app's backend is on this machine, unless the sandbox was told of another host:
+    whoever can reach the sandbox must not make it send requests anywhere."""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        # The host the client will connect to, as it parses the URL: the one judged below.
+        connects_to = URL(url).host
+    except ValueError:
+        raise SandboxError(400, "backend_url must be an http(s) URL") from None
+    # No user part: parsers differ on which `@` ends it, so on which host is meant.
+    if (
+        parts.scheme not in ("http", "https")
+        or not hostname
+        or "@" in parts.netloc
+        or (connects_to or "").lower() != hostname
+    ):
+        raise SandboxError(400, "backend_url must be an http(s) URL")
+    if not is_loopback(hostname) and host_name(hostname) not in allowed_hosts:
+        raise SandboxError(
+            403,
+            "backend_url must be on this machine (localhost, 127.0.0.1, [::1]); another host "
+            "only when the sandbox allows it (sandbox.allowed_backend_hosts, or "
+            "neu-gateway sandbox --allow-backend-host)",
+        )
 
 
 async def _send_code(url: str, code: str) -> dict[str, Any]:

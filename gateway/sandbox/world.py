@@ -74,6 +74,9 @@ class Settings:
     explain: bool = True
     # The platform's clock (and its Date header) this far ahead of the host's, or behind.
     clock_offset_s: float = 0.0
+    # Hosts besides loopback that the simulator's open-mini-app may POST a login code to, as
+    # core.hosts.host_name spells them.
+    allowed_backend_hosts: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -274,6 +274,63 @@ async def test_the_callbacks_listener_serves_nothing_else(gateway: Client) -> No
                 assert response.status == 404
 
 
+# A real accessToken's shape (HS512, the sandbox's), as a hostile or careless platform-side
+# client might put one anywhere.
+JWT = (
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzUxMiJ9.eyJvcGVuSWQiOiJvLTEyMyIsImNsaWVudElkIjoiZGVtby1h"
+    "cHBpZCIsInNjb3BlIjoidXNlci5pbmZvIiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjE3MDA2MDQ4MDB9."
+    "Q2lvbGxhYm9yYXRlLXNpZ25hdHVyZS1ub3QtcmVhbC1idXQtbG9uZy1lbm91Z2gtdG8tbWF0dGVyLTAxMjM0NQ"
+)
+
+
+def _leaked_pieces(text: str) -> list[str]:
+    """Any eight characters of the JWT in a row: what is left of it, however it was cut."""
+    return [JWT[i : i + 8] for i in range(len(JWT) - 7) if JWT[i : i + 8] in text]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(JWT, id="a JWT"), pytest.param("x" * 40 + JWT, id="a JWT behind 40 characters")],
+)
+async def test_a_credential_in_the_callbacks_path_is_redacted_whole(
+    gateway: Client, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            gateway.app[CALLBACKS_URL] + f"/callbacks/{name}/pay", data={"tradeNo": "t"}
+        ) as response,
+    ):
+        assert (response.status, (await response.json())["error"]) == (404, "unknown_app")
+    refusals = [r.getMessage() for r in caplog.records if "refused a payment" in r.getMessage()]
+    assert refusals, caplog.text
+    assert "[redacted]" in refusals[0]
+    assert _leaked_pieces(caplog.text) == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"transactionStatus": JWT}, id="as the status"),
+        pytest.param({"appid": JWT}, id="as the appid"),
+        pytest.param({"appid": "x" * 40 + JWT}, id="as the appid, behind 40 characters"),
+    ],
+)
+async def test_a_credential_in_a_callbacks_fields_is_redacted_in_the_log(
+    gateway: Client, caplog: pytest.LogCaptureFixture, fields: dict[str, str]
+) -> None:
+    # (The answer may quote the value back: its sender sent it.)
+    sandbox = Sandbox(gateway)
+    trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
+    callback = signed_callback(trade_no, "2")
+    callback.update(fields)
+    callback["sign"] = signing.sign({k: v for k, v in callback.items() if k != "sign"}, SECRET)
+    status, body = await post_callback(sandbox, callback)
+    assert status in (401, 409), body
+    assert "refused a payment callback" in caplog.text
+    assert _leaked_pieces(caplog.text) == []
+
+
 async def test_dead_after_max_attempts(
     gateway: Client, receiver: CallbackReceiver, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from tests.platform_double import SECRET
 from tests.processes import StartCommand, StartGateway, neu_gateway, write_config
 from tests.rawhttp import raw_request
+from tests.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +127,24 @@ async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     result = await neu_gateway("check-config", "-c", str(config), env={"NEU_SECRET_DEMO": ""})
     assert result.status == 2
     assert "apps.demo.secret_env: environment variable NEU_SECRET_DEMO is empty" in result.stderr
+
+
+async def test_check_config_takes_validation_off_as_the_readme_writes_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example")
+    config.write_text(config.read_text().replace("upstream:", "validation: off\n    upstream:"))
+    result = await neu_gateway("check-config", "-c", str(config), env=ENV)
+    assert result.status == 0, result.stderr
+    assert "upstream https://platform.example, validation off" in result.stdout
+
+
+async def test_check_config_says_an_unquoted_word_was_read_as_a_boolean(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://platform.example", logging="{format: off}")
+    result = await neu_gateway("check-config", "-c", str(config), env=ENV)
+    assert result.status == 2
+    assert (
+        "logging.format: Input should be 'json' or 'text' (YAML reads an unquoted yes, no, on, "
+        "off, true or false as the boolean false; put the value in quotes)"
+    ) in result.stderr
 
 
 async def test_serve_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
@@ -277,13 +296,37 @@ async def test_sandbox_command_runs_the_platform_alone(start_command: StartComma
     assert (status, envelope["error"]) == (431, "headers_too_large")
 
 
+async def test_sandbox_command_posts_login_codes_to_allowed_backend_hosts_only(
+    start_command: StartCommand, receiver: CallbackReceiver
+) -> None:
+    import aiohttp
+
+    # 0.0.0.0 is no loopback address, but a connection to it stays on this machine.
+    sandbox = await start_command(
+        "sandbox", "--port", "0", "--allow-backend-host", "0.0.0.0", ready_when="sandbox"
+    )
+    allowed = receiver.url.replace("127.0.0.1", "0.0.0.0")
+    async with aiohttp.ClientSession() as session:
+        for backend_url, status in ((allowed, 200), ("http://10.0.0.8/login", 403)):
+            async with session.post(
+                sandbox.url + "/sandbox/open-mini-app",
+                data={"user": "alice", "backend_url": backend_url},
+            ) as response:
+                assert response.status == status, await response.text()
+    assert len(receiver.received) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--host", "0.0.0.0"], "the sandbox listens on a loopback address only"),
         (["--app", "no-secret"], "--app 'no-secret' is not APPID=SECRET"),
+        (
+            ["--allow-backend-host", "http://backend:80"],
+            "--allow-backend-host 'http://backend:80' is not a bare host name or IP address",
+        ),
     ],
-    ids=["public address", "bad app"],
+    ids=["public address", "bad app", "backend host with a scheme"],
 )
 async def test_sandbox_command_refuses(args: list[str], message: str) -> None:
     result = await neu_gateway("sandbox", *args)
