@@ -41,6 +41,7 @@ from gateway.core.params import parse_json, parse_urlencoded
 from gateway.core.platform import PROCESSING
 from gateway.core.verification import MAX_SKEW_MS, Rejected, check_signed_request
 from gateway.egress.bodies import (
+    BodyTimes,
     read_capped,
     refuse_compressed,
     refuse_declared_size,
@@ -84,13 +85,20 @@ async def pay_callback(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     name = request.match_info["app"]
     # Read once: a reload while this callback is checked does not change its secret.
-    app = context.live.current.apps.get(name)
+    config = context.live.current
+    app = config.apps.get(name)
     # A label only for a configured app: the path's name is anyone's choice.
     label = NONE if app is None else app.name
     try:
         if app is None:
             raise UnknownApp("no such app")
-        params = await _params(request, context.body_idle_timeout_s)
+        limits = config.limits
+        times = BodyTimes(
+            context.body_idle_timeout_s,
+            limits.min_body_rate_bytes_per_s,
+            limits.body_rate_grace_s,
+        )
+        params = await _params(request, times)
         try:
             accepted = await _accept(context, app, params)
         except OutboxError:
@@ -111,9 +119,9 @@ async def not_here(request: web.Request) -> web.Response:
     return error_response(error, request_id_for(request))
 
 
-async def _params(request: web.Request, idle_s: float) -> dict[str, str]:
+async def _params(request: web.Request, times: BodyTimes) -> dict[str, str]:
     refuse_compressed(request.headers)
-    body = await read_capped(request, MAX_CALLBACK_BYTES, idle_s, "a callback's size")
+    body = await read_capped(request, MAX_CALLBACK_BYTES, times, "a callback's size")
     if request.content_type == "application/json":
         pairs = parse_json(body, MAX_CALLBACK_FIELDS)
     else:
