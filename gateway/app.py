@@ -343,7 +343,7 @@ async def _callbacks(app: web.Application) -> AsyncIterator[None]:
         metrics,
         body_idle_timeout_s=config.limits.body_idle_timeout_s,
     )
-    app[READINESS].add_check("outbox", outbox.ping)
+    app[READINESS].add_check("outbox", outbox.check_writable)
 
     async def count_deliveries() -> None:
         try:
