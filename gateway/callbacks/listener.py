@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.outbox import Outbox, OutboxError
-from gateway.config import App, LiveConfig
+from gateway.config import App, LimitsConfig, LiveConfig
 from gateway.core.clock import Clock
 from gateway.core.errors import (
     BadSign,
@@ -41,7 +41,6 @@ from gateway.core.params import parse_json, parse_urlencoded
 from gateway.core.platform import PROCESSING
 from gateway.core.verification import MAX_SKEW_MS, Rejected, check_signed_request
 from gateway.egress.bodies import (
-    BodyTimes,
     read_capped,
     refuse_compressed,
     refuse_declared_size,
@@ -72,7 +71,6 @@ class CallbackContext:
     waits: TradeWaits
     clock: Clock
     metrics: Metrics
-    body_idle_timeout_s: float = 30.0
     confirmations: SingleFlight[tuple[str, str, str | None], str] = field(
         default_factory=SingleFlight
     )
@@ -92,13 +90,7 @@ async def pay_callback(request: web.Request) -> web.Response:
     try:
         if app is None:
             raise UnknownApp("no such app")
-        limits = config.limits
-        times = BodyTimes(
-            context.body_idle_timeout_s,
-            limits.min_body_rate_bytes_per_s,
-            limits.body_rate_grace_s,
-        )
-        params = await _params(request, times)
+        params = await _params(request, config.limits)
         try:
             accepted = await _accept(context, app, params)
         except OutboxError:
@@ -119,9 +111,9 @@ async def not_here(request: web.Request) -> web.Response:
     return error_response(error, request_id_for(request))
 
 
-async def _params(request: web.Request, times: BodyTimes) -> dict[str, str]:
+async def _params(request: web.Request, limits: LimitsConfig) -> dict[str, str]:
     refuse_compressed(request.headers)
-    body = await read_capped(request, MAX_CALLBACK_BYTES, times, "a callback's size")
+    body = await read_capped(request, MAX_CALLBACK_BYTES, limits, "a callback's size")
     if request.content_type == "application/json":
         pairs = parse_json(body, MAX_CALLBACK_FIELDS)
     else:

@@ -195,9 +195,10 @@ def _kind(exc: BaseException) -> str:
 
 
 async def read_capped(
-    request: web.BaseRequest, max_bytes: int, times: BodyTimes, limit_name: str
+    request: web.BaseRequest, max_bytes: int, limits: LimitsConfig, limit_name: str
 ) -> bytes:
-    """The whole body, or BodyTooLarge as soon as it passes max_bytes."""
+    """The whole body, or BodyTooLarge as soon as it passes max_bytes. (The limits, not the
+    BodyTimes made of them: most bodies arrive with their headers, and need no clock.)"""
     refuse_declared_size(request, max_bytes, limit_name)
     content = request.content
     if request.content_length is not None and content.is_eof() and content.exception() is None:
@@ -207,7 +208,7 @@ async def read_capped(
             raise BadRequest("the request body is malformed (shorter than its Content-Length)")
         return body
     return await gather_capped(
-        _chunks(request, BodyClock(request, times)),
+        _chunks(request, BodyClock(request, BodyTimes.of(limits))),
         max_bytes,
         lambda: too_large(limit_name, max_bytes),
     )

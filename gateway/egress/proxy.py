@@ -214,9 +214,7 @@ async def read_body(request: web.Request, limits: LimitsConfig, params_left: int
             f"unsupported Content-Type {quoted_name(mimetype)}: send {FORM_TYPE}, "
             "application/json or multipart/form-data"
         )
-    body = await read_capped(
-        request, limits.max_form_bytes, BodyTimes.of(limits), "limits.max_form_bytes"
-    )
+    body = await read_capped(request, limits.max_form_bytes, limits, "limits.max_form_bytes")
     if not body:
         return Upload()
     if is_json:
