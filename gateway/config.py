@@ -269,6 +269,11 @@ class LimitsConfig(_Model):
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 16384
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     body_idle_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # A body dribbled a byte at a time dodges the idle timeout: once the gateway has waited
+    # body_rate_grace_s on a body, each further second of waiting must be paid for with this
+    # many bytes (0: no minimum). See gateway/egress/bodies.py for why a rate, not a deadline.
+    min_body_rate_bytes_per_s: Annotated[int, Field(ge=0, le=1 << 30)] = 4096
+    body_rate_grace_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 75.0
     max_connections: Annotated[int, Field(gt=0, le=1_000_000)] = 1024
 

@@ -135,6 +135,18 @@ def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Pat
             "limits.max_body_byte: unknown option",
             id="misspelt option",
         ),
+        pytest.param(
+            {"apps": {"demo": app()}, "limits": {"min_body_rate_bytes_per_s": -1}},
+            None,
+            "limits.min_body_rate_bytes_per_s: Input should be greater than or equal to 0",
+            id="negative body rate",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "limits": {"body_rate_grace_s": 0}},
+            None,
+            "limits.body_rate_grace_s: Input should be greater than 0",
+            id="no grace for a body's rate",
+        ),
         pytest.param({"apps": {}}, None, "apps: ", id="no apps"),
         pytest.param({"listen": {}}, None, "apps: required", id="apps missing"),
         pytest.param(

@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.outbox import Outbox, OutboxError
-from gateway.config import App, LiveConfig
+from gateway.config import App, LimitsConfig, LiveConfig
 from gateway.core.clock import Clock
 from gateway.core.errors import (
     BadSign,
@@ -71,7 +71,6 @@ class CallbackContext:
     waits: TradeWaits
     clock: Clock
     metrics: Metrics
-    body_idle_timeout_s: float = 30.0
     confirmations: SingleFlight[tuple[str, str, str | None], str] = field(
         default_factory=SingleFlight
     )
@@ -84,13 +83,14 @@ async def pay_callback(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     name = request.match_info["app"]
     # Read once: a reload while this callback is checked does not change its secret.
-    app = context.live.current.apps.get(name)
+    config = context.live.current
+    app = config.apps.get(name)
     # A label only for a configured app: the path's name is anyone's choice.
     label = NONE if app is None else app.name
     try:
         if app is None:
             raise UnknownApp("no such app")
-        params = await _params(request, context.body_idle_timeout_s)
+        params = await _params(request, config.limits)
         try:
             accepted = await _accept(context, app, params)
         except OutboxError:
@@ -113,9 +113,9 @@ async def not_here(request: web.Request) -> web.Response:
     return error_response(error, request_id_for(request))
 
 
-async def _params(request: web.Request, idle_s: float) -> dict[str, str]:
+async def _params(request: web.Request, limits: LimitsConfig) -> dict[str, str]:
     refuse_compressed(request.headers)
-    body = await read_capped(request, MAX_CALLBACK_BYTES, idle_s, "a callback's size")
+    body = await read_capped(request, MAX_CALLBACK_BYTES, limits, "a callback's size")
     if request.content_type == "application/json":
         pairs = parse_json(body, MAX_CALLBACK_FIELDS)
     else:

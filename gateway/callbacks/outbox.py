@@ -6,12 +6,21 @@ works through the pending rows and survives restarts because the rows do.
 
 SQLite (stdlib) by default. Its calls block, so they run in a worker thread; one connection,
 one lock.
+
+Whether the outbox can take a write (for /readyz) is not asked of a test write: SQLite
+commits into the blocks its WAL file already has once it has been checkpointed, which it does
+by itself, and was seen to commit rows on a filesystem with no byte free. So the SQLite
+outbox looks at the free space of its filesystem (and whether it is read-only), and at how its
+last real write went; Redis refuses a write it cannot keep (out of memory, persistence
+failing, a read-only replica), so there a write is the test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import os
 import sqlite3
 import sys
 import threading
@@ -21,16 +30,24 @@ from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from gateway.core.clock import Clock, SystemClock
+from gateway.web.admin import Unusable
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # How often a SQLite outbox looks whether another process changed it (a cheap counter read).
 SQLITE_CHANGE_CHECK_S = 0.5
+# Below this much free space on its filesystem a SQLite outbox is reported unable to write:
+# several thousand callbacks, and room for SQLite's own WAL and checkpoints.
+MIN_FREE_BYTES = 4 << 20
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class OutboxError(Exception):
     """The outbox's store (SQLite, Redis) failed; callers never see that store's own errors."""
+
+
+class OutboxNotWritable(OutboxError, Unusable):
+    """The outbox cannot take a write now; the message says why."""
 
 
 _STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
@@ -91,7 +108,10 @@ class Outbox(Protocol):
         """How many deliveries are pending and dead."""
         ...
 
-    async def ping(self) -> None: ...
+    async def check_writable(self) -> None:
+        """Raises OutboxError (OutboxNotWritable, saying why) unless a write would be kept."""
+        ...
+
     def changes(self) -> AsyncIterator[None]:
         """Yields whenever another process (`neu-gateway callbacks replay`) changed the
         outbox, so a worker can look at once instead of at its next check."""
@@ -118,6 +138,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
 CREATE TABLE IF NOT EXISTS seen_signs (sign TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS write_checks (id INTEGER PRIMARY KEY);
 """
 _COLUMNS = "id, app, trade_no, status, payload, state, attempts, next_at, last_error, created_at"
 
@@ -127,9 +148,31 @@ def sqlite_path(store: str) -> Path:
     return Path(store.removeprefix("sqlite://"))
 
 
+def _failure(exc: Exception) -> str:
+    """What kind of failure a store error is (SQLITE_FULL, ENOSPC), without its text."""
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", None):
+        return str(exc.sqlite_errorname)
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        return errno.errorcode[exc.errno]
+    return type(exc).__name__
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
 class SqliteOutbox:
-    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+    def __init__(
+        self, path: Path, clock: Clock | None = None, min_free_bytes: int = MIN_FREE_BYTES
+    ) -> None:
         self._clock = clock or SystemClock()
+        self._path = path
+        self._min_free_bytes = min_free_bytes
+        # How the last write that changed something failed; None once one has gone through.
+        self._write_failure: str | None = None
         try:
             self._open(path)
         except (sqlite3.Error, OSError) as exc:
@@ -155,9 +198,21 @@ class SqliteOutbox:
     async def _change(self, sql: str, *args: Any) -> int:
         def run() -> int:
             with self._lock:
-                return self._db.execute(sql, args).rowcount
+                return self._written(lambda: self._db.execute(sql, args).rowcount)
 
         return await asyncio.to_thread(run)
+
+    def _written(self, write: Callable[[], R]) -> R:
+        """Runs a write (under the lock), remembering whether it went through. One that
+        changed nothing (an INSERT OR IGNORE ignored) wrote nothing, so proves nothing."""
+        try:
+            result = write()
+        except _STORE_ERRORS as exc:
+            self._write_failure = _failure(exc)
+            raise
+        if result:
+            self._write_failure = None
+        return result
 
     @_translated
     async def add(self, app: str, trade_no: str, status: int, payload: bytes, now: float) -> bool:
@@ -190,22 +245,25 @@ class SqliteOutbox:
         the same delivery; it runs out by itself if this one dies mid-delivery.
         """
 
+        def lease() -> list[tuple[Any, ...]]:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM deliveries WHERE state = ? AND next_at <= ?"  # noqa: S608 - constant columns
+                    " ORDER BY next_at LIMIT ?",
+                    (PENDING, now, limit),
+                ).fetchall()
+                self._db.executemany(
+                    "UPDATE deliveries SET next_at = ? WHERE id = ?",
+                    [(now + lease_s, row[0]) for row in rows],
+                )
+            finally:
+                self._db.execute("COMMIT")
+            return rows
+
         def run() -> list[Delivery]:
             with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = self._db.execute(
-                        f"SELECT {_COLUMNS} FROM deliveries WHERE state = ? AND next_at <= ?"  # noqa: S608 - constant columns
-                        " ORDER BY next_at LIMIT ?",
-                        (PENDING, now, limit),
-                    ).fetchall()
-                    self._db.executemany(
-                        "UPDATE deliveries SET next_at = ? WHERE id = ?",
-                        [(now + lease_s, row[0]) for row in rows],
-                    )
-                finally:
-                    self._db.execute("COMMIT")
-                return [Delivery(*row) for row in rows]
+                return [Delivery(*row) for row in self._written(lease)]
 
         return await asyncio.to_thread(run)
 
@@ -254,8 +312,41 @@ class SqliteOutbox:
         return {PENDING: 0, DEAD: 0, **{state: count for state, count in rows}}
 
     @_translated
-    async def ping(self) -> None:
-        await self._run("SELECT 1")
+    async def check_writable(self) -> None:
+        """The database answers, its filesystem is writable with min_free_bytes free, and its
+        last write went through; after a failed one, a write is made now to see whether
+        writes go through again (so the outbox is ready again without waiting for traffic)."""
+
+        def check() -> None:
+            with self._lock:
+                self._db.execute("SELECT 1").fetchall()
+            stat = os.statvfs(self._path.parent)
+            if stat.f_flag & os.ST_RDONLY:
+                raise OutboxNotWritable("the filesystem holding the outbox is read-only")
+            # f_bavail, not f_bfree: the blocks reserved for root are not the outbox's to count.
+            free = stat.f_bavail * stat.f_frsize
+            if free < self._min_free_bytes:
+                raise OutboxNotWritable(
+                    f"the filesystem holding the outbox has {_size(free)} free, less than the "
+                    f"{_size(self._min_free_bytes)} kept for it"
+                )
+            if self._write_failure is None:
+                return
+            try:
+                with self._lock:
+                    self._written(
+                        lambda: (
+                            self._db.execute(
+                                "INSERT OR REPLACE INTO write_checks (id) VALUES (1)"
+                            ).rowcount
+                        )
+                    )
+            except _STORE_ERRORS:
+                raise OutboxNotWritable(
+                    f"writes to the outbox fail ({self._write_failure})"
+                ) from None
+
+        await asyncio.to_thread(check)
 
     @_translated
     async def replay(self, delivery_id: int, now: float) -> bool:
@@ -296,13 +387,16 @@ class SqliteOutbox:
 
     @_translated
     async def remember_sign(self, sign: str, now: float, ttl_s: float) -> None:
+        def remember() -> int:
+            self._db.execute("DELETE FROM seen_signs WHERE expires_at <= ?", (now,))
+            return self._db.execute(
+                "INSERT OR REPLACE INTO seen_signs (sign, expires_at) VALUES (?, ?)",
+                (sign, now + ttl_s),
+            ).rowcount
+
         def run() -> None:
             with self._lock:
-                self._db.execute("DELETE FROM seen_signs WHERE expires_at <= ?", (now,))
-                self._db.execute(
-                    "INSERT OR REPLACE INTO seen_signs (sign, expires_at) VALUES (?, ?)",
-                    (sign, now + ttl_s),
-                )
+                self._written(remember)
 
         await asyncio.to_thread(run)
 
@@ -441,8 +535,17 @@ class RedisOutbox:
         }
 
     @_translated
-    async def ping(self) -> None:
-        await self._redis.ping()
+    async def check_writable(self) -> None:
+        """A write, short-lived: Redis refuses one it cannot keep (over maxmemory, its
+        persistence failing with stop-writes-on-bgsave-error, a read-only replica)."""
+        from redis.exceptions import ResponseError
+
+        try:
+            await self._redis.set(f"{self._p}write_check", b"1", px=60_000)
+        except ResponseError as exc:
+            raise OutboxNotWritable(
+                f"Redis refuses writes to the outbox ({type(exc).__name__})"
+            ) from None
 
     @_translated
     async def replay(self, delivery_id: int, now: float) -> bool:

@@ -263,7 +263,8 @@ class HeaderTimeout(RequestTimeout):
 
 
 class BodyTimeout(RequestTimeout):
-    """No byte of the request body arrived for limits.body_idle_timeout_s."""
+    """The request body stalled (limits.body_idle_timeout_s) or arrived too slowly
+    (limits.min_body_rate_bytes_per_s)."""
 
     code = "body_timeout"
     message = (

@@ -1,20 +1,34 @@
-"""Reading what a caller (or the platform) sends: bounded in bytes and in idle time, never inflated.
+"""Reading what a caller (or the platform) sends: bounded in bytes, idle time and pace, never
+inflated.
 
 Every read of a request body in the gateway goes through here, so each listener keeps the
 same promises: a compressed body is refused before a byte of it is read, a body larger than
-its limit is refused as soon as it is, and a client that stops sending for
-`limits.body_idle_timeout_s` gets 408 instead of holding the connection.
+its limit is refused as soon as it is, a client that stops sending for
+`limits.body_idle_timeout_s` gets 408 instead of holding the connection, and so does one that
+sends too slowly (`limits.min_body_rate_bytes_per_s`, after `limits.body_rate_grace_s`).
+
+Why a minimum rate and not a total deadline: a deadline long enough for the largest upload a
+slow but honest link can carry (100 MB at 1 Mbit/s is 800 s) lets a client that sends a byte
+a second hold the connection for as long. A rate makes every second a client holds a
+connection cost it bytes, whatever the body's size: a dribble is cut off after the grace
+period, an upload at any real link's speed is never cut, and a fast start followed by a
+dribble buys only the time its bytes pay for. As in Kestrel's MinRequestBodyDataRate, only the
+time the gateway spends waiting for the client counts, not the time it spends on the bytes it
+has (spooling a file, say), so a busy gateway does not punish its clients.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDictProxy
 
+from gateway.config import LimitsConfig
 from gateway.core.errors import (
     BadRequest,
     BodyTimeout,
@@ -73,26 +87,106 @@ def too_large(limit_name: str, max_bytes: int) -> BodyTooLarge:
     )
 
 
-async def within_idle(step: Awaitable[T], idle_s: float, request: web.BaseRequest) -> T:
-    """One read step of a body: 408 if it makes no progress for idle_s (or the listener is
-    full and this client is the slowest), 400 if it is broken."""
-    try:
-        async with asyncio.timeout(idle_s) as deadline:
-            with waiting_on_client(request, deadline):
-                return await step
-    except TimeoutError:
-        if was_evicted(request):
-            raise BodyTimeout(
-                "the gateway was at limits.max_connections and this request's body was the "
-                "slowest to arrive; the connection is closed"
-            ) from None
-        raise BodyTimeout() from None
-    except web.RequestPayloadError as exc:
-        # A broken chunked encoding or a body shorter than its Content-Length.
-        raise BadRequest(f"the request body is malformed ({_kind(exc)})") from None
-    except ConnectionError:
-        # The client went away mid-body; the answer goes nowhere, but is logged as a 400.
-        raise BadRequest("the connection closed before the whole body arrived") from None
+@dataclass(frozen=True)
+class BodyTimes:
+    """How long a client may take over a body: `idle_s` for each read, and once the gateway
+    has waited `grace_s` on the body, `min_rate` bytes for every second it has waited
+    (0: no minimum)."""
+
+    idle_s: float
+    min_rate: int = 0
+    grace_s: float = 0.0
+
+    @classmethod
+    def of(cls, limits: LimitsConfig) -> BodyTimes:
+        return cls(
+            limits.body_idle_timeout_s, limits.min_body_rate_bytes_per_s, limits.body_rate_grace_s
+        )
+
+    def allowed_wait_s(self, received: int) -> float:
+        """How long the gateway may have waited on a body of which `received` bytes have
+        arrived: the grace period, or longer by as much as those bytes pay for."""
+        if not self.min_rate:
+            return math.inf
+        return max(self.grace_s, received / self.min_rate)
+
+
+class BodyClock:
+    """Times one request's body, read by read (`BodyTimes.idle_s`) and as a whole (its pace).
+
+    The pace is checked by a timer set for when the bytes received so far stop paying for
+    the wait; when it fires, bytes that arrived meanwhile move it on, so a client keeping up
+    is never cut off in the middle of a read that takes several pieces (a part's headers).
+    """
+
+    def __init__(self, request: web.BaseRequest, times: BodyTimes) -> None:
+        self._request = request
+        self.times = times
+        self._waited_s = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.too_slow = False
+
+    async def step(self, step: Awaitable[T]) -> T:
+        """One read step of a body: 408 if it makes no progress for idle_s, if the body falls
+        below its pace, or if the listener is full and this client is the slowest; 400 if it
+        is broken."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.times.idle_s) as deadline:
+                with waiting_on_client(self._request, deadline):
+                    began = loop.time()
+                    self._set_timer(loop, deadline, began)
+                    try:
+                        return await step
+                    finally:
+                        if self._timer is not None:
+                            self._timer.cancel()
+                            self._timer = None
+                        self._waited_s += loop.time() - began
+        except TimeoutError:
+            if was_evicted(self._request):
+                raise BodyTimeout(
+                    "the gateway was at limits.max_connections and this request's body was "
+                    "the slowest to arrive; the connection is closed"
+                ) from None
+            if self.too_slow:
+                raise BodyTimeout(
+                    "the request body arrived too slowly: below "
+                    f"limits.min_body_rate_bytes_per_s ({self.times.min_rate} bytes a second) "
+                    f"after limits.body_rate_grace_s ({self.times.grace_s:g} s); "
+                    "the connection is closed"
+                ) from None
+            raise BodyTimeout() from None
+        except web.RequestPayloadError as exc:
+            # A broken chunked encoding or a body shorter than its Content-Length.
+            raise BadRequest(f"the request body is malformed ({_kind(exc)})") from None
+        except ConnectionError:
+            # The client went away mid-body; the answer goes nowhere, but is logged as a 400.
+            raise BadRequest("the connection closed before the whole body arrived") from None
+
+    def _set_timer(
+        self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, began: float
+    ) -> None:
+        allowed = self.times.allowed_wait_s(self._request.content.total_bytes)
+        if math.isinf(allowed):
+            return
+        # When the wait so far, this step's included, reaches what the bytes pay for.
+        due = began + allowed - self._waited_s
+        self._timer = loop.call_at(due, self._check, loop, deadline, began)
+
+    def _check(
+        self, loop: asyncio.AbstractEventLoop, deadline: asyncio.Timeout, began: float
+    ) -> None:
+        self._timer = None
+        if deadline.expired():
+            return
+        waited = self._waited_s + loop.time() - began
+        if waited < self.times.allowed_wait_s(self._request.content.total_bytes):
+            # Bytes arrived while this step waited for more: they pay for more waiting.
+            self._set_timer(loop, deadline, began)
+            return
+        self.too_slow = True
+        deadline.reschedule(loop.time())
 
 
 def _kind(exc: BaseException) -> str:
@@ -101,9 +195,10 @@ def _kind(exc: BaseException) -> str:
 
 
 async def read_capped(
-    request: web.BaseRequest, max_bytes: int, idle_s: float, limit_name: str
+    request: web.BaseRequest, max_bytes: int, limits: LimitsConfig, limit_name: str
 ) -> bytes:
-    """The whole body, or BodyTooLarge as soon as it passes max_bytes."""
+    """The whole body, or BodyTooLarge as soon as it passes max_bytes. (The limits, not the
+    BodyTimes made of them: most bodies arrive with their headers, and need no clock.)"""
     refuse_declared_size(request, max_bytes, limit_name)
     content = request.content
     if request.content_length is not None and content.is_eof() and content.exception() is None:
@@ -113,10 +208,12 @@ async def read_capped(
             raise BadRequest("the request body is malformed (shorter than its Content-Length)")
         return body
     return await gather_capped(
-        _chunks(request, idle_s), max_bytes, lambda: too_large(limit_name, max_bytes)
+        _chunks(request, BodyClock(request, BodyTimes.of(limits))),
+        max_bytes,
+        lambda: too_large(limit_name, max_bytes),
     )
 
 
-async def _chunks(request: web.BaseRequest, idle_s: float) -> AsyncIterator[bytes]:
-    while chunk := await within_idle(request.content.read(READ_CHUNK_BYTES), idle_s, request):
+async def _chunks(request: web.BaseRequest, clock: BodyClock) -> AsyncIterator[bytes]:
+    while chunk := await clock.step(request.content.read(READ_CHUNK_BYTES)):
         yield chunk

@@ -29,7 +29,7 @@ from gateway.core.params import (
     parse_urlencoded,
 )
 from gateway.egress.admission import ADMITTED, admit
-from gateway.egress.bodies import read_capped, refuse_declared_size, send_continue
+from gateway.egress.bodies import BodyTimes, read_capped, refuse_declared_size, send_continue
 from gateway.egress.calls import base_url_for, trade_detail
 from gateway.egress.extras import exchange_code, relay, user_info
 from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
@@ -205,7 +205,7 @@ async def read_body(request: web.Request, limits: LimitsConfig, params_left: int
                 limits.max_body_bytes,
                 limits.max_form_bytes,
                 params_left,
-                limits.body_idle_timeout_s,
+                BodyTimes.of(limits),
             ),
         )
     is_json = mimetype == "application/json" or mimetype.endswith("+json")
@@ -214,9 +214,7 @@ async def read_body(request: web.Request, limits: LimitsConfig, params_left: int
             f"unsupported Content-Type {quoted_name(mimetype)}: send {FORM_TYPE}, "
             "application/json or multipart/form-data"
         )
-    body = await read_capped(
-        request, limits.max_form_bytes, limits.body_idle_timeout_s, "limits.max_form_bytes"
-    )
+    body = await read_capped(request, limits.max_form_bytes, limits, "limits.max_form_bytes")
     if not body:
         return Upload()
     if is_json:

@@ -26,7 +26,7 @@ from aiohttp.streams import StreamReader
 from gateway.core.errors import InvalidMultipart, SecretParamRejected, quoted_name
 from gateway.core.params import Pairs, is_secret_name, is_unicode, too_many_params
 from gateway.core.sizes import READ_CHUNK_BYTES
-from gateway.egress.bodies import IDENTITY, codings, too_large, within_idle
+from gateway.egress.bodies import IDENTITY, BodyClock, BodyTimes, codings, too_large
 
 SPOOL_MEMORY_BYTES = 256 * 1024
 FILE_FIELD = "fileData"
@@ -103,7 +103,7 @@ class MultipartLimits:
     max_body_bytes: int
     max_text_bytes: int  # all text parts together (limits.max_form_bytes)
     max_parts: int  # what is left of limits.max_params after the query string
-    idle_s: float
+    times: BodyTimes
 
 
 async def read_multipart(request: web.Request, limits: MultipartLimits) -> Upload:
@@ -114,18 +114,20 @@ async def read_multipart(request: web.Request, limits: MultipartLimits) -> Uploa
     never receives a field the gateway did not sign.
     """
     upload = Upload()
+    # One clock for the whole body: its pace is the body's, however many parts it has.
+    clock = BodyClock(request, limits.times)
     try:
-        reader = await _reader(request, limits.idle_s)
+        reader = await _reader(request, clock)
         text_budget = limits.max_text_bytes
         while True:
-            part = await within_idle(reader.next(), limits.idle_s, request)
+            part = await clock.step(reader.next())
             if part is None:
                 break
             if len(upload.pairs) + len(upload.files) >= limits.max_parts:
                 raise too_many_params(limits.max_parts)
             if isinstance(part, MultipartReader):
                 raise InvalidMultipart("nested multipart parts are not supported")
-            text_budget -= await _read_part(part, upload, request, limits, text_budget)
+            text_budget -= await _read_part(part, upload, request, limits, clock, text_budget)
     except (
         HttpProcessingError,
         ValueError,
@@ -167,16 +169,14 @@ class _AfterPreamble:
         return getattr(self._content, name)
 
 
-async def _reader(request: web.Request, idle_s: float) -> MultipartReader:
+async def _reader(request: web.Request, clock: BodyClock) -> MultipartReader:
     boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.get("boundary")
     if not boundary:
         raise InvalidMultipart("the multipart/form-data Content-Type has no boundary")
     delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
     preamble = 0
     while True:
-        line = await within_idle(
-            request.content.readline(max_line_length=MAX_PREAMBLE_BYTES), idle_s, request
-        )
+        line = await clock.step(request.content.readline(max_line_length=MAX_PREAMBLE_BYTES))
         if line.rstrip() in (delimiter, delimiter + b"--"):
             break
         preamble += len(line)
@@ -234,6 +234,7 @@ async def _read_part(
     upload: Upload,
     request: web.Request,
     limits: MultipartLimits,
+    clock: BodyClock,
     text_budget: int,
 ) -> int:
     """Reads one part into the upload; returns the text bytes it used."""
@@ -249,7 +250,7 @@ async def _read_part(
             max(0, memory_left),
         )
         upload.files.append(file)
-        while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
+        while chunk := await clock.step(part.read_chunk(READ_CHUNK_BYTES)):
             _check_body_size(request, limits.max_body_bytes)
             file.write(chunk)
         return 0
@@ -266,7 +267,7 @@ async def _read_part(
             "only utf-8 is accepted"
         )
     text = bytearray()
-    while chunk := await within_idle(part.read_chunk(READ_CHUNK_BYTES), limits.idle_s, request):
+    while chunk := await clock.step(part.read_chunk(READ_CHUNK_BYTES)):
         _check_body_size(request, limits.max_body_bytes)
         text += chunk
         if len(text) > text_budget:

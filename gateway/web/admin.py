@@ -19,6 +19,11 @@ CHECK_TIMEOUT_S = 1.0
 Check = Callable[[], Awaitable[None]]
 
 
+class Unusable(Exception):
+    """A check's finding that its backend cannot be used, with the reason written for
+    /readyz (no secret, no path), which is shown as it is."""
+
+
 class Readiness:
     """Whether this process should get new requests: not while draining, nor while a backend
     it needs is down. Each check raises when its backend is not usable."""
@@ -42,6 +47,8 @@ class Readiness:
                 await within(self._clock, CHECK_TIMEOUT_S, check())
             except TimeoutError:
                 states[name] = f"no answer within {CHECK_TIMEOUT_S:g} s"
+            except Unusable as exc:
+                states[name] = f"unavailable ({exc})"
             except Exception as exc:
                 states[name] = f"unavailable ({type(exc).__name__})"
             else:
