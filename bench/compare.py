@@ -183,6 +183,8 @@ def gateway_config(directory: Path, upstream: str, port: int, redis_url: str | N
         f"    upstream: {upstream}\n"
         "callers:\n  bench:\n    token_env: BENCH_TOKEN\n    apps: [demo]\n"
         '    allow: ["* /neuopenapi/*"]\n'
+        # One caller stands for the 512 callers of the slow-upstream scenario.
+        "    max_in_flight: 512\n"
         "logging: {format: json}\nshutdown: {drain_s: 0}\n"
         # Room for the 100 MB uploads of the memory scenario.
         "limits: {max_body_bytes: 209715200}\n" + cache

@@ -30,7 +30,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.errors import GatewayError
 from gateway.core.platform import API_PREFIX
 from gateway.egress import proxy
-from gateway.egress.ratelimits import CallerRates
+from gateway.egress.ratelimits import CallerRates, InFlight
 from gateway.egress.sessions import Sessions, TlsSetupError
 from gateway.egress.stores import MemoryStore, RedisStore
 from gateway.egress.tokens import Store, StoreError, TokenCache
@@ -56,6 +56,7 @@ from gateway.web.state import (
     CONFIG,
     DELIVER_TO,
     EMBEDDED_SANDBOX,
+    IN_FLIGHT,
     LIVE_CONFIG,
     METRICS,
     READINESS,
@@ -111,6 +112,13 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(_admin_listener)
     app[WAITS] = TradeWaits(app[CLOCK])
     app[CALLER_RATES] = CallerRates()
+    in_flight = app[IN_FLIGHT] = InFlight()
+
+    async def count_in_flight() -> None:
+        for caller, count in in_flight.by_caller().items():
+            metrics.requests_in_flight.labels(caller).set(count)
+
+    metrics.on_scrape(count_in_flight)
     if config.admin.listen is None:
         app.router.add_routes(admin_routes(app[READINESS], metrics))
     add_prefix_route(app, API_PREFIX, proxy.forward, proxy.expect_body)

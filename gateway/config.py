@@ -255,6 +255,26 @@ class TimeoutsConfig(_Model):
     total_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
 
 
+# By default one caller may hold at most this fraction (1/N) of a listener's connections.
+IN_FLIGHT_SHARE = 4
+
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML reads `yes` and `true` as booleans, which pydantic would take as 1.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of requests, not true or false")
+    return value
+
+
+def _above_connections(value: int, connections: int) -> str:
+    # Each request in flight holds a connection, so such a cap would never be reached.
+    return (
+        f"{value} is above limits.max_connections ({connections}), so it would never be "
+        f"reached; give at most {connections} (with that, this caller alone could hold "
+        "every connection)"
+    )
+
+
 class LimitsConfig(_Model):
     """What one caller may make the gateway hold or do; SECURITY.md lists what hitting each gets."""
 
@@ -276,6 +296,30 @@ class LimitsConfig(_Model):
     body_rate_grace_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 75.0
     max_connections: Annotated[int, Field(gt=0, le=1_000_000)] = 1024
+    # Requests one caller may have in flight in this process, unless it has a max_in_flight of
+    # its own; requests without a token (trusted networks, anonymous mode) count as one caller.
+    # None: a share of max_connections, so that no one caller can hold every connection.
+    max_in_flight_per_caller: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+    @field_validator("max_in_flight_per_caller", mode="before")
+    @classmethod
+    def _in_flight_is_a_number(cls, value: Any) -> Any:
+        return _not_a_bool(value)
+
+    @field_validator("max_in_flight_per_caller")
+    @classmethod
+    def _in_flight_within_connections(cls, value: int | None, info: ValidationInfo) -> int | None:
+        connections = info.data.get("max_connections")
+        if value is not None and connections is not None and value > connections:
+            raise ValueError(_above_connections(value, connections))
+        return value
+
+    @property
+    def default_max_in_flight(self) -> int:
+        """max_in_flight_per_caller, or by default a quarter of max_connections."""
+        if self.max_in_flight_per_caller is not None:
+            return self.max_in_flight_per_caller
+        return max(1, self.max_connections // IN_FLIGHT_SHARE)
 
 
 MIN_CALLER_TOKEN_LENGTH = 16
@@ -300,6 +344,13 @@ class CallerConfig(_Model):
     apps: Annotated[list[str], Field(min_length=1)]
     allow: Annotated[list[str], Field(min_length=1)]
     rate_limit: RateLimitConfig | None = None
+    # Requests in flight at once, in this process; None: limits.max_in_flight_per_caller.
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+    @field_validator("max_in_flight", mode="before")
+    @classmethod
+    def _in_flight_is_a_number(cls, value: Any) -> Any:
+        return _not_a_bool(value)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> CallerConfig:
@@ -676,6 +727,11 @@ def _callers(
                 f"{where}.apps: unknown app {', '.join(map(repr, unknown))} "
                 f"(configured: {', '.join(parsed.apps)})"
             )
+        connections = parsed.limits.max_connections
+        if caller.max_in_flight is not None and caller.max_in_flight > connections:
+            problems.append(
+                f"{where}.max_in_flight: {_above_connections(caller.max_in_flight, connections)}"
+            )
         token = read_credential(
             where, "token", caller.token_env, caller.token_file, None, environ, problems
         )
@@ -694,7 +750,9 @@ def _callers(
             continue
         routes = tuple(Route.parse(item) for item in caller.allow)
         rate = None if caller.rate_limit is None else caller.rate_limit.rate()
-        callers[name] = Caller(name, token, frozenset(caller.apps), routes, rate)
+        callers[name] = Caller(
+            name, token, frozenset(caller.apps), routes, rate, caller.max_in_flight
+        )
     return callers
 
 

@@ -170,6 +170,13 @@ class Metrics:
             buckets=_BUCKETS,
             registry=registry,
         )
+        self.requests_in_flight = Gauge(
+            "neu_gateway_requests_in_flight",
+            "Requests admitted and not yet answered, by caller (what max_in_flight bounds).",
+            ["caller"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.token_cache = Counter(
             "neu_gateway_token_cache",
             "Token cache lookups and evictions: hit, miss, shared (an identical exchange in "

@@ -570,3 +570,93 @@ def test_a_callers_rate_limit_and_its_default_burst() -> None:
 def test_a_bad_rate_limit_is_named(rate_limit: dict[str, Any], problem: str) -> None:
     problems = problems_of(_caller_with(rate_limit), {"S": "s3cr3t", "T": "t" * 32})
     assert any(problem in line for line in problems), problems
+
+
+def _in_flight(caller: Any = None, **limits: Any) -> dict[str, Any]:
+    orders: dict[str, Any] = {"token_env": "T", "apps": ["demo"], "allow": ["* /neuopenapi/*"]}
+    if caller is not None:
+        orders["max_in_flight"] = caller
+    return {"apps": {"demo": app()}, "callers": {"orders": orders}, "limits": limits}
+
+
+@pytest.mark.parametrize(
+    ("limits", "default"),
+    [
+        ({}, 256),
+        ({"max_connections": 10}, 2),
+        ({"max_connections": 1}, 1),
+        ({"max_in_flight_per_caller": 7}, 7),
+        ({"max_connections": 8, "max_in_flight_per_caller": 8}, 8),
+    ],
+)
+def test_the_default_max_in_flight_is_a_quarter_of_the_connections(
+    limits: dict[str, Any], default: int
+) -> None:
+    config = from_mapping(_in_flight(**limits), {"S": "s3cr3t", "T": "t" * 32})
+    assert config.limits.default_max_in_flight == default
+    assert config.callers["orders"].max_in_flight is None
+
+
+def test_a_callers_own_max_in_flight() -> None:
+    config = from_mapping(_in_flight(3, max_connections=8), {"S": "s3cr3t", "T": "t" * 32})
+    assert config.callers["orders"].max_in_flight == 3
+    # Up to every connection, for a caller trusted with them all.
+    config = from_mapping(_in_flight(8, max_connections=8), {"S": "s3cr3t", "T": "t" * 32})
+    assert config.callers["orders"].max_in_flight == 8
+
+
+@pytest.mark.parametrize(
+    ("caller", "limits", "problem"),
+    [
+        (0, {}, "callers.orders.max_in_flight: Input should be greater than or equal to 1"),
+        (-1, {}, "callers.orders.max_in_flight: Input should be greater than or equal to 1"),
+        (1.5, {}, "callers.orders.max_in_flight: Input should be a valid integer"),
+        ("many", {}, "callers.orders.max_in_flight: Input should be a valid integer"),
+        (
+            True,
+            {},
+            "callers.orders.max_in_flight: must be a whole number of requests, not true or false",
+        ),
+        (
+            9,
+            {"max_connections": 8},
+            "callers.orders.max_in_flight: 9 is above limits.max_connections (8), so it would "
+            "never be reached; give at most 8 (with that, this caller alone could hold every "
+            "connection)",
+        ),
+        (
+            None,
+            {"max_in_flight_per_caller": 0},
+            "limits.max_in_flight_per_caller: Input should be greater than or equal to 1",
+        ),
+        (
+            None,
+            {"max_in_flight_per_caller": "yes"},
+            "limits.max_in_flight_per_caller: Input should be a valid integer",
+        ),
+        (
+            None,
+            {"max_in_flight_per_caller": False},
+            "limits.max_in_flight_per_caller: must be a whole number of requests, not true or "
+            "false",
+        ),
+        (
+            None,
+            {"max_in_flight_per_caller": 2000},
+            "limits.max_in_flight_per_caller: 2000 is above limits.max_connections (1024), so "
+            "it would never be reached; give at most 1024 (with that, this caller alone could "
+            "hold every connection)",
+        ),
+    ],
+)
+def test_a_bad_max_in_flight_is_named(caller: Any, limits: dict[str, Any], problem: str) -> None:
+    problems = problems_of(_in_flight(caller, **limits), {"S": "s3cr3t", "T": "t" * 32})
+    assert any(line.startswith(problem) for line in problems), problems
+
+
+def test_a_max_in_flight_from_the_environment() -> None:
+    document = _in_flight("${ORDERS_IN_FLIGHT}", max_in_flight_per_caller="${DEFAULT_IN_FLIGHT}")
+    environ = {"S": "s3cr3t", "T": "t" * 32, "ORDERS_IN_FLIGHT": "5", "DEFAULT_IN_FLIGHT": "9"}
+    config = from_mapping(document, environ)
+    assert config.callers["orders"].max_in_flight == 5
+    assert config.limits.default_max_in_flight == 9

@@ -37,6 +37,7 @@ async def test_the_names_are_the_documented_ones() -> None:
     assert names >= {
         "neu_gateway_requests",
         "neu_gateway_request_duration_seconds",
+        "neu_gateway_requests_in_flight",
         "neu_gateway_upstream_requests",
         "neu_gateway_upstream_duration_seconds",
         "neu_gateway_token_cache",

@@ -59,6 +59,8 @@ class Caller:
     routes: tuple[Route, ...]
     # Its requests a second and burst, in each gateway process; None: no limit.
     rate: Rate | None = None
+    # Its requests in flight at once, in each gateway process; None: limits' default.
+    max_in_flight: int | None = None
 
     def may_use(self, app: str) -> bool:
         return app in self.apps

@@ -32,6 +32,7 @@ GatewayError
 ├── UnsupportedMediaType       415 unsupported_media_type
 │   └── UnsupportedContentEncoding 415 unsupported_content_encoding
 ├── RateLimited                429 rate_limited
+├── TooManyInFlight            429 too_many_in_flight
 ├── HeadersTooLarge            431 headers_too_large
 ├── InternalError              500 internal_error
 ├── CacheUnavailable           503 cache_unavailable
@@ -339,6 +340,17 @@ class RateLimited(GatewayError):
     status = 429
     code = "rate_limited"
     message = "this caller is over its rate limit"
+
+
+class TooManyInFlight(GatewayError):
+    """The caller already has as many requests in flight as its max_in_flight allows."""
+
+    status = 429
+    code = "too_many_in_flight"
+    message = (
+        "this caller has as many requests in flight as its max_in_flight allows; "
+        "retry when one of them is answered"
+    )
 
 
 class HeadersTooLarge(GatewayError):

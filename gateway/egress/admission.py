@@ -1,9 +1,12 @@
 """Whether a request may go any further, decided before its body is read.
 
-In order: the method, the caller (401), its rate (429), the app (404, 403), the path (400),
-the caller's route rights (403), the endpoint's method (405), and the body's encoding (415).
-The same checks run when a caller asks `Expect: 100-continue`, so a refused upload is refused
-before it is sent.
+In order: the method, the caller (401), its rate (429), its requests in flight (429), the app
+(404, 403), the path (400), the caller's route rights (403), the endpoint's method (405), and
+the body's encoding (415). The same checks run when a caller asks `Expect: 100-continue`, so a
+refused upload is refused before it is sent.
+
+A request counts as in flight from the moment its caller's count admits it until its answer
+is sent, whatever happens to it in between.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.config import App, Config
+from gateway.config import App, Config, LimitsConfig
 from gateway.core.access import Caller, caller_for
 from gateway.core.endpoints import ENDPOINTS, Endpoint
 from gateway.core.errors import (
@@ -29,7 +32,15 @@ from gateway.core.errors import (
 from gateway.core.platform import API_PREFIX
 from gateway.egress.bodies import refuse_compressed
 from gateway.metrics import route_label
-from gateway.web.state import APP_NAME, CALLER_NAME, CALLER_RATES, CLOCK, ROUTE, config_of
+from gateway.web.state import (
+    APP_NAME,
+    CALLER_NAME,
+    CALLER_RATES,
+    CLOCK,
+    IN_FLIGHT,
+    ROUTE,
+    config_of,
+)
 
 APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
@@ -69,6 +80,7 @@ def admit(request: web.Request) -> Admitted:
     if isinstance(caller, Caller) and caller.rate is not None:
         # Before anything else is looked at: a caller over its rate costs little.
         request.app[CALLER_RATES].check(caller, request.app[CLOCK].monotonic())
+    hold_in_flight(request, caller, name, config.limits)
     app = choose_app(config, request.headers.get(APP_HEADER), caller)
     request[APP_NAME] = app.name
     path = checked_path(request.raw_path)
@@ -86,6 +98,17 @@ def admit(request: web.Request) -> Admitted:
         )
     refuse_compressed(request.headers)
     return Admitted(name, app, path, endpoint)
+
+
+def hold_in_flight(
+    request: web.Request, caller: Caller | str, name: str, limits: LimitsConfig
+) -> None:
+    """Counts the request in its caller's requests in flight, or refuses it (429) at the
+    caller's max_in_flight. Requests without a token count as one caller, under the default."""
+    configured = isinstance(caller, Caller)
+    own = caller.max_in_flight if isinstance(caller, Caller) else None
+    limit = limits.default_max_in_flight if own is None else own
+    request.app[IN_FLIGHT].hold(name, configured, limit, own is not None)
 
 
 def choose_app(config: Config, requested: str | None, caller: Caller | str) -> App:

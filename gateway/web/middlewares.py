@@ -19,6 +19,7 @@ from gateway.core.errors import (
     MethodNotAllowed,
     NotFound,
     RequestTimeout,
+    TooManyInFlight,
     render,
 )
 from gateway.metrics import CURRENT_CALL, NONE, OTHER, UpstreamCall
@@ -62,6 +63,9 @@ def error_response(error: GatewayError, request_id: str) -> web.Response:
         response.headers["Allow"] = "GET, POST"
     if isinstance(error, BodyTooLarge | HeadersTooLarge | RequestTimeout):
         # The rest of the body is not read, so the connection cannot carry another request.
+        response.force_close()
+    elif isinstance(error, TooManyInFlight):
+        # The caller holds enough connections already: this one is let go at once.
         response.force_close()
     return response
 

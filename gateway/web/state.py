@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.config import Config, LiveConfig
 from gateway.core.clock import Clock
-from gateway.egress.ratelimits import CallerRates
+from gateway.egress.ratelimits import CallerRates, InFlight
 from gateway.egress.tokens import TokenCache
 from gateway.egress.upstream import Upstream
 from gateway.egress.waits import TradeWaits
@@ -29,6 +29,8 @@ TOKENS = web.AppKey("neu_tokens", TokenCache)
 WAITS = web.AppKey("neu_waits", TradeWaits)
 # Each rate-limited caller's token bucket in this process.
 CALLER_RATES = web.AppKey("neu_caller_rates", CallerRates)
+# Each caller's requests in flight in this process.
+IN_FLIGHT = web.AppKey("neu_in_flight", InFlight)
 # Where the platform-facing callbacks listener listens, once it does.
 CALLBACKS_URL = web.AppKey("neu_callbacks_url", str)
 # Each app's upstream base URL, the embedded sandbox's address filled in once it listens.

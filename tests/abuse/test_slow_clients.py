@@ -177,7 +177,7 @@ async def test_a_full_listener_cuts_off_its_slowest_body_for_a_new_one(
     start_target: StartTarget,
 ) -> None:
     """Tricklers holding every connection cannot lock out a client that asks promptly."""
-    target = await start_target(limits=PATIENT)
+    target = await start_target(limits={**PATIENT, "max_in_flight_per_caller": MAX_CONNECTIONS})
     await hang_platform_calls(target)
     head = request_bytes(
         "POST", ECHO, b"a=1", {"Content-Type": FORM_TYPE, "Content-Length": "100000"}
@@ -239,8 +239,12 @@ async def late_request(port: int) -> Answer | None:
     return await read_answer(answer)
 
 
-async def test_a_listener_busy_with_requests_refuses_new_connections(target: Target) -> None:
-    """Requests waiting on the platform are never cut off to make room: 503 instead."""
+async def test_a_listener_busy_with_requests_refuses_new_connections(
+    start_target: StartTarget,
+) -> None:
+    """Requests waiting on the platform are never cut off to make room: 503 instead. (Here
+    one caller may have every connection in flight; by default it may not: test_in_flight.)"""
+    target = await start_target(limits={"max_in_flight_per_caller": MAX_CONNECTIONS})
     await hang_platform_calls(target)
     held = []
     try:
