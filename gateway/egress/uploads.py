@@ -23,6 +23,7 @@ from aiohttp.multipart import (
 )
 from aiohttp.streams import StreamReader
 
+from gateway import logs
 from gateway.core.errors import InvalidMultipart, SecretParamRejected, quoted_name
 from gateway.core.params import Pairs, is_secret_name, is_unicode, too_many_params
 from gateway.core.sizes import READ_CHUNK_BYTES
@@ -198,7 +199,8 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, HttpProcessingError | Warning):
         return type(exc).__name__
     text = str(exc).split(":")[0].split("b'")[0].strip()
-    return "".join(ch for ch in text[:80] if ch.isprintable()) or type(exc).__name__
+    # Redacted before it is cut: a credential cut first no longer has the shape redaction finds.
+    return logs.clipped("".join(ch for ch in text if ch.isprintable()), 80) or type(exc).__name__
 
 
 def _checked_part(part: BodyPartReader) -> str:

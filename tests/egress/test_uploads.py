@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import payload
 
-from gateway.egress.uploads import SPOOL_MEMORY_BYTES, FilePart
+from gateway.egress.uploads import SPOOL_MEMORY_BYTES, FilePart, _reason
 
 
 class Collected:
@@ -53,3 +53,15 @@ async def test_a_file_is_sent_byte_for_byte_from_memory_or_disk(
         assert await sent(file) == data
     finally:
         file.spool.close()
+
+
+def test_a_multipart_failure_reason_is_redacted_before_it_is_cut() -> None:
+    """A reason cut to 80 characters first kept the start of a JWT, which no longer matched
+    the redaction pattern."""
+    token = (
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJvcGVuSWQiOiJ1c2VyLTEifQ."
+        "c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
+    )
+    reason = _reason(ValueError("no boundary after " + "x" * 40 + " " + token))
+    assert len(reason) <= 81
+    assert not any(token[i : i + 8] in reason for i in range(len(token) - 8))
