@@ -70,6 +70,7 @@ IDLE, HEADERS, BODY, ANSWER = "idle", "sending headers", "sending a body", "read
 # A new connection refused with 503, all others being busy with requests.
 REFUSED = "refused"
 LINGER_S = 2.0
+LINGER_MAX_S = 10.0
 SUMMARY_EVERY_S = 60
 # What a refused connection may still send while it lingers before it is dropped.
 LINGER_BYTES = 256 * 1024
@@ -220,6 +221,7 @@ class GuardedRequestHandler(RequestHandler):
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_bytes = 0
+        self._linger_until = 0.0
         # The body of the request whose headers came last: while it is still arriving,
         # the bytes belong to it, not to a header block.
         self._body: Any = None
@@ -676,6 +678,7 @@ class GuardedRequestHandler(RequestHandler):
             self._counted = False
             self._server.closed(self)
         if self._linger_timer is None:
+            self._linger_until = self._loop.time() + LINGER_MAX_S
             self._linger_timer = self._loop.call_later(LINGER_S, self.force_close)
         transport = self.transport
         if transport is not None and transport.can_write_eof():
@@ -686,9 +689,19 @@ class GuardedRequestHandler(RequestHandler):
             self._task_handler.cancel()
 
     def _lingered(self, count: int) -> None:
+        """Bytes came while lingering: dropped, and the close put off LINGER_S from now (a
+        client still sending is not done with its request), within LINGER_MAX_S and
+        LINGER_BYTES in all."""
         self._linger_bytes += count
-        if self._linger_bytes > LINGER_BYTES:
+        timer = self._linger_timer
+        if self._linger_bytes > LINGER_BYTES or (
+            timer is not None and self._loop.time() > self._linger_until
+        ):
             self._drop()
+        elif timer is not None:
+            # (Before it is answered, a refusal queued behind requests waits on them only.)
+            timer.cancel()
+            self._linger_timer = self._loop.call_later(LINGER_S, self.force_close)
 
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None

@@ -73,6 +73,7 @@ def port() -> Iterator[int]:
     yield state["port"]
     loop.call_soon_threadsafe(state["stop"].set)
     thread.join(20)
+    loop.close()
 
 
 def exchange(port: int, pieces: list[bytes], gap_s: float = 0.0, timeout_s: float = 10) -> bytes:
