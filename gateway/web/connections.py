@@ -501,9 +501,7 @@ class GuardedRequestHandler(RequestHandler):
         error = web.RequestPayloadError("the request body is malformed")
         error.__cause__ = cause
         reading.set_exception(error)
-        self._parse_refused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._stop_reading(None)
 
     def _header_block_began(self) -> None:
         self._headers_since = self._loop.time()
@@ -604,12 +602,13 @@ class GuardedRequestHandler(RequestHandler):
         """
         if self._parse_refused:
             return
-        self._parse_refused = True
+        # What the client still sends is read and dropped, not parsed: closed with unread
+        # bytes, the socket would send a reset that can cost the client the answer.
+        self._parse_refused = self._lingering = True
+        self._cancel_header_timer()
         exc = getattr(parse_error, "exc", None)
         if isinstance(exc, BaseException):
             exc.__traceback__ = None
-        if self.transport is not None:
-            self.transport.pause_reading()
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -655,9 +654,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         if self._request_in_progress or self._messages:
             self._messages.append((_ErrInfo(error.status, error, error.message), EMPTY_PAYLOAD))
-            # Read on and drop what comes, so the close after the answer sends no reset.
-            self._lingering = self._parse_refused = True
-            self._cancel_header_timer()
+            self._stop_reading(None)
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
