@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.platform_double import SECRET
+from tests.platform_double import APPID, SECRET
 from tests.processes import (
     GATEWAY_COMMAND,
     GatewayProcess,
@@ -205,3 +205,120 @@ async def test_a_stop_with_a_request_held_at_the_shared_sandbox_keeps_to_its_dea
         assert time.monotonic() - started < 1 + 1 + 3
         with contextlib.suppress(aiohttp.ClientError):
             (await stuck).close()
+
+
+# The config in force, for a worker started again
+
+
+DETAIL = "/neuopenapi/pay/transactions/tradedetail"
+
+
+def with_secret_file(config: Path, secret: Path) -> Path:
+    config.write_text(
+        config.read_text().replace("secret_env: NEU_SECRET_DEMO", f"secret_file: {secret}")
+    )
+    return config
+
+
+async def kill_a_worker(gateway: GatewayProcess) -> tuple[int, int]:
+    """Kills one worker outright; once its replacement listens, returns the worker's index
+    and the log line its replacement's lines begin after."""
+    listening = sum("listening" in line for line in gateway.log_lines)
+    os.kill(worker_pids(gateway)[0], signal.SIGKILL)
+    await gateway.wait_for_log("starting it again")
+    found = re.search(r"worker (\d+) exited with status", gateway.log)
+    assert found is not None
+    since = len(gateway.log_lines)
+    # The worker and its callbacks listener.
+    await gateway.wait_for_count("listening", listening + 2)
+    return int(found.group(1)), since
+
+
+async def echo_until_served_by(
+    gateway: GatewayProcess, index: int, since: int, count: int = 10
+) -> list[int]:
+    """Echo calls on new connections until worker `index` answered `count` of them after log
+    line `since` (the kernel spreads connections among the workers); their statuses."""
+    statuses: list[int] = []
+    for _ in range(30):
+        batch = await asyncio.gather(
+            *(fresh_connection_post(gateway.url + ECHO, {"n": str(n)}) for n in range(5))
+        )
+        statuses += [status for status, _, _ in batch]
+        await gateway.wait_for_count(f"path={ECHO} ", len(statuses))
+        served = sum(
+            f"worker={index}" in line and f"path={ECHO} " in line
+            for line in gateway.log_lines[since:]
+        )
+        if served >= count:
+            return statuses
+    raise AssertionError(f"worker {index} answered {served} of {len(statuses)} calls")
+
+
+async def sandbox_verdicts(gateway: GatewayProcess) -> list[int]:
+    """The status the sandbox gave each echo call it received."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gateway.sandbox_url + "/sandbox/requests") as response,
+    ):
+        entries = (await response.json())["response"]["requests"]
+    return [entry["status"] for entry in entries if entry["endpoint"] == ECHO]
+
+
+async def test_a_worker_started_again_signs_with_the_secret_in_force_not_the_file(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret-at-the-start\n")
+    config = with_secret_file(redis_config(tmp_path, redis_server), secret)
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    # Written, but no reload: the sandbox, like the platform, knows only the first one.
+    secret.write_text("secret-never-reloaded\n")
+    index, since = await kill_a_worker(gateway)
+    statuses = await echo_until_served_by(gateway, index, since)
+    assert set(statuses) == {200}
+    assert await sandbox_verdicts(gateway) == [200] * len(statuses)
+
+
+async def test_a_worker_started_again_runs_while_the_file_on_disk_is_invalid(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = redis_config(tmp_path, redis_server)
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    config.write_text("apps: [not, a, mapping\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_count("config reload refused, the running config stays", 2)
+    # The refused reload left the first config in force, for a worker started now too.
+    index, since = await kill_a_worker(gateway)
+    statuses = await echo_until_served_by(gateway, index, since)
+    assert set(statuses) == {200}
+    assert "status 2" not in gateway.log
+
+
+async def test_after_a_reload_every_worker_signs_with_its_secret_a_new_one_too(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret-at-the-start\n")
+    config = with_secret_file(redis_config(tmp_path, redis_server), secret)
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    secret.write_text("secret-reloaded\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_count("config reloaded from", 2)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.sandbox_url}/sandbox/apps/{APPID}/secret",
+            data={"secret": "secret-reloaded", "keep_previous_s": "0"},
+        ) as response,
+    ):
+        # The sandbox took the reloaded secret at the reload; now it accepts that one alone.
+        assert response.status == 200
+    # Neither the first secret nor one written since the reload.
+    secret.write_text("secret-never-reloaded\n")
+    index, since = await kill_a_worker(gateway)
+    statuses = await echo_until_served_by(gateway, index, since)
+    assert set(statuses) == {200}
+    assert await sandbox_verdicts(gateway) == [200] * len(statuses)
+    served_by = {int(match) for match in _WORKER.findall("\n".join(gateway.log_lines[since:]))}
+    assert served_by == {0, 1}
