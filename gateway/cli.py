@@ -46,7 +46,6 @@ from gateway.starter import ENVIRONMENT, STARTER_CONFIG
 from gateway.supervisor import (
     MAX_WORKERS,
     Supervisor,
-    die_with_supervisor,
     placed,
     refusal,
     worker_argv,
@@ -447,8 +446,6 @@ def _serve(args: argparse.Namespace) -> int:
                 if placement is None
                 else SupervisorPipes(placement.index, placement.ready_fd, placement.handover_fd)
             )
-            if placement is not None:
-                die_with_supervisor()
             app = create_app(config)
             _run(serve_gateway(app, config, args.config, pipes, as_run))
     except StartError as exc:

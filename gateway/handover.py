@@ -8,7 +8,9 @@ disk say by then, and a reload reaches every worker as one reading of the files.
 
 The pipe is the cleanest way to hand a secret to a child: it has no name or path another
 process could open, nothing of it is left on disk or in argv or the environment, and it goes
-away with the two processes.
+away with the two processes. Its end closing also says the supervisor is gone, once, when the
+last of its threads ends; a parent-death signal comes again for each thread that outlives the
+one that started the worker.
 
 Messages are pickled: both ends are this program and the pipe is theirs alone, and pickle
 carries a Config exactly as it is, fields added later included.

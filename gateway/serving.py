@@ -5,7 +5,8 @@ an invalid one is refused with one log line and the running one stays. A worker 
 `--workers` takes its reloads from its supervisor instead (gateway/handover.py). SIGTERM marks
 the gateway unready (/readyz 503) at once, keeps serving for shutdown.drain_s so load
 balancers can stop sending, then closes the listeners and gives requests in flight up to
-shutdown.timeout_s. SIGINT (Ctrl-C) skips the drain; a second signal cuts a drain short.
+shutdown.timeout_s; more SIGTERMs change nothing. SIGINT (Ctrl-C) skips the drain, or cuts
+one short.
 """
 
 from __future__ import annotations
@@ -145,13 +146,13 @@ async def serve_gateway(
     loop = asyncio.get_running_loop()
     # Every handler in place before anyone is told the gateway listens: a signal sent at
     # once must not meet the default action, which ends the process.
-    stopped = _stop_signals()
+    stop = _Stop()
     if supervisor is None:
         follower = None
         loop.add_signal_handler(signal.SIGHUP, _reloads_in_turn(app, path, as_run))
     else:
         loop.add_signal_handler(signal.SIGHUP, _sighup_to_a_worker)
-        follower = loop.create_task(_follow(app, path, supervisor.handover_fd, as_run))
+        follower = loop.create_task(_follow(app, path, supervisor.handover_fd, as_run, stop))
     pid_file = config.pid_file
     if pid_file is not None:
         # After the handlers (`reload` signals this pid), before the "listening" line.
@@ -173,9 +174,8 @@ async def serve_gateway(
         for address, bound_port, *_ in runner.addresses:
             log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     try:
-        draining = await stopped
-        if draining:
-            await _drain(app)
+        if await stop.requested:
+            await _drain(app, stop)
         log.info("neu-gateway stopping: finishing requests in flight")
         timeout_s = app[CONFIG].shutdown.timeout_s
         try:
@@ -226,9 +226,13 @@ def _sighup_to_a_worker() -> None:
 
 
 async def _follow(
-    app: web.Application, path: Path, fd: int, as_run: Callable[[Config], Config]
+    app: web.Application,
+    path: Path,
+    fd: int,
+    as_run: Callable[[Config], Config],
+    stop: _Stop,
 ) -> None:
-    """A worker takes each reload its supervisor hands over."""
+    """A worker takes each reload its supervisor hands over, and stops when it is gone."""
 
     async def take(message: handover.Message) -> None:
         if isinstance(message, handover.Refused):
@@ -237,33 +241,43 @@ async def _follow(
             take_config(app, path, message, as_run)
 
     await handover.follow(fd, take)
+    if not stop.requested.done():
+        log.warning("the supervisor is gone: stopping as on SIGTERM")
+    stop.drain("the supervisor's end")
 
 
-def _stop_signals() -> asyncio.Future[bool]:
-    """Resolved by SIGTERM (True: drain first) or SIGINT (False: stop now)."""
-    loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[bool] = loop.create_future()
+class _Stop:
+    """What ends the process: SIGTERM (or, in a worker, its supervisor gone) drains first,
+    SIGINT stops at once. One drain however many SIGTERMs come (a supervisor passes its own
+    on, systemd signals every process of a service): only SIGINT cuts a drain short."""
 
-    def stop(drain: bool) -> None:
-        if not stopped.done():
-            stopped.set_result(drain)
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        # True: drain first.
+        self.requested: asyncio.Future[bool] = loop.create_future()
+        self.now = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self.drain, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
 
-    loop.add_signal_handler(signal.SIGTERM, stop, True)
-    loop.add_signal_handler(signal.SIGINT, stop, False)
-    return stopped
+    def drain(self, why: str) -> None:
+        if not self.requested.done():
+            self.requested.set_result(True)
+        else:
+            log.info("%s while stopping: ignored, the stop goes on (SIGINT ends a drain)", why)
+
+    def stop_now(self) -> None:
+        self.now.set()
+        if not self.requested.done():
+            self.requested.set_result(False)
 
 
-async def _drain(app: web.Application) -> None:
+async def _drain(app: web.Application, stop: _Stop) -> None:
     drain_s = app[LIVE_CONFIG].current.shutdown.drain_s
     app[READINESS].draining = True
     log.info("draining: /readyz answers 503; still serving for %g s", drain_s)
-    loop = asyncio.get_running_loop()
-    cut_short = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, cut_short.set)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(drain_s):
-            await cut_short.wait()
+            await stop.now.wait()
 
 
 def write_pid(path: Path) -> None:

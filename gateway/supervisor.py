@@ -4,7 +4,7 @@ The supervisor reserves each port (a bound SO_REUSEPORT socket, so port 0 works 
 the embedded sandbox once for all workers, starts the workers with their placement in the
 environment and the config it has in force handed over (gateway/handover.py), says
 "listening" once every worker does, and starts a worker again if it dies. It reads the file
-at a SIGHUP and hands the workers the result; it passes SIGTERM and SIGINT on. What
+at a SIGHUP and hands the workers the result; it passes SIGTERM and SIGINT on, each once. What
 workers must share (tokens and their single flight, the callbacks outbox, the seen signs) is
 in Redis, so N > 1 needs cache.backend: redis.
 """
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -43,7 +41,6 @@ log = logs.logger("neu_gateway.supervisor")
 # "sandbox_url", "ready_fd", "handover_fd"}.
 PLACEMENT_ENV = "NEU_GATEWAY_WORKER"
 RESTART_PAUSE_S = 1.0
-PR_SET_PDEATHSIG = 1
 MAX_WORKERS = 64
 
 
@@ -101,20 +98,6 @@ def placed(config: Config, spec: WorkerPlacement) -> Config:
     )
 
 
-def die_with_supervisor() -> None:
-    """A worker ends when its supervisor does, even killed outright: an orphan would go on
-    taking connections on the shared port with a config no one can reload or stop."""
-    supervisor = os.getppid()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return  # not Linux: nothing asks the kernel; the supervisor's stop still reaches us
-    if os.getppid() != supervisor:
-        # It died before the request was made.
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _reserve(host: str, port: int) -> socket.socket:
     """A bound, not listening, SO_REUSEPORT socket: the port is ours, workers share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -158,6 +141,8 @@ class Supervisor:
         self._argv = list(argv)
         self._workers = [_Worker(index) for index in range(config.workers)]
         self._stopping = False
+        # The stop signals passed on to the workers, each once.
+        self._passed_on: set[signal.Signals] = set()
         # One reload at a time, in the order the signals came: the last file read wins.
         self._one_reload = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()
@@ -352,9 +337,15 @@ class Supervisor:
 
     def _stop(self, signum: signal.Signals, stopped: asyncio.Future[signal.Signals]) -> None:
         self._stopping = True
-        for worker in self._workers:
-            if worker.process is not None and worker.process.returncode is None:
-                worker.process.send_signal(signum)
+        # A SIGTERM passed on again would be one more for every worker, and SIGINT after
+        # SIGINT changes nothing: each kind goes once, SIGTERM only as the first.
+        if signum in self._passed_on or (signum == signal.SIGTERM and self._passed_on):
+            log.info("%s while stopping: ignored, the stop goes on", signum.name)
+        else:
+            self._passed_on.add(signum)
+            for worker in self._workers:
+                if worker.process is not None and worker.process.returncode is None:
+                    worker.process.send_signal(signum)
         if not stopped.done():
             stopped.set_result(signum)
 
