@@ -39,17 +39,18 @@ from gateway.core import signing
 from gateway.core.clock import SystemClock
 from gateway.core.hosts import host_name
 from gateway.core.params import caller_fields, is_secret_name
+from gateway.handover import receive_start
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from gateway.serving import StartError, serve_gateway, start_listening
+from gateway.serving import StartError, SupervisorPipes, serve_gateway, start_listening
 from gateway.starter import ENVIRONMENT, STARTER_CONFIG
 from gateway.supervisor import (
     MAX_WORKERS,
     Supervisor,
-    die_with_supervisor,
     placed,
     refusal,
     worker_argv,
+    worker_placement,
 )
 
 log = logs.logger("neu_gateway")
@@ -404,9 +405,21 @@ def _warn_of_capped_backlogs(config: Config) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _load_or_report(args.config)
-    if config is None:
-        return EXIT_CONFIG
+    placement = worker_placement(os.environ)
+    if placement is None:
+        config = _load_or_report(args.config)
+        if config is None:
+            return EXIT_CONFIG
+    else:
+        # A worker runs the config its supervisor has in force, never the file as it is now.
+        config = receive_start(placement.handover_fd)
+        if config is None:
+            print(
+                f"neu-gateway: worker {placement.index}: the supervisor ended before it "
+                "handed over the config",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
     if not config.listen.is_loopback and not config.callers:
         log.warning(
             "INSECURE: listening on %s with no caller authentication "
@@ -421,31 +434,32 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"neu-gateway: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
         return EXIT_CONFIG
 
-    def as_run(loaded: Config) -> tuple[Config, int | None]:
-        """The file's config as this process runs it (at the start, and at each reload),
-        and the pipe a worker reports readiness on."""
+    def as_run(loaded: Config) -> Config:
+        """The file's config as this process runs it, at the start and at each reload."""
         if args.workers is not None:
             loaded = replace(loaded, workers=args.workers)
-        return placed(loaded, os.environ)
+        return loaded if placement is None else placed(loaded, placement)
 
-    config, ready_fd = as_run(config)
-    if ready_fd is None:
+    config = as_run(config)
+    if placement is None:
         _warn_of_capped_backlogs(config)
-    if config.placement is not None:
-        worker = config.placement.index
-        logs.configure(args.log_level, args.log_format or config.logging.format, worker)
+    else:
+        logs.configure(args.log_level, args.log_format or config.logging.format, placement.index)
     try:
-        if ready_fd is None and config.workers > 1:
+        if placement is None and config.workers > 1:
             problem = refusal(config)
             if problem is not None:
                 print(f"neu-gateway: {problem}", file=sys.stderr)
                 return EXIT_CONFIG
-            _run(Supervisor(config, args.config, worker_argv()).run())
+            _run(Supervisor(config, args.config, worker_argv(), as_run).run())
         else:
-            if ready_fd is not None:
-                die_with_supervisor()
+            pipes = (
+                None
+                if placement is None
+                else SupervisorPipes(placement.index, placement.ready_fd, placement.handover_fd)
+            )
             app = create_app(config)
-            _run(serve_gateway(app, config, args.config, ready_fd, lambda new: as_run(new)[0]))
+            _run(serve_gateway(app, config, args.config, pipes, as_run))
     except StartError as exc:
         print(f"neu-gateway: {exc}", file=sys.stderr)
         return EXIT_INVALID

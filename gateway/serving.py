@@ -1,10 +1,12 @@
 """The gateway process's life: listen, reload on SIGHUP, drain on SIGTERM, stop.
 
 SIGHUP re-reads the config file (and every secret and token it names) and swaps it in whole;
-an invalid one is refused with one log line and the running one stays. SIGTERM marks the
-gateway unready (/readyz 503) at once, keeps serving for shutdown.drain_s so load balancers
-can stop sending, then closes the listeners and gives requests in flight up to
-shutdown.timeout_s. SIGINT (Ctrl-C) skips the drain; a second signal cuts a drain short.
+an invalid one is refused with one log line and the running one stays. A worker of
+`--workers` takes its reloads from its supervisor instead (gateway/handover.py). SIGTERM marks
+the gateway unready (/readyz 503) at once, keeps serving for shutdown.drain_s so load
+balancers can stop sending, then closes the listeners and gives requests in flight up to
+shutdown.timeout_s; more SIGTERMs change nothing. SIGINT (Ctrl-C) skips the drain, or cuts
+one short.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from gateway import heap, logs
+from gateway import handover, heap, logs
 from gateway.app import (
     CannotStart,
     apply_config,
@@ -65,29 +68,29 @@ async def reload_config(
     """SIGHUP: the config at `path` in force, or the running one kept; True if swapped.
     `as_run` makes of the file's config what this process runs (a worker's ports, the
     command line's --workers), as it did at the start, so only real changes are named."""
+    try:
+        loaded = await asyncio.to_thread(load, path)
+    except ConfigError as exc:
+        return _refused(app, path, exc.problems)
+    except Exception as exc:
+        return _failed(app, path, exc)
+    return take_config(app, path, loaded, as_run)
+
+
+def take_config(
+    app: web.Application, path: Path, new: Config, as_run: Callable[[Config], Config]
+) -> bool:
+    """Puts a config read from `path` in force (see reload_config), or keeps the running one."""
     metrics = app[METRICS]
     try:
-        new = as_run(await asyncio.to_thread(load, path))
+        new = as_run(new)
         # Before anything could log them.
         logs.REDACTION.add_secrets(new.credentials())
         pinned = apply_config(app, new)
     except ConfigError as exc:
-        metrics.config_reloads.labels("failed").inc()
-        log.error(
-            "config reload refused, the running config stays: %s: %s",
-            path,
-            "; ".join(exc.problems),
-        )
-        return False
+        return _refused(app, path, exc.problems)
     except Exception as exc:
-        # Named by its type only: the exception may quote the file, secrets and all.
-        metrics.config_reloads.labels("failed").inc()
-        log.error(
-            "config reload failed, the running config stays: %s: %s",
-            path,
-            type(exc).__name__,
-        )
-        return False
+        return _failed(app, path, exc)
     metrics.config_reloads.labels("ok").inc()
     if pinned:
         log.warning(
@@ -100,15 +103,38 @@ async def reload_config(
     return True
 
 
+def _refused(app: web.Application, path: Path, problems: list[str]) -> bool:
+    app[METRICS].config_reloads.labels("failed").inc()
+    log.error("config reload refused, the running config stays: %s: %s", path, "; ".join(problems))
+    return False
+
+
+def _failed(app: web.Application, path: Path, exc: Exception) -> bool:
+    app[METRICS].config_reloads.labels("failed").inc()
+    # Named by its type only: the exception may quote the file, secrets and all.
+    log.error("config reload failed, the running config stays: %s: %s", path, type(exc).__name__)
+    return False
+
+
+@dataclass(frozen=True)
+class SupervisorPipes:
+    """Worker `index`'s pipes to its supervisor: it says on `ready_fd` that it listens, and
+    takes the config in force from `handover_fd` (gateway/handover.py)."""
+
+    index: int
+    ready_fd: int
+    handover_fd: int
+
+
 async def serve_gateway(
     app: web.Application,
     config: Config,
     path: Path,
-    ready_fd: int | None = None,
+    supervisor: SupervisorPipes | None = None,
     as_run: Callable[[Config], Config] = lambda new: new,
 ) -> None:
-    """Serves until stopped. A worker (`ready_fd` set) shares its ports and tells its
-    supervisor when it listens. A reload reads `path` and runs `as_run` of it."""
+    """Serves until stopped. A reload reads `path` and runs `as_run` of it; in a worker
+    (`supervisor` set), which shares its ports, the supervisor reads it and hands it over."""
     # Half: aiohttp waits this long for requests, cancels them, then may wait as long again.
     runner = GuardedRunner(
         app,
@@ -117,25 +143,17 @@ async def serve_gateway(
         on_evicted=app[METRICS].count_evicted,
         shutdown_timeout=config.shutdown.timeout_s / 2,
     )
-    await start_listening(runner, config.listen, "listen", shared=ready_fd is not None)
+    await start_listening(runner, config.listen, "listen", shared=supervisor is not None)
     loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[None]] = set()
-    # One reload at a time, in the order the signals came: the last file read wins.
-    one_at_a_time = asyncio.Lock()
-
-    async def reload_in_turn() -> None:
-        async with one_at_a_time:
-            await reload_config(app, path, as_run)
-
-    def reload() -> None:
-        task = loop.create_task(reload_in_turn())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
     # Every handler in place before anyone is told the gateway listens: a signal sent at
     # once must not meet the default action, which ends the process.
-    stopped = _stop_signals()
+    stop = _Stop()
+    if supervisor is None:
+        follower = None
+        loop.add_signal_handler(signal.SIGHUP, _reloads_in_turn(app, path, as_run))
+    else:
+        loop.add_signal_handler(signal.SIGHUP, _sighup_to_a_worker)
+        follower = loop.create_task(_follow(app, path, supervisor.handover_fd, as_run, stop))
     pid_file = config.pid_file
     if pid_file is not None:
         # After the handlers (`reload` signals this pid), before the "listening" line.
@@ -150,17 +168,15 @@ async def serve_gateway(
         settled.frozen,
         settled.thresholds,
     )
-    if ready_fd is not None:
-        assert config.placement is not None
-        log.info("worker %d listening", config.placement.index)
-        _report_ready(ready_fd)
+    if supervisor is not None:
+        log.info("worker %d listening", supervisor.index)
+        _report_ready(supervisor.ready_fd)
     else:
         for address, bound_port, *_ in runner.addresses:
             log.info("neu-gateway listening on http://%s:%d", address, bound_port)
     try:
-        draining = await stopped
-        if draining:
-            await _drain(app)
+        if await stop.requested:
+            await _drain(app, stop)
         log.info("neu-gateway stopping: finishing requests in flight")
         timeout_s = app[CONFIG].shutdown.timeout_s
         try:
@@ -174,36 +190,95 @@ async def serve_gateway(
         # Signals that come while the process ends must not end it otherwise.
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)
+        if follower is not None:
+            follower.cancel()
         if pid_file is not None:
             with contextlib.suppress(OSError):
                 pid_file.unlink()
 
 
-def _stop_signals() -> asyncio.Future[bool]:
-    """Resolved by SIGTERM (True: drain first) or SIGINT (False: stop now)."""
+def _reloads_in_turn(
+    app: web.Application, path: Path, as_run: Callable[[Config], Config]
+) -> Callable[[], None]:
+    """SIGHUP's handler: one reload at a time, in the order the signals came, so the last
+    file read wins."""
     loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[bool] = loop.create_future()
+    reloads: set[asyncio.Task[None]] = set()
+    one_at_a_time = asyncio.Lock()
 
-    def stop(drain: bool) -> None:
-        if not stopped.done():
-            stopped.set_result(drain)
+    async def reload_in_turn() -> None:
+        async with one_at_a_time:
+            await reload_config(app, path, as_run)
 
-    loop.add_signal_handler(signal.SIGTERM, stop, True)
-    loop.add_signal_handler(signal.SIGINT, stop, False)
-    return stopped
+    def reload() -> None:
+        task = loop.create_task(reload_in_turn())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    return reload
 
 
-async def _drain(app: web.Application) -> None:
+def _sighup_to_a_worker() -> None:
+    log.warning(
+        "SIGHUP ignored: a worker takes its config from its supervisor (process %d), which "
+        "reloads on a SIGHUP of its own",
+        os.getppid(),
+    )
+
+
+async def _follow(
+    app: web.Application,
+    path: Path,
+    fd: int,
+    as_run: Callable[[Config], Config],
+    stop: _Stop,
+) -> None:
+    """A worker takes each reload its supervisor hands over, and stops when it is gone."""
+
+    async def take(message: handover.Message) -> None:
+        if isinstance(message, handover.Refused):
+            _refused(app, path, list(message.problems))
+        else:
+            take_config(app, path, message, as_run)
+
+    await handover.follow(fd, take)
+    if not stop.requested.done():
+        log.warning("the supervisor is gone: stopping as on SIGTERM")
+    stop.drain("the supervisor's end")
+
+
+class _Stop:
+    """What ends the process: SIGTERM (or, in a worker, its supervisor gone) drains first,
+    SIGINT stops at once. One drain however many SIGTERMs come (a supervisor passes its own
+    on, systemd signals every process of a service): only SIGINT cuts a drain short."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        # True: drain first.
+        self.requested: asyncio.Future[bool] = loop.create_future()
+        self.now = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self.drain, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.stop_now)
+
+    def drain(self, why: str) -> None:
+        if not self.requested.done():
+            self.requested.set_result(True)
+        else:
+            log.info("%s while stopping: ignored, the stop goes on (SIGINT ends a drain)", why)
+
+    def stop_now(self) -> None:
+        self.now.set()
+        if not self.requested.done():
+            self.requested.set_result(False)
+
+
+async def _drain(app: web.Application, stop: _Stop) -> None:
     drain_s = app[LIVE_CONFIG].current.shutdown.drain_s
     app[READINESS].draining = True
     log.info("draining: /readyz answers 503; still serving for %g s", drain_s)
-    loop = asyncio.get_running_loop()
-    cut_short = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, cut_short.set)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(drain_s):
-            await cut_short.wait()
+            await stop.now.wait()
 
 
 def write_pid(path: Path) -> None:

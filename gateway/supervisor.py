@@ -2,17 +2,17 @@
 
 The supervisor reserves each port (a bound SO_REUSEPORT socket, so port 0 works too), runs
 the embedded sandbox once for all workers, starts the workers with their placement in the
-environment, says "listening" once every worker does, passes SIGHUP, SIGTERM and SIGINT on,
-and starts a worker again if it dies. What workers must share (tokens and their single
-flight, the callbacks outbox, the seen signs) is in Redis, so N > 1 needs cache.backend: redis.
+environment and the config it has in force handed over (gateway/handover.py), says
+"listening" once every worker does, and starts a worker again if it dies. It reads the file
+at a SIGHUP and hands the workers the result; it passes SIGTERM and SIGINT on, each once. What
+workers must share (tokens and their single flight, the callbacks outbox, the seen signs) is
+in Redis, so N > 1 needs cache.backend: redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -20,27 +20,27 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway import logs
-from gateway.app import sandbox_runner, sandbox_settings
-from gateway.config import Config, ConfigError, Placement, load
+from gateway import handover, logs
+from gateway.app import sandbox_runner, sandbox_settings, tls_setup_problems
+from gateway.config import Config, ConfigError, LiveConfig, Placement, load
 from gateway.metrics import MULTIPROCESS_DIR_ENV
-from gateway.sandbox.server import create_sandbox_app, set_secret
+from gateway.sandbox.server import create_sandbox_app, sandbox_appids, set_secret
 from gateway.serving import StartError, start_listening, write_pid
 
 log = logs.logger("neu_gateway.supervisor")
 
 # The worker's placement, as JSON: {"index", "listen_port", "callbacks_port", "admin_port",
-# "sandbox_url", "ready_fd"}.
+# "sandbox_url", "ready_fd", "handover_fd"}.
 PLACEMENT_ENV = "NEU_GATEWAY_WORKER"
 RESTART_PAUSE_S = 1.0
-PR_SET_PDEATHSIG = 1
 MAX_WORKERS = 64
 
 
@@ -63,52 +63,39 @@ class WorkerPlacement:
     admin_port: int | None
     sandbox_url: str | None
     ready_fd: int
+    handover_fd: int
 
     def dumps(self) -> str:
         return json.dumps(self.__dict__)
 
 
-def placed(config: Config, environ: dict[str, str] | os._Environ[str]) -> tuple[Config, int | None]:
-    """The config as this worker runs it, and the pipe it reports readiness on; the config
-    itself (and None) outside a worker."""
+def worker_placement(environ: dict[str, str] | os._Environ[str]) -> WorkerPlacement | None:
+    """Where the supervisor put this worker; None outside a worker."""
     raw = environ.get(PLACEMENT_ENV)
-    if not raw:
-        return config, None
-    spec = json.loads(raw)
-    listen = config.listen.model_copy(update={"port": spec["listen_port"]})
+    return None if not raw else WorkerPlacement(**json.loads(raw))
+
+
+def placed(config: Config, spec: WorkerPlacement) -> Config:
+    """The config as this worker runs it: on the supervisor's ports, with no pid_file."""
+    listen = config.listen.model_copy(update={"port": spec.listen_port})
     callbacks = config.callbacks
-    if callbacks.listen is not None and spec["callbacks_port"] is not None:
+    if callbacks.listen is not None and spec.callbacks_port is not None:
         callbacks = callbacks.model_copy(
-            update={"listen": callbacks.listen.model_copy(update={"port": spec["callbacks_port"]})}
+            update={"listen": callbacks.listen.model_copy(update={"port": spec.callbacks_port})}
         )
     admin = config.admin
-    if admin.listen is not None and spec["admin_port"] is not None:
+    if admin.listen is not None and spec.admin_port is not None:
         admin = admin.model_copy(
-            update={"listen": admin.listen.model_copy(update={"port": spec["admin_port"]})}
+            update={"listen": admin.listen.model_copy(update={"port": spec.admin_port})}
         )
-    worker = replace(
+    return replace(
         config,
         listen=listen,
         callbacks=callbacks,
         admin=admin,
         pid_file=None,
-        placement=Placement(spec["index"], spec["sandbox_url"]),
+        placement=Placement(spec.index, spec.sandbox_url),
     )
-    return worker, int(spec["ready_fd"])
-
-
-def die_with_supervisor() -> None:
-    """A worker ends when its supervisor does, even killed outright: an orphan would go on
-    taking connections on the shared port with a config no one can reload or stop."""
-    supervisor = os.getppid()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return  # not Linux: nothing asks the kernel; the supervisor's stop still reaches us
-    if os.getppid() != supervisor:
-        # It died before the request was made.
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _reserve(host: str, port: int) -> socket.socket:
@@ -130,16 +117,35 @@ class _Worker:
     index: int
     process: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Where the supervisor hands it reloads, while it runs.
+    sender: handover.Sender | None = None
 
 
 class Supervisor:
-    def __init__(self, config: Config, path: Path, argv: Sequence[str]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        path: Path,
+        argv: Sequence[str],
+        as_run: Callable[[Config], Config] = lambda new: new,
+    ) -> None:
         self._config = config
+        # The config in force: what a worker started now gets. A reload swaps it as a
+        # worker's own LiveConfig does, so what only a restart of the gateway changes keeps
+        # its first value in a worker started again too (the ports, the Redis, the limits).
+        self._live = LiveConfig(config, time.time())
         self._path = path
+        # What a reload makes of the file's config: the command line's --workers.
+        self._as_run = as_run
         # How to start one worker: the same command line, serving the same file.
         self._argv = list(argv)
         self._workers = [_Worker(index) for index in range(config.workers)]
         self._stopping = False
+        # The stop signals passed on to the workers, each once.
+        self._passed_on: set[signal.Signals] = set()
+        # One reload at a time, in the order the signals came: the last file read wins.
+        self._one_reload = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self._sandbox: web.Application | None = None
         self._sandbox_url: str | None = None
         self._reserved: list[socket.socket] = []
@@ -200,6 +206,9 @@ class Supervisor:
             await stopped
             await asyncio.gather(*keepers)
         finally:
+            for worker in self._workers:
+                if worker.sender is not None:
+                    worker.sender.close()
             for sock in self._reserved:
                 sock.close()
             if shared_sandbox is not None:
@@ -251,6 +260,7 @@ class Supervisor:
 
     async def _run_worker(self, worker: _Worker) -> int:
         read_fd, write_fd = os.pipe()
+        config_in, config_out = os.pipe()
         placement = WorkerPlacement(
             worker.index,
             self._ports["listen_port"] or 0,
@@ -258,6 +268,7 @@ class Supervisor:
             self._ports["admin_port"],
             self._sandbox_url,
             write_fd,
+            config_in,
         )
         try:
             worker.process = await asyncio.create_subprocess_exec(
@@ -267,10 +278,38 @@ class Supervisor:
                     PLACEMENT_ENV: placement.dumps(),
                     MULTIPROCESS_DIR_ENV: str(self._metrics_dir),
                 },
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, config_in),
             )
+        except BaseException:
+            os.close(read_fd)
+            os.close(config_out)
+            raise
         finally:
             os.close(write_fd)
+            os.close(config_in)
+        try:
+            sender = await handover.Sender.open(config_out)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        if self._stopping:
+            # Told to stop while it was being started, so no signal reached it: the pipe
+            # closed unsaid ends it.
+            sender.close()
+        else:
+            # With no await from here on: a reload either is in the config sent now or is
+            # sent after it.
+            sender.send(self._live.current)
+        worker.sender = sender
+        try:
+            return await self._watch(worker, worker.process, read_fd)
+        finally:
+            worker.sender = None
+            sender.close()
+
+    async def _watch(
+        self, worker: _Worker, process: asyncio.subprocess.Process, read_fd: int
+    ) -> int:
         try:
             # b"1" once it listens; b"" (the pipe closed) if it died first.
             said = await asyncio.to_thread(os.read, read_fd, 1)
@@ -280,12 +319,12 @@ class Supervisor:
             worker.ready.set()
         elif not worker.ready.is_set():
             # It never got to listen: starting it again would fail the same way.
-            code = await worker.process.wait()
+            code = await process.wait()
             self._failed_start(worker.index, code)
             return code
-        code = await worker.process.wait()
+        code = await process.wait()
         # Its gauges leave the sums; its counters stay, as a restart does not undo traffic.
-        multiprocess.mark_process_dead(worker.process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
         return code
 
     def _failed_start(self, index: int, code: int) -> None:
@@ -298,30 +337,80 @@ class Supervisor:
 
     def _stop(self, signum: signal.Signals, stopped: asyncio.Future[signal.Signals]) -> None:
         self._stopping = True
-        for worker in self._workers:
-            if worker.process is not None and worker.process.returncode is None:
-                worker.process.send_signal(signum)
+        # A SIGTERM passed on again would be one more for every worker, and SIGINT after
+        # SIGINT changes nothing: each kind goes once, SIGTERM only as the first.
+        if signum in self._passed_on or (signum == signal.SIGTERM and self._passed_on):
+            log.info("%s while stopping: ignored, the stop goes on", signum.name)
+        else:
+            self._passed_on.add(signum)
+            for worker in self._workers:
+                if worker.process is not None and worker.process.returncode is None:
+                    worker.process.send_signal(signum)
         if not stopped.done():
             stopped.set_result(signum)
 
     def _reload(self) -> None:
-        for worker in self._workers:
-            # A worker still starting reads the file anew anyway, and has no handler yet.
-            process = worker.process
-            if worker.ready.is_set() and process is not None and process.returncode is None:
-                process.send_signal(signal.SIGHUP)
-        if self._sandbox is not None:
-            self._tell_sandbox()
+        task = asyncio.get_running_loop().create_task(self._reload_in_turn())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
-    def _tell_sandbox(self) -> None:
-        """The shared sandbox learns the reloaded config's secrets, as an embedded one does."""
-        assert self._sandbox is not None
+    async def _reload_in_turn(self) -> None:
+        async with self._one_reload:
+            message = await self._read_config()
+            # Every worker gets the same reading of the files, a worker still starting too:
+            # it takes what it is sent once it listens.
+            for worker in self._workers:
+                if worker.sender is not None:
+                    worker.sender.send(message)
+
+    async def _read_config(self) -> handover.Message:
+        """The file read anew and made the config in force, or why not. The workers log
+        either, as one process does."""
         try:
-            config = load(self._path)
-        except ConfigError:
-            return  # the workers log why
-        for entry in config.sandbox_apps:
-            with contextlib.suppress(Exception):
+            new = await asyncio.to_thread(self._load)
+        except ConfigError as exc:
+            return handover.Refused(tuple(exc.problems))
+        except Exception as exc:
+            # Named by its type only: the exception may quote the file, secrets and all.
+            return handover.Refused((f"reading it failed ({type(exc).__name__})",))
+        problems = self._sandbox_problems(new)
+        if problems:
+            return handover.Refused(tuple(problems))
+        # Before anything could log them.
+        logs.REDACTION.add_secrets(new.credentials())
+        before = self._live.current
+        self._live.swap(new, time.time())
+        self._tell_sandbox(before)
+        return new
+
+    def _load(self) -> Config:
+        new = self._as_run(load(self._path))
+        # A worker would refuse these too: every worker must take what the supervisor takes.
+        problems = tls_setup_problems(new)
+        if problems:
+            raise ConfigError(problems)
+        return new
+
+    def _sandbox_problems(self, new: Config) -> list[str]:
+        """What a new config asks of the sandbox that only a restart can give."""
+        if not new.sandbox_apps:
+            return []
+        names = ", ".join(entry.name for entry in new.sandbox_apps)
+        if self._sandbox is None:
+            return [f"apps ({names}): upstream sandbox needs a restart (no embedded sandbox runs)"]
+        known = sandbox_appids(self._sandbox)
+        unknown = [f"apps.{entry.name}" for entry in new.sandbox_apps if entry.appid not in known]
+        if unknown:
+            return [f"{', '.join(unknown)}: a new app on the embedded sandbox needs a restart"]
+        return []
+
+    def _tell_sandbox(self, before: Config) -> None:
+        """The shared sandbox learns the new secrets in force, as an embedded one does."""
+        if self._sandbox is None:
+            return
+        for entry in self._live.current.sandbox_apps:
+            old = before.apps.get(entry.name)
+            if old is None or not old.secret.matches(entry.secret.reveal()):
                 set_secret(self._sandbox, entry.appid, entry.secret.reveal())
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.platform_double import SECRET
+from tests.platform_double import APPID, SECRET
 from tests.processes import (
     GATEWAY_COMMAND,
     GatewayProcess,
+    StartCommand,
     StartGateway,
     hang_at_sandbox,
     neu_gateway,
@@ -205,3 +206,237 @@ async def test_a_stop_with_a_request_held_at_the_shared_sandbox_keeps_to_its_dea
         assert time.monotonic() - started < 1 + 1 + 3
         with contextlib.suppress(aiohttp.ClientError):
             (await stuck).close()
+
+
+# The config in force, for a worker started again
+
+
+DETAIL = "/neuopenapi/pay/transactions/tradedetail"
+
+
+def with_secret_file(config: Path, secret: Path) -> Path:
+    config.write_text(
+        config.read_text().replace("secret_env: NEU_SECRET_DEMO", f"secret_file: {secret}")
+    )
+    return config
+
+
+async def kill_a_worker(gateway: GatewayProcess) -> tuple[int, int]:
+    """Kills one worker outright; once its replacement listens, returns the worker's index
+    and the log line its replacement's lines begin after."""
+    listening = sum("listening" in line for line in gateway.log_lines)
+    os.kill(worker_pids(gateway)[0], signal.SIGKILL)
+    await gateway.wait_for_log("starting it again")
+    found = re.search(r"worker (\d+) exited with status", gateway.log)
+    assert found is not None
+    since = len(gateway.log_lines)
+    # The worker and its callbacks listener.
+    await gateway.wait_for_count("listening", listening + 2)
+    return int(found.group(1)), since
+
+
+async def echo_until_served_by(
+    gateway: GatewayProcess, index: int, since: int, count: int = 10
+) -> list[int]:
+    """Echo calls on new connections until worker `index` answered `count` of them after log
+    line `since` (the kernel spreads connections among the workers); their statuses."""
+    statuses: list[int] = []
+    for _ in range(30):
+        batch = await asyncio.gather(
+            *(fresh_connection_post(gateway.url + ECHO, {"n": str(n)}) for n in range(5))
+        )
+        statuses += [status for status, _, _ in batch]
+        await gateway.wait_for_count(f"path={ECHO} ", len(statuses))
+        served = sum(
+            f"worker={index}" in line and f"path={ECHO} " in line
+            for line in gateway.log_lines[since:]
+        )
+        if served >= count:
+            return statuses
+    raise AssertionError(f"worker {index} answered {served} of {len(statuses)} calls")
+
+
+async def sandbox_verdicts(gateway: GatewayProcess) -> list[int]:
+    """The status the sandbox gave each echo call it received."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gateway.sandbox_url + "/sandbox/requests") as response,
+    ):
+        entries = (await response.json())["response"]["requests"]
+    return [entry["status"] for entry in entries if entry["endpoint"] == ECHO]
+
+
+async def test_a_worker_started_again_signs_with_the_secret_in_force_not_the_file(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret-at-the-start\n")
+    config = with_secret_file(redis_config(tmp_path, redis_server), secret)
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    # Written, but no reload: the sandbox, like the platform, knows only the first one.
+    secret.write_text("secret-never-reloaded\n")
+    index, since = await kill_a_worker(gateway)
+    statuses = await echo_until_served_by(gateway, index, since)
+    assert set(statuses) == {200}
+    assert await sandbox_verdicts(gateway) == [200] * len(statuses)
+
+
+async def test_a_worker_started_again_runs_while_the_file_on_disk_is_invalid(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = redis_config(tmp_path, redis_server)
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    config.write_text("apps: [not, a, mapping\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_count("config reload refused, the running config stays", 2)
+    # The refused reload left the first config in force, for a worker started now too.
+    index, since = await kill_a_worker(gateway)
+    statuses = await echo_until_served_by(gateway, index, since)
+    assert set(statuses) == {200}
+    assert "status 2" not in gateway.log
+
+
+async def test_after_a_reload_every_worker_signs_with_its_secret_a_new_one_too(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret-at-the-start\n")
+    config = with_secret_file(redis_config(tmp_path, redis_server), secret)
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    secret.write_text("secret-reloaded\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_count("config reloaded from", 2)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.sandbox_url}/sandbox/apps/{APPID}/secret",
+            data={"secret": "secret-reloaded", "keep_previous_s": "0"},
+        ) as response,
+    ):
+        # The sandbox took the reloaded secret at the reload; now it accepts that one alone.
+        assert response.status == 200
+    # Neither the first secret nor one written since the reload.
+    secret.write_text("secret-never-reloaded\n")
+    index, since = await kill_a_worker(gateway)
+    statuses = await echo_until_served_by(gateway, index, since)
+    assert set(statuses) == {200}
+    assert await sandbox_verdicts(gateway) == [200] * len(statuses)
+    served_by = {int(match) for match in _WORKER.findall("\n".join(gateway.log_lines[since:]))}
+    assert served_by == {0, 1}
+
+
+# One drain, however many SIGTERMs
+
+
+async def processing_trade(gateway: GatewayProcess, session: aiohttp.ClientSession) -> str:
+    """A trade the sandbox holds in processing, made through the gateway."""
+
+    async def call(url: str, form: dict[str, str]) -> dict[str, Any]:
+        async with session.post(url, data=form) as response:
+            body = await response.json()
+        assert body["responseHeader"]["status"] == 200, body
+        answer: dict[str, Any] = body["response"]
+        return answer
+
+    login = await call(gateway.sandbox_url + "/sandbox/login", {"user": "13800138000"})
+    form = {"code": login["code"], "grantType": "authorization_code", "scope": "user.info"}
+    await call(gateway.url + TOKEN, form)
+    trade = await call(
+        gateway.url + "/neuopenapi/pay/transactions/trade",
+        {
+            "outTradeNo": f"o-{time.time_ns()}",
+            "amount": "100",
+            "currency": "USD",
+            "openId": login["openId"],
+            "notifyUrl": "http://127.0.0.1:9/nowhere",
+        },
+    )
+    return str(trade["tradeNo"])
+
+
+async def fresh_connection_get(url: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+        session.get(url) as response,
+    ):
+        await response.read()
+        return response.status, response.headers.get("X-Neu-Wait", "")
+
+
+async def waits_in_flight(
+    gateway: GatewayProcess, session: aiohttp.ClientSession, count: int, wait_s: int
+) -> list[asyncio.Future[tuple[int, str]]]:
+    """`count` tradedetail calls that each wait `wait_s` for a trade that stays in
+    processing; returns once the sandbox is being asked about it."""
+    trade_no = await processing_trade(gateway, session)
+    waits = [
+        asyncio.ensure_future(
+            fresh_connection_get(f"{gateway.url}{DETAIL}?tradeNo={trade_no}&wait={wait_s}")
+        )
+        for _ in range(count)
+    ]
+    for _ in range(500):
+        async with session.get(gateway.sandbox_url + "/sandbox/stats") as response:
+            if (await response.json())["response"]["calls"].get(DETAIL, 0) >= 1:
+                return waits
+        await asyncio.sleep(0.01)  # wait-ok: polls the sandbox's count of calls
+    raise AssertionError("the waits never reached the sandbox")
+
+
+async def test_sigterm_again_to_the_supervisor_or_a_worker_does_not_cut_the_drain_short(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A supervisor passes its SIGTERM on, and systemd signals every process of a service:
+    a worker may get several; one drain, and every request in flight answered."""
+    drain_s = 30
+    config = redis_config(tmp_path, redis_server, shutdown=f"{{drain_s: {drain_s}, timeout_s: 1}}")
+    gateway = await start_gateway(config, extra_args=("--workers", "2"))
+    workers = worker_pids(gateway)
+    async with aiohttp.ClientSession() as session:
+        # Each longer than shutdown.timeout_s: a drain cut short would cancel them.
+        waits = await waits_in_flight(gateway, session, 20, wait_s=3)
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        await gateway.wait_for_count("draining: /readyz answers 503", 2)
+        gateway.process.send_signal(signal.SIGTERM)
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        assert await asyncio.gather(*waits) == [(200, "timeout")] * 20
+        # Still serving: the drain goes on.
+        assert await fresh_connection_get(gateway.url + "/healthz") == (200, "")
+        await gateway.wait_for_count("SIGTERM while stopping: ignored", 1 + 2)
+        assert "finishing requests in flight" not in gateway.log
+        # SIGINT ends the drain, as at a terminal.
+        gateway.process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
+        assert time.monotonic() - started < drain_s
+
+
+async def test_workers_of_a_killed_supervisor_drain_once_and_answer_what_is_in_flight(
+    start_command: StartCommand, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A parent-death signal comes again for each of the supervisor's threads that outlives
+    the one that started the worker; the end of the handover pipe comes once."""
+    # The platform on its own: it outlives the supervisor, as a real one does.
+    platform = await start_command(
+        "sandbox", "--port", "0", "--app", f"{APPID}={SECRET}", ready_when="sandbox"
+    )
+    config = redis_config(
+        tmp_path, redis_server, upstream=platform.url, shutdown="{drain_s: 30, timeout_s: 1}"
+    )
+    gateway = await start_command("serve", "-c", str(config), "--workers", "2")
+    gateway.sandbox_url = platform.url
+    workers = worker_pids(gateway)
+    async with aiohttp.ClientSession() as session:
+        waits = await waits_in_flight(gateway, session, 20, wait_s=3)
+        gateway.process.kill()
+        await gateway.wait_for_count("draining: /readyz answers 503", 2)
+        assert await asyncio.gather(*waits) == [(200, "timeout")] * 20
+        assert await fresh_connection_get(gateway.url + "/healthz") == (200, "")
+    assert "finishing requests in flight" not in gateway.log
+    assert gateway.log.count("the supervisor is gone") == 2
+    assert "while stopping: ignored" not in gateway.log
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    # (The supervisor's stderr, which the workers share, closes as the last of them ends.)
+    assert await asyncio.wait_for(gateway.process.wait(), 20) == -signal.SIGKILL
