@@ -45,9 +45,10 @@ from gateway.sandbox.server import (
 )
 from gateway.sandbox.world import Settings
 from gateway.web.admin import Readiness, admin_routes
-from gateway.web.connections import ConnectionLimits, GuardedRunner
+from gateway.web.connections import ConnectionLimits
 from gateway.web.dispatch import add_prefix_route
 from gateway.web.middlewares import gateway_middleware
+from gateway.web.server import GuardedRunner
 from gateway.web.state import (
     BASE_URLS,
     CALLBACKS_URL,

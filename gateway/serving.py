@@ -31,7 +31,7 @@ from gateway.app import (
 )
 from gateway.callbacks.outbox import OutboxError
 from gateway.config import Config, ConfigError, ListenConfig, load
-from gateway.web.connections import GuardedRunner
+from gateway.web.server import GuardedRunner
 from gateway.web.state import CONFIG, LIVE_CONFIG, METRICS, READINESS
 
 log = logs.logger("neu_gateway")

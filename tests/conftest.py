@@ -10,7 +10,7 @@ from aiohttp.web_runner import BaseRunner
 
 from gateway.app import connection_limits, create_app
 from gateway.config import Config, from_mapping
-from gateway.web.connections import GuardedRunner
+from gateway.web.server import GuardedRunner
 from gateway.web.state import CONFIG
 from tests.platform_double import APPID, SECRET, PlatformDouble
 

@@ -2,36 +2,37 @@
 
 aiohttp buffers a request's header block until it is complete, waits for it as long as the
 client likes, and takes any number of connections. Each listener of the gateway (the callers'
-one and the platform-facing callbacks one) runs behind this module's runner instead, whose
-connections:
+one and the platform-facing callbacks one) runs behind `server`'s runner instead, whose
+connections (this module's handler):
 
-- count the bytes of each header block as they arrive and answer 431 once they pass what
-  `limits.max_header_bytes` allows, so a client cannot make the gateway hold more;
+- feed aiohttp's parser one request part at a time, where the framer (`framing`) finds them,
+  so requests pipelined ahead of a bad one are answered, in order, before its refusal;
+- count every byte of each header block as it arrives, wherever in the stream it begins, and
+  answer 431 once they pass what `limits.max_header_bytes` allows;
 - answer 408 when a header block is not complete within `limits.header_timeout_s` of its
   first byte (or of the connection opening), and close;
-- at `limits.max_connections` open at once, make room for a new one by closing the one that
-  has waited longest on its client (idle, or sending headers or a body), and refuse it with
-  503 only when all are busy with requests;
-- answer what aiohttp's parser refuses (a malformed request line, an oversized header) in
-  the platform's envelope, not in aiohttp's plain text.
+- at `limits.max_connections` open at once, make way for a new one when they have waited
+  longest on their client (idle, or sending headers or a body, or leaving an answer unread);
+- answer what aiohttp's parser refuses in the platform's envelope (`refusals`), and after any
+  refusal read and drop what the client still sends before closing, so the close sends no
+  reset that could cost the client its answer.
 
-The body's own idle timeout is kept by the handlers that read it (`bodies`), which mark
-their waits with `waiting_on_client`.
+One class, as aiohttp has one protocol object per connection: each of these is a state of
+that object, kept where the parser's callbacks and aiohttp's handler task can see it. The
+body's own timeouts are kept by the handlers that read it (`bodies`), which mark their waits
+with `waiting_on_client`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.http_writer import HttpVersion10, HttpVersion11
 from aiohttp.streams import EMPTY_PAYLOAD
@@ -46,14 +47,14 @@ from gateway.core.errors import (
     HeaderTimeout,
     InternalError,
     TooManyConnections,
-    UpstreamTimeout,
     VersionNotSupported,
-    render,
 )
-from gateway.metrics import NONE, OTHER
-from gateway.web.dispatch import ServerHandler, dispatcher
 from gateway.web.framing import Event, Framer, State
 from gateway.web.middlewares import error_response
+from gateway.web.refusals import ChunkLineTooLong, error_bytes, error_for_parser, log_refused
+
+if TYPE_CHECKING:
+    from gateway.web.server import GuardedServer
 
 log = logs.logger("neu_gateway.listener")
 
@@ -71,7 +72,6 @@ IDLE, HEADERS, BODY, ANSWER = "idle", "sending headers", "sending a body", "read
 REFUSED = "refused"
 LINGER_S = 2.0
 LINGER_MAX_S = 10.0
-SUMMARY_EVERY_S = 60
 # What a refused connection may still send while it lingers before it is dropped.
 LINGER_BYTES = 256 * 1024
 
@@ -126,80 +126,6 @@ def waiting_on_client(request: web.BaseRequest, deadline: asyncio.Timeout) -> It
 def was_evicted(request: web.BaseRequest) -> bool:
     """Whether the request's body read was cut short to make room for a new connection."""
     return getattr(request.protocol, "evicted", False) is True
-
-
-def _log_refused(request_id: str, error: GatewayError) -> None:
-    """The access line of a request refused before it reached a handler: only its answer is
-    known."""
-    logs.access(
-        logs.AccessLine(
-            request_id=request_id,
-            caller=NONE,
-            app=NONE,
-            method=NONE,
-            route=OTHER,
-            status=error.status,
-            path="-",
-            upstream_status=NONE,
-            platform_status=NONE,
-            duration_ms=0.0,
-            upstream_ms=0.0,
-            bytes_in=0,
-            bytes_out=len(render(error)),
-        )
-    )
-
-
-def error_bytes(error: GatewayError, request_id: str) -> bytes:
-    """A whole HTTP/1.1 answer carrying the error, for when no aiohttp response can be sent."""
-    body = render(error)
-    reason = HTTPStatus(error.status).phrase
-    head = (
-        f"HTTP/1.1 {error.status} {reason}\r\n"
-        "Content-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n"
-        f"X-Request-Id: {request_id}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def error_for_parser(status: int, exc: BaseException | None) -> GatewayError:
-    """The gateway's own error for what aiohttp refused before any handler ran."""
-    if isinstance(exc, GatewayError):
-        return exc  # the listener's own refusal, queued behind earlier requests
-    if status == 505 or _names_another_version(exc):
-        return VersionNotSupported()
-    if isinstance(exc, LineTooLong) or (
-        isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower()
-    ):
-        return HeadersTooLarge(
-            "the request line or a header is longer, or there are more headers, than the "
-            "gateway accepts (limits.max_header_bytes)"
-        )
-    if isinstance(exc, HttpProcessingError) or status == 400:
-        # aiohttp's message can quote the request's bytes; name only the kind of problem.
-        kind = type(exc).__name__ if exc is not None else "BadHttpMessage"
-        return BadRequest(f"the request is not valid HTTP/1.1 ({kind})")
-    if status == 504:
-        return UpstreamTimeout()
-    return InternalError()
-
-
-def _names_another_version(exc: BaseException | None) -> bool:
-    """Whether the parser refused a request line for its version (HTTP/3.0, HTTP/1.2) or as
-    HTTP/2's connection preface (PRI * HTTP/2.0)."""
-    if not isinstance(exc, BadHttpMessage):
-        return False
-    text = str(exc)
-    return "Invalid HTTP version" in text or "Pause on PRI" in text
-
-
-class ChunkLineTooLong(BadHttpMessage):
-    """A chunk-size line, with its extensions, or a trailer section over the listener's bound."""
-
-    def __init__(self) -> None:
-        super().__init__("a chunk-size line or trailer section is too long")
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -575,7 +501,7 @@ class GuardedRequestHandler(RequestHandler):
                 type(exc).__name__ if exc is not None else "-",
             )
         if self._server.log_refusals:
-            _log_refused(request_id, error)
+            log_refused(request_id, error)
         self._server.on_refused(error.status)
         response = error_response(error, request_id)
         response.force_close()
@@ -662,7 +588,7 @@ class GuardedRequestHandler(RequestHandler):
         request_id = uuid.uuid4().hex
         transport.write(error_bytes(error, request_id))
         if self._server.log_refusals:
-            _log_refused(request_id, error)
+            log_refused(request_id, error)
         self._server.on_refused(error.status)
         self._linger()
 
@@ -703,154 +629,3 @@ class GuardedRequestHandler(RequestHandler):
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if isinstance(peer, tuple) else "-"
-
-
-class Summary:
-    """Connections closed to make room (or refused) at limits.max_connections: each counted
-    (`on_counted`, for metrics), the first logged at once and the rest once every
-    SUMMARY_EVERY_S while they go on. A line each made hundreds in a flood of silent
-    connections, drowning what else the log had to say."""
-
-    def __init__(self, max_connections: int, on_counted: Callable[[str], None]) -> None:
-        self._max_connections = max_connections
-        self._on_counted = on_counted
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, state: str) -> None:
-        self._on_counted(state)
-        if self._timer is not None:
-            self._counts[state] += 1
-            return
-        log.info(
-            "limits.max_connections (%d) reached: %s (more are counted in "
-            "neu_gateway_connections_evicted_total and summed up here every %ds)",
-            self._max_connections,
-            _what_was_done(state, 1),
-            SUMMARY_EVERY_S,
-        )
-        self._timer = asyncio.get_running_loop().call_later(SUMMARY_EVERY_S, self._flush)
-
-    def _flush(self) -> None:
-        self._timer = None
-        if not self._counts:
-            return
-        log.info(
-            "limits.max_connections (%d) reached, in the last %ds: %s",
-            self._max_connections,
-            SUMMARY_EVERY_S,
-            "; ".join(_what_was_done(state, count) for state, count in self._counts.items()),
-        )
-        self._counts.clear()
-        self._timer = asyncio.get_running_loop().call_later(SUMMARY_EVERY_S, self._flush)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-def _what_was_done(state: str, count: int) -> str:
-    if state == REFUSED:
-        return f"refused {count} new connection(s) with 503, every open one busy with a request"
-    return f"closed {count} connection(s) waiting longest on their client ({state})"
-
-
-class GuardedServer(web.Server):
-    """aiohttp's server, making GuardedRequestHandlers and counting their connections."""
-
-    def __init__(
-        self,
-        server: web.Server,
-        limits: ConnectionLimits,
-        on_refused: Callable[[int], None] | None = None,
-        request_handler: ServerHandler | None = None,
-        log_refusals: bool = True,
-        on_evicted: Callable[[str], None] | None = None,
-    ) -> None:
-        # Told the status of each request refused before it reached a handler (metrics).
-        self.on_refused = on_refused or (lambda status: None)
-        # Told what each connection closed (or refused) to make room was waiting on.
-        self.summary = Summary(limits.max_connections, on_evicted or (lambda state: None))
-        # Whether such a request gets an access line (the gateway's listeners, not the
-        # sandbox's).
-        self.log_refusals = log_refusals
-        super().__init__(
-            request_handler or server.request_handler,
-            request_factory=server.request_factory,
-            handler_cancellation=server.handler_cancellation,
-            loop=server._loop,
-            **server._kwargs,
-        )
-        self._limits = limits
-        self._open: set[GuardedRequestHandler] = set()
-        self._accepted = 0
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
-    def opened(self, handler: GuardedRequestHandler) -> bool:
-        """Counts the new connection in; False if there is no room for it.
-
-        At the cap, the connection that has waited longest on its client gives way (see
-        `waiting_on_client_since`), so clients holding connections open idle or slowly cannot
-        lock out ones that ask promptly; only when every connection is busy with a request is
-        the new one refused.
-        """
-        self._accepted += 1
-        handler.serial = self._accepted
-        self._open.add(handler)
-        if len(self._open) <= self._limits.max_connections:
-            return True
-        waiting = [
-            (since, other)
-            for other in self._open
-            if other is not handler and (since := other.waiting_on_client_since()) is not None
-        ]
-        if not waiting:
-            return False
-        (_, _, state), victim = min(waiting, key=lambda item: item[0])
-        self.summary.add(state)
-        victim.evict(state)
-        return True
-
-    def closed(self, handler: GuardedRequestHandler) -> None:
-        self._open.discard(handler)
-
-    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
-        self.summary.close()
-        await super().shutdown(timeout)
-
-    def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
-
-
-class GuardedRunner(web.AppRunner):
-    """An AppRunner whose connections are guarded by `limits`."""
-
-    def __init__(
-        self,
-        app: web.Application,
-        limits: ConnectionLimits,
-        on_refused: Callable[[int], None] | None = None,
-        log_refusals: bool = True,
-        on_evicted: Callable[[str], None] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("access_log", None)
-        # A handler whose client went away is cancelled: it would otherwise hold its request
-        # (a parsed body, a trade wait) for as long as it takes, with no one to answer.
-        kwargs.setdefault("handler_cancellation", True)
-        super().__init__(app, **kwargs)
-        self._limits = limits
-        self._on_refused = on_refused
-        self._log_refusals = log_refusals
-        self._on_evicted = on_evicted
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        handler = dispatcher(self.app, server.request_handler)
-        return GuardedServer(
-            server, self._limits, self._on_refused, handler, self._log_refusals, self._on_evicted
-        )

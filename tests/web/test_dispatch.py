@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.web.connections import ConnectionLimits, GuardedRunner
+from gateway.web.connections import ConnectionLimits
 from gateway.web.dispatch import add_prefix_route
+from gateway.web.server import GuardedRunner
 
 LIMITS = ConnectionLimits(
     max_header_bytes=8192, header_timeout_s=5, keepalive_timeout_s=5, max_connections=16

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from gateway.app import connection_limits, create_app
-from gateway.web.connections import GuardedRunner
+from gateway.web.server import GuardedRunner
 from gateway.web.state import CALLBACKS_URL, CONFIG
 from tests.conftest import gateway_config
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import connection_limits, create_app
-from gateway.web.connections import GuardedRunner
+from gateway.web.server import GuardedRunner
 from gateway.web.state import CONFIG
 from tests.conftest import gateway_config
 from tests.rawhttp import statuses
