@@ -141,6 +141,8 @@ class GuardedRequestHandler(RequestHandler):
             max_trailer_bytes=limits.max_header_block_bytes,
         )
         self._header_timer: asyncio.TimerHandle | None = None
+        # Requests answered (finish_response), against the header blocks the framer counted.
+        self._answered = 0
         # The framer lost its place (see data_received): the parser alone reads on.
         self._unframed = False
         # Refused and answered: what the client still sends is read and dropped (_refuse).
@@ -207,6 +209,7 @@ class GuardedRequestHandler(RequestHandler):
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
+            self._answered += 1
             self._idle_since = self._loop.time()
             self._body_since = None
             if self._lingering and not self._messages and self.transport is not None:
@@ -273,7 +276,8 @@ class GuardedRequestHandler(RequestHandler):
             if self._client_wait is not None and self._body_since is not None:
                 return (self._body_since, self.serial, BODY)
             return None
-        if self._messages:
+        if self._messages or self._framer.blocks > self._answered:
+            # A request is queued, or taken off the queue with its handler not yet started.
             return None
         if self._framer.head_bytes and self._framer.state is State.HEAD:
             return (self._headers_since, self.serial, HEADERS)
@@ -308,10 +312,12 @@ class GuardedRequestHandler(RequestHandler):
         if self._lingering:
             self._lingered(len(data))
             return
+        if not data:
+            # aiohttp resumes a parser that paused (its queue was full, or a body's reader)
+            # this way; it goes on with what it kept before anything held here.
+            self._feed(b"", None)
         if self._held:
             data, self._held = self._held + data, b""
-        elif not data:
-            self._feed(b"", None)
         if self._unframed:
             self._feed_unframed(data)
             return
@@ -325,6 +331,9 @@ class GuardedRequestHandler(RequestHandler):
                     # The parser made no request of a whole header block (HTTP/2's
                     # preface): it is fed the rest as it comes and judges it.
                     self._unframed = True
+                    if self._header_timer is None:
+                        # Its block ended, but no request came of it: still a header block.
+                        self._arm_header_timer()
                     self._feed_unframed(data[at:])
                 return
             if at == size:
@@ -555,7 +564,8 @@ class GuardedRequestHandler(RequestHandler):
             # Busy with a request: bytes of a pipelined one wait their turn, not the client.
             self._arm_header_timer()
             return
-        if self._framer.head_bytes == 0 or self._framer.state is not State.HEAD:
+        framer = self._framer
+        if framer.head_bytes == 0 or (framer.state is not State.HEAD and not self._unframed):
             # Nothing was asked; an idle connection is closed without an answer.
             self.force_close()
             return
