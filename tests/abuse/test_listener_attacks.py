@@ -4,33 +4,17 @@ refusals it answers and the time it gives a header block go wrong."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 import pytest
 
 from tests.abuse.conftest import HEADER_TIMEOUT_S, Target, request_bytes
+from tests.rawhttp import statuses, until_closed
 
 ECHO = "/neuopenapi/sandbox/echo"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 HEALTH = request_bytes("GET", "/healthz")
 # What a closed connection may take beyond its timeout: the timer, and this test's own reading.
 SLACK_S = 2.0
-
-
-def statuses(answers: bytes) -> list[int]:
-    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", answers)]
-
-
-async def send_and_read_all(port: int, data: bytes, timeout_s: float = 10) -> bytes:
-    """Sends the bytes in one write and reads every answer up to the server's close."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(timeout_s):
-            return await reader.read(-1)
-    finally:
-        writer.close()
 
 
 def chunked_post(body: bytes, chunk: int) -> bytes:
@@ -51,7 +35,7 @@ async def test_a_large_chunked_body_with_requests_pipelined_behind_it_is_read_wh
     rest of the chunks; the listener holds the GETs that came after, and feeds the parser
     nothing more while it holds bytes, so the parser never resumes.)"""
     body = b"&".join(b"k%d=%s" % (n, b"v" * 60_000) for n in range(fields))
-    answers = await send_and_read_all(
+    answers = await until_closed(
         target.port, chunked_post(body, 4000) + HEALTH + HEALTH + b"BAD\r\n\r\n"
     )
     assert statuses(answers) == [200, 200, 200, 400]
@@ -117,9 +101,9 @@ async def test_a_malformed_chunked_body_is_no_unhandled_error(target: Target) ->
     bad_size = chunked_post(b"a=1", 7).replace(b"3\r\na=1", b"3 x\r\na=1")
     long_line = chunked_post(b"a=1", 7).replace(b"3\r\n", b"3;" + b"e" * 17_000 + b"\r\n")
     for refused in (bad_size, long_line):
-        assert statuses(await send_and_read_all(target.port, refused)) == [400]
+        assert statuses(await until_closed(target.port, refused)) == [400]
     # Logged after the two above, which log before their connections close.
-    assert statuses(await send_and_read_all(target.port, HEALTH + b"BAD\r\n\r\n")) == [200, 400]
+    assert statuses(await until_closed(target.port, HEALTH + b"BAD\r\n\r\n")) == [200, 400]
     await target.process.wait_for_log("refused a malformed request")
     assert "Unhandled exception" not in target.process.log
     assert "Traceback" not in target.process.log

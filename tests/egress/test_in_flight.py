@@ -133,6 +133,18 @@ def orders_head(method: str, target: str, *extra: str) -> str:
     )
 
 
+async def hold_two(
+    gateway: Client, platform: PlatformDouble
+) -> list[asyncio.Future[aiohttp.ClientResponse]]:
+    """Two requests of `orders` held at the platform (which must hang)."""
+    held = [
+        asyncio.ensure_future(gateway.get(ECHO, params={"n": str(n)}, headers=ORDERS))
+        for n in range(2)
+    ]
+    await until(lambda: len(platform.received) == 2)
+    return held
+
+
 async def statuses_of(requests: list[asyncio.Future[aiohttp.ClientResponse]]) -> list[int]:
     found = []
     for request in requests:
@@ -147,11 +159,7 @@ async def test_past_its_max_in_flight_a_caller_is_answered_429_at_once_and_let_g
 ) -> None:
     gateway = await start(aiohttp_client, document(platform_url, orders_in_flight=2))
     platform.hang = True
-    held = [
-        asyncio.ensure_future(gateway.get(ECHO, params={"n": str(n)}, headers=ORDERS))
-        for n in range(2)
-    ]
-    await until(lambda: len(platform.received) == 2)
+    held = await hold_two(gateway, platform)
     assert in_flight(gateway) == 2
 
     reader, writer = await send(gateway, orders_head("GET", f"{ECHO}?n=3"))
@@ -493,11 +501,7 @@ async def test_a_reload_applies_a_new_max_in_flight_to_new_requests_only(
 ) -> None:
     gateway = await start(aiohttp_client, document(platform_url, orders_in_flight=2))
     platform.hang = True
-    held = [
-        asyncio.ensure_future(gateway.get(ECHO, params={"n": str(n)}, headers=ORDERS))
-        for n in range(2)
-    ]
-    await until(lambda: len(platform.received) == 2)
+    held = await hold_two(gateway, platform)
 
     # Down to 1: the two in flight go on; a new one is refused.
     apply_config(gateway.app, from_mapping(document(platform_url, orders_in_flight=1), ENVIRON))
