@@ -173,6 +173,9 @@ class _Connection(asyncio.Protocol):
             # Relayed, it would leave the caller waiting on a protocol the gateway does not
             # speak.
             raise UpstreamBadResponse("the platform answered HTTP 101, which cannot be relayed")
+        if not 100 <= status <= 599:
+            # (llhttp takes any three digits: 099 is 99, which would pass for an interim.)
+            raise UpstreamBadResponse(bad_status(status))
         if status < 200:
             # An interim answer (100 Continue, 103 Early Hints): the final one follows.
             self._interim = True
@@ -186,11 +189,11 @@ class _Connection(asyncio.Protocol):
             if lowered == "content-length":
                 length = value
             elif lowered == "transfer-encoding":
-                transfer = value
+                transfer = value if transfer is None else f"{transfer}, {value}"
         # (llhttp has checked that a Content-Length is digits.)
         if length is not None and int(length) > self._max_body_bytes:
             raise UpstreamBadResponse(too_large(self._max_body_bytes))
-        chunked = transfer is not None and transfer.rstrip().lower().endswith("chunked")
+        chunked = transfer is not None and is_chunked(transfer)
         self._until_close = length is None and not chunked and status not in (204, 304)
         if self._until_close and self._tls:
             # A TCP FIN without TLS's close_notify looks the same to asyncio: anyone on the
@@ -504,6 +507,31 @@ def _inflated(data: bytes, max_body_bytes: int, wbits: int, coding: str) -> byte
             return b"".join(parts)
         if wbits == RAW_DEFLATE or not data.startswith(_GZIP_MAGIC):
             raise UpstreamBadResponse(f"the platform's {coding} answer has bytes after its end")
+
+
+def is_chunked(transfer_encoding: str) -> bool:
+    """Whether an answer's Transfer-Encoding says chunked; UpstreamBadResponse for any other
+    coding (gzip, or chunked twice), which would reach the caller still applied."""
+    if transfer_encoding == "chunked":
+        return True  # as nearly every server writes it, without the parse
+    codings = [
+        coding
+        for coding in (token.strip().lower() for token in transfer_encoding.split(","))
+        # identity: no coding at all (RFC 2616 named it; RFC 9112 no longer does).
+        if coding and coding != "identity"
+    ]
+    if not codings:
+        return False
+    if codings == ["chunked"]:
+        return True
+    raise UpstreamBadResponse(
+        "the platform's answer has a transfer coding the gateway cannot decode "
+        f"(Transfer-Encoding: {transfer_encoding[:64]})"
+    )
+
+
+def bad_status(status: int) -> str:
+    return f"the platform answered HTTP {status}, which is not an HTTP status (100 to 599)"
 
 
 def _head_too_large() -> UpstreamBadResponse:

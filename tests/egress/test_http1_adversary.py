@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from multidict import CIMultiDict
 from yarl import URL
@@ -31,7 +32,7 @@ from tests.egress.test_http1 import (
     read_request,
     upstream,
 )
-from tests.egress.test_proxy import ECHO_PATH, envelope_of
+from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
 from tests.pki import Pki, server_context
 from tests.platform_double import APPID
 
@@ -577,3 +578,84 @@ async def test_through_the_gateway_a_reused_tls_connection_hung_up_does_not_blam
         response = await gateway.post(ECHO_PATH, data={"x": "1"})
         message = await envelope_of(response, 502, "upstream_unreachable")
         assert "client certificate" not in message
+
+
+# --- answers a caller could not read -----------------------------------------------------
+
+UNREADABLE = [
+    pytest.param(b"HTTP/1.1 600 Beyond\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK), id="600"),
+    pytest.param(b"HTTP/1.1 999 Beyond\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK), id="999"),
+    pytest.param(b"HTTP/1.1 099 Below\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK), id="099"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n" + gzip.compress(OK), id="gzip"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+        % (len(gzip.compress(OK)), gzip.compress(OK)),
+        id="gzip, chunked",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n%x\r\n%s\r\n\r\n0\r\n\r\n" % (len(OK) + 4 + len(b"%x" % len(OK)), len(OK), OK),
+        id="chunked twice",
+    ),
+    pytest.param(ok(extra=b"X-Odd: a\x01b\r\n"), id="a control character in a header"),
+]
+
+
+async def read_whole_request(reader: asyncio.StreamReader) -> None:
+    head = await read_request(reader)
+    if b"transfer-encoding: chunked" in head.lower():
+        await reader.readuntil(b"\r\n0\r\n\r\n")
+
+
+def once_and_close(answer: bytes) -> Any:
+    """The whole request read, the answer sent, the connection closed (an answer without a
+    length ends there)."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_whole_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    return script
+
+
+async def through(gateway: Any, transport: str) -> Any:
+    """A call through the lean client (a GET) or through aiohttp's (an upload)."""
+    if transport == "lean":
+        return await gateway.get(ECHO_PATH)
+    form = aiohttp.FormData()
+    form.add_field("fileData", b"x" * 100, filename="a.bin")
+    return await gateway.post(UPLOAD_PATH, data=form)
+
+
+@pytest.mark.parametrize("transport", ["lean", "aiohttp"])
+@pytest.mark.parametrize("answer", UNREADABLE)
+async def test_through_the_gateway_an_answer_a_caller_could_not_read_is_a_502(
+    make_gateway: GatewayFactory, answer: bytes, transport: str
+) -> None:
+    """A status outside 100 to 599 (llhttp reads 099 as 99, which would pass for an interim
+    answer), a transfer coding other than chunked (which would reach the caller still
+    applied), a control character in a header value: 502 upstream_bad_response, through
+    either client alike, never relayed as it came."""
+    async with upstream(once_and_close(answer)) as served:
+        gateway = await make_gateway(upstream=served.url, retries={"attempts": 1})
+        response = await through(gateway, transport)
+        await envelope_of(response, 502, "upstream_bad_response")
+
+
+@pytest.mark.parametrize("transport", ["lean", "aiohttp"])
+async def test_through_the_gateway_the_platforms_own_x_neu_headers_are_not_relayed(
+    make_gateway: GatewayFactory, transport: str
+) -> None:
+    """X-Neu-* are the gateway's own headers: one the platform sends (a forged X-Neu-Cache,
+    X-Neu-Wait, X-Neu-Attempts) never reaches the caller as if the gateway had set it."""
+    forged = b"X-Neu-Cache: hit\r\nx-neu-wait: done\r\nX-Neu-Attempts: 9\r\nX-Neu-Other: 1\r\n"
+    async with upstream(once_and_close(ok(extra=forged + b"X-Kept: yes\r\n"))) as served:
+        gateway = await make_gateway(upstream=served.url)
+        response = await through(gateway, transport)
+        assert response.status == 200, await response.text()
+        assert await response.read() == OK
+        assert response.headers["X-Kept"] == "yes"
+        assert not [name for name in response.headers if name.lower().startswith("x-neu-")]
