@@ -45,7 +45,8 @@ HAPPY_EYEBALLS_DELAY_S = 0.25
 # next call's answer. Without such a connection, the one that has rested longest is taken.
 REST_S = 0.05
 # For this long after an upstream sent bytes no call asked for, a call never gets a connection
-# that has rested less than REST_S: it opens a new one (at the route's cap, in place of one).
+# that has rested less than REST_S: it opens a new one (at the route's cap, in place of one);
+# and before it sends on a rested one, it lets the loop read what may have come on it.
 WARY_S = 300.0
 
 
@@ -66,13 +67,16 @@ class ConnectionLost(Exception):
         self.reused = reused
 
 
+_NEVER = -math.inf
+
+
 class Strays:
     """When a pool's connection last received bytes that no call asked for."""
 
     __slots__ = ("last_s",)
 
     def __init__(self) -> None:
-        self.last_s = -math.inf
+        self.last_s = _NEVER
 
 
 class _Connection(asyncio.Protocol):
@@ -387,7 +391,23 @@ class Pool:
         await self._slots.take(deadline)
         connection: _Connection | None = None
         try:
-            connection = self._reuse() or await self._connect(min(connect_s, timeout_s))
+            connection = self._reuse()
+            strayed_s = self._strays.last_s
+            while (
+                connection is not None
+                and strayed_s != _NEVER
+                and strayed_s > self._loop.time() - WARY_S
+            ):
+                # Its last answer's strays have had REST_S to come, but a busy loop may not
+                # have read them yet. After two turns it has polled since, and run what it
+                # read (asyncio runs the callbacks queued before a poll ahead of its reads).
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if not connection.lost:
+                    break
+                connection = self._reuse()
+            if connection is None:
+                connection = await self._connect(min(connect_s, timeout_s))
             request = head + body if body else head
             answer = await connection.exchange(request, max_body_bytes, deadline)
         except BaseException:

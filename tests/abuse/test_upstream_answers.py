@@ -139,7 +139,8 @@ def hostile_upstream(rng: random.Random) -> Script:
             if asked != 0 and rng.random() >= 0.1:
                 writer.write(echo(asked))
             else:
-                shape = rng.randrange(5)
+                # To id 0, in the same write: the gateway sees it at once.
+                shape = rng.randrange(5) if asked != 0 else 3
                 if shape == 0:
                     writer.write(echo(asked))
                     loop.call_later(0.005, writer.write, extra)

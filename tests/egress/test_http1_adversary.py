@@ -680,6 +680,37 @@ async def test_after_a_stray_a_connection_carries_a_call_only_once_it_has_rested
         assert served.connections == 3
 
 
+async def test_after_a_stray_one_come_but_not_yet_read_never_becomes_the_next_answer() -> None:
+    """A connection has rested, and an extra answer has come on it that the loop has not read
+    yet (asyncio runs the callbacks queued before a poll ahead of what the poll read): a
+    call that takes it must not send on it before the loop has read that. It is dropped, and
+    the call goes on a new connection."""
+    stray_asked = asyncio.Event()
+    stray_written = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            asked = request_id(await read_request(reader))
+            writer.write(with_extra("same write", 1) if asked == 1 else echo(asked))
+            await writer.drain()
+            if asked == 2:
+                await stray_asked.wait()
+                writer.write(echo(STRAY_ID + 2))
+                stray_written.set()
+
+    async with upstream(script) as served:
+        pool = pool_for(served.url)
+        assert await call_for(pool, 1) == 1  # the pool has seen a stray
+        assert await call_for(pool, 2) == 2
+        [rested] = pool._idle
+        rested.idle_since -= REST_S
+        stray_asked.set()
+        await stray_written.wait()  # this task runs before the loop reads the stray
+        assert await call_for(pool, 3) == 3
+        assert rested.lost
+        assert served.connections == 3
+
+
 async def test_with_none_rested_the_connection_that_has_rested_longest_is_taken() -> None:
     """Calls back to back: the connection that went back to the pool first is taken, so a
     stray behind the last answer has the most time to arrive while its connection rests.
@@ -725,7 +756,8 @@ async def test_concurrent_callers_get_their_own_answer_or_an_error_never_another
             asked = request_id(await read_request(reader))
             if asked == 0 or rng.random() < 0.1:
                 strays += 1
-                shape = rng.choice([*EXTRA_SHAPES, "5 ms later"])
+                # The first one comes in the same write, so the pool sees it at once.
+                shape = "same write" if asked == 0 else rng.choice([*EXTRA_SHAPES, "5 ms later"])
                 if shape == "5 ms later":
                     writer.write(echo(asked))
                     loop.call_later(0.005, writer.write, echo(STRAY_ID + asked))
