@@ -12,7 +12,9 @@ which the caller names: it knows the call's deadline and the app's TLS setting.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import math
 import socket
 import ssl
 import zlib
@@ -37,6 +39,15 @@ ACCEPT_ENCODING = "gzip, deflate"
 USER_AGENT = "neu-gateway"
 # RFC 8305's recommended wait before trying the next address family.
 HAPPY_EYEBALLS_DELAY_S = 0.25
+# How long a connection rests in the pool before it carries another call, when the pool has
+# one that has rested so long: bytes an upstream sends after an answer (a second answer, a
+# body past its length) arrive while it rests and close it, instead of being read as the
+# next call's answer. Without such a connection, the one that has rested longest is taken.
+REST_S = 0.05
+# For this long after an upstream sent bytes no call asked for, a call never gets a connection
+# that has rested less than REST_S: it opens a new one (at the route's cap, in place of one);
+# and before it sends on a rested one, it lets the loop read what may have come on it.
+WARY_S = 300.0
 
 
 # Made per request: slots, and not frozen, whose __init__ costs four times as much.
@@ -56,18 +67,33 @@ class ConnectionLost(Exception):
         self.reused = reused
 
 
+_NEVER = -math.inf
+
+
+class Strays:
+    """When a pool's connection last received bytes that no call asked for."""
+
+    __slots__ = ("last_s",)
+
+    def __init__(self) -> None:
+        self.last_s = _NEVER
+
+
 class _Connection(asyncio.Protocol):
     """One connection, one exchange at a time; the parser's callbacks fill the answer."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool, strays: Strays) -> None:
         self._loop = loop
         self._tls = tls
+        self._strays = strays
         # None once the connection is lost.
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         # Closed or closing: never handed to another call.
         self.lost = False
         self.reusable = False
+        # Bytes came that no call asked for: behind an answer, or while it rested.
+        self.stray = False
         # When it went back to the pool (the loop's clock).
         self.idle_since = 0.0
         self._answered = False
@@ -89,8 +115,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if self._waiter is None or self._waiter.done() or parser is None:
-            # Bytes nobody asked for: the connection cannot be trusted with another call.
-            self.close()
+            self._strayed()
             return
         self._seen += len(data)
         try:
@@ -105,15 +130,17 @@ class _Connection(asyncio.Protocol):
             # A callback refused the answer (its size, a 101): that refusal is the error.
             refusal = exc.__context__
             try:
-                self._fail(refusal if isinstance(refusal, UpstreamBadResponse) else _not_http(exc))
+                self._refuse(
+                    refusal if isinstance(refusal, UpstreamBadResponse) else _not_http(exc)
+                )
             finally:
                 # Its traceback holds this frame: a cycle that would keep the connection and
                 # the body read so far (up to max_response_bytes) for the collector.
                 del refusal
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(_not_http(exc))
+            self._refuse(_not_http(exc))
         except UpstreamBadResponse as exc:
-            self._fail(exc)
+            self._refuse(exc)
 
     def eof_received(self) -> bool:
         # An answer without a length ends when the connection does (RFC 9112 section 6.3).
@@ -150,9 +177,8 @@ class _Connection(asyncio.Protocol):
     # httptools' side
     def on_message_begin(self) -> None:
         if self._waiter is None or self._waiter.done():
-            # A second answer to one request: it belongs to no caller, and whatever follows
-            # on this connection could be read as the next caller's answer.
-            self.close()
+            # A second answer to one request: it belongs to no caller.
+            self._strayed()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._headers_done:
@@ -173,6 +199,9 @@ class _Connection(asyncio.Protocol):
             # Relayed, it would leave the caller waiting on a protocol the gateway does not
             # speak.
             raise UpstreamBadResponse("the platform answered HTTP 101, which cannot be relayed")
+        if not 100 <= status <= 599:
+            # (llhttp takes any three digits: 099 is 99, which would pass for an interim.)
+            raise UpstreamBadResponse(bad_status(status))
         if status < 200:
             # An interim answer (100 Continue, 103 Early Hints): the final one follows.
             self._interim = True
@@ -186,11 +215,11 @@ class _Connection(asyncio.Protocol):
             if lowered == "content-length":
                 length = value
             elif lowered == "transfer-encoding":
-                transfer = value
+                transfer = value if transfer is None else f"{transfer}, {value}"
         # (llhttp has checked that a Content-Length is digits.)
         if length is not None and int(length) > self._max_body_bytes:
             raise UpstreamBadResponse(too_large(self._max_body_bytes))
-        chunked = transfer is not None and transfer.rstrip().lower().endswith("chunked")
+        chunked = transfer is not None and is_chunked(transfer)
         self._until_close = length is None and not chunked and status not in (204, 304)
         if self._until_close and self._tls:
             # A TCP FIN without TLS's close_notify looks the same to asyncio: anyone on the
@@ -228,11 +257,27 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(error)
         self.close()
 
+    def _refuse(self, error: Exception) -> None:
+        """The parser refused what came: the answer's own bytes, or bytes behind it."""
+        if self._waiter is not None and self._waiter.done():
+            # The answer had ended (a 204 or 304 with a body, a body past its length).
+            self._strayed()
+        self._fail(error)
+
+    def _strayed(self) -> None:
+        # Whatever follows on this connection could be read as the next call's answer.
+        self.stray = True
+        self._strays.last_s = self._loop.time()
+        self.close()
+
     async def exchange(self, request: bytes, max_body_bytes: int, deadline: float) -> Answer:
         """Sends the request and waits for the whole answer (its body at most max_body_bytes)
         until the loop's clock reads `deadline`, then raises TimeoutError."""
         assert self.transport is not None
         loop = self._loop
+        # It carried answers before: one of them may have been a stray that came just as
+        # this request went, and this answer the one before it.
+        reused = self._answered
         self._waiter = loop.create_future()
         # A timer, not asyncio.timeout(): a fifth of the cost, on every call.
         timer = loop.call_at(deadline, self._fail, TimeoutError())
@@ -243,10 +288,18 @@ class _Connection(asyncio.Protocol):
         self._max_seen = 4 * max_body_bytes + 2 * MAX_HEAD_BYTES
         self.transport.write(request)
         try:
-            return await self._waiter
+            answer = await self._waiter
         finally:
             timer.cancel()
             self._waiter = None
+        if self.stray and reused:
+            # More came behind this answer before it was taken: on a fresh connection the
+            # first answer is the request's own, on a reused one it may not be.
+            raise UpstreamBadResponse(
+                "the platform sent more than its answer on a reused connection, so which "
+                "answer is this request's cannot be told"
+            )
+        return answer
 
     def close(self) -> None:
         self.reusable = False
@@ -282,6 +335,10 @@ class Slots:
                 self._waiters.remove(waiter)
             raise
 
+    def room(self, idle: int) -> bool:
+        """Whether a call holding a slot may open a connection while `idle` ones are kept."""
+        return self._limit == 0 or self._taken + idle <= self._limit
+
     def give_back(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -292,7 +349,8 @@ class Slots:
 
 
 class Pool:
-    """Kept-alive connections to one origin, the most recently used first."""
+    """Kept-alive connections to one origin: the most recently used of those that have
+    rested REST_S, else the one that has rested longest."""
 
     def __init__(
         self,
@@ -311,7 +369,9 @@ class Pool:
         # Made on a request, used on its loop only. Kept, since asyncio.get_running_loop()
         # is a getpid() system call on Python 3.11: a few of them were 5% of a request.
         self._loop = asyncio.get_running_loop()
+        # In the order they went back, so by idle_since.
         self._idle: list[_Connection] = []
+        self._strays = Strays()
         # One timer closes the connections idle past keepalive_s, not one per connection.
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -331,7 +391,23 @@ class Pool:
         await self._slots.take(deadline)
         connection: _Connection | None = None
         try:
-            connection = self._reuse() or await self._connect(min(connect_s, timeout_s))
+            connection = self._reuse()
+            strayed_s = self._strays.last_s
+            while (
+                connection is not None
+                and strayed_s != _NEVER
+                and strayed_s > self._loop.time() - WARY_S
+            ):
+                # Its last answer's strays have had REST_S to come, but a busy loop may not
+                # have read them yet. After two turns it has polled since, and run what it
+                # read (asyncio runs the callbacks queued before a poll ahead of its reads).
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if not connection.lost:
+                    break
+                connection = self._reuse()
+            if connection is None:
+                connection = await self._connect(min(connect_s, timeout_s))
             request = head + body if body else head
             answer = await connection.exchange(request, max_body_bytes, deadline)
         except BaseException:
@@ -343,10 +419,29 @@ class Pool:
         return answer
 
     def _reuse(self) -> _Connection | None:
-        # The most recently used first: the others age out, so a quiet spell shrinks the pool.
-        fresh_since = self._loop.time() - self._keepalive_s
-        while self._idle:
-            connection = self._idle.pop()
+        # The idle list is in the order the connections went back, the longest rested first.
+        idle = self._idle
+        now = self._loop.time()
+        rested_since = now - REST_S
+        fresh_since = now - self._keepalive_s
+        while idle:
+            if idle[-1].idle_since <= rested_since:
+                # All have rested: the most recent, so the others age out and a quiet spell
+                # shrinks the pool.
+                connection = idle.pop()
+            elif idle[0].idle_since > rested_since:
+                if self._strays.last_s > now - WARY_S:
+                    # This upstream sent strays lately: a new connection rather than one that
+                    # answered less than REST_S ago; at the cap, in place of the last one.
+                    if not self._slots.room(len(idle)):
+                        idle.pop().close()
+                    return None
+                # The one that has rested longest, whose strays had most time to come.
+                connection = idle.pop(0)
+            else:
+                # Some have: the most recent of those.
+                index = bisect.bisect_right(idle, rested_since, key=_idle_since)
+                connection = idle.pop(index - 1)
             if not connection.lost and connection.idle_since > fresh_since:
                 return connection
             connection.close()
@@ -364,7 +459,7 @@ class Pool:
                 )
                 try:
                     _, protocol = await loop.create_connection(
-                        lambda: _Connection(loop, self._tls is not None),
+                        lambda: _Connection(loop, self._tls is not None, self._strays),
                         sock=sock,
                         ssl=self._tls,
                         server_hostname=(self._server_name or self._host) if self._tls else None,
@@ -424,6 +519,10 @@ class Pool:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+
+
+def _idle_since(connection: _Connection) -> float:
+    return connection.idle_since
 
 
 def request_head(
@@ -504,6 +603,31 @@ def _inflated(data: bytes, max_body_bytes: int, wbits: int, coding: str) -> byte
             return b"".join(parts)
         if wbits == RAW_DEFLATE or not data.startswith(_GZIP_MAGIC):
             raise UpstreamBadResponse(f"the platform's {coding} answer has bytes after its end")
+
+
+def is_chunked(transfer_encoding: str) -> bool:
+    """Whether an answer's Transfer-Encoding says chunked; UpstreamBadResponse for any other
+    coding (gzip, or chunked twice), which would reach the caller still applied."""
+    if transfer_encoding == "chunked":
+        return True  # as nearly every server writes it, without the parse
+    codings = [
+        coding
+        for coding in (token.strip().lower() for token in transfer_encoding.split(","))
+        # identity: no coding at all (RFC 2616 named it; RFC 9112 no longer does).
+        if coding and coding != "identity"
+    ]
+    if not codings:
+        return False
+    if codings == ["chunked"]:
+        return True
+    raise UpstreamBadResponse(
+        "the platform's answer has a transfer coding the gateway cannot decode "
+        f"(Transfer-Encoding: {transfer_encoding[:64]})"
+    )
+
+
+def bad_status(status: int) -> str:
+    return f"the platform answered HTTP {status}, which is not an HTTP status (100 to 599)"
 
 
 def _head_too_large() -> UpstreamBadResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -45,8 +46,10 @@ from gateway.core.sizes import READ_CHUNK_BYTES, gather_capped
 from gateway.egress.http1 import (
     ConnectionLost,
     Origins,
+    bad_status,
     certificate_problem,
     decoded,
+    is_chunked,
     request_head,
     ssl_reason,
     too_large,
@@ -74,6 +77,10 @@ HOP_BY_HOP = frozenset(
 # The body is relayed decoded and re-framed, so its old length and coding no longer apply.
 REFRAMED = frozenset({"content-length", "content-encoding"})
 _NOT_RELAYED = HOP_BY_HOP | REFRAMED
+# The gateway's own headers: a caller sees only those the gateway set, never the platform's.
+OWN_PREFIX = "x-neu-"
+# Not allowed in a header value (RFC 9110 section 5.5), horizontal tab aside.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 # Made per call: not frozen, whose __init__ costs four times as much.
@@ -92,7 +99,8 @@ class UpstreamResponse:
 
 
 def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """The headers worth relaying: no hop-by-hop ones, none named in Connection."""
+    """The headers worth relaying: no hop-by-hop ones, none named in Connection, none of the
+    gateway's own (X-Neu-*)."""
     dropped = _NOT_RELAYED
     connection = headers.getall("Connection", None)
     if connection:
@@ -101,7 +109,8 @@ def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIM
             dropped = dropped | named
     kept: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if name.lower() in dropped:
+        lowered = name.lower()
+        if lowered in dropped or lowered.startswith(OWN_PREFIX):
             continue
         # A value whose bytes are not UTF-8 could not be written to the caller again.
         if (name.isascii() and value.isascii()) or (is_unicode(name) and is_unicode(value)):
@@ -404,6 +413,18 @@ class Upstream:
                 timeout=timeout,
             ) as response:
                 self.learn_time(base_url, app.name, sent_s, response.headers.get("Date"))
+                # What the lean client refuses as it parses, refused here alike.
+                if not 100 <= response.status <= 599:
+                    raise UpstreamBadResponse(bad_status(response.status))
+                transfer = response.headers.getall(hdrs.TRANSFER_ENCODING, None)
+                if transfer is not None:
+                    # aiohttp undoes chunked alone: any other coding would be relayed as sent.
+                    is_chunked(", ".join(transfer))
+                if any(_CONTROL.search(value) for value in response.headers.values()):
+                    # (aiohttp's parser lets them through, but for NUL; llhttp's does not.)
+                    raise UpstreamBadResponse(
+                        "the platform's answer has a control character in a header value"
+                    )
                 if response.status < 200:
                     # 101 Switching Protocols (or another 1xx) relayed would leave the caller
                     # waiting on a protocol the gateway does not speak.

@@ -8,18 +8,20 @@ import contextlib
 import gzip
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.app import apply_config
 from gateway.core.errors import UpstreamBadResponse
-from gateway.egress.http1 import Slots, request_head
+from gateway.egress.http1 import REST_S, Pool, Slots, request_head
 from gateway.web.state import UPSTREAM
 from tests.conftest import GatewayFactory, gateway_config
 from tests.egress.test_http1 import (
@@ -31,7 +33,7 @@ from tests.egress.test_http1 import (
     read_request,
     upstream,
 )
-from tests.egress.test_proxy import ECHO_PATH, envelope_of
+from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
 from tests.pki import Pki, server_context
 from tests.platform_double import APPID
 
@@ -577,3 +579,292 @@ async def test_through_the_gateway_a_reused_tls_connection_hung_up_does_not_blam
         response = await gateway.post(ECHO_PATH, data={"x": "1"})
         message = await envelope_of(response, 502, "upstream_unreachable")
         assert "client certificate" not in message
+
+
+# --- answers nobody asked for --------------------------------------------------------------
+#
+# An upstream that sends more than one answer to a request: the extra bytes must never become
+# another call's answer. Each answer carries the id its request asked for (X-Id), and the
+# extra one an id no call asks for.
+
+_ID = re.compile(rb"[?&]id=(\d+)")
+STRAY_ID = 1 << 40
+EXTRA_SHAPES = ("same write", "204 with a body", "304 with a body", "body past its length")
+
+
+def echo(request_id: int) -> bytes:
+    body = b'{"id":%d}' % request_id
+    return b"HTTP/1.1 200 OK\r\nX-Id: %d\r\nContent-Length: %d\r\n\r\n%s" % (
+        request_id,
+        len(body),
+        body,
+    )
+
+
+def with_extra(shape: str, request_id: int) -> bytes:
+    """The answer to `request_id` and, in the same write, a whole answer behind it."""
+    extra = echo(STRAY_ID + request_id)
+    if shape in ("204 with a body", "304 with a body"):
+        status = b"204 No Content" if shape.startswith("204") else b"304 Not Modified"
+        head = b"HTTP/1.1 %s\r\nX-Id: %d\r\nContent-Length: %d\r\n\r\n"
+        return head % (status, request_id, len(extra)) + extra
+    if shape == "body past its length":
+        body = b'{"id":%d}' % request_id
+        head = b"HTTP/1.1 200 OK\r\nX-Id: %d\r\nContent-Length: %d\r\n\r\n"
+        return head % (request_id, len(body)) + body + extra
+    return echo(request_id) + extra
+
+
+def request_id(head: bytes) -> int:
+    found = _ID.search(head)
+    assert found is not None, head
+    return int(found.group(1))
+
+
+async def call_for(pool: Pool, request_id: int) -> int:
+    """The id the answer to `request_id` carries."""
+    url = URL(f"http://{pool.host_header}{ECHO_PATH}?id={request_id}", encoded=True)
+    head = request_head("GET", url, pool.host_header, CIMultiDict(), None)
+    answer = await pool.request(head, None, 1 << 20, 5, 2)
+    return int(answer.headers["X-Id"])
+
+
+def extra_on(*requests: int, shape: str) -> Any:
+    """Echoes every request's id; the requests numbered in `requests` (1 for the first one
+    on any connection) get an extra answer behind theirs."""
+    seen = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        while True:
+            asked = request_id(await read_request(reader))
+            seen += 1
+            writer.write(with_extra(shape, asked) if seen in requests else echo(asked))
+            await writer.drain()
+
+    return script
+
+
+@pytest.mark.parametrize("shape", EXTRA_SHAPES)
+async def test_an_answer_with_more_behind_it_is_kept_only_on_a_fresh_connection(
+    shape: str,
+) -> None:
+    """On a connection that carried answers before, an answer with more behind it may be a
+    stray of the last exchange that came as this request went: refused, so the caller gets
+    an error rather than another's answer. On a fresh connection the first answer is the
+    request's own: kept. Either way the connection is dropped."""
+    async with upstream(extra_on(2, 3, shape=shape)) as served:
+        pool = pool_for(served.url)
+        assert await call_for(pool, 1) == 1
+        with pytest.raises(UpstreamBadResponse, match="more than its answer"):
+            await call_for(pool, 2)
+        assert await call_for(pool, 3) == 3
+        assert await call_for(pool, 4) == 4
+        assert served.connections == 3
+
+
+async def test_after_a_stray_a_connection_carries_a_call_only_once_it_has_rested() -> None:
+    """Once the upstream has sent a stray, a connection that answered less than REST_S ago is
+    not reused (a stray arriving later than its answer would be read as the next one's): a
+    new connection is opened, at the route's cap in place of one kept."""
+    async with upstream(extra_on(1, shape="same write")) as served:
+        pool = pool_for(served.url, limit=1)
+        assert await call_for(pool, 1) == 1
+        assert await call_for(pool, 2) == 2
+        assert await call_for(pool, 3) == 3
+        assert served.connections == 3
+        assert len(pool._idle) == 1  # the cap of 1 kept
+        [idle] = pool._idle
+        idle.idle_since -= REST_S
+        assert await call_for(pool, 4) == 4
+        assert served.connections == 3
+
+
+async def test_after_a_stray_one_come_but_not_yet_read_never_becomes_the_next_answer() -> None:
+    """A connection has rested, and an extra answer has come on it that the loop has not read
+    yet (asyncio runs the callbacks queued before a poll ahead of what the poll read): a
+    call that takes it must not send on it before the loop has read that. It is dropped, and
+    the call goes on a new connection."""
+    stray_asked = asyncio.Event()
+    stray_written = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            asked = request_id(await read_request(reader))
+            writer.write(with_extra("same write", 1) if asked == 1 else echo(asked))
+            await writer.drain()
+            if asked == 2:
+                await stray_asked.wait()
+                writer.write(echo(STRAY_ID + 2))
+                stray_written.set()
+
+    async with upstream(script) as served:
+        pool = pool_for(served.url)
+        assert await call_for(pool, 1) == 1  # the pool has seen a stray
+        assert await call_for(pool, 2) == 2
+        [rested] = pool._idle
+        rested.idle_since -= REST_S
+        stray_asked.set()
+        await stray_written.wait()  # this task runs before the loop reads the stray
+        assert await call_for(pool, 3) == 3
+        assert rested.lost
+        assert served.connections == 3
+
+
+async def test_with_none_rested_the_connection_that_has_rested_longest_is_taken() -> None:
+    """Calls back to back: the connection that went back to the pool first is taken, so a
+    stray behind the last answer has the most time to arrive while its connection rests.
+    Once all have rested REST_S, the most recent again (the others age out)."""
+    hold = asyncio.Event()
+    connections: list[int] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = len(connections) + 1
+        connections.append(number)
+        while True:
+            head = await read_request(reader)
+            if request_id(head) == 1:
+                await hold.wait()
+            writer.write(echo(number))  # which connection answered
+            await writer.drain()
+
+    async with upstream(script) as served:
+        pool = pool_for(served.url)
+        first = asyncio.ensure_future(call_for(pool, 1))
+        await served.until(lambda: served.connections == 1)
+        assert await call_for(pool, 2) == 2  # a second connection, back first
+        hold.set()
+        assert await first == 1
+        assert await call_for(pool, 3) == 2, "not the connection that has rested longest"
+        for idle in pool._idle:
+            idle.idle_since -= REST_S
+        assert await call_for(pool, 4) == 2, "not the most recent of the rested ones"
+
+
+async def test_concurrent_callers_get_their_own_answer_or_an_error_never_anothers() -> None:
+    """A hostile upstream: one answer in ten has another behind it, in the same write (204 or
+    304 with a body, a body past its length, a second answer) or 5 ms later, and many callers
+    call through one pool back to back. Once the pool has seen a stray (the first answer
+    here), each caller gets its own answer or an error, never the extra one or another's."""
+    rng = random.Random(4)
+    strays = 0
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal strays
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = request_id(await read_request(reader))
+            if asked == 0 or rng.random() < 0.1:
+                strays += 1
+                # The first one comes in the same write, so the pool sees it at once.
+                shape = "same write" if asked == 0 else rng.choice([*EXTRA_SHAPES, "5 ms later"])
+                if shape == "5 ms later":
+                    writer.write(echo(asked))
+                    loop.call_later(0.005, writer.write, echo(STRAY_ID + asked))
+                else:
+                    writer.write(with_extra(shape, asked))
+            else:
+                writer.write(echo(asked))
+            await writer.drain()
+
+    async with upstream(hostile) as served:
+        pool = pool_for(served.url)
+        assert await call_for(pool, 0) == 0
+        ids = iter(range(1, 2001))
+        outcomes = {"own": 0, "error": 0}
+
+        async def caller() -> None:
+            for asked in ids:
+                try:
+                    got = await call_for(pool, asked)
+                except UpstreamBadResponse:
+                    outcomes["error"] += 1
+                    continue
+                assert got == asked, f"call {asked} got the answer {got}"
+                outcomes["own"] += 1
+
+        await asyncio.gather(*(caller() for _ in range(50)))
+        pool.close()
+    assert strays > 100
+    assert outcomes["own"] > 1500, outcomes
+
+
+# --- answers a caller could not read -----------------------------------------------------
+
+UNREADABLE = [
+    pytest.param(b"HTTP/1.1 600 Beyond\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK), id="600"),
+    pytest.param(b"HTTP/1.1 999 Beyond\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK), id="999"),
+    pytest.param(b"HTTP/1.1 099 Below\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK), id="099"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n" + gzip.compress(OK), id="gzip"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+        % (len(gzip.compress(OK)), gzip.compress(OK)),
+        id="gzip, chunked",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n%x\r\n%s\r\n\r\n0\r\n\r\n" % (len(OK) + 4 + len(b"%x" % len(OK)), len(OK), OK),
+        id="chunked twice",
+    ),
+    pytest.param(ok(extra=b"X-Odd: a\x01b\r\n"), id="a control character in a header"),
+]
+
+
+async def read_whole_request(reader: asyncio.StreamReader) -> None:
+    head = await read_request(reader)
+    if b"transfer-encoding: chunked" in head.lower():
+        await reader.readuntil(b"\r\n0\r\n\r\n")
+
+
+def once_and_close(answer: bytes) -> Any:
+    """The whole request read, the answer sent, the connection closed (an answer without a
+    length ends there)."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_whole_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    return script
+
+
+async def through(gateway: Any, transport: str) -> Any:
+    """A call through the lean client (a GET) or through aiohttp's (an upload)."""
+    if transport == "lean":
+        return await gateway.get(ECHO_PATH)
+    form = aiohttp.FormData()
+    form.add_field("fileData", b"x" * 100, filename="a.bin")
+    return await gateway.post(UPLOAD_PATH, data=form)
+
+
+@pytest.mark.parametrize("transport", ["lean", "aiohttp"])
+@pytest.mark.parametrize("answer", UNREADABLE)
+async def test_through_the_gateway_an_answer_a_caller_could_not_read_is_a_502(
+    make_gateway: GatewayFactory, answer: bytes, transport: str
+) -> None:
+    """A status outside 100 to 599 (llhttp reads 099 as 99, which would pass for an interim
+    answer), a transfer coding other than chunked (which would reach the caller still
+    applied), a control character in a header value: 502 upstream_bad_response, through
+    either client alike, never relayed as it came."""
+    async with upstream(once_and_close(answer)) as served:
+        gateway = await make_gateway(upstream=served.url, retries={"attempts": 1})
+        response = await through(gateway, transport)
+        await envelope_of(response, 502, "upstream_bad_response")
+
+
+@pytest.mark.parametrize("transport", ["lean", "aiohttp"])
+async def test_through_the_gateway_the_platforms_own_x_neu_headers_are_not_relayed(
+    make_gateway: GatewayFactory, transport: str
+) -> None:
+    """X-Neu-* are the gateway's own headers: one the platform sends (a forged X-Neu-Cache,
+    X-Neu-Wait, X-Neu-Attempts) never reaches the caller as if the gateway had set it."""
+    forged = b"X-Neu-Cache: hit\r\nx-neu-wait: done\r\nX-Neu-Attempts: 9\r\nX-Neu-Other: 1\r\n"
+    async with upstream(once_and_close(ok(extra=forged + b"X-Kept: yes\r\n"))) as served:
+        gateway = await make_gateway(upstream=served.url)
+        response = await through(gateway, transport)
+        assert response.status == 200, await response.text()
+        assert await response.read() == OK
+        assert response.headers["X-Kept"] == "yes"
+        assert not [name for name in response.headers if name.lower().startswith("x-neu-")]
