@@ -4,15 +4,21 @@ for direct calls, and an aiohttp session for calls through a proxy and for uploa
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import math
 import ssl
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
 from yarl import URL
 
 from gateway.config import PROXY_FROM_ENV, App, PoolConfig, TlsConfig
-from gateway.egress.http1 import Origins, Slots
+from gateway.egress.http1 import REST_S, WARY_S, Origins, Slots
 
 
 class TlsSetupError(Exception):
@@ -58,6 +64,76 @@ def _own_context(app: App) -> ssl.SSLContext | None:
 def default_context() -> ssl.SSLContext:
     # Loading the system's CA store costs tens of milliseconds: once per process.
     return ssl.create_default_context()
+
+
+class WaryConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, with the lean client's rules for bytes no call asked for.
+
+    aiohttp takes a connection back into its pool as its answer's last byte is parsed (what
+    follows in the same read is parsed after), keeps parsing what comes while it rests, and
+    hands it out again without looking: a second answer, or the rest of a body past its
+    length, waited there, parsed, and became the next call's answer (issue #22). Its pool
+    hands out the connection that has rested longest, as the lean client prefers.
+
+    Here a connection that heard anything after its answer is closed instead of reused; and
+    for WARY_S after that, or after an answer came with another behind it, a connection that
+    rested less than REST_S is closed too (a new one is made), and the loop turns twice before
+    a rested one is used, so that an extra answer late by less than REST_S lands while its
+    connection rests. Public aiohttp API only: `Connection.add_callback` (run on release),
+    and the protocol's `should_close` and `len()` (answers parsed and not yet read), which
+    tests/egress/test_http1_adversary.py checks still behave so."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rested: weakref.WeakKeyDictionary[ResponseHandler, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._wary_until = -math.inf
+
+    async def connect(self, *args: Any, **kwargs: Any) -> Connection:
+        loop = asyncio.get_running_loop()
+        # Each pass closes a pooled connection or returns: a new one has heard nothing.
+        while True:
+            connection = await super().connect(*args, **kwargs)
+            protocol = connection.protocol
+            if protocol is None:  # pragma: no cover - aiohttp returns it attached
+                continue
+            rested_since = self._rested.pop(protocol, None)
+            if rested_since is not None:
+                now = loop.time()
+                wary = now < self._wary_until
+                if wary and not heard(protocol) and now - rested_since >= REST_S:
+                    try:
+                        await asyncio.sleep(0)
+                        await asyncio.sleep(0)
+                    except BaseException:
+                        connection.close()
+                        raise
+                if heard(protocol):
+                    self._wary_until = loop.time() + WARY_S
+                    connection.close()
+                    continue
+                if wary and now - rested_since < REST_S:
+                    connection.close()
+                    continue
+            connection.add_callback(functools.partial(self._released, loop, protocol))
+            return connection
+
+    def _released(self, loop: asyncio.AbstractEventLoop, protocol: ResponseHandler) -> None:
+        self._rested[protocol] = loop.time()
+        # Run on the answer's last byte, before the rest of that read is parsed.
+        loop.call_soon(self._check_behind, loop, protocol)
+
+    def _check_behind(self, loop: asyncio.AbstractEventLoop, protocol: ResponseHandler) -> None:
+        if len(protocol) > 0:
+            # An answer behind the one asked for: this upstream sends extras.
+            self._wary_until = loop.time() + WARY_S
+
+
+def heard(protocol: ResponseHandler) -> bool:
+    """Whether the connection received anything after the answer it last carried: an answer
+    parsed and unread, part of one, or bytes that are none (aiohttp's `should_close`)."""
+    return protocol.should_close or not protocol.is_connected()
 
 
 @dataclass(frozen=True)
@@ -123,7 +199,7 @@ class Sessions:
         return Route(proxy, app.tls.server_name, direct)
 
     def _session(self, app: App, from_env: bool) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        connector = WaryConnector(
             limit=self._pool.max_connections,
             keepalive_timeout=self._pool.keepalive_s,
             ttl_dns_cache=300,

@@ -193,3 +193,48 @@ async def test_concurrent_callers_each_get_their_own_answer_or_an_error_never_an
 
         await asyncio.gather(*(caller() for _ in range(30)))
     assert outcomes["own"] > 900, outcomes
+
+
+async def test_through_a_proxy_concurrent_callers_each_get_their_own_answer_or_an_error(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """The same through aiohttp's client, which carries calls through a forward proxy: here the
+    hostile upstream is the proxy (it answers the absolute-form requests itself), so its extra
+    answers reach the connection as a platform's would through a CONNECT tunnel. A connection
+    that received anything after its answer, in the same read or while it rested in the pool,
+    is never reused, and once the gateway has seen an extra, connections rest before reuse:
+    each caller gets its own answer or a 502."""
+    async with upstream(hostile_upstream(random.Random(22))) as served:
+        config = write_config(
+            tmp_path,
+            upstream="http://platform.invalid",
+            retries="{attempts: 1}",
+            breaker="{failures: 10000}",
+        )
+        config.write_text(
+            config.read_text().replace(
+                "    upstream: http://platform.invalid\n",
+                f"    upstream: http://platform.invalid\n    proxy: {served.url}\n",
+            )
+        )
+        process = await start_gateway(config)
+        port = Target(process, process.url, process.url, process.url).port
+        first = await exchange(port, request_bytes("GET", f"{ECHO}?id=0"))
+        assert first is not None
+        assert first.status == 502 or first.headers["x-id"] == "0", first
+        ids = iter(range(1, 1201))
+        outcomes: dict[str, int] = {"own": 0, "error": 0}
+
+        async def caller() -> None:
+            for asked in ids:
+                answer = await exchange(port, request_bytes("GET", f"{ECHO}?id={asked}"))
+                assert answer is not None
+                if answer.status >= 500:
+                    assert answer.error == "upstream_bad_response", answer
+                    outcomes["error"] += 1
+                    continue
+                assert int(answer.headers["x-id"]) == asked, f"call {asked} got {answer}"
+                outcomes["own"] += 1
+
+        await asyncio.gather(*(caller() for _ in range(30)))
+    assert outcomes["own"] > 900, outcomes

@@ -22,6 +22,7 @@ from yarl import URL
 from gateway.app import apply_config
 from gateway.core.errors import UpstreamBadResponse
 from gateway.egress.http1 import REST_S, Pool, Slots, request_head
+from gateway.egress.sessions import WaryConnector
 from gateway.web.state import UPSTREAM
 from tests.conftest import GatewayFactory, gateway_config
 from tests.egress.test_http1 import (
@@ -785,6 +786,114 @@ async def test_concurrent_callers_get_their_own_answer_or_an_error_never_another
 
         await asyncio.gather(*(caller() for _ in range(50)))
         pool.close()
+    assert strays > 100
+    assert outcomes["own"] > 1500, outcomes
+
+
+# --- the same through aiohttp's client (calls through a proxy, uploads) ------------------
+
+
+async def aiohttp_call(session: aiohttp.ClientSession, url: str, request_id: int) -> int:
+    async with session.get(f"{url}{ECHO_PATH}?id={request_id}") as response:
+        await response.read()
+        return int(response.headers["X-Id"])
+
+
+async def test_aiohttps_client_closes_a_connection_that_heard_a_stray_while_resting() -> None:
+    """An extra answer that arrives while the connection rests in aiohttp's pool: aiohttp
+    parses it and keeps it (what WaryConnector relies on: `len()` and `should_close` show
+    it), and would hand it to the next call on that connection; the connection is closed."""
+    rested = asyncio.Event()
+    stray_written = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            asked = request_id(await read_request(reader))
+            writer.write(echo(asked))
+            await writer.drain()
+            if asked == 1:
+                await rested.wait()
+                writer.write(echo(STRAY_ID + 1))
+                await writer.drain()
+                stray_written.set()
+
+    async with upstream(script) as served:
+        connector = WaryConnector(limit=10)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            assert await aiohttp_call(session, served.url, 1) == 1
+            [protocol] = list(connector._rested)
+            assert len(protocol) == 0
+            assert not protocol.should_close
+            rested.set()
+            await stray_written.wait()
+            async with asyncio.timeout(5):
+                # The loop reads the stray in a later turn; nothing else signals it.
+                while len(protocol) == 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0)  # wait-ok: until the loop has read the stray
+            assert protocol.should_close
+            assert await aiohttp_call(session, served.url, 2) == 2
+            assert served.connections == 2
+            assert not protocol.is_connected()
+
+
+async def test_aiohttps_client_after_a_stray_reuses_a_connection_only_once_rested() -> None:
+    """An answer with another behind it in the same read (aiohttp closes that connection):
+    from then on a connection that rested less than REST_S is closed rather than reused, and
+    one that rested longer is reused."""
+    async with upstream(extra_on(1, shape="same write")) as served:
+        connector = WaryConnector(limit=10)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            assert await aiohttp_call(session, served.url, 1) == 1
+            assert await aiohttp_call(session, served.url, 2) == 2
+            assert await aiohttp_call(session, served.url, 3) == 3
+            assert served.connections == 3
+            [protocol] = [each for each in connector._rested if each.is_connected()]
+            connector._rested[protocol] -= REST_S
+            assert await aiohttp_call(session, served.url, 4) == 4
+            assert served.connections == 3
+
+
+async def test_aiohttps_client_concurrent_callers_get_their_own_answer_or_an_error() -> None:
+    """As the lean client's test above, through the connector aiohttp's client uses for calls
+    through a proxy and for uploads."""
+    rng = random.Random(4)
+    strays = 0
+
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal strays
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = request_id(await read_request(reader))
+            if asked == 0 or rng.random() < 0.1:
+                strays += 1
+                shape = "same write" if asked == 0 else rng.choice([*EXTRA_SHAPES, "5 ms later"])
+                if shape == "5 ms later":
+                    writer.write(echo(asked))
+                    loop.call_later(0.005, writer.write, echo(STRAY_ID + asked))
+                else:
+                    writer.write(with_extra(shape, asked))
+            else:
+                writer.write(echo(asked))
+            await writer.drain()
+
+    async with upstream(hostile) as served:
+        connector = WaryConnector(limit=100)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            assert await aiohttp_call(session, served.url, 0) == 0
+            ids = iter(range(1, 2001))
+            outcomes = {"own": 0, "error": 0}
+
+            async def caller() -> None:
+                for asked in ids:
+                    try:
+                        got = await aiohttp_call(session, served.url, asked)
+                    except aiohttp.ClientError:
+                        outcomes["error"] += 1
+                        continue
+                    assert got == asked, f"call {asked} got the answer {got}"
+                    outcomes["own"] += 1
+
+            await asyncio.gather(*(caller() for _ in range(50)))
     assert strays > 100
     assert outcomes["own"] > 1500, outcomes
 
