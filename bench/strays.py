@@ -7,6 +7,8 @@ write (`same`), a second answer `--delay-ms` later (`later`), a 204 or 304 with 
 always a whole answer of their own, as a smuggled one would be. `--callers` callers call
 through the lean client's pool at once, each calling again as soon as it has its answer (or
 after up to `--think-ms`), and every answer is checked against the id asked for.
+`--client aiohttp` calls through aiohttp's client with the gateway's connector instead (calls
+through a proxy, uploads); `--client aiohttp-plain` with aiohttp's own, for comparison.
 
     .venv/bin/python bench/strays.py                        # every shape, the defaults
     .venv/bin/python bench/strays.py --shape later --delay-ms 20 --every 0.01 --callers 8
@@ -20,17 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.errors import GatewayError
 from gateway.egress.http1 import Origins, Pool, Slots, request_head
-from gateway.egress.sessions import default_context
+from gateway.egress.sessions import WaryConnector, default_context
 
 SHAPES = ("same", "later", "204", "304", "longer")
 _ID = re.compile(rb"[?&]id=(\d+)")
@@ -125,21 +130,38 @@ async def call(pool: Pool, request_id: int) -> int | None:
     return int(got.headers["X-Id"])
 
 
+async def call_aiohttp(session: aiohttp.ClientSession, url: str, request_id: int) -> int | None:
+    try:
+        async with session.get(f"{url}/x?id={request_id}") as response:
+            await response.read()
+            return int(response.headers["X-Id"])
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
+
+
 async def run(
-    hostile: Hostile, callers: int, calls: int, think_s: float, cap: int
+    hostile: Hostile, callers: int, calls: int, think_s: float, cap: int, client: str
 ) -> tuple[Tally, float]:
     server = await asyncio.start_server(hostile.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pool = Origins(default_context(), None, Slots(cap), 30).pool(URL(f"http://127.0.0.1:{port}"))
+    url = f"http://127.0.0.1:{port}"
+    pool = Origins(default_context(), None, Slots(cap), 30).pool(URL(url))
+    connector_type = WaryConnector if client == "aiohttp" else aiohttp.TCPConnector
+    session = aiohttp.ClientSession(connector=connector_type(limit=cap, keepalive_timeout=30))
+    one: Callable[[int], Awaitable[int | None]]
+    if client == "lean":
+        one = functools.partial(call, pool)
+    else:
+        one = functools.partial(call_aiohttp, session, url)
     tally = Tally()
     ids = iter(range(1, calls + 1))
     if hostile.prime:
-        await call(pool, next(ids))
+        await one(next(ids))
     rng = random.Random()  # noqa: S311 - pacing, not security
 
     async def caller() -> None:
         for request_id in ids:
-            got = await call(pool, request_id)
+            got = await one(request_id)
             if got is None:
                 tally.errors += 1
             elif got == request_id:
@@ -155,6 +177,7 @@ async def run(
     await asyncio.gather(*(caller() for _ in range(callers)))
     elapsed = time.perf_counter() - started
     pool.close()
+    await session.close()
     server.close()
     await server.wait_closed()
     return tally, elapsed
@@ -171,6 +194,7 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=0, help="pool.max_connections (0: none)")
     parser.add_argument("--primed", action="store_true")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--client", choices=("lean", "aiohttp", "aiohttp-plain"), default="lean")
     args = parser.parse_args()
     runs: list[tuple[str, ...]]
     if args.shape == "each":
@@ -182,7 +206,7 @@ def main() -> None:
     print(
         f"{args.callers} callers, {args.calls} calls, {args.every:.0%} with more, "
         f"later {args.delay_ms:g} ms, think {args.think_ms:g} ms, cap {args.cap}, "
-        f"{'primed, ' if args.primed else ''}{args.loop}"
+        f"{'primed, ' if args.primed else ''}{args.loop}, {args.client}"
     )
     print(
         "| shape | calls | own | errors | the extra answer | another caller's | connections "
@@ -191,7 +215,9 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for chosen in runs:
         hostile = Hostile(chosen, args.every, args.delay_ms / 1000, prime=args.primed)
-        coroutine = run(hostile, args.callers, args.calls, args.think_ms / 1000, args.cap)
+        coroutine = run(
+            hostile, args.callers, args.calls, args.think_ms / 1000, args.cap, args.client
+        )
         if args.loop == "uvloop":
             import uvloop
 
