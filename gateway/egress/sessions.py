@@ -97,7 +97,7 @@ class WaryConnector(aiohttp.TCPConnector):
             connection = await super().connect(*args, **kwargs)
             protocol = connection.protocol
             if protocol is None:  # pragma: no cover - aiohttp returns it attached
-                continue
+                return connection
             rested_since = self._rested.pop(protocol, None)
             if rested_since is not None:
                 now = loop.time()
