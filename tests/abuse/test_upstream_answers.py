@@ -172,26 +172,31 @@ async def test_concurrent_callers_each_get_their_own_answer_or_an_error_never_an
         )
         process = await start_gateway(config)
         port = Target(process, process.url, process.url, process.url).port
-        # The upstream shows what it does before the callers come (the probe at start may
-        # not have finished yet).
-        first = await exchange(port, request_bytes("GET", f"{ECHO}?id=0"))
-        assert first is not None
-        assert first.status == 502 or first.headers["x-id"] == "0", first
-        ids = iter(range(1, 1201))
-        outcomes: dict[str, int] = {"own": 0, "error": 0}
+        await each_caller_gets_its_own_answer_or_an_error(port)
 
-        async def caller() -> None:
-            for asked in ids:
-                answer = await exchange(port, request_bytes("GET", f"{ECHO}?id={asked}"))
-                assert answer is not None
-                if answer.status >= 500:
-                    assert answer.error == "upstream_bad_response", answer
-                    outcomes["error"] += 1
-                    continue
-                assert int(answer.headers["x-id"]) == asked, f"call {asked} got {answer}"
-                outcomes["own"] += 1
 
-        await asyncio.gather(*(caller() for _ in range(30)))
+async def each_caller_gets_its_own_answer_or_an_error(port: int) -> None:
+    """30 callers, 1,200 calls, each with its own id: its answer echoes that id, or it is a
+    502; most are answered. The upstream shows what it does before the callers come (the
+    probe at start may not have finished yet)."""
+    first = await exchange(port, request_bytes("GET", f"{ECHO}?id=0"))
+    assert first is not None
+    assert first.status == 502 or first.headers["x-id"] == "0", first
+    ids = iter(range(1, 1201))
+    outcomes: dict[str, int] = {"own": 0, "error": 0}
+
+    async def caller() -> None:
+        for asked in ids:
+            answer = await exchange(port, request_bytes("GET", f"{ECHO}?id={asked}"))
+            assert answer is not None
+            if answer.status >= 500:
+                assert answer.error == "upstream_bad_response", answer
+                outcomes["error"] += 1
+                continue
+            assert int(answer.headers["x-id"]) == asked, f"call {asked} got {answer}"
+            outcomes["own"] += 1
+
+    await asyncio.gather(*(caller() for _ in range(30)))
     assert outcomes["own"] > 900, outcomes
 
 
@@ -219,22 +224,4 @@ async def test_through_a_proxy_concurrent_callers_each_get_their_own_answer_or_a
         )
         process = await start_gateway(config)
         port = Target(process, process.url, process.url, process.url).port
-        first = await exchange(port, request_bytes("GET", f"{ECHO}?id=0"))
-        assert first is not None
-        assert first.status == 502 or first.headers["x-id"] == "0", first
-        ids = iter(range(1, 1201))
-        outcomes: dict[str, int] = {"own": 0, "error": 0}
-
-        async def caller() -> None:
-            for asked in ids:
-                answer = await exchange(port, request_bytes("GET", f"{ECHO}?id={asked}"))
-                assert answer is not None
-                if answer.status >= 500:
-                    assert answer.error == "upstream_bad_response", answer
-                    outcomes["error"] += 1
-                    continue
-                assert int(answer.headers["x-id"]) == asked, f"call {asked} got {answer}"
-                outcomes["own"] += 1
-
-        await asyncio.gather(*(caller() for _ in range(30)))
-    assert outcomes["own"] > 900, outcomes
+        await each_caller_gets_its_own_answer_or_an_error(port)

@@ -742,23 +742,24 @@ async def test_with_none_rested_the_connection_that_has_rested_longest_is_taken(
         assert await call_for(pool, 4) == 2, "not the most recent of the rested ones"
 
 
-async def test_concurrent_callers_get_their_own_answer_or_an_error_never_anothers() -> None:
-    """A hostile upstream: one answer in ten has another behind it, in the same write (204 or
-    304 with a body, a body past its length, a second answer) or 5 ms later, and many callers
-    call through one pool back to back. Once the pool has seen a stray (the first answer
-    here), each caller gets its own answer or an error, never the extra one or another's."""
-    rng = random.Random(4)
-    strays = 0
+class OneInTen:
+    """A hostile upstream: one answer in ten (and the first, in the same write, so a pool sees
+    a stray at once) has another behind it, in the same write (204 or 304 with a body, a body
+    past its length, a second answer) or 5 ms later; it counts the strays it sent."""
 
-    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal strays
+    def __init__(self) -> None:
+        self.rng = random.Random(4)
+        self.strays = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         while True:
             asked = request_id(await read_request(reader))
-            if asked == 0 or rng.random() < 0.1:
-                strays += 1
-                # The first one comes in the same write, so the pool sees it at once.
-                shape = "same write" if asked == 0 else rng.choice([*EXTRA_SHAPES, "5 ms later"])
+            if asked == 0 or self.rng.random() < 0.1:
+                self.strays += 1
+                shape = (
+                    "same write" if asked == 0 else self.rng.choice([*EXTRA_SHAPES, "5 ms later"])
+                )
                 if shape == "5 ms later":
                     writer.write(echo(asked))
                     loop.call_later(0.005, writer.write, echo(STRAY_ID + asked))
@@ -767,6 +768,14 @@ async def test_concurrent_callers_get_their_own_answer_or_an_error_never_another
             else:
                 writer.write(echo(asked))
             await writer.drain()
+
+
+async def test_concurrent_callers_get_their_own_answer_or_an_error_never_anothers() -> None:
+    """A hostile upstream: one answer in ten has another behind it, in the same write (204 or
+    304 with a body, a body past its length, a second answer) or 5 ms later, and many callers
+    call through one pool back to back. Once the pool has seen a stray (the first answer
+    here), each caller gets its own answer or an error, never the extra one or another's."""
+    hostile = OneInTen()
 
     async with upstream(hostile) as served:
         pool = pool_for(served.url)
@@ -786,7 +795,7 @@ async def test_concurrent_callers_get_their_own_answer_or_an_error_never_another
 
         await asyncio.gather(*(caller() for _ in range(50)))
         pool.close()
-    assert strays > 100
+    assert hostile.strays > 100
     assert outcomes["own"] > 1500, outcomes
 
 
@@ -856,25 +865,7 @@ async def test_aiohttps_client_after_a_stray_reuses_a_connection_only_once_reste
 async def test_aiohttps_client_concurrent_callers_get_their_own_answer_or_an_error() -> None:
     """As the lean client's test above, through the connector aiohttp's client uses for calls
     through a proxy and for uploads."""
-    rng = random.Random(4)
-    strays = 0
-
-    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal strays
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = request_id(await read_request(reader))
-            if asked == 0 or rng.random() < 0.1:
-                strays += 1
-                shape = "same write" if asked == 0 else rng.choice([*EXTRA_SHAPES, "5 ms later"])
-                if shape == "5 ms later":
-                    writer.write(echo(asked))
-                    loop.call_later(0.005, writer.write, echo(STRAY_ID + asked))
-                else:
-                    writer.write(with_extra(shape, asked))
-            else:
-                writer.write(echo(asked))
-            await writer.drain()
+    hostile = OneInTen()
 
     async with upstream(hostile) as served:
         connector = WaryConnector(limit=100)
@@ -894,7 +885,7 @@ async def test_aiohttps_client_concurrent_callers_get_their_own_answer_or_an_err
                     outcomes["own"] += 1
 
             await asyncio.gather(*(caller() for _ in range(50)))
-    assert strays > 100
+    assert hostile.strays > 100
     assert outcomes["own"] > 1500, outcomes
 
 
