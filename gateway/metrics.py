@@ -42,14 +42,6 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TOKEN_RESULTS = ("hit", "miss", "shared", "evicted")
 DELIVERY_OUTCOMES = ("delivered", "failed", "dead")
-# The listener's phrases (gateway.web.connections) for what a closed connection waited on.
-EVICTION_LABELS = {
-    "idle": "idle",
-    "sending headers": "headers",
-    "sending a body": "body",
-    "reading its answer": "answer",
-    "refused": "refused",
-}
 OUTBOX_STATES = ("pending", "dead")
 
 Refresh = Callable[[], Awaitable[None]]
@@ -301,10 +293,10 @@ class Metrics:
             call.http_status, call.platform_status = http_status, platform_status
             call.seconds += seconds
 
-    def count_evicted(self, state: str) -> None:
+    def count_evicted(self, waiting_on: str) -> None:
         """A connection the listener closed at limits.max_connections to make room (or a new
-        one it refused), by what it was waiting on."""
-        self.connections_evicted.labels(EVICTION_LABELS.get(state, OTHER)).inc()
+        one it refused), by what it was waiting on: idle, headers, body, answer, refused."""
+        self.connections_evicted.labels(waiting_on).inc()
 
     def count_refused(self, status: int) -> None:
         """A request the listener refused before any handler ran: its status is all that is

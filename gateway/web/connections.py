@@ -70,6 +70,8 @@ MAX_HEADER_FIELDS = 128
 IDLE, HEADERS, BODY, ANSWER = "idle", "sending headers", "sending a body", "reading its answer"
 # A new connection refused with 503, all others being busy with requests.
 REFUSED = "refused"
+# Each of those as neu_gateway_connections_evicted_total's `waiting_on` label.
+WAITING_ON = {IDLE: "idle", HEADERS: "headers", BODY: "body", ANSWER: "answer", REFUSED: REFUSED}
 LINGER_S = 2.0
 LINGER_MAX_S = 10.0
 # What a refused connection may still send while it lingers before it is dropped.

@@ -12,7 +12,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway import logs
-from gateway.web.connections import REFUSED, ConnectionLimits, GuardedRequestHandler
+from gateway.web.connections import (
+    REFUSED,
+    WAITING_ON,
+    ConnectionLimits,
+    GuardedRequestHandler,
+)
 from gateway.web.dispatch import ServerHandler, dispatcher
 
 log = logs.logger("neu_gateway.listener")
@@ -32,7 +37,7 @@ class Summary:
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, state: str) -> None:
-        self._on_counted(state)
+        self._on_counted(WAITING_ON[state])
         if self._timer is not None:
             self._counts[state] += 1
             return
@@ -84,7 +89,8 @@ class GuardedServer(web.Server):
     ) -> None:
         # Told the status of each request refused before it reached a handler (metrics).
         self.on_refused = on_refused or (lambda status: None)
-        # Told what each connection closed (or refused) to make room was waiting on.
+        # Told what each connection closed (or refused) to make room was waiting on, as the
+        # metric's label (connections.WAITING_ON).
         self.summary = Summary(limits.max_connections, on_evicted or (lambda state: None))
         # Whether such a request gets an access line (the gateway's listeners, not the
         # sandbox's).
