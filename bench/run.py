@@ -117,8 +117,8 @@ async def token_cache_memory(tokens: int = 20_000) -> dict[str, float]:
 
     from gateway.core import jwt
     from gateway.core.clock import SystemClock
-    from gateway.egress.stores import MemoryStore
-    from gateway.egress.tokens import Answer, TokenCache
+    from gateway.upstream.stores import MemoryStore
+    from gateway.upstream.tokens import Answer, TokenCache
 
     clock = SystemClock()
     cache = TokenCache(MemoryStore(tokens, clock), clock, margin_s=60, wait_s=15)

@@ -34,8 +34,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.errors import GatewayError
-from gateway.egress.http1 import Origins, Pool, Slots, request_head
-from gateway.egress.sessions import WaryConnector, default_context
+from gateway.upstream.lean import Origins, Pool, Slots, request_head
+from gateway.upstream.sessions import WaryConnector, default_context
 
 SHAPES = ("same", "later", "204", "304", "longer")
 _ID = re.compile(rb"[?&]id=(\d+)")

@@ -4,6 +4,6 @@ import signal
 # serve installs, instead of ending the process (systemctl reload right after start).
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-from gateway.cli import main  # noqa: E402 - after the signal is safe
+from gateway.cli.main import main  # noqa: E402 - after the signal is safe
 
 raise SystemExit(main())

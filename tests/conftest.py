@@ -8,13 +8,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
-from gateway.app import connection_limits, create_app
-from gateway.config import Config, from_mapping
-from gateway.web.server import GuardedRunner
-from gateway.web.state import CONFIG
-from tests.platform_double import APPID, SECRET, PlatformDouble
+from gateway.config.load import from_mapping
+from gateway.config.model import Config
+from gateway.http.keys import CONFIG
+from gateway.http.server import GuardedRunner
+from gateway.runtime.app import connection_limits, create_app
+from tests.support.pki import Pki, make_pki
+from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
-pytest_plugins = ["tests.redis_server", "tests.receiver", "tests.processes"]
+pytest_plugins = ["tests.support.redis_server", "tests.support.receiver", "tests.support.processes"]
 
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -71,3 +73,10 @@ def make_gateway(aiohttp_client: Any, platform_url: str) -> GatewayFactory:
 @pytest.fixture
 async def gateway(make_gateway: GatewayFactory) -> TestClient[Any, Any]:
     return await make_gateway()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA of the test's own, a server certificate for platform.test and 127.0.0.1, a client
+    certificate, and an unrelated CA."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

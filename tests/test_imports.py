@@ -7,7 +7,7 @@ import sys
 
 
 def test_a_gateway_without_redis_never_imports_redis_py() -> None:
-    code = "import sys, gateway.cli, gateway.app; print('redis' in sys.modules)"
+    code = "import sys, gateway.cli.main, gateway.runtime.app; print('redis' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )

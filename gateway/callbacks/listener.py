@@ -19,7 +19,9 @@ from aiohttp import web
 from gateway import logs
 from gateway.callbacks.delivery import DeliveryWorker
 from gateway.callbacks.outbox import Outbox, OutboxError
-from gateway.config import App, LimitsConfig, LiveConfig
+from gateway.config.live import LiveConfig
+from gateway.config.model import App
+from gateway.config.schema import LimitsConfig
 from gateway.core.clock import Clock
 from gateway.core.errors import (
     BadSign,
@@ -40,17 +42,17 @@ from gateway.core.flights import SingleFlight
 from gateway.core.params import parse_json, parse_urlencoded
 from gateway.core.platform import PROCESSING
 from gateway.core.verification import MAX_SKEW_MS, Rejected, check_signed_request
-from gateway.egress.bodies import (
+from gateway.http.bodies import (
     read_capped,
     refuse_compressed,
     refuse_declared_size,
     send_continue,
 )
-from gateway.egress.calls import answer_detail, base_url_for, trade_detail
-from gateway.egress.upstream import Upstream
-from gateway.egress.waits import TradeWaits
+from gateway.http.middlewares import close_if_unread, error_response, request_id_for
 from gateway.metrics import NONE, Metrics
-from gateway.web.middlewares import close_if_unread, error_response, request_id_for
+from gateway.upstream.client import Upstream
+from gateway.upstream.details import answer_detail, base_url_for, trade_detail
+from gateway.upstream.waits import TradeWaits
 
 log = logs.logger("neu_gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from gateway.core.clock import Clock, SystemClock
-from gateway.web.admin import Unusable
+from gateway.http.admin import Unusable
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # How often a SQLite outbox looks whether another process changed it (a cheap counter read).

@@ -1,1 +1,1 @@
-"""The proxy path: who may go on, reading and signing the request, the upstream call."""
+"""The proxy handlers: who may go on, reading and signing the request, rate limits, uploads."""

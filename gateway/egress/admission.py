@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.config import App, Config, LimitsConfig
+from gateway.config.model import App, Config
+from gateway.config.schema import LimitsConfig
 from gateway.core.access import Caller, caller_for
 from gateway.core.endpoints import ENDPOINTS, Endpoint
 from gateway.core.errors import (
@@ -30,17 +31,10 @@ from gateway.core.errors import (
     quoted_name,
 )
 from gateway.core.platform import API_PREFIX
-from gateway.egress.bodies import refuse_compressed
+from gateway.egress.keys import CALLER_RATES, IN_FLIGHT
+from gateway.http.bodies import refuse_compressed
+from gateway.http.keys import APP_NAME, CALLER_NAME, CLOCK, ROUTE, config_of
 from gateway.metrics import route_label
-from gateway.web.state import (
-    APP_NAME,
-    CALLER_NAME,
-    CALLER_RATES,
-    CLOCK,
-    IN_FLIGHT,
-    ROUTE,
-    config_of,
-)
 
 APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from gateway.core.errors import TokenRequired
-from gateway.egress.tokens import Answer, TokenCache, says_token_invalid
-from gateway.egress.upstream import ATTEMPTS_HEADER, UpstreamResponse
+from gateway.upstream.client import ATTEMPTS_HEADER, UpstreamResponse
+from gateway.upstream.tokens import Answer, TokenCache, says_token_invalid
 
 CACHE_HEADER = "X-Neu-Cache"
 

@@ -9,7 +9,8 @@ from aiohttp import MultipartWriter, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.config import App, LimitsConfig
+from gateway.config.model import App
+from gateway.config.schema import LimitsConfig
 from gateway.core.endpoints import Endpoint, Extra, validate
 from gateway.core.errors import (
     BadRequest,
@@ -29,27 +30,21 @@ from gateway.core.params import (
     parse_urlencoded,
 )
 from gateway.egress.admission import ADMITTED, admit
-from gateway.egress.bodies import BodyTimes, read_capped, refuse_declared_size, send_continue
-from gateway.egress.calls import base_url_for, trade_detail
 from gateway.egress.extras import exchange_code, relay, user_info
+from gateway.egress.keys import BASE_URLS, TOKENS, UPSTREAM, WAITS
 from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
-from gateway.egress.upstream import UpstreamResponse
-from gateway.egress.waits import MAX_WAIT_S
-from gateway.web.middlewares import (
+from gateway.http.bodies import BodyTimes, read_capped, refuse_declared_size, send_continue
+from gateway.http.keys import REQUEST_ID, config_of
+from gateway.http.middlewares import (
     REQUEST_ID_HEADER,
     check_header_size,
     error_response,
     log_access,
     request_id_for,
 )
-from gateway.web.state import (
-    BASE_URLS,
-    REQUEST_ID,
-    TOKENS,
-    UPSTREAM,
-    WAITS,
-    config_of,
-)
+from gateway.upstream.client import UpstreamResponse
+from gateway.upstream.details import base_url_for, trade_detail
+from gateway.upstream.waits import MAX_WAIT_S
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 WAIT_HEADER = "X-Neu-Wait"

@@ -27,7 +27,7 @@ from gateway import logs
 from gateway.core.errors import InvalidMultipart, SecretParamRejected, quoted_name
 from gateway.core.params import Pairs, is_secret_name, is_unicode, too_many_params
 from gateway.core.sizes import READ_CHUNK_BYTES
-from gateway.egress.bodies import IDENTITY, BodyClock, BodyTimes, codings, too_large
+from gateway.http.bodies import IDENTITY, BodyClock, BodyTimes, codings, too_large
 
 SPOOL_MEMORY_BYTES = 256 * 1024
 FILE_FIELD = "fileData"

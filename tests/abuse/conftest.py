@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests.processes import GatewayProcess, StartGateway, write_config
+from tests.support.processes import GatewayProcess, StartGateway, write_config
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.abuse.conftest import Target, assert_refused, exchange, request_bytes
-from tests.platform_double import SECRET
+from tests.support.platform_double import SECRET
 
 PAY = "/callbacks/{app}/pay"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.abuse.conftest import StartTarget, Target
-from tests.rawhttp import statuses, until_closed
+from tests.support.rawhttp import statuses, until_closed
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 CALLER_TOKEN = "orders-token-0123456789abcdef"

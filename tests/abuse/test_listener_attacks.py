@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.abuse.conftest import HEADER_TIMEOUT_S, Target, request_bytes
-from tests.rawhttp import statuses, until_closed
+from tests.support.rawhttp import statuses, until_closed
 
 ECHO = "/neuopenapi/sandbox/echo"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.abuse.conftest import Liveness, Target, exchange, request_bytes
-from tests.egress.test_http1 import read_request, upstream
-from tests.processes import StartGateway, write_config
+from tests.support.processes import StartGateway, write_config
+from tests.upstream.test_lean import read_request, upstream
 
 ECHO = "/neuopenapi/test/echo"
 CALLERS = 8

@@ -13,8 +13,8 @@ from playwright.async_api import Page
 
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.platform_double import APPID, SECRET
-from tests.sandbox_client import call
+from tests.support.platform_double import APPID, SECRET
+from tests.support.sandbox_client import call
 
 pytestmark = pytest.mark.e2e
 Client = TestClient[Any, Any]

@@ -17,10 +17,10 @@ from playwright.async_api import Browser, Page, expect
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.browser.conftest import TIMEOUT_MS
-from tests.platform_double import APPID, SECRET
-from tests.processes import GatewayProcess, StartGateway, write_config
-from tests.receiver import CallbackReceiver
-from tests.sandbox_client import call, signed
+from tests.support.platform_double import APPID, SECRET
+from tests.support.processes import GatewayProcess, StartGateway, write_config
+from tests.support.receiver import CallbackReceiver
+from tests.support.sandbox_client import call, signed
 
 pytestmark = pytest.mark.e2e
 Client = TestClient[Any, Any]

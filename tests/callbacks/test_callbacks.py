@@ -14,17 +14,18 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.callbacks.outbox import DELIVERED, SqliteOutbox
-from gateway.config import from_mapping
+from gateway.config.load import from_mapping
 from gateway.core import signing
-from gateway.egress.waits import MAX_PAUSE_S
-from gateway.web.state import BASE_URLS, CALLBACKS_URL, WAITS
+from gateway.egress.keys import BASE_URLS, WAITS
+from gateway.runtime.app import create_app
+from gateway.runtime.keys import CALLBACKS_URL
+from gateway.upstream.waits import MAX_PAUSE_S
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET
-from tests.receiver import CallbackReceiver
-from tests.redis_server import RedisServer
-from tests.sandbox_client import MutableClock
+from tests.support.clock import MutableClock
+from tests.support.platform_double import APPID, SECRET
+from tests.support.receiver import CallbackReceiver
+from tests.support.redis_server import RedisServer
 
 Client = TestClient[Any, Any]
 DETAIL = "/neuopenapi/pay/transactions/tradedetail"

@@ -17,9 +17,9 @@ from gateway.callbacks.delivery import (
 )
 from gateway.callbacks.outbox import SQLITE_CHANGE_CHECK_S, Outbox, RedisOutbox, SqliteOutbox
 from gateway.core.clock import SystemClock
-from tests.receiver import CallbackReceiver
-from tests.redis_server import RedisServer
-from tests.sandbox_client import MutableClock
+from tests.support.clock import MutableClock
+from tests.support.receiver import CallbackReceiver
+from tests.support.redis_server import RedisServer
 
 SETTINGS = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=5)
 

@@ -18,17 +18,17 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.app import create_app
 from gateway.callbacks.outbox import (
     OutboxError,
     OutboxNotWritable,
     RedisOutbox,
     SqliteOutbox,
 )
-from gateway.config import from_mapping
+from gateway.config.load import from_mapping
+from gateway.runtime.app import create_app
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET
-from tests.redis_server import RedisServer
+from tests.support.platform_double import APPID, SECRET
+from tests.support.redis_server import RedisServer
 
 DISK_SIZE = 16 << 20
 

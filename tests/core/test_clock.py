@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.core.clock import within
-from tests.sandbox_client import MutableClock
+from tests.support.clock import MutableClock
 
 
 async def test_the_result_comes_through_when_it_is_in_time() -> None:

@@ -7,7 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.core.signing import SECRET_MASK, canonical_string, sign, value_text, verify
-from tests.platform_double import reference_sign
+from tests.support.platform_double import reference_sign
 
 # The published vector from DESIGN.md, canonical string and sign written out by hand.
 PUBLISHED = {

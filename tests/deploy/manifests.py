@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-from gateway.config import Config, from_mapping, is_loopback
+from gateway.config.load import from_mapping
+from gateway.config.model import Config
+from gateway.config.schema import is_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from tests.processes import GatewayProcess, StartGateway, write_config
-from tests.redis_server import RedisServer
+from tests.support.processes import GatewayProcess, StartGateway, write_config
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

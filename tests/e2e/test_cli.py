@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform_double import SECRET
-from tests.processes import StartCommand, StartGateway, neu_gateway, write_config
-from tests.rawhttp import raw_request
-from tests.receiver import CallbackReceiver
+from tests.support.platform_double import SECRET
+from tests.support.processes import StartCommand, StartGateway, neu_gateway, write_config
+from tests.support.rawhttp import raw_request
+from tests.support.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -266,7 +266,7 @@ async def test_sandbox_command_refuses_what_is_not_a_port(port: str) -> None:
 async def test_sandbox_command_runs_the_platform_alone(start_command: StartCommand) -> None:
     import aiohttp
 
-    from tests.sandbox_client import signed
+    from tests.support.sandbox_client import signed
 
     sandbox = await start_command(
         "sandbox",

@@ -13,15 +13,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.platform_double import APPID, SECRET
-from tests.processes import (
+from tests.support.platform_double import APPID, SECRET
+from tests.support.ports import free_port
+from tests.support.processes import (
     GatewayProcess,
     StartCommand,
     StartGateway,
     neu_gateway,
     write_config,
 )
-from tests.redis_server import free_port
 
 ENV = {"NEU_SECRET_DEMO": SECRET}
 

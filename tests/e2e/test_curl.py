@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.platform_double import SECRET
-from tests.processes import GatewayProcess, StartGateway, neu_gateway, run_command, write_config
+from tests.support.platform_double import SECRET
+from tests.support.processes import (
+    GatewayProcess,
+    StartGateway,
+    neu_gateway,
+    run_command,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 ECHO = "/neuopenapi/sandbox/echo"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform_double import SECRET
-from tests.processes import write_config
-from tests.redis_server import RedisServer
+from tests.support.platform_double import SECRET
+from tests.support.processes import write_config
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core import signing
-from tests.platform_double import APPID, SECRET
-from tests.processes import (
+from tests.support.platform_double import APPID, SECRET
+from tests.support.processes import (
     GATEWAY_COMMAND,
     GatewayProcess,
     StartCommand,
@@ -28,8 +28,8 @@ from tests.processes import (
     until_held,
     write_config,
 )
-from tests.rawhttp import raw_request
-from tests.redis_server import RedisServer
+from tests.support.rawhttp import raw_request
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,15 @@ from aiohttp.test_utils import TestServer
 from gateway.callbacks.outbox import SqliteOutbox
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.platform_double import APPID, SECRET
-from tests.processes import ENV_SECRET, GatewayProcess, StartGateway, neu_gateway, write_config
-from tests.receiver import CallbackReceiver
+from tests.support.platform_double import APPID, SECRET
+from tests.support.processes import (
+    ENV_SECRET,
+    GatewayProcess,
+    StartGateway,
+    neu_gateway,
+    write_config,
+)
+from tests.support.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
 _CALLBACKS = re.compile(r"callbacks listening on (http://\S+)")

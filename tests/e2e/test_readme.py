@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import StartGateway, run_command, write_config
+from tests.support.processes import StartGateway, run_command, write_config
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.platform_double import SECRET
-from tests.processes import StartGateway, write_config
+from tests.support.platform_double import SECRET
+from tests.support.processes import StartGateway, write_config
 
 pytestmark = pytest.mark.e2e
 CALLER_TOKEN = "caller-token-a1b2c3d4e5f6a7b8c9d0"

@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.sandbox.server import create_sandbox_app
-from tests.platform_double import APPID, SECRET
-from tests.processes import GatewayProcess, StartGateway, write_config
-from tests.redis_server import RedisServer
+from tests.support.platform_double import APPID, SECRET
+from tests.support.processes import GatewayProcess, StartGateway, write_config
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 TOKEN = "/neuopenapi/oauth/mini/accessToken"

@@ -9,9 +9,9 @@ import pytest
 
 from gateway.core.signing import verify
 from tests.e2e.test_curl import curl, ok
-from tests.platform_double import SECRET
-from tests.processes import GatewayProcess, StartGateway, write_config
-from tests.receiver import CallbackReceiver
+from tests.support.platform_double import SECRET
+from tests.support.processes import GatewayProcess, StartGateway, write_config
+from tests.support.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
 MAX_POLLS = 50

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.platform_double import APPID, SECRET
-from tests.processes import (
+from tests.support.platform_double import APPID, SECRET
+from tests.support.processes import (
     GATEWAY_COMMAND,
     GatewayProcess,
     StartCommand,
@@ -25,7 +25,7 @@ from tests.processes import (
     until_held,
     write_config,
 )
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 

@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import CannotStart, create_app
+from gateway.runtime.app import CannotStart, create_app
 from gateway.sandbox.server import ECHO_PATH, create_sandbox_app
 from tests.conftest import gateway_config, guarded
-from tests.pki import Pki, server_context
-from tests.platform_double import APPID, SECRET
-from tests.redis_server import free_port
+from tests.support.pki import Pki, server_context
+from tests.support.platform_double import APPID, SECRET
+from tests.support.ports import free_port
 
 Client = TestClient[Any, Any]
 

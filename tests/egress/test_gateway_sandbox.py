@@ -9,13 +9,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.config import from_mapping
+from gateway.config.load import from_mapping
+from gateway.egress.keys import BASE_URLS
+from gateway.runtime.app import create_app
 from gateway.sandbox.server import create_sandbox_app
-from gateway.web.state import BASE_URLS
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET
-from tests.rawhttp import raw_request
+from tests.support.platform_double import APPID, SECRET
+from tests.support.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
 

@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.config import from_mapping
-from gateway.web.state import BASE_URLS
+from gateway.config.load import from_mapping
+from gateway.egress.keys import BASE_URLS
+from gateway.runtime.app import create_app
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET
-from tests.sandbox_client import MutableClock
+from tests.support.clock import MutableClock
+from tests.support.platform_double import APPID, SECRET
 
 Client = TestClient[Any, Any]
 TOKEN = "/neuopenapi/oauth/mini/accessToken"

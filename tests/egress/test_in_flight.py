@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import apply_config, create_app
-from gateway.config import from_mapping
+from gateway.config.load import from_mapping
 from gateway.core.errors import TooManyInFlight
+from gateway.egress.keys import IN_FLIGHT
 from gateway.egress.ratelimits import InFlight
-from gateway.web.state import IN_FLIGHT
+from gateway.runtime.app import apply_config, create_app
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET, PlatformDouble
+from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
 Client = TestClient[Any, Any]
 ECHO = "/neuopenapi/test/echo"

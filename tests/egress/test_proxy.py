@@ -21,11 +21,11 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from gateway import logs
-from gateway.app import create_app
 from gateway.egress.uploads import SPOOL_MEMORY_BYTES
+from gateway.runtime.app import create_app
 from tests.conftest import GatewayFactory, gateway_config, guarded
-from tests.platform_double import APPID, SECRET, PlatformDouble, reference_sign
-from tests.rawhttp import raw_request
+from tests.support.platform_double import APPID, SECRET, PlatformDouble, reference_sign
+from tests.support.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
 TOKEN_PATH = "/neuopenapi/oauth/mini/accessToken"
@@ -432,7 +432,7 @@ async def test_unknown_app_is_404(gateway: Client, platform: PlatformDouble) -> 
 async def test_x_neu_app_picks_the_app(
     aiohttp_client: Any, platform_url: str, platform: PlatformDouble
 ) -> None:
-    from gateway.config import from_mapping
+    from gateway.config.load import from_mapping
 
     config = from_mapping(
         {

@@ -7,11 +7,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.app import apply_config, create_app
-from gateway.config import from_mapping
+from gateway.config.load import from_mapping
+from gateway.runtime.app import apply_config, create_app
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET, PlatformDouble
-from tests.sandbox_client import MutableClock
+from tests.support.clock import MutableClock
+from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
 Client = TestClient[Any, Any]
 ECHO = "/neuopenapi/test/echo"

@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.core import signing
+from gateway.runtime.app import create_app
 from tests.conftest import gateway_config, guarded
-from tests.platform_double import APPID, SECRET
-from tests.sandbox_client import MutableClock
+from tests.support.clock import MutableClock
+from tests.support.platform_double import APPID, SECRET
 
 Client = TestClient[Any, Any]
 DETAIL = "/neuopenapi/pay/transactions/tradedetail"

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.config import from_mapping
+from gateway.config.load import from_mapping
+from gateway.runtime.app import create_app
 from tests.conftest import guarded
-from tests.platform_double import APPID, SECRET, PlatformDouble
-from tests.rawhttp import raw_request
+from tests.support.platform_double import APPID, SECRET, PlatformDouble
+from tests.support.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
 ORDERS_TOKEN = "orders-token-0123456789abcdef"

@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.platform_double import APPID
-from tests.receiver import CallbackReceiver
-from tests.sandbox_client import SECRETS, call, login, signed
+from tests.support.platform_double import APPID
+from tests.support.receiver import CallbackReceiver
+from tests.support.sandbox_client import SECRETS, call, login, signed
 
 Client = TestClient[Any, Any]
 FOREIGN = "http://attacker.example"

@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient
 from gateway.core import jwt
 from gateway.sandbox.server import NOTIFIER, create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.platform_double import APPID, SECRET, reference_sign
-from tests.sandbox_client import OTHER_APPID, SECRETS, MutableClock, call, login, signed
+from tests.support.clock import MutableClock
+from tests.support.platform_double import APPID, SECRET, reference_sign
+from tests.support.sandbox_client import OTHER_APPID, SECRETS, call, login, signed
 
 Client = TestClient[Any, Any]
 TOKEN = "/neuopenapi/oauth/mini/accessToken"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from gateway.core import jwt
 from gateway.core.endpoints import ENDPOINTS, SEND_NOTIFY, TRADE, validate
 from gateway.core.verification import Rejected, check_signed_request
-from tests.platform_double import reference_sign
+from tests.support.platform_double import reference_sign
 
 KEY = b"k" * 64
 NOW = 1_700_000_000_000

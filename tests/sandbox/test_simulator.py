@@ -15,9 +15,10 @@ from aiohttp.test_utils import TestClient
 from gateway.core import signing
 from gateway.sandbox.server import NOTIFIER, create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.platform_double import APPID, SECRET
-from tests.receiver import CallbackReceiver
-from tests.sandbox_client import OTHER_APPID, SECRETS, MutableClock, call, login, signed
+from tests.support.clock import MutableClock
+from tests.support.platform_double import APPID, SECRET
+from tests.support.receiver import CallbackReceiver
+from tests.support.sandbox_client import OTHER_APPID, SECRETS, call, login, signed
 
 Client = TestClient[Any, Any]
 TOKEN = "/neuopenapi/oauth/mini/accessToken"
@@ -103,7 +104,7 @@ def test_the_page_loads_nothing_from_elsewhere() -> None:
 
 
 async def test_the_gateway_listener_never_serves_the_page(aiohttp_client: Any) -> None:
-    from gateway.app import create_app
+    from gateway.runtime.app import create_app
     from tests.conftest import gateway_config, guarded
 
     config = gateway_config("sandbox", sandbox={"listen": {"port": 0}})

@@ -1,0 +1,285 @@
+"""gateway.yaml into a frozen, validated Config; secrets resolved from env vars or files.
+
+Every problem is reported as `dotted.field.path: reason`, all at once, and never with a
+secret's value. `${VAR}` (or `${VAR:-default}`) in any string value is replaced from the
+environment before validation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    ValidationError,
+)
+
+from gateway.config.errors import ConfigError
+from gateway.config.model import App, Config
+from gateway.config.schema import (
+    MIN_CALLER_TOKEN_LENGTH,
+    SQLITE_STORE,
+    FileConfig,
+    above_connections,
+    resolved_proxy,
+)
+from gateway.core.access import Caller, Route
+from gateway.core.secrets import Secret
+
+log = logging.getLogger("neu_gateway.config")
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping in gateway.yaml names the same key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping, at any depth.
+
+    YAML requires keys to be unique, yet PyYAML keeps the last of two silently: a second
+    `apps:` block would drop every app of the first.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        first_lines: dict[Hashable, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges, and may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = first_lines.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader itself refuses it
+            if first is not None:
+                raise DuplicateKey(
+                    f"line {line}: key {key!r} is given twice in one mapping (first at line "
+                    f"{first}); YAML would keep only the last, so merge them into one"
+                )
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute, validate and resolve gateway.yaml, or raise ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        # Never the exception itself: it quotes the file's bytes, secrets and all.
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        document = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError([f"{path}: not valid YAML{at}"]) from None
+    return from_mapping(document, os.environ if environ is None else environ)
+
+
+def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
+    if not isinstance(document, dict):
+        raise ConfigError(["(top level): must be a mapping with at least `apps`"])
+    problems: list[str] = []
+    document = _substitute(document, environ, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        parsed = FileConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+    apps = {}
+    for name, app in parsed.apps.items():
+        secret = read_credential(
+            f"apps.{name}", "secret", app.secret_env, app.secret_file, app.secret, environ, problems
+        )
+        if secret is not None:
+            apps[name] = App(
+                name=name,
+                appid=app.appid,
+                secret=secret,
+                upstream=app.upstream,
+                callbacks=app.callbacks,
+                tls=app.tls or parsed.tls,
+                proxy=resolved_proxy(app.proxy or parsed.proxy),
+                validation=app.validation,
+            )
+    default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
+    callers = _callers(parsed, environ, problems)
+    if not parsed.listen.is_loopback and not parsed.callers and not parsed.insecure_allow_anonymous:
+        problems.append(
+            f"listen.host: {parsed.listen.host} is not a loopback address and no callers are "
+            "configured, so anyone who reaches it could act as your apps; configure callers, "
+            "listen on 127.0.0.1, or set insecure_allow_anonymous: true if something in front "
+            "of the gateway authenticates callers"
+        )
+    callbacks = parsed.callbacks
+    if callbacks.store is None:
+        store = "redis" if parsed.cache.backend == "redis" else SQLITE_STORE
+        callbacks = callbacks.model_copy(update={"store": store})
+    if callbacks.store == "redis" and parsed.cache.backend != "redis":
+        problems.append("callbacks.store: redis needs cache.backend: redis (its url is used)")
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        listen=parsed.listen,
+        apps=apps,
+        default_app=default_app,
+        timeouts=parsed.timeouts,
+        limits=parsed.limits,
+        cache=parsed.cache,
+        sandbox=parsed.sandbox,
+        callbacks=callbacks,
+        callers=callers,
+        trusted_networks=tuple(parsed.trusted_networks),
+        insecure_allow_anonymous=parsed.insecure_allow_anonymous,
+        strict_endpoints=parsed.strict_endpoints,
+        admin=parsed.admin,
+        logging=parsed.logging,
+        shutdown=parsed.shutdown,
+        pid_file=parsed.pid_file,
+        pool=parsed.pool,
+        retries=parsed.retries,
+        breaker=parsed.breaker,
+        clock=parsed.clock,
+        workers=parsed.workers,
+    )
+
+
+def _callers(
+    parsed: FileConfig, environ: Mapping[str, str], problems: list[str]
+) -> dict[str, Caller]:
+    callers: dict[str, Caller] = {}
+    for name, caller in parsed.callers.items():
+        where = f"callers.{name}"
+        unknown = [app for app in caller.apps if app not in parsed.apps]
+        if unknown:
+            problems.append(
+                f"{where}.apps: unknown app {', '.join(map(repr, unknown))} "
+                f"(configured: {', '.join(parsed.apps)})"
+            )
+        connections = parsed.limits.max_connections
+        if caller.max_in_flight is not None and caller.max_in_flight > connections:
+            problems.append(
+                f"{where}.max_in_flight: {above_connections(caller.max_in_flight, connections)}"
+            )
+        token = read_credential(
+            where, "token", caller.token_env, caller.token_file, None, environ, problems
+        )
+        if token is None:
+            continue
+        if len(token.reveal()) < MIN_CALLER_TOKEN_LENGTH:
+            source = "token_env" if caller.token_env else "token_file"
+            problems.append(
+                f"{where}.{source}: the token is shorter than {MIN_CALLER_TOKEN_LENGTH} "
+                "characters; use a long random one (e.g. openssl rand -hex 32)"
+            )
+            continue
+        twin = next((c.name for c in callers.values() if c.token.matches(token.reveal())), None)
+        if twin is not None:
+            problems.append(f"{where}: has the same token as callers.{twin}; give each its own")
+            continue
+        routes = tuple(Route.parse(item) for item in caller.allow)
+        rate = None if caller.rate_limit is None else caller.rate_limit.rate()
+        callers[name] = Caller(
+            name, token, frozenset(caller.apps), routes, rate, caller.max_in_flight
+        )
+    return callers
+
+
+def _substitute(node: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _substitute(value, environ, f"{where}.{key}" if where else str(key), problems)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [
+            _substitute(item, environ, f"{where}[{index}]", problems)
+            for index, item in enumerate(node)
+        ]
+    if not isinstance(node, str):
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{where}: environment variable {name} is not set")
+        return ""
+
+    return _ENV_REFERENCE.sub(replace, node)
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown option (check the spelling against the README's config reference)"
+    elif error["type"] == "missing":
+        message = "required"
+    elif isinstance(error.get("input"), bool):
+        # Only a bool field takes a boolean, and it never fails on one: this value was a word
+        # YAML 1.1 turns into one (`format: off`), so say so, or the message puzzles.
+        message += (
+            " (YAML reads an unquoted yes, no, on, off, true or false as the boolean "
+            f"{str(error['input']).lower()}; put the value in quotes)"
+        )
+    return f"{location}: {message}"
+
+
+def read_credential(
+    where: str,
+    what: str,
+    env_name: str | None,
+    file_path: Path | None,
+    inline: str | None,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> Secret | None:
+    """A secret or token from an environment variable, a file, or (demo only) inline."""
+    if env_name is not None:
+        value = environ.get(env_name)
+        if value is None:
+            problems.append(f"{where}.{what}_env: environment variable {env_name} is not set")
+            return None
+        if not value:
+            problems.append(f"{where}.{what}_env: environment variable {env_name} is empty")
+            return None
+        return Secret(value)
+    if file_path is not None:
+        try:
+            value = file_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            problems.append(f"{where}.{what}_file: cannot read {file_path} ({reason})")
+            return None
+        if not value:
+            problems.append(f"{where}.{what}_file: {file_path} is empty")
+            return None
+        return Secret(value)
+    assert inline is not None
+    if not inline:
+        problems.append(f"{where}.{what}: is empty")
+        return None
+    log.warning(
+        "%s.%s: the secret is written in the config file; outside the sandbox demo use "
+        "%s_env or %s_file",
+        where,
+        what,
+        what,
+        what,
+    )
+    return Secret(inline)

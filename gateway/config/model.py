@@ -1,0 +1,105 @@
+"""The config in resolved form: apps with their secrets read, callers with their tokens.
+
+Built by load.from_mapping, by keyword; frozen, so a reload swaps it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yarl import URL
+
+from gateway.config.schema import (
+    PROXY_FROM_ENV,
+    SANDBOX,
+    AdminConfig,
+    AppCallbacksConfig,
+    BreakerConfig,
+    CacheConfig,
+    CallbacksConfig,
+    ClockConfig,
+    LimitsConfig,
+    ListenConfig,
+    LoggingConfig,
+    PoolConfig,
+    RetriesConfig,
+    SandboxConfig,
+    ShutdownConfig,
+    TimeoutsConfig,
+    TlsConfig,
+)
+from gateway.core.access import Caller, Network
+from gateway.core.secrets import Secret
+
+
+@dataclass(frozen=True, kw_only=True)
+class App:
+    """One configured mini app, its secret read and ready."""
+
+    name: str
+    appid: str
+    secret: Secret
+    upstream: str  # a base URL, or SANDBOX for the embedded sandbox
+    callbacks: AppCallbacksConfig = field(default_factory=AppCallbacksConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    proxy: str | None = None
+    validation: str = "doc"
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.upstream == SANDBOX
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """A worker's share of a gateway run by `workers: N`: its number, and the sandbox the
+    supervisor runs for all of them (None without one)."""
+
+    index: int
+    sandbox_url: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    listen: ListenConfig
+    apps: Mapping[str, App]
+    default_app: str | None
+    timeouts: TimeoutsConfig
+    limits: LimitsConfig
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    callers: Mapping[str, Caller] = field(default_factory=dict)
+    trusted_networks: tuple[Network, ...] = ()
+    insecure_allow_anonymous: bool = False
+    strict_endpoints: bool = False
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    pid_file: Path | None = None
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    retries: RetriesConfig = field(default_factory=RetriesConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    workers: int = 1
+    # Set in a worker process: where the supervisor put it (see gateway/runtime/supervisor.py).
+    placement: Placement | None = None
+
+    def credentials(self) -> list[str]:
+        """Every secret value the config holds: app secrets and caller tokens, for redaction."""
+        proxies = {
+            URL(entry.proxy)
+            for entry in self.apps.values()
+            if entry.proxy not in (None, PROXY_FROM_ENV)
+        }
+        return (
+            [entry.secret.reveal() for entry in self.apps.values()]
+            + [caller.token.reveal() for caller in self.callers.values()]
+            + [proxy.password for proxy in proxies if proxy.password]
+        )
+
+    @property
+    def sandbox_apps(self) -> list[App]:
+        return [app for app in self.apps.values() if app.uses_sandbox]

@@ -1,0 +1,1 @@
+"""The process's life: the app and its resources, listening, reload, serving, workers."""

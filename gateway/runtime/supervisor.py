@@ -1,0 +1,423 @@
+"""`workers: N`: N gateway processes on the same ports, and the one process that keeps them.
+
+The supervisor reserves each port (a bound SO_REUSEPORT socket, so port 0 works too), runs
+the embedded sandbox once for all workers, starts the workers with their placement in the
+environment and the config it has in force handed over (gateway/runtime/handover.py), says
+"listening" once every worker does, and starts a worker again if it dies. It reads the file
+at a SIGHUP and hands the workers the result; it passes SIGTERM and SIGINT on, each once. What
+workers must share (tokens and their single flight, the callbacks outbox, the seen signs) is
+in Redis, so N > 1 needs cache.backend: redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import multiprocess
+
+from gateway import logs
+from gateway.config.errors import ConfigError
+from gateway.config.live import LiveConfig
+from gateway.config.load import load
+from gateway.config.model import Config, Placement
+from gateway.metrics import MULTIPROCESS_DIR_ENV
+from gateway.runtime import handover
+from gateway.runtime.app import sandbox_runner, sandbox_settings, tls_setup_problems
+from gateway.runtime.serve import StartError, start_listening, write_pid
+from gateway.sandbox.server import create_sandbox_app, sandbox_appids, set_secret
+
+log = logs.logger("neu_gateway.supervisor")
+
+# The worker's placement, as JSON: {"index", "listen_port", "callbacks_port", "admin_port",
+# "sandbox_url", "ready_fd", "handover_fd"}.
+PLACEMENT_ENV = "NEU_GATEWAY_WORKER"
+RESTART_PAUSE_S = 1.0
+MAX_WORKERS = 64
+
+
+def refusal(config: Config) -> str | None:
+    """Why this config cannot run with several workers, if it cannot."""
+    if config.workers > 1 and config.cache.backend != "redis":
+        return (
+            f"workers: {config.workers} needs cache.backend: redis: the token cache and its "
+            "single flight, the callbacks outbox and the seen callback signs must be shared by "
+            "the workers (with the memory backend each would keep its own)"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerPlacement:
+    index: int
+    listen_port: int
+    callbacks_port: int | None
+    admin_port: int | None
+    sandbox_url: str | None
+    ready_fd: int
+    handover_fd: int
+
+    def dumps(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+def worker_placement(environ: dict[str, str] | os._Environ[str]) -> WorkerPlacement | None:
+    """Where the supervisor put this worker; None outside a worker."""
+    raw = environ.get(PLACEMENT_ENV)
+    return None if not raw else WorkerPlacement(**json.loads(raw))
+
+
+def placed(config: Config, spec: WorkerPlacement) -> Config:
+    """The config as this worker runs it: on the supervisor's ports, with no pid_file."""
+    listen = config.listen.model_copy(update={"port": spec.listen_port})
+    callbacks = config.callbacks
+    if callbacks.listen is not None and spec.callbacks_port is not None:
+        callbacks = callbacks.model_copy(
+            update={"listen": callbacks.listen.model_copy(update={"port": spec.callbacks_port})}
+        )
+    admin = config.admin
+    if admin.listen is not None and spec.admin_port is not None:
+        admin = admin.model_copy(
+            update={"listen": admin.listen.model_copy(update={"port": spec.admin_port})}
+        )
+    return replace(
+        config,
+        listen=listen,
+        callbacks=callbacks,
+        admin=admin,
+        pid_file=None,
+        placement=Placement(index=spec.index, sandbox_url=spec.sandbox_url),
+    )
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """A bound, not listening, SO_REUSEPORT socket: the port is ours, workers share it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    return sock
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Where the supervisor hands it reloads, while it runs.
+    sender: handover.Sender | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        path: Path,
+        argv: Sequence[str],
+        as_run: Callable[[Config], Config] = lambda new: new,
+    ) -> None:
+        self._config = config
+        # The config in force: what a worker started now gets. A reload swaps it as a
+        # worker's own LiveConfig does, so what only a restart of the gateway changes keeps
+        # its first value in a worker started again too (the ports, the Redis, the limits).
+        self._live = LiveConfig(config, time.time())
+        self._path = path
+        # What a reload makes of the file's config: the command line's --workers.
+        self._as_run = as_run
+        # How to start one worker: the same command line, serving the same file.
+        self._argv = list(argv)
+        self._workers = [_Worker(index) for index in range(config.workers)]
+        self._stopping = False
+        # The stop signals passed on to the workers, each once.
+        self._passed_on: set[signal.Signals] = set()
+        # One reload at a time, in the order the signals came: the last file read wins.
+        self._one_reload = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._sandbox: web.Application | None = None
+        self._sandbox_url: str | None = None
+        self._reserved: list[socket.socket] = []
+        self._ports: dict[str, int | None] = {}
+        self._start_failed: asyncio.Future[None] | None = None
+        # Where the workers' metrics live, so /metrics on any of them adds up all of them.
+        self._metrics_dir = Path(tempfile.mkdtemp(prefix="neu-gateway-metrics-"))
+
+    async def run(self) -> None:
+        config = self._config
+        loop = asyncio.get_running_loop()
+        shared_sandbox = await self._start_sandbox()
+        try:
+            self._ports = {
+                "listen_port": self._reserve(config.listen.host, config.listen.port),
+                "callbacks_port": (
+                    self._reserve(config.callbacks.listen.host, config.callbacks.listen.port)
+                    if config.callbacks.listen is not None
+                    else None
+                ),
+                "admin_port": (
+                    self._reserve(config.admin.listen.host, config.admin.listen.port)
+                    if config.admin.listen is not None
+                    else None
+                ),
+            }
+            stopped: asyncio.Future[signal.Signals] = loop.create_future()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop, signum, stopped)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            start_failed = self._start_failed = loop.create_future()
+            keepers = [asyncio.ensure_future(self._keep(worker)) for worker in self._workers]
+            all_ready = asyncio.ensure_future(
+                asyncio.gather(*(worker.ready.wait() for worker in self._workers))
+            )
+            await asyncio.wait(
+                {all_ready, start_failed, stopped}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not all_ready.done():
+                all_ready.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await all_ready
+            if start_failed.done():
+                self._stop(signal.SIGINT, loop.create_future())
+                await asyncio.gather(*keepers)
+                start_failed.result()
+            if stopped.done():
+                await asyncio.gather(*keepers)
+                return
+            if config.pid_file is not None:
+                write_pid(config.pid_file)
+            log.info(
+                "neu-gateway listening on http://%s:%d (%d workers)",
+                config.listen.host,
+                self._ports["listen_port"],
+                config.workers,
+            )
+            await stopped
+            await asyncio.gather(*keepers)
+        finally:
+            for worker in self._workers:
+                if worker.sender is not None:
+                    worker.sender.close()
+            for sock in self._reserved:
+                sock.close()
+            if shared_sandbox is not None:
+                await shared_sandbox.cleanup()
+            if config.pid_file is not None:
+                with contextlib.suppress(OSError):
+                    config.pid_file.unlink()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _reserve(self, host: str, port: int) -> int:
+        sock = _reserve(host, port)
+        self._reserved.append(sock)
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    async def _start_sandbox(self) -> web.AppRunner | None:
+        config = self._config
+        if not config.sandbox_apps:
+            return None
+        self._sandbox = create_sandbox_app(
+            {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
+            sandbox_settings(config),
+        )
+        # (Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.)
+        runner = sandbox_runner(self._sandbox, config.limits, gateways=config.workers)
+        await start_listening(runner, config.sandbox.listen, "sandbox.listen")
+        host, port, *_ = runner.addresses[0]
+        self._sandbox_url = f"http://{host}:{port}"
+        log.info(
+            "sandbox listening on %s (apps: %s)",
+            self._sandbox_url,
+            ", ".join(entry.name for entry in config.sandbox_apps),
+        )
+        return runner
+
+    async def _keep(self, worker: _Worker) -> None:
+        """Runs the worker, and again whenever it dies, until the gateway stops."""
+        while not self._stopping:
+            code = await self._run_worker(worker)
+            if self._stopping or not worker.ready.is_set():
+                return
+            log.error(
+                "worker %d exited with status %s; starting it again in %g s",
+                worker.index,
+                code,
+                RESTART_PAUSE_S,
+            )
+            await asyncio.sleep(RESTART_PAUSE_S)
+
+    async def _run_worker(self, worker: _Worker) -> int:
+        read_fd, write_fd = os.pipe()
+        config_in, config_out = os.pipe()
+        placement = WorkerPlacement(
+            worker.index,
+            self._ports["listen_port"] or 0,
+            self._ports["callbacks_port"],
+            self._ports["admin_port"],
+            self._sandbox_url,
+            write_fd,
+            config_in,
+        )
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                *self._argv,
+                env={
+                    **os.environ,
+                    PLACEMENT_ENV: placement.dumps(),
+                    MULTIPROCESS_DIR_ENV: str(self._metrics_dir),
+                },
+                pass_fds=(write_fd, config_in),
+            )
+        except BaseException:
+            os.close(read_fd)
+            os.close(config_out)
+            raise
+        finally:
+            os.close(write_fd)
+            os.close(config_in)
+        try:
+            sender = await handover.Sender.open(config_out)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        if self._stopping:
+            # Told to stop while it was being started, so no signal reached it: the pipe
+            # closed unsaid ends it.
+            sender.close()
+        else:
+            # With no await from here on: a reload either is in the config sent now or is
+            # sent after it.
+            sender.send(self._live.current)
+        worker.sender = sender
+        try:
+            return await self._watch(worker, worker.process, read_fd)
+        finally:
+            worker.sender = None
+            sender.close()
+
+    async def _watch(
+        self, worker: _Worker, process: asyncio.subprocess.Process, read_fd: int
+    ) -> int:
+        try:
+            # b"1" once it listens; b"" (the pipe closed) if it died first.
+            said = await asyncio.to_thread(os.read, read_fd, 1)
+        finally:
+            os.close(read_fd)
+        if said == b"1":
+            worker.ready.set()
+        elif not worker.ready.is_set():
+            # It never got to listen: starting it again would fail the same way.
+            code = await process.wait()
+            self._failed_start(worker.index, code)
+            return code
+        code = await process.wait()
+        # Its gauges leave the sums; its counters stay, as a restart does not undo traffic.
+        multiprocess.mark_process_dead(process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
+        return code
+
+    def _failed_start(self, index: int, code: int) -> None:
+        if self._stopping:
+            return  # told to stop while it started: no failure
+        if self._start_failed is not None and not self._start_failed.done():
+            self._start_failed.set_exception(
+                StartError(f"worker {index} exited with status {code} before it listened")
+            )
+
+    def _stop(self, signum: signal.Signals, stopped: asyncio.Future[signal.Signals]) -> None:
+        self._stopping = True
+        # A SIGTERM passed on again would be one more for every worker, and SIGINT after
+        # SIGINT changes nothing: each kind goes once, SIGTERM only as the first.
+        if signum in self._passed_on or (signum == signal.SIGTERM and self._passed_on):
+            log.info("%s while stopping: ignored, the stop goes on", signum.name)
+        else:
+            self._passed_on.add(signum)
+            for worker in self._workers:
+                if worker.process is not None and worker.process.returncode is None:
+                    worker.process.send_signal(signum)
+        if not stopped.done():
+            stopped.set_result(signum)
+
+    def _reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload_in_turn())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload_in_turn(self) -> None:
+        async with self._one_reload:
+            message = await self._read_config()
+            # Every worker gets the same reading of the files, a worker still starting too:
+            # it takes what it is sent once it listens.
+            for worker in self._workers:
+                if worker.sender is not None:
+                    worker.sender.send(message)
+
+    async def _read_config(self) -> handover.Message:
+        """The file read anew and made the config in force, or why not. The workers log
+        either, as one process does."""
+        try:
+            new = await asyncio.to_thread(self._load)
+        except ConfigError as exc:
+            return handover.Refused(tuple(exc.problems))
+        except Exception as exc:
+            # Named by its type only: the exception may quote the file, secrets and all.
+            return handover.Refused((f"reading it failed ({type(exc).__name__})",))
+        problems = self._sandbox_problems(new)
+        if problems:
+            return handover.Refused(tuple(problems))
+        # Before anything could log them.
+        logs.REDACTION.add_secrets(new.credentials())
+        before = self._live.current
+        self._live.swap(new, time.time())
+        self._tell_sandbox(before)
+        return new
+
+    def _load(self) -> Config:
+        new = self._as_run(load(self._path))
+        # A worker would refuse these too: every worker must take what the supervisor takes.
+        problems = tls_setup_problems(new)
+        if problems:
+            raise ConfigError(problems)
+        return new
+
+    def _sandbox_problems(self, new: Config) -> list[str]:
+        """What a new config asks of the sandbox that only a restart can give."""
+        if not new.sandbox_apps:
+            return []
+        names = ", ".join(entry.name for entry in new.sandbox_apps)
+        if self._sandbox is None:
+            return [f"apps ({names}): upstream sandbox needs a restart (no embedded sandbox runs)"]
+        known = sandbox_appids(self._sandbox)
+        unknown = [f"apps.{entry.name}" for entry in new.sandbox_apps if entry.appid not in known]
+        if unknown:
+            return [f"{', '.join(unknown)}: a new app on the embedded sandbox needs a restart"]
+        return []
+
+    def _tell_sandbox(self, before: Config) -> None:
+        """The shared sandbox learns the new secrets in force, as an embedded one does."""
+        if self._sandbox is None:
+            return
+        for entry in self._live.current.sandbox_apps:
+            old = before.apps.get(entry.name)
+            if old is None or not old.secret.matches(entry.secret.reveal()):
+                set_secret(self._sandbox, entry.appid, entry.secret.reveal())
+
+
+def worker_argv() -> list[str]:
+    """The command line a worker is started with: this one."""
+    return [sys.executable, "-m", "gateway", *sys.argv[1:]]

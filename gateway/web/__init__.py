@@ -1,1 +1,0 @@
-"""The HTTP surface shared by the listeners: middlewares, connections, app state keys."""

@@ -1,0 +1,1 @@
+"""What the tests share: real servers to start, raw HTTP to read, clocks and ports."""

@@ -1,0 +1,108 @@
+"""A real redis-server on a free loopback port, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.ports import free_port
+
+READY = b"Ready to accept connections"
+
+
+class RedisServer:
+    def __init__(self, password: str | None = None, tls_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.password = password
+        self.tls_dir = tls_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls_dir is not None:
+            ca = self.tls_dir / "cert.pem"
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    async def _tls_args(self) -> list[str]:
+        assert self.tls_dir is not None
+        cert, key = self.tls_dir / "cert.pem", self.tls_dir / "key.pem"
+        # A certificate for 127.0.0.1 that the client trusts as its own CA.
+        openssl = await asyncio.create_subprocess_exec(
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await openssl.wait() == 0, "openssl could not make a test certificate"
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: ./scripts/test installs it from Debian")
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.tls_dir is not None:
+            args = [*args[2:], *await self._tls_args()]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self._process = await asyncio.create_subprocess_exec(
+            binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert self._process.stdout is not None
+        seen = b""
+        while READY not in seen:
+            line = await asyncio.wait_for(self._process.stdout.readline(), 20)
+            if not line:
+                raise AssertionError(f"redis-server did not start:\n{seen.decode()}")
+            seen += line
+        self._drain = asyncio.ensure_future(self._process.stdout.read())
+
+    async def stop(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            await self._process.wait()
+        if self._drain is not None:
+            await self._drain
+        self._process = None
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.start()
+    yield server
+    await server.stop()
