@@ -270,7 +270,10 @@ def read_credential(
             problems.append(f"{where}.{what}_file: {file_path} is empty")
             return None
         return Secret(value)
-    assert inline is not None
+    if inline is None:
+        # The schema requires one of the three; a caller that skipped it still gets a problem.
+        problems.append(f"{where}: one of {what}_env, {what}_file or {what} is required")
+        return None
     if not inline:
         problems.append(f"{where}.{what}: is empty")
         return None

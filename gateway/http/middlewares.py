@@ -22,6 +22,7 @@ from gateway.core.errors import (
     TooManyInFlight,
     render,
 )
+from gateway.core.redaction import redact
 from gateway.http.keys import APP_NAME, CALLER_NAME, CLOCK, METRICS, REQUEST_ID, ROUTE, config_of
 from gateway.metrics import CURRENT_CALL, NONE, OTHER, UpstreamCall
 
@@ -50,7 +51,7 @@ def request_id_for(request: web.Request) -> str:
 def _credential(request_id: str) -> bool:
     """Whether a caller's id looks like a credential (a known secret, a sign, a JWT): it is
     logged, returned and sent upstream as it is, so such a one is replaced."""
-    return logs.redact(request_id, logs.REDACTION.secrets) != request_id
+    return redact(request_id, logs.REDACTION.secrets) != request_id
 
 
 def error_response(error: GatewayError, request_id: str) -> web.Response:

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from gateway.config.live import LiveConfig
+from gateway.config.load import from_mapping
+from tests.config.documents import app
+
+
+def test_a_reload_keeps_what_only_a_restart_can_change() -> None:
+    running = from_mapping({"apps": {"demo": app()}}, {"S": "old"})
+    live = LiveConfig(running, loaded_at=1.0)
+    document = {
+        "apps": {"demo": app()},
+        "listen": {"port": 9999},
+        "cache": {"max_entries": 5},
+        "limits": {"max_params": 7, "max_connections": 3},
+        "shutdown": {"drain_s": 1},
+    }
+    pinned = live.swap(from_mapping(document, {"S": "new"}), loaded_at=2.0)
+    assert pinned == ["listen", "cache", "limits.max_connections"]
+    current = live.current
+    assert current.apps["demo"].secret.reveal() == "new"
+    assert current.limits.max_params == 7
+    assert current.shutdown.drain_s == 1
+    # Kept as they run: the listener, the cache, the connection guard.
+    assert current.listen.port == 8080
+    assert current.cache.max_entries == running.cache.max_entries
+    assert current.limits.max_connections == running.limits.max_connections
+    assert live.loaded_at == 2.0
+
+
+def test_the_apps_whose_secret_a_reload_changed_are_named() -> None:
+    document = {"apps": {"demo": app(), "shop": app(secret_env="T")}}
+    before = from_mapping(document, {"S": "old", "T": "same"})
+    live = LiveConfig(before, loaded_at=1.0)
+    live.swap(from_mapping(document, {"S": "new", "T": "same"}), loaded_at=2.0)
+    assert [changed.name for changed in live.apps_with_new_secrets(before)] == ["demo"]
+
+
+def test_an_app_a_reload_adds_is_no_rotation() -> None:
+    before = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
+    live = LiveConfig(before, loaded_at=1.0)
+    live.swap(from_mapping({"apps": {"demo": app(), "new": app()}}, {"S": "s"}), loaded_at=2.0)
+    assert live.apps_with_new_secrets(before) == []

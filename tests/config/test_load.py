@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config.errors import ConfigError
+from gateway.config.load import from_mapping, load, read_credential
+from gateway.core.secrets import Secret
+from tests.config.documents import app, problems_of
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_repository_config_is_valid(caplog: pytest.LogCaptureFixture) -> None:
+    config = load(REPO / "gateway.yaml", environ={})
+    assert config.apps["demo"].appid == "demo-appid"
+    assert "apps.demo.secret: the secret is written in the config file" in caplog.text
+
+
+def uncommented(text: str, key: str) -> str:
+    """The text with the commented-out `key:` blocks (a `# key:` line and the `#   ...` lines
+    under it) turned back into YAML, as a reader following the comments would."""
+    lines, in_block = [], False
+    for line in text.splitlines():
+        indent, body = line[: len(line) - len(line.lstrip())], line.strip()
+        in_block = body.startswith(f"# {key}:") or (in_block and body.startswith("#   "))
+        lines.append(indent + body[2:] if in_block else line)
+    return "\n".join(lines) + "\n"
+
+
+def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(uncommented((REPO / "gateway.yaml").read_text(), "callbacks"))
+    config = load(path, environ={})
+    assert config.callbacks.listen is not None
+    assert config.callbacks.listen.port == 8081
+    assert config.apps["demo"].callbacks.deliver_to == "http://127.0.0.1:9000/payments"
+
+
+def test_variables_are_substituted_with_defaults() -> None:
+    document = {"apps": {"demo": app(upstream="${HOST:-http://127.0.0.1:9}/base", appid="${ID}")}}
+    config = from_mapping(document, {"S": "s", "ID": "app-7"})
+    assert config.apps["demo"].upstream == "http://127.0.0.1:9/base"
+    assert config.apps["demo"].appid == "app-7"
+
+
+def test_secret_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-file\n")
+    config = from_mapping(
+        {"apps": {"demo": app(secret_env=None, secret_file=str(secret_file))}}, {}
+    )
+    assert config.apps["demo"].secret.reveal() == "from-file"
+
+
+def test_secret_never_prints_itself() -> None:
+    secret = Secret("s3cr3t")
+    assert "s3cr3t" not in repr(secret)
+    assert "s3cr3t" not in str(secret)
+    config = from_mapping({"apps": {"demo": app()}}, {"S": "s3cr3t"})
+    assert "s3cr3t" not in repr(config)
+
+
+def test_errors_never_echo_a_secret() -> None:
+    problems = problems_of({"apps": {"demo": app(secret=12345, secret_env=None)}})
+    assert "12345" not in "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("apps: [", "not valid YAML at line", id="broken YAML"),
+        pytest.param("- just a list", "(top level): must be a mapping", id="not a mapping"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "apps:\n  demo: {appid: a, secret: s, upstream: sandbox}\n"
+            "listen: {port: 0}\n"
+            "apps:\n  demo: {callbacks: {verify_sign: true}}\n",
+            "line 4: key 'apps' is given twice in one mapping (first at line 1)",
+            id="a second apps block",
+        ),
+        pytest.param(
+            "apps:\n  demo:\n    appid: a\n    secret: s\n    upstream: sandbox\n    appid: b\n",
+            "line 6: key 'appid' is given twice in one mapping (first at line 3)",
+            id="nested",
+        ),
+        pytest.param(
+            "apps: {demo: {appid: a, secret: s, upstream: sandbox}}\n"
+            "limits: {max_params: 1, max_params: 2}\n",
+            "line 2: key 'max_params' is given twice",
+            id="in a flow mapping",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}: {expected}")
+    assert problem.endswith("YAML would keep only the last, so merge them into one")
+
+
+def test_merge_keys_may_still_override_what_they_merge(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "apps:\n"
+        "  one: &app {appid: a, secret: s, upstream: sandbox}\n"
+        "  two:\n"
+        "    <<: *app\n"
+        "    appid: b\n"
+        "default_app: one\n"
+    )
+    assert load(path, environ={}).apps["two"].appid == "b"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load(tmp_path / "absent.yaml", environ={})
+
+
+def _loaded(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return load(path, environ={})
+
+
+def _load_problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        _loaded(tmp_path, text)
+    return caught.value.problems
+
+
+DEMO_APP_YAML = "apps:\n  demo:\n    appid: a\n    secret: s\n    upstream: sandbox\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "validation"),
+    [
+        pytest.param("off", "off", id="off unquoted, as the README writes it"),
+        pytest.param("Off", "off", id="Off unquoted"),
+        pytest.param("no", "off", id="no unquoted"),
+        pytest.param("false", "off", id="false"),
+        pytest.param('"off"', "off", id="off quoted"),
+        pytest.param("on", "doc", id="on unquoted"),
+        pytest.param("true", "doc", id="true"),
+        pytest.param("doc", "doc", id="doc"),
+    ],
+)
+def test_validation_reads_yamls_booleans_as_meant(
+    tmp_path: Path, written: str, validation: str
+) -> None:
+    config = _loaded(tmp_path, DEMO_APP_YAML + f"    validation: {written}\n")
+    assert config.apps["demo"].validation == validation
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "word"),
+    [
+        pytest.param("    tls: {ca_mode: on}\n", "apps.demo.tls.ca_mode", "true", id="ca_mode"),
+        pytest.param("    proxy: off\n", "apps.demo.proxy", "false", id="an app's proxy"),
+        pytest.param("proxy: no\n", "proxy", "false", id="proxy"),
+        pytest.param("cache: {backend: yes}\n", "cache.backend", "true", id="cache.backend"),
+        pytest.param("logging: {format: off}\n", "logging.format", "false", id="logging.format"),
+        pytest.param("callbacks: {store: on}\n", "callbacks.store", "true", id="callbacks.store"),
+    ],
+)
+def test_a_word_yaml_reads_as_a_boolean_is_named_as_such(
+    tmp_path: Path, text: str, field: str, word: str
+) -> None:
+    [problem] = _load_problems(tmp_path, DEMO_APP_YAML + text)
+    assert problem.startswith(f"{field}: "), problem
+    assert problem.endswith(
+        f"(YAML reads an unquoted yes, no, on, off, true or false as the boolean {word}; "
+        "put the value in quotes)"
+    ), problem
+
+
+@pytest.mark.parametrize("written", ['"Off"', "strict", "0", "[off]"])
+def test_a_validation_neither_doc_nor_off_is_named_with_the_allowed_values(
+    tmp_path: Path, written: str
+) -> None:
+    [problem] = _load_problems(tmp_path, DEMO_APP_YAML + f"    validation: {written}\n")
+    assert problem == (
+        "apps.demo.validation: must be doc (the doc's lists of values are checked) or off "
+        "(only required parameters)"
+    )
+
+
+def test_a_credential_given_no_way_at_all_is_a_problem_not_a_crash() -> None:
+    problems: list[str] = []
+    assert read_credential("apps.demo", "secret", None, None, None, {}, problems) is None
+    assert problems == ["apps.demo: one of secret_env, secret_file or secret is required"]
