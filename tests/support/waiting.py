@@ -1,0 +1,15 @@
+"""Waiting on a condition that has no event to await: polled often, bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+POLL_S = 0.005
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5) -> None:
+    """Returns once `condition()` holds; TimeoutError after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)  # wait-ok: polled; the condition has no event
