@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from gateway.upstream.client import end_to_end_headers
+from gateway.upstream.headers import end_to_end_headers
 
 
 def relayed(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
