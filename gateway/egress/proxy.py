@@ -170,7 +170,15 @@ async def _send(
             return URL(url, encoded=True), multipart_body(signed, upload)
         return URL(url, encoded=True), form_encoded(signed).encode()
 
-    call = Call(app, base_url, method, path, fields, build, headers)
+    call = Call(
+        app=app,
+        base_url=base_url,
+        method=method,
+        path=path,
+        fields=fields,
+        build=build,
+        headers=headers,
+    )
     return await request.app[UPSTREAM].call(call)
 
 

@@ -20,7 +20,7 @@ Build = Callable[[dict[str, str]], tuple[URL, Body]]
 
 # Made per caller's request: not frozen, whose __init__ costs three times as much. (Each
 # attempt's Request is frozen: it is what travels down through the transports.)
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Call:
     app: App
     # Where the app's calls go (its upstream, or the embedded sandbox's address).

@@ -23,7 +23,15 @@ def as_query(signed: dict[str, str]) -> tuple[URL, Body]:
 
 def test_each_attempt_is_signed_for_its_own_time() -> None:
     fields = {"tradeNo": "T1", "sign": "forged", "timestamp": "1"}
-    call = Call(app_for(BASE), BASE, "GET", PATH, fields, as_query, CIMultiDict({"X-A": "1"}))
+    call = Call(
+        app=app_for(BASE),
+        base_url=BASE,
+        method="GET",
+        path=PATH,
+        fields=fields,
+        build=as_query,
+        headers=CIMultiDict({"X-A": "1"}),
+    )
     first = call.request(1_700_000_000_000, 5.0, 1024)
     second = call.request(1_700_000_001_000, 3.0, 1024)
     for request, now_ms in ((first, 1_700_000_000_000), (second, 1_700_000_001_000)):
@@ -43,7 +51,9 @@ def test_a_form_body_carries_the_signed_fields() -> None:
     def as_form(signed: dict[str, str]) -> tuple[URL, Body]:
         return URL(f"{BASE}{PATH}", encoded=True), form_encoded(signed).encode()
 
-    call = Call(app_for(BASE), BASE, "POST", PATH, {"a": "1"}, as_form)
+    call = Call(
+        app=app_for(BASE), base_url=BASE, method="POST", path=PATH, fields={"a": "1"}, build=as_form
+    )
     request = call.request(1_700_000_000_000, 5.0, 1024)
     assert isinstance(request.body, bytes)
     sent = dict(parse_qsl(request.body.decode()))

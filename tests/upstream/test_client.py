@@ -110,7 +110,15 @@ def call(app: App, base: str, method: str = "GET", upload: bool = False) -> Call
     headers: CIMultiDict[str] = CIMultiDict()
     if method == "POST" and not upload:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
-    return Call(app, base, method, PATH, {"a": "1"}, build, headers)
+    return Call(
+        app=app,
+        base_url=base,
+        method=method,
+        path=PATH,
+        fields={"a": "1"},
+        build=build,
+        headers=headers,
+    )
 
 
 async def test_a_get_answered_503_is_asked_again_and_signed_afresh(serve: Any, made: Any) -> None:
