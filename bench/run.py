@@ -118,14 +118,14 @@ async def token_cache_memory(tokens: int = 20_000) -> dict[str, float]:
     from gateway.core import jwt
     from gateway.core.clock import SystemClock
     from gateway.upstream.stores import MemoryStore
-    from gateway.upstream.tokens import Answer, TokenCache
+    from gateway.upstream.tokens import CachedAnswer, TokenCache
 
     clock = SystemClock()
     cache = TokenCache(MemoryStore(tokens, clock), clock, margin_s=60, wait_s=15)
     now = clock.now_ms() // 1000
     key = os.urandom(64)
 
-    def answer_for(i: int) -> Answer:
+    def answer_for(i: int) -> CachedAnswer:
         # The shape and size of the platform's answer, with a JWT like the doc's sample.
         claims = {
             "iat": now,
@@ -145,14 +145,14 @@ async def token_cache_memory(tokens: int = 20_000) -> dict[str, float]:
                 },
             }
         )
-        return Answer(200, "application/json", body.encode())
+        return CachedAnswer(200, "application/json", body.encode())
 
     answers = [answer_for(i) for i in range(tokens)]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i, answer in enumerate(answers):
 
-        async def fetch(answer: Answer = answer) -> Answer:
+        async def fetch(answer: CachedAnswer = answer) -> CachedAnswer:
             return answer
 
         await cache.exchange("demo", f"code-{i:08d}-0000-0000-000000000000", "user.info", fetch)

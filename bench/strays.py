@@ -34,8 +34,10 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.errors import GatewayError
-from gateway.upstream.lean import Origins, Pool, Slots, request_head
-from gateway.upstream.sessions import WaryConnector, default_context
+from gateway.upstream.aiohttp_client import WaryConnector
+from gateway.upstream.lean.pool import Origins, Pool, Slots
+from gateway.upstream.lean.wire import request_head
+from gateway.upstream.tls import default_context
 
 SHAPES = ("same", "later", "204", "304", "longer")
 _ID = re.compile(rb"[?&]id=(\d+)")

@@ -12,31 +12,32 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from gateway.core.errors import TokenRequired
-from gateway.upstream.client import ATTEMPTS_HEADER, UpstreamResponse
-from gateway.upstream.tokens import Answer, TokenCache, says_token_invalid
+from gateway.upstream.client import ATTEMPTS_HEADER
+from gateway.upstream.tokens import CachedAnswer, TokenCache, says_token_invalid
+from gateway.upstream.transport import Answer
 
 CACHE_HEADER = "X-Neu-Cache"
 
-Send = Callable[[dict[str, str]], Awaitable[UpstreamResponse]]
+Send = Callable[[dict[str, str]], Awaitable[Answer]]
 
 
-def relay(answer: UpstreamResponse) -> web.Response:
+def relay(answer: Answer) -> web.Response:
     response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
     if answer.attempts > 1:
         response.headers[ATTEMPTS_HEADER] = str(answer.attempts)
     return response
 
 
-def _answer(response: UpstreamResponse) -> Answer:
-    return Answer(response.status, response.headers.get(hdrs.CONTENT_TYPE, ""), response.body)
+def _answer(response: Answer) -> CachedAnswer:
+    return CachedAnswer(response.status, response.headers.get(hdrs.CONTENT_TYPE, ""), response.body)
 
 
 async def exchange_code(
     cache: TokenCache, app: str, fields: dict[str, str], send: Send
 ) -> web.Response:
-    fetched: list[UpstreamResponse] = []
+    fetched: list[Answer] = []
 
-    async def fetch() -> Answer:
+    async def fetch() -> CachedAnswer:
         fetched.append(await send(fields))
         return _answer(fetched[0])
 

@@ -42,8 +42,9 @@ from gateway.http.middlewares import (
     log_access,
     request_id_for,
 )
-from gateway.upstream.client import UpstreamResponse
+from gateway.upstream.call import Call
 from gateway.upstream.details import base_url_for, trade_detail
+from gateway.upstream.transport import Answer
 from gateway.upstream.waits import MAX_WAIT_S
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -113,7 +114,7 @@ async def forward(request: web.Request) -> web.Response:
         if admitted.endpoint is not None:
             check_params(admitted.endpoint, fields, app)
 
-        async def send(final: dict[str, str]) -> UpstreamResponse:
+        async def send(final: dict[str, str]) -> Answer:
             return await _send(request, app, path, final, upload)
 
         extra = admitted.endpoint.extra if admitted.endpoint is not None else None
@@ -139,7 +140,7 @@ async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str])
     base_url = base_url_for(request.app[BASE_URLS], app)
     upstream = request.app[UPSTREAM]
 
-    async def fetch() -> UpstreamResponse:
+    async def fetch() -> Answer:
         return await trade_detail(upstream, base_url, app, trade_no)
 
     answer, settled = await request.app[WAITS].wait(app.name, trade_no, int(wait), fetch)
@@ -150,7 +151,7 @@ async def wait_for_trade(request: web.Request, app: App, fields: dict[str, str])
 
 async def _send(
     request: web.Request, app: App, path: str, fields: dict[str, str], upload: Upload
-) -> UpstreamResponse:
+) -> Answer:
     """Send the fields to the app's upstream as the platform expects them, signed afresh
     for each attempt."""
     base_url = base_url_for(request.app[BASE_URLS], app)
@@ -169,7 +170,16 @@ async def _send(
             return URL(url, encoded=True), multipart_body(signed, upload)
         return URL(url, encoded=True), form_encoded(signed).encode()
 
-    return await request.app[UPSTREAM].call(app, base_url, method, path, fields, build, headers)
+    call = Call(
+        app=app,
+        base_url=base_url,
+        method=method,
+        path=path,
+        fields=fields,
+        build=build,
+        headers=headers,
+    )
+    return await request.app[UPSTREAM].call(call)
 
 
 def forwarded_headers(given: Mapping[str, str]) -> CIMultiDict[str]:

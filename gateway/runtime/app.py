@@ -41,9 +41,10 @@ from gateway.sandbox.server import (
     set_secret,
 )
 from gateway.sandbox.world import Settings
-from gateway.upstream.client import CallPolicy, Upstream, close_sessions
-from gateway.upstream.sessions import Sessions, TlsSetupError
+from gateway.upstream.client import CallPolicy, Upstream
+from gateway.upstream.sessions import Sessions
 from gateway.upstream.stores import MemoryStore, RedisStore
+from gateway.upstream.tls import TlsSetupError
 from gateway.upstream.tokens import Store, StoreError, TokenCache
 from gateway.upstream.waits import TradeWaits
 
@@ -232,7 +233,7 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     for probe in probes:
         probe.cancel()
     await asyncio.gather(*probes, return_exceptions=True)
-    await close_sessions(sessions)
+    await sessions.close()
 
 
 async def _probe(upstream: Upstream, entry: App, base_urls: dict[str, str]) -> None:
@@ -253,7 +254,6 @@ def call_policy(config: Config) -> CallPolicy:
         breaker_cooldown_s=breaker.cooldown_s,
         max_skew_s=config.clock.max_skew_s,
         total_s=config.timeouts.total_s,
-        connect_s=config.timeouts.connect_s,
     )
 
 
@@ -499,7 +499,7 @@ async def probe_upstreams(config: Config) -> tuple[list[str], bool]:
                 f"the platform's clock is {offset:+.1f} s from this host's{corrected}"
             )
     finally:
-        await close_sessions(sessions)
+        await sessions.close()
     return lines, all_answered
 
 

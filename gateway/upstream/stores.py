@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from cachetools import TLRUCache
 
 from gateway.core.clock import Clock
 from gateway.upstream.tokens import StoreError
+
+if TYPE_CHECKING:
+    # Imported for their types only: see RedisStore.__init__.
+    from redis.asyncio import Redis
+    from redis.asyncio.lock import Lock
+
+T = TypeVar("T")
 
 # Measured with bench/run.py (token_cache_bytes_per_entry): one cached login, three entries.
 ENTRIES_PER_TOKEN = 3
@@ -71,8 +79,8 @@ class RedisStore:
         import redis.asyncio as aioredis
 
         self._prefix = prefix
-        self._held: dict[str, Any] = {}
-        self._redis: Any = aioredis.from_url(
+        self._held: dict[str, Lock] = {}
+        self._redis: Redis = aioredis.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
@@ -130,7 +138,7 @@ class RedisStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def _run(self, operation: Any) -> Any:
+    async def _run(self, operation: Awaitable[T]) -> T:
         from redis.exceptions import RedisError
 
         try:

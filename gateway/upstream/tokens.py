@@ -51,8 +51,10 @@ class Store(Protocol):
 
 
 @dataclass(frozen=True)
-class Answer:
-    """A platform answer as the caller gets it: status, content type, body."""
+class CachedAnswer:
+    """What the cache keeps of an exchange's answer (gateway.upstream.transport.Answer) and
+    gives a caller on a hit: status, content type, body. Its other headers belong to the
+    exchange that fetched it (a Date, a Set-Cookie), not to later callers."""
 
     status: int
     content_type: str
@@ -64,7 +66,7 @@ class Answer:
         ).encode()
 
     @classmethod
-    def loads(cls, data: bytes) -> Answer:
+    def loads(cls, data: bytes) -> CachedAnswer:
         raw = json.loads(data)
         return cls(int(raw["s"]), str(raw["t"]), base64.b64decode(raw["b"]))
 
@@ -76,7 +78,7 @@ class IssuedToken:
     life_s: float
 
 
-def issued_token(answer: Answer, now_s: float, margin_s: float) -> IssuedToken | None:
+def issued_token(answer: CachedAnswer, now_s: float, margin_s: float) -> IssuedToken | None:
     """The token a successful exchange answer carries, and how long it may be served."""
     status, response = platform_status(answer.body)
     if answer.status != 200 or status != 200 or not isinstance(response, dict):
@@ -94,7 +96,7 @@ def issued_token(answer: Answer, now_s: float, margin_s: float) -> IssuedToken |
     return IssuedToken(token, open_id, max(0.0, min(lives) - margin_s))
 
 
-def says_token_invalid(answer: Answer) -> bool:
+def says_token_invalid(answer: CachedAnswer) -> bool:
     """The platform refused the accessToken (401 in the envelope or on the wire)."""
     return answer.status == 401 or platform_status(answer.body)[0] == 401
 
@@ -123,7 +125,7 @@ class TokenCache:
         self._clock = clock
         self._margin_s = margin_s
         self._wait_s = wait_s
-        self._flights: SingleFlight[str, tuple[Answer, str]] = SingleFlight()
+        self._flights: SingleFlight[str, tuple[CachedAnswer, str]] = SingleFlight()
         self._skip_store_until = 0.0
         self._store_down = False
 
@@ -132,8 +134,8 @@ class TokenCache:
         return self._store
 
     async def exchange(
-        self, app: str, code: str, scope: str, fetch: Callable[[], Awaitable[Answer]]
-    ) -> tuple[Answer, str]:
+        self, app: str, code: str, scope: str, fetch: Callable[[], Awaitable[CachedAnswer]]
+    ) -> tuple[CachedAnswer, str]:
         """The answer to exchanging this code, and where it came from.
 
         `hit`: the cache (this replica's store or another replica's answer); `shared`: an
@@ -144,7 +146,7 @@ class TokenCache:
         cached = await self._get(key)
         if cached is not None:
             self._count(app, "hit")
-            return Answer.loads(cached), "hit"
+            return CachedAnswer.loads(cached), "hit"
         (answer, state), shared = await self._flights.run(
             key, lambda: self._exchange_once(app, key, fetch)
         )
@@ -157,8 +159,8 @@ class TokenCache:
         return await self._store.count("t:")
 
     async def _exchange_once(
-        self, app: str, key: str, fetch: Callable[[], Awaitable[Answer]]
-    ) -> tuple[Answer, str]:
+        self, app: str, key: str, fetch: Callable[[], Awaitable[CachedAnswer]]
+    ) -> tuple[CachedAnswer, str]:
         lock_key = f"lock:{key}"
         locked = await self._lock(lock_key)
         if not locked:
@@ -168,7 +170,7 @@ class TokenCache:
         try:
             cached = await self._get(key)
             if cached is not None:
-                return Answer.loads(cached), "hit"
+                return CachedAnswer.loads(cached), "hit"
             answer = await fetch()
             await self._remember(app, key, answer)
             return answer, "miss"
@@ -176,7 +178,9 @@ class TokenCache:
             if locked:
                 await self._call(self._store.unlock(lock_key), None)
 
-    async def _await_other_replica(self, key: str, lock_key: str) -> tuple[Answer | None, bool]:
+    async def _await_other_replica(
+        self, key: str, lock_key: str
+    ) -> tuple[CachedAnswer | None, bool]:
         """Another replica holds the lock: wait for its answer, or take the lock when it goes.
 
         Returns the answer, or None and whether this replica now holds the lock (it does not
@@ -187,12 +191,12 @@ class TokenCache:
             await self._clock.sleep(LOCK_POLL_S)
             cached = await self._get(key)
             if cached is not None:
-                return Answer.loads(cached), False
+                return CachedAnswer.loads(cached), False
             if await self._lock(lock_key):
                 return None, True
         return None, False
 
-    async def _remember(self, app: str, key: str, answer: Answer) -> None:
+    async def _remember(self, app: str, key: str, answer: CachedAnswer) -> None:
         issued = issued_token(answer, self._clock.now_ms() / 1000, self._margin_s)
         if issued is None or issued.life_s <= 0:
             return

@@ -15,29 +15,29 @@ from dataclasses import dataclass, field
 from gateway.core.clock import Clock, within
 from gateway.core.errors import GatewayError, UpstreamTimeout
 from gateway.core.platform import PROCESSING
-from gateway.upstream.client import UpstreamResponse
 from gateway.upstream.details import answer_detail
+from gateway.upstream.transport import Answer
 
 MAX_WAIT_S = 60
 FIRST_PAUSE_S = 0.5
 PAUSE_GROWTH = 1.5
 MAX_PAUSE_S = 5.0
 
-Fetch = Callable[[], Awaitable[UpstreamResponse]]
+Fetch = Callable[[], Awaitable[Answer]]
 
 
 @dataclass
 class _Watch:
     deadline: float
-    final: asyncio.Future[UpstreamResponse] = field(
+    final: asyncio.Future[Answer] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    latest: UpstreamResponse | None = None
+    latest: Answer | None = None
     waiters: int = 0
     task: asyncio.Task[None] | None = None
 
 
-def is_settled(answer: UpstreamResponse) -> bool:
+def is_settled(answer: Answer) -> bool:
     """The platform gave a final status, or an answer that waiting will not change."""
     detail = answer_detail(answer)
     return detail is None or detail.get("transactionStatus") != PROCESSING
@@ -50,7 +50,7 @@ class TradeWaits:
 
     async def wait(
         self, app: str, trade_no: str, seconds: float, fetch: Fetch
-    ) -> tuple[UpstreamResponse, bool]:
+    ) -> tuple[Answer, bool]:
         """The latest tradedetail answer, and whether the trade settled within `seconds`."""
         key = (app, trade_no)
         deadline = self._clock.monotonic() + seconds
@@ -83,7 +83,7 @@ class TradeWaits:
         watch = self._watches.get((app, trade_no))
         return 0 if watch is None else watch.waiters
 
-    def settle(self, app: str, trade_no: str, answer: UpstreamResponse) -> None:
+    def settle(self, app: str, trade_no: str, answer: Answer) -> None:
         """A verified callback's tradedetail answer: every waiter on the trade gets it now."""
         watch = self._watches.get((app, trade_no))
         if watch is not None and not watch.final.done():

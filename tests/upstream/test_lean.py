@@ -5,32 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gzip
 import socket
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.errors import UpstreamBadResponse, UpstreamUnreachable
 from gateway.egress.keys import UPSTREAM
-from gateway.upstream.lean import (
-    Answer,
-    ConnectionLost,
-    Origins,
-    Pool,
-    Slots,
-    decoded,
-    request_head,
-)
-from gateway.upstream.sessions import default_context
+from gateway.upstream.lean.connection import ConnectionLost
+from gateway.upstream.lean.pool import Origins, Pool, Slots
+from gateway.upstream.lean.wire import request_head
+from gateway.upstream.tls import default_context
+from gateway.upstream.transport import Answer
 from tests.conftest import GatewayFactory
 from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
 
@@ -273,59 +264,6 @@ async def test_an_idle_connection_is_closed_after_keepalive_s() -> None:
         assert pool._idle == [] or pool._idle[0].lost
 
 
-def test_a_header_with_a_line_break_is_never_written() -> None:
-    with pytest.raises(ValueError, match="line break"):
-        request_head("GET", URL("http://h/p"), "h", CIMultiDict({"X-A": "1\r\nHost: evil"}), None)
-
-
-def test_the_request_head_names_the_host_and_the_length() -> None:
-    head = request_head("POST", URL("http://h:81/p?q=1"), "h:81", CIMultiDict(), b"abc")
-    assert head.startswith(b"POST /p?q=1 HTTP/1.1\r\nHost: h:81\r\n")
-    assert b"Content-Length: 3\r\n" in head
-    assert head.endswith(b"\r\n\r\n")
-
-
-def encoded(coding: str, body: bytes) -> Answer:
-    compress = {
-        "gzip": gzip.compress,
-        "deflate": zlib.compress,
-        "raw-deflate": functools.partial(zlib.compress, wbits=-15),
-    }[coding]
-    name = "deflate" if coding == "raw-deflate" else coding
-    return Answer(200, CIMultiDict({"Content-Encoding": name}), compress(body))
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    body=st.binary(max_size=3000),
-    coding=st.sampled_from(["gzip", "deflate", "raw-deflate"]),
-    cap=st.integers(min_value=0, max_value=3000),
-)
-def test_a_compressed_answer_decodes_exactly_or_is_refused_past_the_cap(
-    body: bytes, coding: str, cap: int
-) -> None:
-    answer = encoded(coding, body)
-    if len(body) <= cap:
-        assert decoded(answer, cap).body == body
-    else:
-        with pytest.raises(UpstreamBadResponse, match="max_response_bytes"):
-            decoded(answer, cap)
-
-
-def test_a_compression_bomb_stops_at_the_cap() -> None:
-    bomb = encoded("gzip", b"\0" * 50_000_000)
-    assert len(bomb.body) < 100_000
-    with pytest.raises(UpstreamBadResponse, match="max_response_bytes"):
-        decoded(bomb, 1 << 20)
-
-
-@pytest.mark.parametrize("coding", ["br", "zstd"])
-def test_an_encoding_the_gateway_cannot_read_is_refused(coding: str) -> None:
-    answer = Answer(200, CIMultiDict({"Content-Encoding": coding}), b"\x1f")
-    with pytest.raises(UpstreamBadResponse, match=coding):
-        decoded(answer, 100)
-
-
 async def test_through_the_gateway_a_compression_bomb_is_a_502(
     make_gateway: GatewayFactory,
 ) -> None:
@@ -433,4 +371,4 @@ async def test_direct_calls_make_no_aiohttp_session(make_gateway: GatewayFactory
     async with upstream(answering(ok(), ok())) as served:
         gateway = await make_gateway(upstream=served.url)
         assert (await gateway.get(ECHO_PATH)).status == 200
-        assert gateway.app[UPSTREAM]._sessions._sessions == {}
+        assert gateway.app[UPSTREAM]._sessions.aiohttp._sessions == {}

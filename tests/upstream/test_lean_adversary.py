@@ -22,8 +22,9 @@ from yarl import URL
 from gateway.core.errors import UpstreamBadResponse
 from gateway.egress.keys import UPSTREAM
 from gateway.runtime.app import apply_config
-from gateway.upstream.lean import REST_S, Pool, Slots, request_head
-from gateway.upstream.sessions import WaryConnector
+from gateway.upstream.aiohttp_client import WaryConnector
+from gateway.upstream.lean.pool import REST_S, Pool, Slots
+from gateway.upstream.lean.wire import request_head
 from tests.conftest import GatewayFactory, gateway_config
 from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
 from tests.support.pki import Pki, server_context
@@ -519,7 +520,7 @@ async def test_a_reload_with_calls_in_flight_keeps_pool_max_connections(
         second = asyncio.ensure_future(gateway.get(ECHO_PATH))
 
         def queued() -> bool:
-            return any(origins._slots._waiters for origins in sessions._origins.values())
+            return any(origins._slots._waiters for origins in sessions.lean._origins.values())
 
         # Either the second call waits for the one connection, or it got one of its own.
         await until(lambda: queued() or len(echo_requests) == 2)

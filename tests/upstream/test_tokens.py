@@ -14,7 +14,7 @@ from gateway.core import jwt
 from gateway.core.errors import CacheUnavailable
 from gateway.upstream.stores import MemoryStore
 from gateway.upstream.tokens import (
-    Answer,
+    CachedAnswer,
     StoreError,
     TokenCache,
     issued_token,
@@ -29,14 +29,14 @@ def token(open_id: str = "o1", exp: float = NOW_S + 3600) -> str:
     return jwt.encode({"openId": open_id, "exp": exp, "iat": NOW_S}, b"platform-key")
 
 
-def exchange_answer(access_token: str, expire: int = 3600, status: int = 200) -> Answer:
+def exchange_answer(access_token: str, expire: int = 3600, status: int = 200) -> CachedAnswer:
     body = {
         "responseHeader": {"status": status, "msg": "OK" if status == 200 else "invalid code"},
         "response": {"accessToken": access_token, "expire": expire, "tokenType": "bearer"}
         if status == 200
         else None,
     }
-    return Answer(200, "application/json", json.dumps(body).encode())
+    return CachedAnswer(200, "application/json", json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(
@@ -58,26 +58,26 @@ def test_token_life(expire: int, exp: float, margin: float, life: float) -> None
     "answer",
     [
         pytest.param(exchange_answer("", status=400), id="platform refused"),
-        pytest.param(Answer(502, "application/json", b"{}"), id="HTTP error"),
-        pytest.param(Answer(200, "text/html", b"<html>"), id="not JSON"),
+        pytest.param(CachedAnswer(502, "application/json", b"{}"), id="HTTP error"),
+        pytest.param(CachedAnswer(200, "text/html", b"<html>"), id="not JSON"),
         pytest.param(exchange_answer("not-a-jwt"), id="token without openId"),
     ],
 )
-def test_no_token_from_a_failed_or_odd_answer(answer: Answer) -> None:
+def test_no_token_from_a_failed_or_odd_answer(answer: CachedAnswer) -> None:
     assert issued_token(answer, NOW_S, 0) is None
 
 
 def test_says_token_invalid() -> None:
     refused = {"responseHeader": {"status": 401, "msg": "invalid accessToken"}, "response": None}
-    assert says_token_invalid(Answer(200, "application/json", json.dumps(refused).encode()))
-    assert says_token_invalid(Answer(401, "text/plain", b"no"))
+    assert says_token_invalid(CachedAnswer(200, "application/json", json.dumps(refused).encode()))
+    assert says_token_invalid(CachedAnswer(401, "text/plain", b"no"))
     assert not says_token_invalid(exchange_answer(token()))
 
 
 @given(st.integers(100, 599), st.text(max_size=40), st.binary(max_size=200))
 def test_answer_round_trips(status: int, content_type: str, body: bytes) -> None:
-    answer = Answer(status, content_type, body)
-    assert Answer.loads(answer.dumps()) == answer
+    answer = CachedAnswer(status, content_type, body)
+    assert CachedAnswer.loads(answer.dumps()) == answer
 
 
 @pytest.fixture
@@ -99,8 +99,8 @@ class Platform:
         self.release = asyncio.Event()
         self.release.set()
 
-    def fetcher(self, answer: Answer):  # type: ignore[no-untyped-def]
-        async def fetch() -> Answer:
+    def fetcher(self, answer: CachedAnswer):  # type: ignore[no-untyped-def]
+        async def fetch() -> CachedAnswer:
             self.calls += 1
             await self.release.wait()
             return answer
@@ -161,7 +161,7 @@ async def test_an_error_reaches_every_waiter_and_is_not_cached(clock: MutableClo
     cache = memory_cache(clock)
     gate = asyncio.Event()
 
-    async def failing() -> Answer:
+    async def failing() -> CachedAnswer:
         await gate.wait()
         raise CacheUnavailable("boom")
 
@@ -293,7 +293,7 @@ async def test_a_replica_takes_over_when_the_first_exchange_fails(clock: Mutable
     platform.release.clear()
     held_while_fetching: list[bool] = []
 
-    async def fetch_holding_the_lock() -> Answer:
+    async def fetch_holding_the_lock() -> CachedAnswer:
         held_while_fetching.append(bool(store.locks))
         return refused
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from multidict import CIMultiDict
 
-from gateway.upstream.client import end_to_end_headers
+from gateway.upstream.headers import end_to_end_headers, has_control_character
 
 
 def relayed(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
@@ -53,3 +54,17 @@ def test_utf8_is_relayed_and_undecodable_bytes_are_not() -> None:
     assert relayed(("X-Name", "café"), ("X-Odd", undecodable), (f"X-{undecodable}", "1")) == [
         ("X-Name", "café")
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "control"),
+    [
+        pytest.param("a\tb", False, id="tab allowed"),
+        pytest.param("plain", False, id="plain"),
+        pytest.param("a\x01b", True, id="SOH"),
+        pytest.param("a\nb", True, id="line feed"),
+        pytest.param("a\x7fb", True, id="DEL"),
+    ],
+)
+def test_a_control_character_in_a_value_is_found(value: str, control: bool) -> None:
+    assert has_control_character(CIMultiDict({"X-A": "ok", "X-B": value})) is control
