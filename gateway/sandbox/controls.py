@@ -9,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.core.errors import envelope
+from gateway.core.verification import Rejected
 from gateway.sandbox.events import Events
 from gateway.sandbox.notifier import Notifier
-from gateway.sandbox.world import SandboxError, World
+from gateway.sandbox.world import World
 
 WORLD = web.AppKey("sandbox_world", World)
 NOTIFIER = web.AppKey("sandbox_notifier", Notifier)
@@ -26,9 +27,9 @@ async def control_params(request: web.Request) -> dict[str, str]:
         try:
             body = await request.json()
         except ValueError:
-            raise SandboxError(400, "the JSON body cannot be parsed") from None
+            raise Rejected(400, "the JSON body cannot be parsed") from None
         if not isinstance(body, dict):
-            raise SandboxError(400, "the JSON body must be an object")
+            raise Rejected(400, "the JSON body must be an object")
         params.update(
             {
                 str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)

@@ -29,7 +29,7 @@ from gateway.sandbox.events import Events
 from gateway.sandbox.notifier import Notifier
 from gateway.sandbox.origin import own_page_only
 from gateway.sandbox.simulator import add_simulator_routes
-from gateway.sandbox.world import SandboxError, Settings, World
+from gateway.sandbox.world import Settings, World
 from gateway.sandbox.world import trade_view as world_trade_view
 
 ECHO_PATH = "/neuopenapi/sandbox/echo"
@@ -126,7 +126,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
                 if faulted is not None:
                     return faulted
         return await handler(request)
-    except (Rejected, SandboxError) as exc:
+    except Rejected as exc:
         return _error(request, exc.status, exc.msg)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -274,7 +274,7 @@ async def platform_call(request: web.Request) -> web.Response:
     received: dict[str, str] = {}
     try:
         answer = await _platform_answer(request, world, received)
-    except (Rejected, SandboxError) as exc:
+    except Rejected as exc:
         world.record_call(request.method, request.path, received, exc.status, exc.msg)
         raise
     world.record_call(request.method, request.path, received, 200, "OK")
@@ -307,7 +307,7 @@ async def login(request: web.Request) -> web.Response:
     params = await control_params(request)
     appid = params.get("appid") or (next(iter(world.secrets)) if len(world.secrets) == 1 else "")
     if not appid:
-        raise SandboxError(400, "appid is required: several apps are registered")
+        raise Rejected(400, "appid is required: several apps are registered")
     return web.json_response(
         envelope(200, "OK", response=world.login(appid, params.get("user", "")))
     )
@@ -317,7 +317,7 @@ async def pay(request: web.Request) -> web.Response:
     params = await control_params(request)
     reason = params.get("failReasonType")
     if reason is not None and not reason.lstrip("-").isdigit():
-        raise SandboxError(400, "failReasonType must be a number from the doc's table")
+        raise Rejected(400, "failReasonType must be a number from the doc's table")
     detail = request.app[WORLD].pay(
         request.match_info["trade_no"],
         params.get("result", ""),
@@ -341,7 +341,7 @@ async def set_fault(request: web.Request) -> web.Response:
     params = await control_params(request)
     path = params.get("path", "")
     if not path.startswith("/neuopenapi/"):
-        raise SandboxError(400, "path is required: an OpenAPI path such as /neuopenapi/...")
+        raise Rejected(400, "path is required: an OpenAPI path such as /neuopenapi/...")
     try:
         fault = Fault(
             delay_s=float(params.get("delay_s") or 0),
@@ -351,9 +351,7 @@ async def set_fault(request: web.Request) -> web.Response:
             times=int(params["times"]) if params.get("times") else None,
         )
     except ValueError:
-        raise SandboxError(
-            400, "delay_s must be a number; status and times whole numbers"
-        ) from None
+        raise Rejected(400, "delay_s must be a number; status and times whole numbers") from None
     request.app[FAULTS].by_path[path] = fault
     return web.json_response(envelope(200, "OK", response={"path": path, **fault.__dict__}))
 
@@ -387,13 +385,13 @@ async def rotate_secret(request: web.Request) -> web.Response:
     secret = params.get("secret", "")
     if not secret.isprintable() or secret.startswith(("{", "[", "<")):
         # A JSON object, a list or a file part flattened into text is no secret anyone set.
-        raise SandboxError(400, "secret must be plain text")
+        raise Rejected(400, "secret must be plain text")
     try:
         keep_previous_s = float(params.get("keep_previous_s") or DEFAULT_KEEP_PREVIOUS_S)
     except ValueError:
         keep_previous_s = math.nan
     if not 0 <= keep_previous_s <= MAX_KEEP_PREVIOUS_S:
-        raise SandboxError(
+        raise Rejected(
             400, f"keep_previous_s must be a number of seconds from 0 to {MAX_KEEP_PREVIOUS_S:g}"
         )
     set_secret(request.app, request.match_info["appid"], secret, keep_previous_s)

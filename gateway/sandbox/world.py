@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.core import jwt
 from gateway.core.clock import Clock
+from gateway.core.verification import Rejected
 from gateway.sandbox.requestlog import RequestLog
 
 PROCESSING, SUCCEEDED, FAILED, EXPIRED, CANCELED, CLOSED = 1, 2, 3, 4, 5, 6
@@ -54,15 +55,6 @@ _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 _COUNTRY = re.compile(r"^\+?[0-9]{1,4}$")
 DEFAULT_COUNTRY = "+86"
 MAX_NAME_CHARS = 64
-
-
-class SandboxError(Exception):
-    """The platform refuses; `status` is what goes into responseHeader.status."""
-
-    def __init__(self, status: int, msg: str) -> None:
-        self.status = status
-        self.msg = msg
-        super().__init__(msg)
 
 
 @dataclass(frozen=True)
@@ -151,9 +143,9 @@ class World:
         """A new secret for the app, as a platform console gives one: the old one is still
         accepted for keep_previous_s, so requests already signed with it do not fail."""
         if appid not in self.secrets:
-            raise SandboxError(404, f"unknown appid {appid[:64]!r}")
+            raise Rejected(404, f"unknown appid {appid[:64]!r}")
         if not secret:
-            raise SandboxError(400, "secret is required")
+            raise Rejected(400, "secret is required")
         until = self.clock.now_ms() + int(keep_previous_s * 1000)
         if secret != self.secrets[appid]:
             self._previous[appid] = (self.secrets[appid], until)
@@ -193,10 +185,10 @@ class World:
     def login(self, appid: str, user: str) -> dict[str, Any]:
         """What neu.login() / neu.getAuthCode() give the mini app: a one-time code."""
         if appid not in self.secrets:
-            raise SandboxError(404, f"unknown appid {appid[:64]!r}")
+            raise Rejected(404, f"unknown appid {appid[:64]!r}")
         user = user.strip()
         if not user:
-            raise SandboxError(400, "user is required: a phone number or a name")
+            raise Rejected(400, "user is required: a phone number or a name")
         code = str(uuid.uuid4())
         self._codes[code] = _Code(
             appid, user, self.clock.now_ms() + self.settings.code_ttl_s * 1000
@@ -210,11 +202,11 @@ class World:
     def exchange(self, appid: str, params: Mapping[str, str]) -> dict[str, Any]:
         code = self._codes.get(params["code"])
         if code is None or code.appid != appid:
-            raise SandboxError(400, "invalid code: not issued to this app")
+            raise Rejected(400, "invalid code: not issued to this app")
         if code.used:
-            raise SandboxError(400, "invalid code: it was already exchanged (a code is single-use)")
+            raise Rejected(400, "invalid code: it was already exchanged (a code is single-use)")
         if self.clock.now_ms() >= code.expires_ms:
-            raise SandboxError(400, "invalid code: it expired (codes live 5 minutes)")
+            raise Rejected(400, "invalid code: it expired (codes live 5 minutes)")
         code.used = True
         now_s = self.clock.now_ms() // 1000
         claims = {
@@ -235,16 +227,16 @@ class World:
         try:
             claims = jwt.decode(access_token, self._token_key)
         except jwt.TokenError:
-            raise SandboxError(
+            raise Rejected(
                 401, "invalid accessToken: malformed or not issued by the platform"
             ) from None
         if self.clock.now_ms() // 1000 >= int(claims.get("exp", 0)):
-            raise SandboxError(401, "invalid accessToken: expired; the user must log in again")
+            raise Rejected(401, "invalid accessToken: expired; the user must log in again")
         if claims.get("clientId") != appid:
-            raise SandboxError(401, "invalid accessToken: issued to another app")
+            raise Rejected(401, "invalid accessToken: issued to another app")
         openid = str(claims.get("openId", ""))
         if openid not in self._users:
-            raise SandboxError(401, "invalid accessToken: its user is unknown (sandbox reset?)")
+            raise Rejected(401, "invalid accessToken: its user is unknown (sandbox reset?)")
         _, user = self._users[openid]
         scopes = str(claims.get("scope", "")).split(",")
         profile = self.profile(user)
@@ -280,7 +272,7 @@ class World:
         if not _COUNTRY.fullmatch(country):
             problems.append("country must be a calling code such as +86 or +966")
         if problems:
-            raise SandboxError(400, "; ".join(problems))
+            raise Rejected(400, "; ".join(problems))
         user = phone.lstrip("+") or name
         country = "+" + country.lstrip("+")
         self._profiles[user] = Profile(name, phone.lstrip("+") or _phone_of(user), country)
@@ -308,7 +300,7 @@ class World:
     def _require_users(self, appid: str, openids: list[str]) -> None:
         strangers = [o for o in openids if self._users.get(o, ("",))[0] != appid]
         if strangers:
-            raise SandboxError(
+            raise Rejected(
                 400,
                 f"openIds not of this app's users: {', '.join(s[:40] for s in strangers)} "
                 "(a user appears once logged in via /sandbox/login)",
@@ -321,11 +313,11 @@ class World:
         merchant = params.get("merchantId") or f"m{_digest('merchant', appid)[:20]}"
         out_trade_no = params["outTradeNo"]
         if (merchant, out_trade_no) in self._out_trade_nos:
-            raise SandboxError(400, f"outTradeNo {out_trade_no!r} is already used by this merchant")
+            raise Rejected(400, f"outTradeNo {out_trade_no!r} is already used by this merchant")
         self._require_users(appid, [params["openId"]])
         time_expire = int(params["timeExpire"]) if params.get("timeExpire") else None
         if time_expire is not None and time_expire <= now:
-            raise SandboxError(400, "timeExpire is in the past (milliseconds since the epoch)")
+            raise Rejected(400, "timeExpire is in the past (milliseconds since the epoch)")
         amount = int(params["amount"])
         trade_no = uuid.uuid4().hex
         detail = {
@@ -360,7 +352,7 @@ class World:
     def trade(self, trade_no: str, appid: str | None = None) -> Trade:
         trade = self._trades.get(trade_no)
         if trade is None or (appid is not None and trade.detail["appId"] != appid):
-            raise SandboxError(404, f"trade {trade_no[:64]!r} not found")
+            raise Rejected(404, f"trade {trade_no[:64]!r} not found")
         self.expire_if_due(trade)
         return trade
 
@@ -384,10 +376,10 @@ class World:
             reason = 27 if fail_reason is None else fail_reason
             if reason not in FAIL_REASONS:
                 known = ", ".join(map(str, FAIL_REASONS))
-                raise SandboxError(400, f"failReasonType must be one of {known}")
+                raise Rejected(400, f"failReasonType must be one of {known}")
             self._finish(trade, FAILED, reason)
         else:
-            raise SandboxError(400, "result must be succeeded or failed")
+            raise Rejected(400, "result must be succeeded or failed")
         return dict(trade.detail)
 
     def let_expire(self, trade_no: str) -> dict[str, Any]:
@@ -418,7 +410,7 @@ class World:
 
     def _require_processing(self, trade: Trade, what: str) -> None:
         if trade.status != PROCESSING:
-            raise SandboxError(
+            raise Rejected(
                 409,
                 f"trade is {STATUS_NAMES[trade.status]}; only a processing trade can be {what}",
             )
