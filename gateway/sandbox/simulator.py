@@ -14,7 +14,7 @@ from yarl import URL
 
 from gateway.core.hosts import host_name, is_loopback
 from gateway.core.verification import Rejected
-from gateway.sandbox.controls import EVENTS, WORLD, control_params, ok
+from gateway.sandbox.controls import EVENTS, WORLD, appid_of, control_params, ok
 from gateway.sandbox.world import World
 
 STATIC = Path(__file__).parent / "static"
@@ -69,13 +69,6 @@ async def create_user(request: web.Request) -> web.Response:
     )
 
 
-def _appid(world: World, params: dict[str, str]) -> str:
-    appid = params.get("appid") or (next(iter(world.secrets)) if len(world.secrets) == 1 else "")
-    if not appid:
-        raise Rejected(400, "appid is required: several apps are registered")
-    return appid
-
-
 async def open_mini_app(request: web.Request) -> web.Response:
     """What neu.login() / neu.getAuthCode() give the mini app, optionally POSTed (form field
     `code`) to the mini app's backend at `backend_url`, as its front end would."""
@@ -84,7 +77,7 @@ async def open_mini_app(request: web.Request) -> web.Response:
     backend_url = params.get("backend_url", "").strip()
     if backend_url:
         _check_backend(backend_url, world.settings.allowed_backend_hosts)
-    login = world.login(_appid(world, params), params.get("user", ""))
+    login = world.login(appid_of(world, params), params.get("user", ""))
     now = _now(world)
     opened: dict[str, Any] = {
         **login,
