@@ -40,10 +40,10 @@ class Messages:
         """notify/sendNotify: one notification to each of the openIds."""
         openids = params["openIds"].split(",")
         self._users.require(appid, openids)
-        message: dict[str, Any] = {name: params.get(name, "") for name in NOTIFICATION_FIELDS}
-        message.update(appId=appid, ctime=self._clock.now_ms())
+        notification: dict[str, Any] = {name: params.get(name, "") for name in NOTIFICATION_FIELDS}
+        notification.update(appId=appid, ctime=self._clock.now_ms())
         for openid in openids:
-            self._notifications.setdefault(openid, []).append(message)
+            self._notifications.setdefault(openid, []).append(notification)
         self._on_change("phone")
         return True
 
@@ -91,8 +91,8 @@ class Messages:
         activities: list[dict[str, Any]] = []
         for appid in self._apps.secrets:
             openid = open_id(appid, user)
-            for index, message in enumerate(self._notifications.get(openid, [])):
-                notifications.append({**message, "key": f"{openid}:{index}"})
+            for index, notification in enumerate(self._notifications.get(openid, [])):
+                notifications.append({**notification, "key": f"{openid}:{index}"})
             for activity in self.inbox(openid)["activities"]:
                 activities.append({**activity, "key": f"{appid}:{activity['activityId']}"})
         return {
