@@ -66,11 +66,11 @@ class DeliveryWorker:
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
-        self._session = aiohttp.ClientSession(
+        session = self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s)
         )
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run())
+        self._task = loop.create_task(self._run(session))
         self._watch = loop.create_task(self._watch_changes())
 
     def wake(self) -> None:
@@ -102,10 +102,10 @@ class DeliveryWorker:
             if not self._stopping:
                 await self._clock.sleep(IDLE_CHECK_S)
 
-    async def _run(self) -> None:
+    async def _run(self, session: aiohttp.ClientSession) -> None:
         while not self._stopping:
             try:
-                await self.deliver_due()
+                await self._deliver_due(session)
                 next_at = await self._outbox.next_due_at()
             except Exception:
                 log.exception("delivery worker failed; trying again shortly")
@@ -119,23 +119,22 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await within(self._clock, wait_s, self._wake.wait())
 
-    async def deliver_due(self) -> None:
+    async def _deliver_due(self, session: aiohttp.ClientSession) -> None:
         # Longer than one attempt can take, so the lease outlives the delivery it guards; after
         # a crash, what it had leased waits this long before it is sent again.
         lease_s = 2 * self._settings.timeout_s + 1
         batch = await self._outbox.due(self._clock.now_ms() / 1000, BATCH, lease_s)
         # Side by side, so the whole batch finishes within one attempt's time and its lease.
-        await asyncio.gather(*(self._deliver(delivery) for delivery in batch))
+        await asyncio.gather(*(self._deliver(session, delivery) for delivery in batch))
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         target = self._targets.get(delivery.app)
         error = ""
         if target is None:
             error = "no callbacks.deliver_to for this app"
         else:
-            assert self._session is not None
             try:
-                async with self._session.post(
+                async with session.post(
                     target,
                     data=delivery.payload,
                     headers={

@@ -5,6 +5,10 @@ timestamp, sign and replay, when the app's `callbacks.verify_sign` is on), then 
 with the platform's own tradedetail, whose answer is the truth; only then is it written to
 the outbox and answered 200. Anything that does not hold is refused and logged; nothing of it
 is delivered.
+
+Its answers go through the gateway's error middleware, as the callers' listener's do: the same
+envelope for a refusal, the same X-Request-Id, the same access line (route
+`/callbacks/{app}/pay`, app the configured app's name).
 """
 
 from __future__ import annotations
@@ -48,13 +52,21 @@ from gateway.http.bodies import (
     refuse_declared_size,
     send_continue,
 )
-from gateway.http.middlewares import close_if_unread, error_response, request_id_for
+from gateway.http.keys import APP_NAME, CLOCK, LIVE_CONFIG, METRICS, ROUTE, config_of
+from gateway.http.middlewares import (
+    ADMIN_PATHS,
+    error_response,
+    gateway_middleware,
+    log_access,
+    request_id_for,
+)
 from gateway.metrics import NONE, Metrics
 from gateway.upstream.client import Upstream
 from gateway.upstream.details import answer_detail, base_url_for, trade_detail
 from gateway.upstream.waits import TradeWaits
 
 log = logs.logger("neu_gateway.callbacks")
+PAY_ROUTE = "/callbacks/{app}/pay"
 MAX_CALLBACK_BYTES = 64 * 1024
 # The doc's callback has seven fields; room for the platform to add some.
 MAX_CALLBACK_FIELDS = 64
@@ -84,15 +96,12 @@ CONTEXT = web.AppKey("neu_callbacks", CallbackContext)
 async def pay_callback(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     name = request.match_info["app"]
-    # Read once: a reload while this callback is checked does not change its secret.
-    config = context.live.current
-    app = config.apps.get(name)
-    # A label only for a configured app: the path's name is anyone's choice.
-    label = NONE if app is None else app.name
+    app = _named_app(request)
+    label = request[APP_NAME]
     try:
         if app is None:
             raise UnknownApp("no such app")
-        params = await _params(request, config.limits)
+        params = await _params(request, config_of(request).limits)
         try:
             accepted = await _accept(context, app, params)
         except OutboxError:
@@ -103,16 +112,27 @@ async def pay_callback(request: web.Request) -> web.Response:
             "refused a payment callback for app %s: %s", logs.clipped(name, 64), refusal.msg
         )
         context.metrics.callbacks.labels(label, refusal.code).inc()
-        response = error_response(refusal, request_id_for(request))
-        close_if_unread(request, response)
-        return response
+        raise
     context.metrics.callbacks.labels(label, "accepted").inc()
     return web.json_response(envelope(200, accepted, response=True))
 
 
+def _named_app(request: web.Request) -> App | None:
+    """The configured app the path names, if any, in the config the request started with (a
+    reload while a callback is checked changes no secret); the request is labelled with it
+    for the access line. Only a configured app's name is a label: the path is anyone's."""
+    app = config_of(request).apps.get(request.match_info["app"])
+    request[ROUTE], request[APP_NAME] = PAY_ROUTE, NONE if app is None else app.name
+    return app
+
+
 async def not_here(request: web.Request) -> web.Response:
-    error = NotFound("only POST /callbacks/{app}/pay is served here")
-    return error_response(error, request_id_for(request))
+    error = NotFound(f"only POST {PAY_ROUTE} is served here")
+    if request.path in ADMIN_PATHS:
+        # The middleware passes the answer to a probe's path through as it is (probes are no
+        # traffic, and it takes them for the admin endpoints'), so it is rendered here.
+        return error_response(error, request_id_for(request))
+    raise error
 
 
 async def _params(request: web.Request, limits: LimitsConfig) -> dict[str, str]:
@@ -206,8 +226,13 @@ async def expect_callback(request: web.Request) -> web.Response | None:
         refuse_declared_size(request, MAX_CALLBACK_BYTES, "a callback's size")
         await send_continue(request)
     except GatewayError as exc:
-        response = error_response(exc, request_id_for(request))
+        # Middlewares do not run for an answer given here, so it is rendered and logged here,
+        # as the callers' listener does for its own Expect.
+        request_id = request_id_for(request)
+        response = error_response(exc, request_id)
         response.force_close()
+        _named_app(request)
+        log_access(request, request_id, exc.status, 0.0, response)
         return response
     return None
 
@@ -215,10 +240,16 @@ async def expect_callback(request: web.Request) -> web.Response | None:
 def create_callbacks_app(
     context: CallbackContext, handler_args: dict[str, Any] | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_CALLBACK_BYTES, handler_args=handler_args)
-    app[CONTEXT] = context
-    app.router.add_route(
-        "POST", "/callbacks/{app}/pay", pay_callback, expect_handler=expect_callback
+    app = web.Application(
+        middlewares=[gateway_middleware],
+        client_max_size=MAX_CALLBACK_BYTES,
+        handler_args=handler_args,
     )
+    app[CONTEXT] = context
+    # What the error middleware and the access line read.
+    app[LIVE_CONFIG] = context.live
+    app[CLOCK] = context.clock
+    app[METRICS] = context.metrics
+    app.router.add_route("POST", PAY_ROUTE, pay_callback, expect_handler=expect_callback)
     app.router.add_route("*", "/{tail:.*}", not_here)
     return app

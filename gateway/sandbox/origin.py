@@ -27,7 +27,7 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from gateway.core.hosts import is_loopback
-from gateway.sandbox.world import SandboxError
+from gateway.core.verification import Rejected
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Sec-Fetch-Site values of a request the page itself made, or that the user made by hand.
@@ -91,5 +91,5 @@ async def own_page_only(request: web.Request, handler: Handler) -> web.StreamRes
     """Refuses, 403 in the envelope, a change a web page on another origin asks for."""
     reason = refusal(request.method, request.headers, request.scheme)
     if reason is not None:
-        raise SandboxError(403, reason)
+        raise Rejected(403, reason)
     return await handler(request)

@@ -13,8 +13,9 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.core.hosts import host_name, is_loopback
-from gateway.sandbox.controls import EVENTS, WORLD, control_params, ok
-from gateway.sandbox.world import SandboxError, World
+from gateway.core.verification import Rejected
+from gateway.sandbox.controls import EVENTS, WORLD, appid_of, control_params, ok
+from gateway.sandbox.world import World
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript"}
@@ -68,13 +69,6 @@ async def create_user(request: web.Request) -> web.Response:
     )
 
 
-def _appid(world: World, params: dict[str, str]) -> str:
-    appid = params.get("appid") or (next(iter(world.secrets)) if len(world.secrets) == 1 else "")
-    if not appid:
-        raise SandboxError(400, "appid is required: several apps are registered")
-    return appid
-
-
 async def open_mini_app(request: web.Request) -> web.Response:
     """What neu.login() / neu.getAuthCode() give the mini app, optionally POSTed (form field
     `code`) to the mini app's backend at `backend_url`, as its front end would."""
@@ -83,7 +77,7 @@ async def open_mini_app(request: web.Request) -> web.Response:
     backend_url = params.get("backend_url", "").strip()
     if backend_url:
         _check_backend(backend_url, world.settings.allowed_backend_hosts)
-    login = world.login(_appid(world, params), params.get("user", ""))
+    login = world.login(appid_of(world, params), params.get("user", ""))
     now = _now(world)
     opened: dict[str, Any] = {
         **login,
@@ -106,7 +100,7 @@ def _check_backend(url: str, allowed_hosts: frozenset[str]) -> None:
         # The host the client will connect to, as it parses the URL: the one judged below.
         connects_to = URL(url).host
     except ValueError:
-        raise SandboxError(400, "backend_url must be an http(s) URL") from None
+        raise Rejected(400, "backend_url must be an http(s) URL") from None
     # No user part: parsers differ on which `@` ends it, so on which host is meant.
     if (
         parts.scheme not in ("http", "https")
@@ -114,9 +108,9 @@ def _check_backend(url: str, allowed_hosts: frozenset[str]) -> None:
         or "@" in parts.netloc
         or (connects_to or "").lower() != hostname
     ):
-        raise SandboxError(400, "backend_url must be an http(s) URL")
+        raise Rejected(400, "backend_url must be an http(s) URL")
     if not is_loopback(hostname) and host_name(hostname) not in allowed_hosts:
-        raise SandboxError(
+        raise Rejected(
             403,
             "backend_url must be on this machine (localhost, 127.0.0.1, [::1]); another host "
             "only when the sandbox allows it (sandbox.allowed_backend_hosts, or "
@@ -159,7 +153,7 @@ async def phone(request: web.Request) -> web.Response:
     world = request.app[WORLD]
     user = request.query.get("user", "")
     if not user:
-        raise SandboxError(400, "user is required")
+        raise Rejected(400, "user is required")
     return ok({**world.phone(user), "now": _now(world)})
 
 

@@ -68,30 +68,6 @@ async def test_two_workers_on_one_redis_outbox(
         await outbox.close()
 
 
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
-async def test_listing_and_replay(store: str, tmp_path: Path, redis_server: RedisServer) -> None:
-    outbox: Outbox = (
-        SqliteOutbox(tmp_path / "o.db")
-        if store == "sqlite"
-        else RedisOutbox(redis_server.url, "neu:", timeout_s=2)
-    )
-    try:
-        await outbox.add("demo", "T1", 3, b"{}", 100.0)
-        [delivery] = await outbox.due(100.0, 10, lease_s=30)
-        assert await outbox.due(100.0, 10, lease_s=30) == [], "leased to the first caller"
-        await outbox.failed(delivery.id, "HTTP 500", 200.0, dead=True)
-        [dead] = await outbox.listing(("pending", "dead"))
-        assert (dead.state, dead.attempts, dead.last_error) == ("dead", 1, "HTTP 500")
-        assert await outbox.replay(dead.id, 300.0)
-        assert not await outbox.replay(999, 300.0)
-        [again] = await outbox.due(300.0, 10, lease_s=30)
-        assert (again.state, again.attempts) == ("pending", 0)
-        await outbox.delivered(again.id)
-        assert await outbox.listing(("pending", "dead")) == []
-    finally:
-        await outbox.close()
-
-
 async def test_stop_returns_promptly_in_every_state(
     redis_server: RedisServer, receiver: CallbackReceiver
 ) -> None:
@@ -144,3 +120,39 @@ async def test_a_replay_from_another_process_wakes_the_worker(
         await worker.stop()
         await other.close()
         await outbox.close()
+
+
+async def test_each_attempt_is_counted_and_the_last_failure_is_dead(
+    tmp_path: Path, receiver: CallbackReceiver
+) -> None:
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    outcomes: list[str] = []
+    finished = asyncio.Event()
+
+    def count(outcome: str) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 3:
+            finished.set()
+
+    policy = DeliveryPolicy(max_attempts=2, backoff_s=0.01, max_backoff_s=0.02, timeout_s=5)
+    clock = SystemClock()
+    targets = {"demo": receiver.url, "gone": None}
+    await outbox.add("gone", "T1", 2, b"{}", clock.now_ms() / 1000)
+    await outbox.add("demo", "T2", 2, b"{}", clock.now_ms() / 1000)
+    worker = DeliveryWorker(outbox, targets, policy, clock, count)
+    worker.start()
+    try:
+        async with asyncio.timeout(10):
+            await finished.wait()
+    finally:
+        await worker.stop()
+        [dead] = await outbox.listing(("dead",))
+        await outbox.close()
+    assert sorted(outcomes) == ["dead", "delivered", "failed"]
+    assert (dead.trade_no, dead.attempts, dead.last_error) == (
+        "T1",
+        2,
+        "no callbacks.deliver_to for this app",
+    )
+    assert receiver.headers[0]["Idempotency-Key"] == "T2:2"
+    assert receiver.headers[0]["X-Neu-Verified"] == "tradedetail"

@@ -1,14 +1,11 @@
-"""The request log's pure parts: masking, the signed pairs, the bound; and the event counter."""
+"""The request log's pure parts: masking, the signed pairs, the bound."""
 
 from __future__ import annotations
-
-import asyncio
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.core import signing
-from gateway.sandbox.events import KEEP, Events
 from gateway.sandbox.requestlog import (
     MASK,
     MAX_VALUE_CHARS,
@@ -67,26 +64,3 @@ def test_an_explained_sign_error_is_logged_with_the_masked_string() -> None:
     assert entry["msg"] == f"sign error: no match; the platform signed: a={MASK}secret={MASK}"
     assert entry["canonical"] == f"a={MASK}secret={MASK}"
     assert entry["verdict"] == "refused"
-
-
-def test_events_name_each_kind_once_and_send_a_late_reader_to_reload_all() -> None:
-    events = Events()
-    assert events.since(0) == []
-    for kind in ("users", "trades", "users"):
-        events.publish(kind)
-    assert events.since(0) == ["users", "trades"]
-    assert events.since(2) == ["users"]
-    for _ in range(KEEP):
-        events.publish("requests")
-    assert events.since(1) == ["all"]
-    assert events.since(events.version - 1) == ["requests"]
-
-
-async def test_an_event_wakes_a_waiter_and_close_ends_every_wait() -> None:
-    events = Events()
-    waiting = asyncio.create_task(events.wait(0, timeout_s=30))
-    await asyncio.sleep(0)  # wait-ok: lets the waiter start waiting
-    events.publish("users")
-    await asyncio.wait_for(waiting, 5)
-    events.close()
-    await asyncio.wait_for(events.wait(events.version, timeout_s=30), 5)

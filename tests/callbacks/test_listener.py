@@ -1,12 +1,12 @@
-"""Payment callbacks from the sandbox platform to the gateway, and on to an internal receiver."""
+"""The callbacks listener: payment callbacks from the sandbox platform verified, confirmed,
+stored and delivered on to an internal receiver; everything else refused, in the gateway's
+envelope, with a request id and an access line."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import time
-from collections.abc import Awaitable, Callable
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,130 +14,26 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.callbacks.outbox import DELIVERED, SqliteOutbox
+from gateway.callbacks.outbox import DELIVERED
 from gateway.config.load import from_mapping
 from gateway.core import signing
-from gateway.egress.keys import BASE_URLS, WAITS
 from gateway.runtime.app import create_app
 from gateway.runtime.keys import CALLBACKS_URL
-from gateway.upstream.waits import MAX_PAUSE_S
+from tests.callbacks.conftest import (
+    Sandbox,
+    config_for,
+    outbox_settles,
+    outbox_states,
+    post_callback,
+    signed_callback,
+)
 from tests.conftest import guarded
-from tests.support.clock import MutableClock
-from tests.support.platform_double import APPID, SECRET
+from tests.support.platform_double import SECRET
+from tests.support.rawhttp import statuses
 from tests.support.receiver import CallbackReceiver
 from tests.support.redis_server import RedisServer
 
 Client = TestClient[Any, Any]
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-
-
-def config_for(tmp_path: Path, receiver: CallbackReceiver, **extra: Any) -> dict[str, Any]:
-    verify_sign = extra.pop("verify_sign", True)
-    return {
-        "apps": {
-            "demo": {
-                "appid": APPID,
-                "secret_env": "S",
-                "upstream": "sandbox",
-                "callbacks": {"verify_sign": verify_sign, "deliver_to": receiver.url},
-            }
-        },
-        "sandbox": {"listen": {"port": 0}, "notify_backoff_s": 0.05},
-        "callbacks": {
-            "listen": {"port": 0},
-            "store": f"sqlite://{tmp_path}/outbox.db",
-            "backoff_s": 0.05,
-            "max_backoff_s": 0.2,
-            "max_attempts": 4,
-        },
-        **extra,
-    }
-
-
-@pytest.fixture
-async def gateway(aiohttp_client: Any, tmp_path: Path, receiver: CallbackReceiver) -> Client:
-    config = from_mapping(config_for(tmp_path, receiver), {"S": SECRET})
-    client: Client = await aiohttp_client(guarded(create_app(config)))
-    return client
-
-
-class Sandbox:
-    def __init__(self, gateway: Client) -> None:
-        self.gateway = gateway
-        self.url = gateway.app[BASE_URLS]["demo"]
-        self.notify_url = (
-            gateway.app.get(CALLBACKS_URL, "http://127.0.0.1:9") + "/callbacks/demo/pay"
-        )
-
-    async def control(self, method: str, path: str, **data: str) -> Any:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, self.url + path, data=data) as response,
-        ):
-            return (await response.json())["response"]
-
-    async def new_trade(self, notify_url: str | None = None) -> str:
-        login = await self.control("POST", "/sandbox/login", user="payer", appid=APPID)
-        trade = {
-            "outTradeNo": f"o-{time.time_ns()}",
-            "amount": "100",
-            "currency": "USD",
-            "openId": login["openId"],
-            "notifyUrl": notify_url or self.notify_url,
-        }
-        response = await self.gateway.post("/neuopenapi/pay/transactions/trade", data=trade)
-        trade_no: str = (await response.json())["response"]["tradeNo"]
-        return trade_no
-
-    async def pay(self, trade_no: str, result: str = "succeeded") -> None:
-        await self.control("POST", f"/sandbox/trades/{trade_no}/pay", result=result)
-
-    async def detail_calls(self) -> int:
-        calls: dict[str, int] = (await self.control("GET", "/sandbox/stats"))["calls"]
-        return calls.get(DETAIL, 0)
-
-
-def signed_callback(
-    trade_no: str, status: str, secret: str = SECRET, **extra: str
-) -> dict[str, str]:
-    fields = {
-        "tradeNo": trade_no,
-        "outTradeNo": "o",
-        "transactionStatus": status,
-        "amount": "100",
-        "currency": "USD",
-        "appid": APPID,
-        "timestamp": str(time.time_ns() // 1_000_000),
-        **extra,
-    }
-    fields["sign"] = signing.sign(fields, secret)
-    return fields
-
-
-async def post_callback(sandbox: Sandbox, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(sandbox.notify_url, data=fields) as response,
-    ):
-        return response.status, await response.json()
-
-
-async def outbox_settles(tmp_path: Path, expected: list[tuple[str, int, str]]) -> None:
-    """Waits until the outbox holds `expected`: the worker records a delivery after it."""
-    for _ in range(250):
-        if await outbox_states(tmp_path) == expected:
-            return
-        await asyncio.sleep(0.02)  # wait-ok: polls the outbox file for the condition
-    assert await outbox_states(tmp_path) == expected
-
-
-async def outbox_states(tmp_path: Path) -> list[tuple[str, int, str]]:
-    outbox = SqliteOutbox(tmp_path / "outbox.db")
-    try:
-        rows = await outbox.listing(("pending", "delivered", "dead"))
-    finally:
-        await outbox.close()
-    return [(row.trade_no, row.status, row.state) for row in rows]
 
 
 async def test_a_payment_is_delivered_once_with_the_confirmed_detail(
@@ -343,130 +239,6 @@ async def test_dead_after_max_attempts(
     await outbox_settles(tmp_path, [(trade_no, 2, "dead")])
 
 
-# Waiting for a trade
-
-
-async def wait_for(
-    gateway: Client, trade_no: str, seconds: int
-) -> tuple[aiohttp.ClientResponse, dict[str, Any]]:
-    response = await gateway.get(DETAIL, params={"tradeNo": trade_no, "wait": str(seconds)})
-    return response, await response.json()
-
-
-async def test_wait_resolves_when_the_payer_pays(gateway: Client) -> None:
-    sandbox = Sandbox(gateway)
-    trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
-    waiting = asyncio.ensure_future(wait_for(gateway, trade_no, 20))
-    await sandbox.pay(trade_no)
-    response, body = await waiting
-    assert response.headers["X-Neu-Wait"] == "done"
-    assert body["response"]["transactionStatus"] == 2
-
-
-@pytest.fixture
-def clock() -> MutableClock:
-    return MutableClock()
-
-
-@pytest.fixture
-def start_held(
-    aiohttp_client: Any, tmp_path: Path, receiver: CallbackReceiver, clock: MutableClock
-) -> Callable[..., Awaitable[Client]]:
-    """The gateway on a clock the test moves: its waits end when the test says so."""
-
-    async def start(callbacks: bool = True) -> Client:
-        document = config_for(tmp_path, receiver)
-        if not callbacks:
-            # No delivery worker: the trade waits are the only ones on the clock.
-            del document["callbacks"]
-        config = from_mapping(document, {"S": SECRET})
-        client: Client = await aiohttp_client(guarded(create_app(config, clock=clock)))
-        return client
-
-    return start
-
-
-@pytest.fixture
-async def held_gateway(start_held: Callable[..., Awaitable[Client]]) -> Client:
-    return await start_held(callbacks=False)
-
-
-async def until(condition: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(500):
-        if await condition():
-            return
-        await asyncio.sleep(0.01)  # wait-ok: polls for the condition
-    raise AssertionError("the condition never held")
-
-
-def waiting_on(gateway: Client, trade_no: str, count: int) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        waiters: int = gateway.app[WAITS].waiters("demo", trade_no)
-        return waiters == count
-
-    return check
-
-
-async def test_wait_times_out_with_status_1(held_gateway: Client, clock: MutableClock) -> None:
-    sandbox = Sandbox(held_gateway)
-    trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
-    waiting = asyncio.ensure_future(wait_for(held_gateway, trade_no, 1))
-    # The waiter's bound and the polling loop's pause.
-    await clock.until_sleeping(2)
-    clock.advance(1)
-    response, body = await waiting
-    assert response.headers["X-Neu-Wait"] == "timeout"
-    assert body["response"]["transactionStatus"] == 1
-
-
-async def test_fifty_waiters_share_one_polling_loop(
-    held_gateway: Client, clock: MutableClock
-) -> None:
-    sandbox = Sandbox(held_gateway)
-    trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
-    waiting = [asyncio.ensure_future(wait_for(held_gateway, trade_no, 60)) for _ in range(50)]
-    for _ in range(4):
-        # Past each of the loop's pauses, however long it has grown: one poll after each.
-        await clock.until_sleeping(50 + 1)
-        polls = await sandbox.detail_calls()
-        clock.advance(MAX_PAUSE_S)
-        await until(functools.partial(_more_polls_than, sandbox, polls))
-    clock.advance(60)
-    results = await asyncio.gather(*waiting)
-    assert {r.headers["X-Neu-Wait"] for r, _ in results} == {"timeout"}
-    # One loop: a first poll and one after each pause, not fifty of each.
-    assert await sandbox.detail_calls() <= 6
-
-
-async def _more_polls_than(sandbox: Sandbox, polls: int) -> bool:
-    return await sandbox.detail_calls() > polls
-
-
-async def test_a_verified_callback_answers_waiters_at_once(
-    start_held: Callable[..., Awaitable[Client]],
-) -> None:
-    # The clock stands still, so the loop polls once: only the callback can end the wait.
-    held_gateway = await start_held()
-    sandbox = Sandbox(held_gateway)
-    trade_no = await sandbox.new_trade()
-    waiting = [asyncio.ensure_future(wait_for(held_gateway, trade_no, 30)) for _ in range(5)]
-    await until(waiting_on(held_gateway, trade_no, 5))
-    await until(lambda: _more_polls_than(sandbox, 0))
-    await sandbox.pay(trade_no)
-    results = await asyncio.gather(*waiting)
-    assert {r.headers["X-Neu-Wait"] for r, _ in results} == {"done"}
-    assert {b["response"]["transactionStatus"] for _, b in results} == {2}
-    # The loop's first poll, and the callback's own confirmation: nothing more.
-    assert await sandbox.detail_calls() == 2
-
-
-@pytest.mark.parametrize("wait", ["0", "61", "soon"])
-async def test_wait_must_be_1_to_60_seconds(gateway: Client, wait: str) -> None:
-    response = await gateway.get(DETAIL, params={"tradeNo": "T", "wait": wait})
-    body = await response.json()
-    assert (response.status, body["error"]) == (400, "validation_failed")
-
-
 async def test_the_redis_outbox_delivers_once(
     aiohttp_client: Any, tmp_path: Path, receiver: CallbackReceiver, redis_server: RedisServer
 ) -> None:
@@ -515,3 +287,135 @@ async def test_identical_concurrent_callbacks_confirm_with_one_tradedetail(
     assert any(status == 200 for status, _ in answers)
     assert await sandbox.detail_calls() == before + 1
     await outbox_settles(tmp_path, [(trade_no, 2, DELIVERED)])
+
+
+# Answered as the callers' listener answers: the error middleware's envelope, request id and
+# access line.
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "neu_gateway.access"]
+
+
+async def test_a_refusal_carries_the_request_id_and_gets_an_access_line(
+    gateway: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "neu_gateway.access")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            gateway.app[CALLBACKS_URL] + "/callbacks/demo/pay",
+            data={"outTradeNo": "x"},
+            headers={"X-Request-Id": "platform-call-1"},
+        ) as response,
+    ):
+        assert (response.status, response.headers["X-Request-Id"]) == (400, "platform-call-1")
+        assert response.content_type == "application/json"
+        assert await response.json() == {
+            "responseHeader": {"status": 400, "msg": "tradeNo is required"},
+            "response": None,
+            "error": "invalid_params",
+        }
+    [line] = access_lines(caplog)
+    assert line.startswith("request_id=platform-call-1 caller=none app=demo method=POST ")
+    assert "route=/callbacks/{app}/pay status=400 " in line
+
+
+async def test_an_error_is_answered_alike_on_both_listeners(gateway: Client) -> None:
+    """The same refusal (a compressed body), the same answer: status, headers, envelope."""
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        for url in (
+            str(gateway.make_url("/neuopenapi/test/echo")),
+            gateway.app[CALLBACKS_URL] + "/callbacks/demo/pay",
+        ):
+            async with session.post(
+                url,
+                data=b"tradeNo=T",
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Content-Encoding": "gzip",
+                    "X-Request-Id": "same-id",
+                },
+            ) as response:
+                headers = {
+                    name.lower(): value
+                    for name, value in response.headers.items()
+                    if name not in ("Date", "Server")
+                }
+                answers.append((response.status, headers, await response.read()))
+    assert answers[0][0] == 415
+    assert answers[0][1]["x-request-id"] == "same-id"
+    assert answers[1] == answers[0]
+
+
+async def test_an_accepted_callback_gets_a_request_id_and_an_access_line(
+    gateway: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = Sandbox(gateway)
+    trade_no = await sandbox.new_trade(notify_url="http://127.0.0.1:9/unused")
+    await sandbox.pay(trade_no)
+    caplog.set_level(logging.INFO, "neu_gateway.access")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(sandbox.notify_url, data=signed_callback(trade_no, "2")) as response,
+    ):
+        assert response.status == 200
+        request_id = response.headers["X-Request-Id"]
+    assert len(request_id) == 32
+    [line] = [line for line in access_lines(caplog) if "/callbacks/" in line]
+    assert line.startswith(f"request_id={request_id} caller=none app=demo method=POST ")
+    assert "status=200 " in line
+    metrics = await (await gateway.get("/metrics")).text()
+    assert 'app="demo",caller="none",method="POST",route="/callbacks/{app}/pay",status="200"' in (
+        metrics
+    )
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/neuopenapi/oauth/mini/user/info"])
+async def test_another_path_is_404_in_the_envelope_with_a_request_id(
+    gateway: Client, path: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gateway.app[CALLBACKS_URL] + path) as response,
+    ):
+        assert response.status == 404
+        assert len(response.headers["X-Request-Id"]) == 32
+        assert await response.json() == {
+            "responseHeader": {
+                "status": 404,
+                "msg": "only POST /callbacks/{app}/pay is served here",
+            },
+            "response": None,
+            "error": "not_found",
+        }
+
+
+async def test_a_callback_refused_at_expect_has_a_request_id_and_an_access_line(
+    gateway: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "neu_gateway.access")
+    port = int(gateway.app[CALLBACKS_URL].rsplit(":", 1)[1])
+    head = (
+        b"POST /callbacks/demo/pay HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n"
+        b"Expect: 100-continue\r\nX-Request-Id: expect-1\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(10):
+            # Answered before the body is sent; the answer's head, then its envelope.
+            answer = await reader.readuntil(b"\r\n\r\n")
+            length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+    assert statuses(answer) == [413]
+    assert b"\r\nX-Request-Id: expect-1\r\n" in answer
+    assert b"\r\nConnection: close\r\n" in answer
+    assert body["error"] == "body_too_large"
+    [line] = access_lines(caplog)
+    assert line.startswith("request_id=expect-1 caller=none app=demo method=POST ")
+    assert "route=/callbacks/{app}/pay status=413 " in line

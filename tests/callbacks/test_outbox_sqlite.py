@@ -1,5 +1,5 @@
-"""/readyz tells the truth about whether the outbox can take a write: a full disk, a read-only
-one, failing writes, a Redis that refuses them.
+"""The SQLite outbox: the contract every outbox keeps, its file, its signal of another
+process's change, and what /readyz learns of its disk.
 
 The disk is a real one the test can fill: a 16 MiB tmpfs mounted for it (as root, as CI and
 the project's test runs are; skipped where mounting is not permitted).
@@ -7,30 +7,105 @@ the project's test runs are; skipped where mounting is not permitted).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.callbacks.outbox import (
+    SQLITE_CHANGE_CHECK_S,
     OutboxError,
     OutboxNotWritable,
-    RedisOutbox,
     SqliteOutbox,
+    sqlite_path,
 )
 from gateway.config.load import from_mapping
 from gateway.runtime.app import create_app
+from tests.callbacks.outbox_contract import CONTRACT, NOW, Check
 from tests.conftest import guarded
+from tests.support.clock import MutableClock
 from tests.support.platform_double import APPID, SECRET
-from tests.support.redis_server import RedisServer
 
 DISK_SIZE = 16 << 20
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[SqliteOutbox]:
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    yield outbox
+    await outbox.close()
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=[check.__name__ for check in CONTRACT])
+async def test_the_outbox_contract(outbox: SqliteOutbox, check: Check) -> None:
+    await check(outbox)
+
+
+def test_a_store_url_names_an_absolute_path() -> None:
+    assert sqlite_path("sqlite:///var/lib/neu/outbox.db") == Path("/var/lib/neu/outbox.db")
+
+
+async def test_rows_outlive_the_process_that_wrote_them(tmp_path: Path) -> None:
+    first = SqliteOutbox(tmp_path / "deep" / "folder" / "outbox.db")
+    await first.add("demo", "T1", 2, b"{}", NOW)
+    await first.close()
+    again = SqliteOutbox(tmp_path / "deep" / "folder" / "outbox.db")
+    try:
+        assert await again.holds("T1", 2)
+    finally:
+        await again.close()
+
+
+async def test_a_sign_is_forgotten_when_its_window_has_passed(outbox: SqliteOutbox) -> None:
+    await outbox.remember_sign("s1", NOW, ttl_s=600)
+    assert await outbox.sign_seen("s1", NOW + 599)
+    assert not await outbox.sign_seen("s1", NOW + 600)
+
+
+def test_an_outbox_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutboxError):
+        SqliteOutbox(blocker / "outbox.db")
+
+
+async def test_a_broken_sqlite_file_is_an_outbox_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    outbox = SqliteOutbox(path)
+    await outbox.close()
+    path.write_bytes(b"this is not a database" * 100)
+    # Opening reads the schema, so a file that is not a database fails there already.
+    with pytest.raises(OutboxError):
+        SqliteOutbox(path)
+
+
+async def test_another_processs_change_is_signalled(tmp_path: Path) -> None:
+    clock = MutableClock()
+    outbox, other = SqliteOutbox(tmp_path / "o.db", clock), SqliteOutbox(tmp_path / "o.db", clock)
+    changes = outbox.changes()
+    try:
+        await other.add("demo", "T1", 2, b"{}", NOW)
+        [delivery] = await other.due(NOW, 10, lease_s=30)
+        await other.failed(delivery.id, "HTTP 500", NOW, dead=True)
+        first_look = asyncio.ensure_future(changes.__anext__())
+        await clock.until_sleeping()
+        assert await other.replay(delivery.id, NOW)
+        clock.advance(SQLITE_CHANGE_CHECK_S)
+        async with asyncio.timeout(5):
+            await first_look
+    finally:
+        await changes.aclose()
+        await other.close()
+        await outbox.close()
+
+
+# Whether it can take a write
 
 
 def mount(*args: str) -> subprocess.CompletedProcess[str]:
@@ -136,19 +211,11 @@ async def test_a_read_only_filesystem_is_reported(
         await outbox.close()
 
 
-async def test_a_redis_that_refuses_writes_is_reported(redis_server: RedisServer) -> None:
-    outbox = RedisOutbox(redis_server.url, "neu:", 0.5)
-    admin = aioredis.from_url(redis_server.url)
+async def test_too_little_free_space_is_reported_with_both_sizes(tmp_path: Path) -> None:
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    outbox = SqliteOutbox(tmp_path / "outbox.db", min_free_bytes=free + (64 << 30))
     try:
-        await outbox.check_writable()
-        # Out of memory with nothing to evict: it answers PING, and refuses every write.
-        await admin.config_set("maxmemory-policy", "noeviction")
-        await admin.config_set("maxmemory", 1)
-        assert await admin.ping()
-        with pytest.raises(OutboxNotWritable, match="Redis refuses writes"):
+        with pytest.raises(OutboxNotWritable, match=r"MiB free, less than the .* kept for it"):
             await outbox.check_writable()
-        await admin.config_set("maxmemory", 0)
-        await outbox.check_writable()
     finally:
-        await admin.aclose()
         await outbox.close()
