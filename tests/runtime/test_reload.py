@@ -13,7 +13,8 @@ from aiohttp import web
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping
 from gateway.core import signing
-from gateway.runtime.app import apply_config, create_app
+from gateway.runtime.app import create_app
+from gateway.runtime.reload import apply_config
 from tests.conftest import gateway_config, guarded
 from tests.egress.test_resilience import Scripted
 from tests.support.platform_double import APPID, SECRET

@@ -21,7 +21,7 @@ from yarl import URL
 
 from gateway.core.errors import UpstreamBadResponse
 from gateway.egress.keys import UPSTREAM
-from gateway.runtime.app import apply_config
+from gateway.runtime.reload import apply_config
 from gateway.upstream.lean import REST_S, Pool, Slots, request_head
 from gateway.upstream.sessions import WaryConnector
 from tests.conftest import GatewayFactory, gateway_config
