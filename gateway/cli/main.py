@@ -1,17 +1,16 @@
-"""neu-gateway, the command line. Its commands:
+"""neu-gateway, the command line. Its commands, each in the module that runs it:
 
-    serve           run the gateway (cli/serve.py)
-    sandbox         run the platform emulator alone (cli/serve.py)
-    reload          make the running gateway re-read its config (cli/ops.py)
-    callbacks list  pending and dead deliveries in the outbox (cli/ops.py)
-    callbacks replay
-                    send one delivery again (cli/ops.py)
-    check-config    validate gateway.yaml (--probe: call each upstream) (cli/tools.py)
-    init            write a commented gateway.yaml to start from (cli/tools.py)
-    sign            show the canonical string and the sign for some params (cli/tools.py)
-    verify          check the sign among some params (cli/tools.py)
+    serve             run the gateway                                      cli/serve.py
+    sandbox           run the platform emulator alone                      cli/serve.py
+    reload            make the running gateway re-read its config          cli/ops.py
+    callbacks list    the pending and dead deliveries in the outbox        cli/ops.py
+    callbacks replay  send one delivery again                              cli/ops.py
+    check-config      validate gateway.yaml (--probe: call each upstream)  cli/tools.py
+    init              write a commented gateway.yaml to start from         cli/tools.py
+    sign              the canonical string and the sign of some params     cli/tools.py
+    verify            check the sign among some params                     cli/tools.py
 
-This module holds the parser and hands each command its arguments; a command returns the exit
+This module holds the parser and hands each command its arguments; a command returns its exit
 code (cli/config_file.py).
 """
 
