@@ -44,7 +44,7 @@ log = logs.logger("neu_gateway.supervisor")
 RESTART_PAUSE_S = 1.0
 
 
-def _reserve(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int) -> socket.socket:
     """A bound, not listening, SO_REUSEPORT socket: the port is ours, workers share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -161,7 +161,7 @@ class Supervisor:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _reserve(self, host: str, port: int) -> int:
-        sock = _reserve(host, port)
+        sock = reserve_port(host, port)
         self._reserved.append(sock)
         bound: int = sock.getsockname()[1]
         return bound
