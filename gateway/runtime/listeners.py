@@ -64,7 +64,7 @@ async def start_listener(
         await runner.cleanup()
         raise
     try:
-        await listener_site(runner, listen, shared).start()
+        await _site(runner, listen, shared).start()
     except OSError as exc:
         await runner.cleanup()
         raise listen_failure(key, listen.host, listen.port, exc) from None
@@ -72,7 +72,7 @@ async def start_listener(
     return f"http://{host}:{port}"
 
 
-def listener_site(runner: web.AppRunner, listen: ListenConfig, shared: bool) -> web.TCPSite:
+def _site(runner: web.AppRunner, listen: ListenConfig, shared: bool) -> web.TCPSite:
     """A listener as `listen` says; `shared`: a port the workers share (the kernel spreads
     connections among them)."""
     return web.TCPSite(
