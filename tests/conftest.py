@@ -12,7 +12,8 @@ from gateway.config.load import from_mapping
 from gateway.config.model import Config
 from gateway.http.keys import CONFIG
 from gateway.http.server import GuardedRunner
-from gateway.runtime.app import connection_limits, create_app
+from gateway.runtime.app import create_app
+from gateway.runtime.listeners import connection_limits
 from tests.support.pki import Pki, make_pki
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 

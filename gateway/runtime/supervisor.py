@@ -1,108 +1,50 @@
 """`workers: N`: N gateway processes on the same ports, and the one process that keeps them.
 
 The supervisor reserves each port (a bound SO_REUSEPORT socket, so port 0 works too), runs
-the embedded sandbox once for all workers, starts the workers with their placement in the
-environment and the config it has in force handed over (gateway/runtime/handover.py), says
-"listening" once every worker does, and starts a worker again if it dies. It reads the file
-at a SIGHUP and hands the workers the result; it passes SIGTERM and SIGINT on, each once. What
-workers must share (tokens and their single flight, the callbacks outbox, the seen signs) is
-in Redis, so N > 1 needs cache.backend: redis.
+the embedded sandbox once for all workers, starts the workers with their place in the
+environment and the config it has in force handed over (runtime/workers.py,
+runtime/handover.py), says "listening" once every worker does, and starts a worker again if it
+dies. It reads the file at a SIGHUP and hands the workers the result (runtime/reload.py); it
+passes SIGTERM and SIGINT on, each once. What workers must share (tokens and their single
+flight, the callbacks outbox, the seen signs) is in Redis, so N > 1 needs cache.backend: redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import multiprocess
 
 from gateway import logs
-from gateway.config.errors import ConfigError
 from gateway.config.live import LiveConfig
-from gateway.config.load import load
 from gateway.config.model import Config, Placement
 from gateway.metrics import MULTIPROCESS_DIR_ENV
-from gateway.runtime import handover
-from gateway.runtime.app import sandbox_runner, sandbox_settings, tls_setup_problems
-from gateway.runtime.serve import StartError, start_listening, write_pid
-from gateway.sandbox.server import create_sandbox_app, sandbox_appids, set_secret
+from gateway.runtime import handover, reload, signals
+from gateway.runtime.listeners import StartError, sandbox_runner, start_listener
+from gateway.runtime.reload import AsRun, as_is
+from gateway.runtime.resources import sandbox_settings
+from gateway.runtime.serve import write_pid
+from gateway.runtime.workers import PLACEMENT_ENV, Ports, SupervisorPipes, WorkerEnvironment
+from gateway.sandbox.server import create_sandbox_app
 
 log = logs.logger("neu_gateway.supervisor")
 
-# The worker's placement, as JSON: {"index", "listen_port", "callbacks_port", "admin_port",
-# "sandbox_url", "ready_fd", "handover_fd"}.
-PLACEMENT_ENV = "NEU_GATEWAY_WORKER"
 RESTART_PAUSE_S = 1.0
-MAX_WORKERS = 64
 
 
-def refusal(config: Config) -> str | None:
-    """Why this config cannot run with several workers, if it cannot."""
-    if config.workers > 1 and config.cache.backend != "redis":
-        return (
-            f"workers: {config.workers} needs cache.backend: redis: the token cache and its "
-            "single flight, the callbacks outbox and the seen callback signs must be shared by "
-            "the workers (with the memory backend each would keep its own)"
-        )
-    return None
-
-
-@dataclass(frozen=True)
-class WorkerPlacement:
-    index: int
-    listen_port: int
-    callbacks_port: int | None
-    admin_port: int | None
-    sandbox_url: str | None
-    ready_fd: int
-    handover_fd: int
-
-    def dumps(self) -> str:
-        return json.dumps(self.__dict__)
-
-
-def worker_placement(environ: dict[str, str] | os._Environ[str]) -> WorkerPlacement | None:
-    """Where the supervisor put this worker; None outside a worker."""
-    raw = environ.get(PLACEMENT_ENV)
-    return None if not raw else WorkerPlacement(**json.loads(raw))
-
-
-def placed(config: Config, spec: WorkerPlacement) -> Config:
-    """The config as this worker runs it: on the supervisor's ports, with no pid_file."""
-    listen = config.listen.model_copy(update={"port": spec.listen_port})
-    callbacks = config.callbacks
-    if callbacks.listen is not None and spec.callbacks_port is not None:
-        callbacks = callbacks.model_copy(
-            update={"listen": callbacks.listen.model_copy(update={"port": spec.callbacks_port})}
-        )
-    admin = config.admin
-    if admin.listen is not None and spec.admin_port is not None:
-        admin = admin.model_copy(
-            update={"listen": admin.listen.model_copy(update={"port": spec.admin_port})}
-        )
-    return replace(
-        config,
-        listen=listen,
-        callbacks=callbacks,
-        admin=admin,
-        pid_file=None,
-        placement=Placement(index=spec.index, sandbox_url=spec.sandbox_url),
-    )
-
-
-def _reserve(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int) -> socket.socket:
     """A bound, not listening, SO_REUSEPORT socket: the port is ours, workers share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -127,11 +69,7 @@ class _Worker:
 
 class Supervisor:
     def __init__(
-        self,
-        config: Config,
-        path: Path,
-        argv: Sequence[str],
-        as_run: Callable[[Config], Config] = lambda new: new,
+        self, config: Config, path: Path, argv: Sequence[str], as_run: AsRun = as_is
     ) -> None:
         self._config = config
         # The config in force: what a worker started now gets. A reload swaps it as a
@@ -147,13 +85,9 @@ class Supervisor:
         self._stopping = False
         # The stop signals passed on to the workers, each once.
         self._passed_on: set[signal.Signals] = set()
-        # One reload at a time, in the order the signals came: the last file read wins.
-        self._one_reload = asyncio.Lock()
-        self._reloads: set[asyncio.Task[None]] = set()
         self._sandbox: web.Application | None = None
         self._sandbox_url: str | None = None
         self._reserved: list[socket.socket] = []
-        self._ports: dict[str, int | None] = {}
         self._start_failed: asyncio.Future[None] | None = None
         # Where the workers' metrics live, so /metrics on any of them adds up all of them.
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="neu-gateway-metrics-"))
@@ -163,25 +97,29 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         shared_sandbox = await self._start_sandbox()
         try:
-            self._ports = {
-                "listen_port": self._reserve(config.listen.host, config.listen.port),
-                "callbacks_port": (
+            ports = Ports(
+                listen=self._reserve(config.listen.host, config.listen.port),
+                callbacks=(
                     self._reserve(config.callbacks.listen.host, config.callbacks.listen.port)
                     if config.callbacks.listen is not None
                     else None
                 ),
-                "admin_port": (
+                admin=(
                     self._reserve(config.admin.listen.host, config.admin.listen.port)
                     if config.admin.listen is not None
                     else None
                 ),
-            }
+            )
             stopped: asyncio.Future[signal.Signals] = loop.create_future()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._stop, signum, stopped)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            signals.install(
+                loop,
+                terminate=partial(self._stop, signal.SIGTERM, stopped),
+                interrupt=partial(self._stop, signal.SIGINT, stopped),
+                # One reload at a time, in the order the signals came: the last file read wins.
+                reload=reload.in_turn(self._reload),
+            )
             start_failed = self._start_failed = loop.create_future()
-            keepers = [asyncio.ensure_future(self._keep(worker)) for worker in self._workers]
+            keepers = [asyncio.ensure_future(self._keep(worker, ports)) for worker in self._workers]
             all_ready = asyncio.ensure_future(
                 asyncio.gather(*(worker.ready.wait() for worker in self._workers))
             )
@@ -204,7 +142,7 @@ class Supervisor:
             log.info(
                 "neu-gateway listening on http://%s:%d (%d workers)",
                 config.listen.host,
-                self._ports["listen_port"],
+                ports.listen,
                 config.workers,
             )
             await stopped
@@ -223,7 +161,7 @@ class Supervisor:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _reserve(self, host: str, port: int) -> int:
-        sock = _reserve(host, port)
+        sock = reserve_port(host, port)
         self._reserved.append(sock)
         bound: int = sock.getsockname()[1]
         return bound
@@ -238,9 +176,7 @@ class Supervisor:
         )
         # (Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.)
         runner = sandbox_runner(self._sandbox, config.limits, gateways=config.workers)
-        await start_listening(runner, config.sandbox.listen, "sandbox.listen")
-        host, port, *_ = runner.addresses[0]
-        self._sandbox_url = f"http://{host}:{port}"
+        self._sandbox_url = await start_listener(runner, config.sandbox.listen, "sandbox.listen")
         log.info(
             "sandbox listening on %s (apps: %s)",
             self._sandbox_url,
@@ -248,10 +184,10 @@ class Supervisor:
         )
         return runner
 
-    async def _keep(self, worker: _Worker) -> None:
+    async def _keep(self, worker: _Worker, ports: Ports) -> None:
         """Runs the worker, and again whenever it dies, until the gateway stops."""
         while not self._stopping:
-            code = await self._run_worker(worker)
+            code = await self._run_worker(worker, ports)
             if self._stopping or not worker.ready.is_set():
                 return
             log.error(
@@ -262,24 +198,20 @@ class Supervisor:
             )
             await asyncio.sleep(RESTART_PAUSE_S)
 
-    async def _run_worker(self, worker: _Worker) -> int:
+    async def _run_worker(self, worker: _Worker, ports: Ports) -> int:
         read_fd, write_fd = os.pipe()
         config_in, config_out = os.pipe()
-        placement = WorkerPlacement(
-            worker.index,
-            self._ports["listen_port"] or 0,
-            self._ports["callbacks_port"],
-            self._ports["admin_port"],
-            self._sandbox_url,
-            write_fd,
-            config_in,
+        environment = WorkerEnvironment(
+            Placement(index=worker.index, sandbox_url=self._sandbox_url),
+            ports,
+            SupervisorPipes(ready_fd=write_fd, handover_fd=config_in),
         )
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 *self._argv,
                 env={
                     **os.environ,
-                    PLACEMENT_ENV: placement.dumps(),
+                    PLACEMENT_ENV: environment.dumps(),
                     MULTIPROCESS_DIR_ENV: str(self._metrics_dir),
                 },
                 pass_fds=(write_fd, config_in),
@@ -353,71 +285,10 @@ class Supervisor:
         if not stopped.done():
             stopped.set_result(signum)
 
-    def _reload(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload_in_turn())
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
-
-    async def _reload_in_turn(self) -> None:
-        async with self._one_reload:
-            message = await self._read_config()
-            # Every worker gets the same reading of the files, a worker still starting too:
-            # it takes what it is sent once it listens.
-            for worker in self._workers:
-                if worker.sender is not None:
-                    worker.sender.send(message)
-
-    async def _read_config(self) -> handover.Message:
-        """The file read anew and made the config in force, or why not. The workers log
-        either, as one process does."""
-        try:
-            new = await asyncio.to_thread(self._load)
-        except ConfigError as exc:
-            return handover.Refused(tuple(exc.problems))
-        except Exception as exc:
-            # Named by its type only: the exception may quote the file, secrets and all.
-            return handover.Refused((f"reading it failed ({type(exc).__name__})",))
-        problems = self._sandbox_problems(new)
-        if problems:
-            return handover.Refused(tuple(problems))
-        # Before anything could log them.
-        logs.REDACTION.add_secrets(new.credentials())
-        before = self._live.current
-        self._live.swap(new, time.time())
-        self._tell_sandbox(before)
-        return new
-
-    def _load(self) -> Config:
-        new = self._as_run(load(self._path))
-        # A worker would refuse these too: every worker must take what the supervisor takes.
-        problems = tls_setup_problems(new)
-        if problems:
-            raise ConfigError(problems)
-        return new
-
-    def _sandbox_problems(self, new: Config) -> list[str]:
-        """What a new config asks of the sandbox that only a restart can give."""
-        if not new.sandbox_apps:
-            return []
-        names = ", ".join(entry.name for entry in new.sandbox_apps)
-        if self._sandbox is None:
-            return [f"apps ({names}): upstream sandbox needs a restart (no embedded sandbox runs)"]
-        known = sandbox_appids(self._sandbox)
-        unknown = [f"apps.{entry.name}" for entry in new.sandbox_apps if entry.appid not in known]
-        if unknown:
-            return [f"{', '.join(unknown)}: a new app on the embedded sandbox needs a restart"]
-        return []
-
-    def _tell_sandbox(self, before: Config) -> None:
-        """The shared sandbox learns the new secrets in force, as an embedded one does."""
-        if self._sandbox is None:
-            return
-        for entry in self._live.current.sandbox_apps:
-            old = before.apps.get(entry.name)
-            if old is None or not old.secret.matches(entry.secret.reveal()):
-                set_secret(self._sandbox, entry.appid, entry.secret.reveal())
-
-
-def worker_argv() -> list[str]:
-    """The command line a worker is started with: this one."""
-    return [sys.executable, "-m", "gateway", *sys.argv[1:]]
+    async def _reload(self) -> None:
+        message = await reload.read_for_workers(self._path, self._as_run, self._live, self._sandbox)
+        # Every worker gets the same reading of the files, a worker still starting too: it
+        # takes what it is sent once it listens.
+        for worker in self._workers:
+            if worker.sender is not None:
+                worker.sender.send(message)

@@ -219,7 +219,7 @@ def test_sandbox_listens_on_loopback_only() -> None:
 
 
 def test_the_sandbox_posts_login_codes_only_to_the_backend_hosts_it_is_given() -> None:
-    from gateway.runtime.app import sandbox_settings
+    from gateway.runtime.resources import sandbox_settings
 
     default = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
     assert sandbox_settings(default).allowed_backend_hosts == frozenset()

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.runtime.app import CannotStart, create_app
+from gateway.runtime.app import create_app
+from gateway.runtime.listeners import CannotStart
 from gateway.sandbox.server import ECHO_PATH, create_sandbox_app
 from tests.conftest import gateway_config, guarded
 from tests.support.pki import Pki, server_context

@@ -21,7 +21,8 @@ from gateway.config.load import from_mapping
 from gateway.core.errors import TooManyInFlight
 from gateway.egress.keys import IN_FLIGHT
 from gateway.egress.ratelimits import InFlight
-from gateway.runtime.app import apply_config, create_app
+from gateway.runtime.app import create_app
+from gateway.runtime.reload import apply_config
 from tests.conftest import guarded
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.config.load import from_mapping
-from gateway.runtime.app import apply_config, create_app
+from gateway.runtime.app import create_app
+from gateway.runtime.reload import apply_config
 from tests.conftest import guarded
 from tests.support.clock import MutableClock
 from tests.support.platform_double import APPID, SECRET, PlatformDouble

@@ -23,8 +23,9 @@ from yarl import URL
 
 from gateway.http.keys import CONFIG
 from gateway.http.server import GuardedRunner
-from gateway.runtime.app import connection_limits, create_app
+from gateway.runtime.app import create_app
 from gateway.runtime.keys import CALLBACKS_URL
+from gateway.runtime.listeners import connection_limits
 from tests.conftest import gateway_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

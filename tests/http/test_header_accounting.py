@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from gateway.http.keys import CONFIG
 from gateway.http.server import GuardedRunner
-from gateway.runtime.app import connection_limits, create_app
+from gateway.runtime.app import create_app
+from gateway.runtime.listeners import connection_limits
 from tests.conftest import gateway_config
 from tests.support.rawhttp import statuses
 

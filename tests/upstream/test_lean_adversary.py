@@ -21,7 +21,7 @@ from yarl import URL
 
 from gateway.core.errors import UpstreamBadResponse
 from gateway.egress.keys import UPSTREAM
-from gateway.runtime.app import apply_config
+from gateway.runtime.reload import apply_config
 from gateway.upstream.aiohttp_client import WaryConnector
 from gateway.upstream.lean.pool import REST_S, Pool, Slots
 from gateway.upstream.lean.wire import request_head

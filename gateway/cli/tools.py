@@ -1,0 +1,174 @@
+"""The commands that read a config and say something of it, no gateway running: check-config
+(with --probe, each upstream called), init, sign and verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from urllib.parse import urlencode
+
+from gateway.cli.config_file import (
+    EXIT_CONFIG,
+    EXIT_INVALID,
+    EXIT_OK,
+    load_or_report,
+    report_problems,
+)
+from gateway.cli.probe import probe_upstreams
+from gateway.cli.starter import ENVIRONMENT, STARTER_CONFIG
+from gateway.config.model import App, Config
+from gateway.config.schema import DEFAULT_CONFIG_PATH, without_credentials
+from gateway.core import signing
+from gateway.core.clock import SystemClock
+from gateway.core.params import caller_fields, is_secret_name
+from gateway.runtime.resources import tls_setup_problems
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    tls_problems = tls_setup_problems(config)
+    if tls_problems:
+        report_problems(args.config, tls_problems)
+        return EXIT_CONFIG
+    print(f"{args.config}: ok")
+    print(f"  listen: {config.listen.host}:{config.listen.port}")
+    sandbox = config.sandbox.listen
+    for app in config.apps.values():
+        default = " (default)" if app.name == config.default_app else ""
+        upstream = app.upstream
+        if app.uses_sandbox:
+            upstream = f"sandbox (embedded, http://{sandbox.host}:{sandbox.port})"
+        # Only when off: the doc's checks are the default, and worth naming when they are not.
+        checks = ", validation off" if app.validation == "off" else ""
+        print(f"  app {app.name}{default}: appid {app.appid}, upstream {upstream}{checks}")
+    for line in summary(config):
+        print(f"  {line}")
+    if args.probe:
+        lines, all_answered = asyncio.run(probe_upstreams(config))
+        for line in lines:
+            print(f"  probe: {line}")
+        if not all_answered:
+            return EXIT_INVALID
+    return EXIT_OK
+
+
+def summary(config: Config) -> list[str]:
+    """Callers, callbacks and cache as check-config shows them: names and places, no secrets."""
+    lines = [
+        f"caller {caller.name}: apps {', '.join(sorted(caller.apps))}; "
+        f"allow {', '.join(map(str, caller.routes))}"
+        + ("" if caller.rate is None else f"; rate limit {caller.rate} (each process)")
+        for caller in config.callers.values()
+    ] or ["callers: none (no token asked for)"]
+    if config.trusted_networks:
+        lines.append(f"trusted networks: {', '.join(map(str, config.trusted_networks))}")
+    listen = config.callbacks.listen
+    if listen is None:
+        lines.append("callbacks: off (no callbacks.listen)")
+    else:
+        lines.append(
+            f"callbacks: listen {listen.host}:{listen.port}, store {config.callbacks.store}"
+        )
+        lines += [
+            f"  app {app.name}: deliver_to "
+            + (app.callbacks.deliver_to or "none, so its callbacks end up dead in the outbox")
+            + ("" if app.callbacks.verify_sign else "; verify_sign off")
+            for app in config.apps.values()
+        ]
+    cache = config.cache
+    if cache.backend == "redis" and cache.url is not None:
+        where = f"redis at {without_credentials(cache.url)}, keys under {cache.key_prefix!r}"
+        lines.append(f"cache: {where}")
+    else:
+        lines.append(f"cache: memory, up to {cache.max_entries} logins")
+    return lines
+
+
+def init(args: argparse.Namespace) -> int:
+    path = args.dir / DEFAULT_CONFIG_PATH
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        # "x" refuses a file that is there, even one made a moment ago.
+        with path.open("w" if args.force else "x", encoding="utf-8") as file:
+            file.write(STARTER_CONFIG)
+    except FileExistsError:
+        print(f"neu-gateway: {path} exists; --force replaces it", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"neu-gateway: cannot write {path} ({exc.strerror})", file=sys.stderr)
+        return EXIT_CONFIG
+    width = max(len(name) for name, _ in ENVIRONMENT)
+    print(f"wrote {path}")
+    print("next:")
+    print("  1. put your app's appid and the platform's base URL in it (apps.myapp)")
+    print("  2. set the environment variables it reads:")
+    for name, meaning in ENVIRONMENT:
+        print(f"       {name:{width}}  {meaning}")
+    print(f"  3. neu-gateway check-config -c {path}")
+    print(f"  4. neu-gateway serve -c {path}")
+    return EXIT_OK
+
+
+def params_for(args: argparse.Namespace) -> tuple[App, dict[str, str]] | None:
+    config = load_or_report(args.config)
+    if config is None:
+        return None
+    name: str | None = args.app or config.default_app
+    if name is None or name not in config.apps:
+        known = ", ".join(config.apps)
+        print(f"neu-gateway: choose an app with --app ({known})", file=sys.stderr)
+        return None
+    app = config.apps[name]
+    pairs = []
+    for item in args.params:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            print(f"neu-gateway: {item!r} is not key=value", file=sys.stderr)
+            return None
+        pairs.append((key, value))
+    given = dict(pairs)
+    if given.get("appid", app.appid) != app.appid:
+        print(f"note: appid replaced by the app's own, {app.appid}", file=sys.stderr)
+    fields = caller_fields((k, v) for k, v in pairs if not is_secret_name(k))
+    fields["appid"] = app.appid
+    fields["timestamp"] = given.get("timestamp") or str(SystemClock().now_ms())
+    if "sign" in given:
+        fields["sign"] = given["sign"]
+    return app, fields
+
+
+def print_canonical(app: App, fields: dict[str, str]) -> None:
+    print(f"app:       {app.name} (appid {app.appid})")
+    print(f"canonical: {signing.canonical_string(fields, signing.SECRET_MASK)}")
+
+
+def sign(args: argparse.Namespace) -> int:
+    found = params_for(args)
+    if found is None:
+        return EXIT_CONFIG
+    app, fields = found
+    fields.pop("sign", None)
+    fields["sign"] = signing.sign(fields, app.secret.reveal())
+    print_canonical(app, fields)
+    print(f"sign:      {fields['sign']}")
+    print(f"form:      {urlencode(fields)}")
+    return EXIT_OK
+
+
+def verify(args: argparse.Namespace) -> int:
+    found = params_for(args)
+    if found is None:
+        return EXIT_CONFIG
+    app, fields = found
+    print_canonical(app, fields)
+    if "sign" not in fields:
+        print("result:    no sign=... given", file=sys.stderr)
+        return EXIT_INVALID
+    if signing.verify(fields, app.secret.reveal()):
+        print("result:    valid")
+        return EXIT_OK
+    print(f"result:    INVALID, expected sign {signing.sign(fields, app.secret.reveal())}")
+    return EXIT_INVALID

@@ -1,0 +1,147 @@
+"""serve and sandbox, run in this process as far as they go before serving: what each refuses,
+and how. (Serving is in tests/e2e/test_cli.py and test_workers.py.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway import logs
+from gateway.cli import serve
+from gateway.config.load import from_mapping
+from gateway.runtime.workers import PLACEMENT_ENV
+from tests.cli.support import run
+from tests.support.processes import write_config
+
+
+@pytest.fixture(autouse=True)
+def secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEU_SECRET_DEMO", "s3cret-value")
+
+
+@pytest.fixture
+def logging_kept(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """serve sets up the process's logging once it has read the config: the test run's own
+    comes back after the test."""
+    root = logging.getLogger()
+    level = root.level
+    handlers = [(handler, handler.formatter, list(handler.filters)) for handler in root.handlers]
+    monkeypatch.setattr(logs, "_direct_format", logs._direct_format)
+    yield
+    logging.captureWarnings(False)
+    root.setLevel(level)
+    for handler, formatter, filters in handlers:
+        handler.setFormatter(formatter)
+        handler.filters[:] = filters
+
+
+def test_serve_of_no_config_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(capsys, "serve", "-c", str(tmp_path / "absent.yaml"))
+    assert ran.status == 2
+    assert ran.stderr.startswith(f"neu-gateway: no config file at {tmp_path}/absent.yaml\n")
+
+
+def test_a_worker_whose_supervisor_ended_before_the_handover_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)
+    said = {
+        "index": 3,
+        "listen_port": 1,
+        "callbacks_port": None,
+        "admin_port": None,
+        "sandbox_url": None,
+        "ready_fd": -1,
+        "handover_fd": read_fd,
+    }
+    monkeypatch.setenv(PLACEMENT_ENV, json.dumps(said))
+    try:
+        # The worker reads no file: the one named is not there.
+        ran = run(capsys, "serve", "-c", str(tmp_path / "absent.yaml"))
+    finally:
+        os.close(read_fd)
+    assert ran.status == 1
+    assert ran.stderr == (
+        "neu-gateway: worker 3: the supervisor ended before it handed over the config\n"
+    )
+
+
+@pytest.mark.usefixtures("logging_kept")
+@pytest.mark.parametrize("workers", ["0", "65"])
+def test_serve_takes_1_to_64_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    ran = run(capsys, "serve", "-c", str(write_config(tmp_path)), "--workers", workers)
+    assert (ran.status, ran.stderr) == (2, "neu-gateway: --workers must be 1 to 64\n")
+
+
+@pytest.mark.usefixtures("logging_kept")
+def test_several_workers_without_redis_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(capsys, "serve", "-c", str(write_config(tmp_path)), "--workers", "2")
+    assert ran.status == 2
+    assert ran.stderr.startswith("neu-gateway: workers: 2 needs cache.backend: redis: ")
+
+
+def test_a_backlog_above_the_kernels_cap_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    cap = int(serve.SOMAXCONN.read_text())
+    if cap >= 65535:
+        pytest.skip("the kernel takes any backlog the config can name")
+    config = from_mapping(
+        {
+            "listen": {"backlog": cap + 1},
+            "apps": {"demo": {"appid": "demo-appid", "secret_env": "S", "upstream": "sandbox"}},
+        },
+        {"S": "s3cret-value"},
+    )
+    with caplog.at_level(logging.WARNING, "neu_gateway"):
+        serve.warn_of_capped_backlogs(config)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"listen.backlog is {cap + 1}, but the kernel holds at most {cap} (net.core.somaxconn)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--host", "0.0.0.0"], "the sandbox listens on a loopback address only"),
+        (["--app", "demo-appid"], "--app 'demo-appid' is not APPID=SECRET"),
+        (["--app", "=s3cret"], "--app '=s3cret' is not APPID=SECRET"),
+        (
+            ["--allow-backend-host", "http://backend.internal"],
+            "--allow-backend-host 'http://backend.internal' is not a bare host name or IP "
+            "address, e.g. backend.internal or 10.0.0.5 (no scheme, port or path)",
+        ),
+    ],
+    ids=["a public address", "an app without its secret", "a secret without its app", "a URL"],
+)
+def test_the_sandbox_command_refuses_with_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    ran = run(capsys, "sandbox", *argv)
+    assert (ran.status, ran.stderr) == (2, f"neu-gateway: {message}\n")
+
+
+def test_the_sandbox_command_names_its_options_when_its_port_is_taken(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = run(capsys, "sandbox", "--port", str(port))
+    assert ran.status == 1
+    assert ran.stderr == (
+        f"neu-gateway: cannot start: --host/--port: cannot listen on 127.0.0.1:{port}: the port "
+        "is in use by another process (stop it, or change --host/--port)\n"
+    )

@@ -1,0 +1,198 @@
+"""check-config, init, sign and verify, run in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.starter import STARTER_CONFIG
+from tests.cli.support import run
+from tests.support.processes import write_config
+
+VECTOR_SIGN = "964bd40923c2f8911560c18cb06f580d3d26436378c11edff3f0691e4db00242"
+VECTOR_PARAMS = ("code=abc123", "grantType=authorization_code", "scope=user.info")
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One app, demo-appid, with the published vector's secret."""
+    monkeypatch.setenv("NEU_SECRET_DEMO", "demo-secret")
+    return write_config(tmp_path, "https://platform.example")
+
+
+def test_sign_prints_the_published_vector_with_the_secret_masked(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(capsys, "sign", "-c", str(config), *VECTOR_PARAMS, "timestamp=1700000000000")
+    assert ran.status == 0
+    assert ran.stdout.splitlines() == [
+        "app:       demo (appid demo-appid)",
+        "canonical: appid=demo-appidcode=abc123grantType=authorization_codescope=user.info"
+        "secret=******timestamp=1700000000000",
+        f"sign:      {VECTOR_SIGN}",
+        "form:      code=abc123&grantType=authorization_code&scope=user.info&appid=demo-appid"
+        f"&timestamp=1700000000000&sign={VECTOR_SIGN}",
+    ]
+    assert "demo-secret" not in ran.stdout + ran.stderr
+
+
+def test_sign_replaces_a_given_appid_and_sign_and_drops_a_secret(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(
+        capsys,
+        "sign",
+        "-c",
+        str(config),
+        *VECTOR_PARAMS,
+        "timestamp=1700000000000",
+        "appid=someone-else",
+        "sign=given",
+        "secret=guessed",
+    )
+    assert ran.status == 0
+    assert ran.stderr == "note: appid replaced by the app's own, demo-appid\n"
+    assert f"sign:      {VECTOR_SIGN}" in ran.stdout
+    assert "guessed" not in ran.stdout
+
+
+def test_sign_takes_the_time_now_unless_given(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(capsys, "sign", "-c", str(config), "x=1")
+    [timestamp] = [part for part in ran.stdout.split("&") if part.startswith("timestamp=")]
+    assert len(timestamp.removeprefix("timestamp=")) == 13
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no-equals-sign"], "neu-gateway: 'no-equals-sign' is not key=value\n"),
+        (["=value"], "neu-gateway: '=value' is not key=value\n"),
+        (["--app", "nope"], "neu-gateway: choose an app with --app (demo)\n"),
+    ],
+    ids=["a param without =", "a param without a key", "an app not in the config"],
+)
+@pytest.mark.parametrize("command", ["sign", "verify"])
+def test_sign_and_verify_refuse_bad_arguments_with_exit_2(
+    config: Path, capsys: pytest.CaptureFixture[str], command: str, argv: list[str], message: str
+) -> None:
+    ran = run(capsys, command, "-c", str(config), *argv)
+    assert (ran.status, ran.stdout, ran.stderr) == (2, "", message)
+
+
+def test_verify_accepts_the_published_vector(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(
+        capsys,
+        "verify",
+        "-c",
+        str(config),
+        *VECTOR_PARAMS,
+        "timestamp=1700000000000",
+        f"sign={VECTOR_SIGN}",
+    )
+    assert ran.status == 0
+    assert ran.stdout.splitlines()[-1] == "result:    valid"
+
+
+def test_verify_names_the_sign_it_expected(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(
+        capsys,
+        "verify",
+        "-c",
+        str(config),
+        *VECTOR_PARAMS,
+        "timestamp=1700000000000",
+        "sign=" + "0" * 64,
+    )
+    assert ran.status == 1
+    assert ran.stdout.splitlines()[-1] == f"result:    INVALID, expected sign {VECTOR_SIGN}"
+
+
+def test_verify_without_a_sign_says_so(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ran = run(capsys, "verify", "-c", str(config), "timestamp=1")
+    assert ran.status == 1
+    assert ran.stderr == "result:    no sign=... given\n"
+
+
+def test_check_config_shows_the_listener_and_each_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEU_SECRET_DEMO", "s3cret-value")
+    config = write_config(tmp_path)
+    ran = run(capsys, "check-config", "-c", str(config), "--probe")
+    assert ran.status == 0, ran.stderr
+    assert ran.stdout.splitlines() == [
+        f"{config}: ok",
+        "  listen: 127.0.0.1:0",
+        "  app demo (default): appid demo-appid, upstream sandbox (embedded, http://127.0.0.1:0)",
+        "  callers: none (no token asked for)",
+        "  callbacks: off (no callbacks.listen)",
+        "  cache: memory, up to 10000 logins",
+        "  probe: app demo: sandbox (embedded; runs on this host's clock)",
+    ]
+    assert "s3cret-value" not in ran.stdout
+
+
+def test_check_config_refuses_a_tls_file_it_cannot_use_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEU_SECRET_DEMO", "s3cret-value")
+    config = write_config(tmp_path, "https://platform.example")
+    text = config.read_text().replace(
+        "    upstream: https://platform.example\n",
+        f"    upstream: https://platform.example\n    tls: {{ca_file: {tmp_path}}}\n",
+    )
+    config.write_text(text)
+    ran = run(capsys, "check-config", "-c", str(config))
+    assert ran.status == 2
+    assert ran.stdout == ""
+    first, second = ran.stderr.splitlines()
+    assert first == f"neu-gateway: invalid config {config}:"
+    assert second.startswith("  apps.demo.tls.ca_file: cannot use")
+
+
+def test_check_config_of_no_file_says_how_to_get_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(capsys, "check-config", "-c", str(tmp_path / "absent.yaml"))
+    assert ran.status == 2
+    assert ran.stderr.splitlines()[0] == f"neu-gateway: no config file at {tmp_path}/absent.yaml"
+
+
+def test_init_writes_the_starter_once_and_again_only_with_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "conf"
+    written = run(capsys, "init", str(directory))
+    path = directory / "gateway.yaml"
+    assert written.status == 0
+    assert written.stdout.splitlines()[0] == f"wrote {path}"
+    assert written.stdout.splitlines()[-2:] == [
+        f"  3. neu-gateway check-config -c {path}",
+        f"  4. neu-gateway serve -c {path}",
+    ]
+    assert path.read_text() == STARTER_CONFIG
+    path.write_text("# mine\n")
+    again = run(capsys, "init", str(directory))
+    assert (again.status, again.stderr) == (
+        2,
+        f"neu-gateway: {path} exists; --force replaces it\n",
+    )
+    assert path.read_text() == "# mine\n"
+    forced = run(capsys, "init", str(directory), "--force")
+    assert forced.status == 0
+    assert path.read_text() == STARTER_CONFIG
+
+
+def test_init_says_why_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ran = run(capsys, "init", str(blocker / "conf"))
+    assert ran.status == 2
+    assert ran.stderr.startswith(f"neu-gateway: cannot write {blocker}/conf/gateway.yaml (")
