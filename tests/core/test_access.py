@@ -60,6 +60,18 @@ def test_any_method_route() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "route"),
+    [
+        pytest.param("GET /neuopenapi/a", Route("GET", "/neuopenapi/a"), id="as written"),
+        pytest.param(" post   /neuopenapi/pay/* ", Route("POST", "/neuopenapi/pay/*"), id="loose"),
+        pytest.param("* /neuopenapi/*", Route("*", "/neuopenapi/*"), id="any method"),
+    ],
+)
+def test_a_route_is_its_method_in_capitals_and_its_pattern(text: str, route: Route) -> None:
+    assert Route.parse(text) == route
+
+
+@pytest.mark.parametrize(
     "text", ["PUT /neuopenapi/x", "POST /other/x", "POST", "/neuopenapi/x", "GET neuopenapi/x"]
 )
 def test_bad_routes(text: str) -> None:
@@ -99,6 +111,7 @@ def test_identify() -> None:
         pytest.param({}, None, "10.0.0.9", ANONYMOUS, id="no callers: anonymous"),
         pytest.param(CALLERS, None, "10.0.0.9", None, id="no token"),
         pytest.param(CALLERS, "Bearer nope", "127.0.0.1", None, id="unknown token, even trusted"),
+        pytest.param(CALLERS, "Basic b3Jk", "127.0.0.1", None, id="other scheme, even trusted"),
         pytest.param(CALLERS, None, "127.0.0.1", TRUSTED, id="trusted network"),
         pytest.param(CALLERS, "Bearer notifier-token-0123456789", "10.0.0.9", NOTIFIER, id="token"),
         pytest.param(CALLERS, None, "not-an-ip", None, id="odd remote"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from gateway.core.clock import within
+from gateway.core.clock import SystemClock, within
 from tests.support.clock import MutableClock
 
 
@@ -53,3 +54,14 @@ async def test_errors_of_the_work_are_raised() -> None:
 
     with pytest.raises(ValueError, match="bad"):
         await within(MutableClock(), 60, fails())
+
+
+async def test_the_system_clock_reads_milliseconds_and_sleeps() -> None:
+    clock = SystemClock()
+    before = time.time_ns() // 1_000_000
+    now = clock.now_ms()
+    assert isinstance(now, int)
+    assert before <= now <= time.time_ns() // 1_000_000
+    started = clock.monotonic()
+    await clock.sleep(0.01)  # wait-ok: the system clock's own sleep is what is tested
+    assert clock.monotonic() - started >= 0.01

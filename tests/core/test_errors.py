@@ -67,3 +67,36 @@ def test_the_platform_shape_has_no_error_code() -> None:
         "responseHeader": {"status": 200, "msg": "OK"},
         "response": {"a": 1},
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        pytest.param("a" * 64, "'" + "a" * 64 + "'", id="64 characters shown whole"),
+        pytest.param("a" * 65, "'" + "a" * 64 + "…'", id="65 cut to 64 and marked"),
+        pytest.param("k\n\x00\u200b", "'k???'", id="unprintable characters as ?"),
+    ],
+)
+def test_a_name_in_a_message_is_printable_and_at_most_64_characters(name: str, shown: str) -> None:
+    assert errors.quoted_name(name) == shown
+
+
+def test_an_error_has_no_headers_unless_given() -> None:
+    assert GatewayError().headers == {}
+    assert GatewayError("m", {"Retry-After": "1"}).headers == {"Retry-After": "1"}
+
+
+def test_a_401_names_the_bearer_scheme_beside_any_other_header() -> None:
+    error = errors.Unauthenticated("no token", {"X-A": "1"})
+    assert (error.msg, error.headers) == ("no token", {"WWW-Authenticate": "Bearer", "X-A": "1"})
+    assert errors.Unauthenticated().headers == {"WWW-Authenticate": "Bearer"}
+
+
+def test_an_unreachable_upstream_says_whether_the_request_left() -> None:
+    assert errors.UpstreamUnreachable().unsent is False
+    error = errors.UpstreamUnreachable("refused", {"Retry-After": "2"}, unsent=True)
+    assert (error.msg, error.headers, error.unsent) == ("refused", {"Retry-After": "2"}, True)
+
+
+def test_a_message_renders_as_utf_8_not_as_escapes() -> None:
+    assert "\u00e9".encode() in render(errors.InvalidParams("caf\u00e9"))

@@ -85,6 +85,22 @@ def test_unpaired_surrogate_is_hashed_as_java_does() -> None:
     assert sign({"k": "\ud800"}, "s") == sign({"k": "?"}, "s")
 
 
+def test_an_unpaired_surrogate_in_a_key_is_sorted_by_its_code_unit_and_hashed_as_java_does() -> (
+    None
+):
+    # U+D800 alone is one UTF-16 unit, the first of U+10000's two: it sorts before it, and
+    # both before U+FFFF; Java's getBytes(UTF_8) writes it as '?'.
+    params = {"\uffff": "c", "\U00010000": "b", "\ud800": "a", "\u00e9": "e"}
+    canonical = "secret=s\u00e9=e\ud800=a\U00010000=b\uffff=c"
+    assert canonical_string(params, "s") == canonical
+    assert sign(params, "s") == sha256_hex("secret=s\u00e9=e?=a\U00010000=b\uffff=c")
+
+
+def test_a_sign_with_an_unpaired_surrogate_is_refused_not_an_error() -> None:
+    assert not verify({**PUBLISHED, "sign": "\ud800"}, "demo-secret")
+    assert not verify({**PUBLISHED, "sign": PUBLISHED_SIGN[:-1] + "\udfff"}, "demo-secret")
+
+
 def test_verify_accepts_only_the_exact_sign() -> None:
     signed = {**PUBLISHED, "sign": PUBLISHED_SIGN}
     assert verify(signed, "demo-secret")
