@@ -114,3 +114,9 @@ def test_unverified_claims(token: str, claims: dict[str, object] | None) -> None
 def test_reading_claims_never_raises(token: str) -> None:
     claims = jwt.unverified_claims(token)
     assert claims is None or isinstance(claims, dict)
+
+
+@given(st.text(max_size=300))
+def test_decode_only_ever_raises_token_error(text: str) -> None:
+    with pytest.raises(jwt.TokenError):
+        jwt.decode(text, KEY)

@@ -200,3 +200,12 @@ def test_the_sign_is_checked_with_the_secret_of_the_appid_sent() -> None:
 def test_rejected_carries_its_status_and_message() -> None:
     rejected = Rejected(403, "no")
     assert (rejected.status, rejected.msg, str(rejected)) == (403, "no", "no")
+
+
+@given(st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=6), st.booleans())
+def test_anything_unsigned_is_refused_never_an_unexpected_error(
+    params: dict[str, str], explain: bool
+) -> None:
+    with pytest.raises(Rejected) as caught:
+        check_signed_request(params, {"a": "s"}, NOW, explain)
+    assert caught.value.status in (400, 401)
