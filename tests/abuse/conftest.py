@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from tests.support.paths import TOKEN, TRADE
 from tests.support.processes import GatewayProcess, StartGateway, write_config
 
 
@@ -261,13 +262,13 @@ async def processing_trade(target: Target) -> str:
     token = await call(
         target.port,
         "POST",
-        "/neuopenapi/oauth/mini/accessToken",
+        TOKEN,
         f"code={login['code']}&grantType=authorization_code&scope=user.info",
     )
     trade = await call(
         target.port,
         "POST",
-        "/neuopenapi/pay/transactions/trade",
+        TRADE,
         f"outTradeNo=o-{time.time_ns()}&amount=100&currency=USD&openId={login['openId']}"
         "&notifyUrl=http%3A%2F%2F127.0.0.1%3A9%2Fnowhere",
     )

@@ -15,9 +15,9 @@ from tests.abuse.conftest import (
     read_answer,
     request_bytes,
 )
+from tests.support.paths import DETAIL
+from tests.support.paths import SANDBOX_ECHO as ECHO
 
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-ECHO = "/neuopenapi/sandbox/echo"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ORDERS_TOKEN = "orders-token-0123456789abcdef"
 NOTIFIER_TOKEN = "notifier-token-0123456789abcdef"

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from tests.abuse.conftest import HEADER_TIMEOUT_S, Target, request_bytes
+from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.rawhttp import statuses, until_closed
 
-ECHO = "/neuopenapi/sandbox/echo"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 HEALTH = request_bytes("GET", "/healthz")
 # What a closed connection may take beyond its timeout: the timer, and this test's own reading.

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from tests.abuse.conftest import StartTarget, Target, assert_refused, exchange, request_bytes
+from tests.support.paths import DETAIL
+from tests.support.paths import SANDBOX_ECHO as ECHO
 
-ECHO = "/neuopenapi/sandbox/echo"
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
 PAY = "/callbacks/demo/pay"
 MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
 CALLER_TOKEN = "orders-token-0123456789abcdef"

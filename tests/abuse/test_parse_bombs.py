@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.abuse.conftest import Target, assert_refused, exchange, request_bytes
+from tests.support.paths import SANDBOX_ECHO as ECHO
 
-ECHO = "/neuopenapi/sandbox/echo"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON = {"Content-Type": "application/json"}
 CHUNKED = {"Transfer-Encoding": "chunked"}

@@ -21,8 +21,8 @@ from tests.abuse.conftest import (
     read_answer,
     request_bytes,
 )
+from tests.support.paths import SANDBOX_ECHO as ECHO
 
-ECHO = "/neuopenapi/sandbox/echo"
 PAY = "/callbacks/demo/pay"
 FORM_TYPE = "application/x-www-form-urlencoded"
 MIN_RATE = 1000

@@ -24,8 +24,9 @@ from tests.abuse.conftest import (
     read_answer,
     request_bytes,
 )
+from tests.support.paths import DETAIL
+from tests.support.paths import SANDBOX_ECHO as ECHO
 
-ECHO = "/neuopenapi/sandbox/echo"
 PAY = "/callbacks/demo/pay"
 # What a closed connection may take beyond its timeout: the timer, and this test's own reading.
 SLACK_S = 2.0
@@ -447,7 +448,7 @@ async def test_requests_whose_clients_left_let_go_of_what_they_hold(target: Targ
     fields = "&".join(f"x{i}={'v' * 4500}" for i in range(190))
     request = request_bytes(
         "GET",
-        f"/neuopenapi/pay/transactions/tradedetail?tradeNo={trade_no}&wait=60",
+        f"{DETAIL}?tradeNo={trade_no}&wait=60",
         fields.encode(),
         {"Content-Type": "application/x-www-form-urlencoded"},
     )

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.abuse.conftest import Liveness, Target, exchange, request_bytes
+from tests.support.paths import ECHO
 from tests.support.processes import StartGateway, write_config
 from tests.upstream.test_lean import read_request, upstream
 
-ECHO = "/neuopenapi/test/echo"
 CALLERS = 8
 MAX_RESPONSE_BYTES = 1 << 20
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

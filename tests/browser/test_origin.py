@@ -13,12 +13,12 @@ from playwright.async_api import Page
 
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
+from tests.support.paths import DETAIL
 from tests.support.platform_double import APPID, SECRET
 from tests.support.sandbox_client import call
 
 pytestmark = pytest.mark.e2e
 Client = TestClient[Any, Any]
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from playwright.async_api import Browser, Page, expect
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.browser.conftest import TIMEOUT_MS
+from tests.support.paths import ACTIVITY, DETAIL, NOTIFY, TRADE
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import GatewayProcess, StartGateway, write_config
 from tests.support.receiver import CallbackReceiver
@@ -248,7 +249,7 @@ async def test_fail_let_expire_and_each_callback_attempt_show_live(
             "openId": open_id,
             "notifyUrl": receiver.url,
         }
-        await call(sandbox, "POST", "/neuopenapi/pay/transactions/trade", params)
+        await call(sandbox, "POST", TRADE, params)
     trades = page.get_by_test_id("trade")
     # Newest first, amounts in major units.
     await expect(trades).to_have_count(2)
@@ -290,7 +291,7 @@ async def test_a_retry_still_to_come_shows_when(
         "openId": open_id,
         "notifyUrl": receiver.url,
     }
-    await call(sandbox, "POST", "/neuopenapi/pay/transactions/trade", params)
+    await call(sandbox, "POST", TRADE, params)
     await page.get_by_role("button", name="Pay").click()
     await expect(page.get_by_test_id("callback-attempt")).to_contain_text(
         re.compile(r"Attempt 1 \(succeeded\) → HTTP 500 · next retry in 0:(30|2\d)")
@@ -302,7 +303,7 @@ async def test_a_sign_rejection_shows_what_was_signed_and_where_a_string_differs
 ) -> None:
     await page.goto(page_url(sandbox))
     params = {**signed({"tradeNo": "T1"}), "tradeNo": "T2"}  # changed after signing
-    await sandbox.get("/neuopenapi/pay/transactions/tradedetail", params=params)
+    await sandbox.get(DETAIL, params=params)
     entry = page.get_by_test_id("request").first
     await expect(entry).to_contain_text("refused")
     await expect(entry).to_contain_text("401 sign error")
@@ -365,11 +366,9 @@ async def fill_the_page(sandbox: Client) -> None:
         "notifyUrl": "http://127.0.0.1:9/superpay/notify",
         "description": "Two coffees",
     }
-    trade_no = (await call(sandbox, "POST", "/neuopenapi/pay/transactions/trade", trade))[
-        "response"
-    ]["tradeNo"]
+    trade_no = (await call(sandbox, "POST", TRADE, trade))["response"]["tradeNo"]
     second = {**trade, "outTradeNo": "order-1002", "amount": "850", "description": "A croissant"}
-    await call(sandbox, "POST", "/neuopenapi/pay/transactions/trade", second)
+    await call(sandbox, "POST", TRADE, second)
     await sandbox.post(f"/sandbox/trades/{trade_no}/pay", data={"result": "succeeded"})
     notify = {
         "openIds": open_id,
@@ -380,7 +379,7 @@ async def fill_the_page(sandbox: Client) -> None:
         "text": "Order 1001 is paid",
         "language": "en_US",
     }
-    await call(sandbox, "POST", "/neuopenapi/notify/sendNotify", notify)
+    await call(sandbox, "POST", NOTIFY, notify)
     for activity_id, color, title, text in (
         ("order-1001", "FFD54F", "Order", "On its way"),
         ("flight-1", "1E88E5", "Flight SV 1020", "Boarding 10:40, gate 7"),
@@ -397,8 +396,8 @@ async def fill_the_page(sandbox: Client) -> None:
             "validityTime": "600",
             "language": "en_US",
         }
-        await call(sandbox, "POST", "/neuopenapi/activity/sendActivity", card)
-    await sandbox.get("/neuopenapi/pay/transactions/tradedetail", params={**signed({}), "x": "1"})
+        await call(sandbox, "POST", ACTIVITY, card)
+    await sandbox.get(DETAIL, params={**signed({}), "x": "1"})
 
 
 LABELLED = """() => [...document.querySelectorAll("input, select, textarea, button")]

@@ -20,6 +20,7 @@ from gateway.egress.keys import BASE_URLS
 from gateway.runtime.app import create_app
 from gateway.runtime.keys import CALLBACKS_URL
 from tests.conftest import guarded
+from tests.support.paths import TRADE
 from tests.support.platform_double import APPID, SECRET
 from tests.support.receiver import CallbackReceiver
 
@@ -81,7 +82,7 @@ class Sandbox:
             "openId": login["openId"],
             "notifyUrl": notify_url or self.notify_url,
         }
-        response = await self.gateway.post("/neuopenapi/pay/transactions/trade", data=trade)
+        response = await self.gateway.post(TRADE, data=trade)
         trade_no: str = (await response.json())["response"]["tradeNo"]
         return trade_no
 

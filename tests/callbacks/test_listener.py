@@ -28,6 +28,7 @@ from tests.callbacks.conftest import (
     signed_callback,
 )
 from tests.conftest import guarded
+from tests.support.paths import DETAIL, ECHO, USER_INFO
 from tests.support.platform_double import SECRET
 from tests.support.rawhttp import statuses
 from tests.support.receiver import CallbackReceiver
@@ -163,7 +164,7 @@ async def test_the_callbacks_listener_serves_nothing_else(gateway: Client) -> No
     async with aiohttp.ClientSession() as session:
         base = gateway.app[CALLBACKS_URL]
         for method, path in (
-            ("GET", "/neuopenapi/pay/transactions/tradedetail"),
+            ("GET", DETAIL),
             ("GET", "/healthz"),
             ("POST", "/callbacks/nope/pay"),
         ):
@@ -326,7 +327,7 @@ async def test_an_error_is_answered_alike_on_both_listeners(gateway: Client) -> 
     answers = []
     async with aiohttp.ClientSession() as session:
         for url in (
-            str(gateway.make_url("/neuopenapi/test/echo")),
+            str(gateway.make_url(ECHO)),
             gateway.app[CALLBACKS_URL] + "/callbacks/demo/pay",
         ):
             async with session.post(
@@ -372,7 +373,7 @@ async def test_an_accepted_callback_gets_a_request_id_and_an_access_line(
     )
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/neuopenapi/oauth/mini/user/info"])
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", USER_INFO])
 async def test_another_path_is_404_in_the_envelope_with_a_request_id(
     gateway: Client, path: str
 ) -> None:

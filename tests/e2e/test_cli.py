@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import DETAIL, TOKEN
 from tests.support.platform_double import SECRET
 from tests.support.processes import StartCommand, StartGateway, neu_gateway, write_config
 from tests.support.rawhttp import raw_request
@@ -241,7 +242,7 @@ async def test_serve_logs_requests_without_secrets(
     async with (
         aiohttp.ClientSession() as session,
         session.post(
-            gateway.url + "/neuopenapi/oauth/mini/accessToken",
+            gateway.url + TOKEN,
             data={"code": "one-time-code", "grantType": "authorization_code", "scope": "user.info"},
             headers={"X-Request-Id": "req-77"},
         ) as response,
@@ -277,7 +278,7 @@ async def test_sandbox_command_runs_the_platform_alone(start_command: StartComma
         "demo-appid=demo-secret",
         ready_when="sandbox",
     )
-    detail = sandbox.url + "/neuopenapi/pay/transactions/tradedetail"
+    detail = sandbox.url + DETAIL
     async with aiohttp.ClientSession() as session:
         async with session.get(detail, params=signed({"tradeNo": "T"})) as response:
             body = await response.json()

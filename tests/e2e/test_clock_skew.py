@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.paths import DETAIL, NOTIFY, TOKEN, TRADE
 from tests.support.platform_double import APPID, SECRET
 from tests.support.ports import free_port
 from tests.support.processes import (
@@ -52,13 +53,13 @@ async def mini_app_story(
         login = await envelope(response)
     open_id = login["openId"]
     async with session.post(
-        gateway_url + "/neuopenapi/oauth/mini/accessToken",
+        gateway_url + TOKEN,
         data={"code": login["code"], "grantType": "authorization_code", "scope": "user.info"},
     ) as response:
         assert (await envelope(response))["accessToken"]
     out_trade_no = f"order-{time.time_ns()}"
     async with session.post(
-        gateway_url + "/neuopenapi/pay/transactions/trade",
+        gateway_url + TRADE,
         data={
             "outTradeNo": out_trade_no,
             "amount": "1999",
@@ -68,12 +69,10 @@ async def mini_app_story(
         },
     ) as response:
         trade_no = (await envelope(response))["tradeNo"]
-    async with session.get(
-        gateway_url + "/neuopenapi/pay/transactions/tradedetail", params={"tradeNo": trade_no}
-    ) as response:
+    async with session.get(gateway_url + DETAIL, params={"tradeNo": trade_no}) as response:
         assert (await envelope(response))["outTradeNo"] == out_trade_no
     async with session.post(
-        gateway_url + "/neuopenapi/notify/sendNotify",
+        gateway_url + NOTIFY,
         data={
             "openIds": open_id,
             "notifyType": "1",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.platform_double import SECRET
 from tests.support.processes import (
     GatewayProcess,
@@ -23,7 +24,6 @@ from tests.support.processes import (
 )
 
 pytestmark = pytest.mark.e2e
-ECHO = "/neuopenapi/sandbox/echo"
 
 
 async def curl(*args: str) -> dict[str, Any]:

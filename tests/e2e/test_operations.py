@@ -18,6 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core import signing
+from tests.support.paths import DETAIL, TOKEN, USER_INFO
+from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import (
     GATEWAY_COMMAND,
@@ -32,11 +34,6 @@ from tests.support.rawhttp import raw_request
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
-
-TOKEN = "/neuopenapi/oauth/mini/accessToken"
-USER_INFO = "/neuopenapi/oauth/mini/user/info"
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-ECHO = "/neuopenapi/sandbox/echo"
 
 
 @pytest.fixture

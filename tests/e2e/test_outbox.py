@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway.callbacks.outbox import SqliteOutbox
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
+from tests.support.paths import TRADE
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import (
     ENV_SECRET,
@@ -67,9 +68,7 @@ async def paid_trade(platform: TestServer, gateway: GatewayProcess) -> str:
             "openId": open_id,
             "notifyUrl": callbacks_url(gateway) + "/callbacks/demo/pay",
         }
-        async with session.post(
-            gateway.url + "/neuopenapi/pay/transactions/trade", data=trade
-        ) as r:
+        async with session.post(gateway.url + TRADE, data=trade) as r:
             trade_no: str = (await r.json())["response"]["tradeNo"]
         async with session.post(
             f"{base}/sandbox/trades/{trade_no}/pay", data={"result": "succeeded"}

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.paths import DETAIL, ECHO, TOKEN, TRADE, USER_INFO
 from tests.support.platform_double import SECRET
 from tests.support.processes import StartGateway, write_config
 
@@ -49,18 +50,14 @@ async def test_no_credential_reaches_the_log_or_a_gateway_answer(
             "grantType": "authorization_code",
             "scope": "user.info,user.phone",
         }
-        token = (
-            await call("POST", "/neuopenapi/oauth/mini/accessToken", data=exchange, headers=auth)
-        )["response"]["accessToken"]
+        token = (await call("POST", TOKEN, data=exchange, headers=auth))["response"]["accessToken"]
         credentials.append(token)
-        await call("POST", "/neuopenapi/oauth/mini/accessToken", data=exchange, headers=auth)
-        info = await call(
-            "GET", "/neuopenapi/oauth/mini/user/info", params={"accessToken": token}, headers=auth
-        )
+        await call("POST", TOKEN, data=exchange, headers=auth)
+        info = await call("GET", USER_INFO, params={"accessToken": token}, headers=auth)
         assert info["response"]["phone"] == PHONE
         await call(
             "GET",
-            "/neuopenapi/oauth/mini/user/info",
+            USER_INFO,
             params={"openId": login["openId"]},
             headers=auth,
         )
@@ -71,27 +68,23 @@ async def test_no_credential_reaches_the_log_or_a_gateway_answer(
             "openId": login["openId"],
             "notifyUrl": "http://127.0.0.1:9/notify",
         }
-        await call("POST", "/neuopenapi/pay/transactions/trade", data=trade, headers=auth)
+        await call("POST", TRADE, data=trade, headers=auth)
         # Refusals the gateway makes itself, each holding a credential in the request.
         await call(
             "GET",
-            "/neuopenapi/pay/transactions/tradedetail",
+            DETAIL,
             params={"tradeNo": "x"},
             headers={"Authorization": f"Bearer {CALLER_TOKEN}x"},
         )
-        await call("POST", "/neuopenapi/test/echo", data={"secret": SECRET}, headers=auth)
-        await call(
-            "POST", "/neuopenapi/test/echo", data={"code": login["code"], "x": "%zz"}, headers=auth
-        )
+        await call("POST", ECHO, data={"secret": SECRET}, headers=auth)
+        await call("POST", ECHO, data={"code": login["code"], "x": "%zz"}, headers=auth)
         await call(
             "POST",
-            "/neuopenapi/test/echo",
+            ECHO,
             headers={**auth, "Content-Type": "application/json"},
             data=f'{{"accessToken": {{"nested": "{token}"}}}}',
         )
-        await call(
-            "GET", "/neuopenapi/oauth/mini/user/info", params={"openId": "nobody"}, headers=auth
-        )
+        await call("GET", USER_INFO, params={"openId": "nobody"}, headers=auth)
 
     await gateway.wait_for_log("route=/neuopenapi/oauth/mini/user/info status=401")
     for credential in credentials:

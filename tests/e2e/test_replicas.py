@@ -11,13 +11,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.sandbox.server import create_sandbox_app
+from tests.support.paths import TOKEN, USER_INFO
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import GatewayProcess, StartGateway, write_config
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
-TOKEN = "/neuopenapi/oauth/mini/accessToken"
-USER_INFO = "/neuopenapi/oauth/mini/user/info"
 RECOVERY_POLLS = 100
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.paths import DETAIL, TOKEN, TRADE
+from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import (
     GATEWAY_COMMAND,
@@ -29,8 +31,6 @@ from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "/neuopenapi/oauth/mini/accessToken"
-ECHO = "/neuopenapi/sandbox/echo"
 _WORKER = re.compile(r"worker=(\d+)")
 
 
@@ -211,9 +211,6 @@ async def test_a_stop_with_a_request_held_at_the_shared_sandbox_keeps_to_its_dea
 # The config in force, for a worker started again
 
 
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-
-
 def with_secret_file(config: Path, secret: Path) -> Path:
     config.write_text(
         config.read_text().replace("secret_env: NEU_SECRET_DEMO", f"secret_file: {secret}")
@@ -342,7 +339,7 @@ async def processing_trade(gateway: GatewayProcess, session: aiohttp.ClientSessi
     form = {"code": login["code"], "grantType": "authorization_code", "scope": "user.info"}
     await call(gateway.url + TOKEN, form)
     trade = await call(
-        gateway.url + "/neuopenapi/pay/transactions/trade",
+        gateway.url + TRADE,
         {
             "outTradeNo": f"o-{time.time_ns()}",
             "amount": "100",

@@ -16,11 +16,10 @@ from gateway.egress.keys import BASE_URLS
 from gateway.runtime.app import create_app
 from tests.conftest import guarded
 from tests.support.clock import MutableClock
+from tests.support.paths import TOKEN, USER_INFO
 from tests.support.platform_double import APPID, SECRET
 
 Client = TestClient[Any, Any]
-TOKEN = "/neuopenapi/oauth/mini/accessToken"
-USER_INFO = "/neuopenapi/oauth/mini/user/info"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from gateway.egress.keys import BASE_URLS
 from gateway.runtime.app import create_app
 from gateway.sandbox.server import create_sandbox_app
 from tests.conftest import guarded
+from tests.support.paths import ACTIVITY, CLOSE, DETAIL, NOTIFY, TOKEN, TRADE, USER_INFO
 from tests.support.platform_double import APPID, SECRET
 from tests.support.rawhttp import raw_request
 
@@ -71,17 +72,13 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         "grantType": "authorization_code",
         "scope": "user.info,user.phone",
     }
-    token = (await ok(await gateway.post("/neuopenapi/oauth/mini/accessToken", data=exchange)))[
-        "accessToken"
-    ]
+    token = (await ok(await gateway.post(TOKEN, data=exchange)))["accessToken"]
     await refused(
-        await gateway.post("/neuopenapi/oauth/mini/accessToken", data=exchange),
+        await gateway.post(TOKEN, data=exchange),
         400,
         "already exchanged",
     )
-    user = await ok(
-        await gateway.get("/neuopenapi/oauth/mini/user/info", params={"accessToken": token})
-    )
+    user = await ok(await gateway.get(USER_INFO, params={"accessToken": token}))
     assert user["openId"] == login["openId"]
     trade = {
         "outTradeNo": "o-1",
@@ -90,18 +87,12 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         "openId": user["openId"],
         "notifyUrl": "http://127.0.0.1:9/n",
     }
-    trade_no = (await ok(await gateway.post("/neuopenapi/pay/transactions/trade", data=trade)))[
-        "tradeNo"
-    ]
-    detail = await ok(
-        await gateway.get("/neuopenapi/pay/transactions/tradedetail", params={"tradeNo": trade_no})
-    )
+    trade_no = (await ok(await gateway.post(TRADE, data=trade)))["tradeNo"]
+    detail = await ok(await gateway.get(DETAIL, params={"tradeNo": trade_no}))
     assert (detail["transactionStatus"], detail["amountStrWithYuan"]) == (1, "2.50")
-    assert await ok(
-        await gateway.post(f"/neuopenapi/pay/transactions/tradeclose?tradeNo={trade_no}")
-    )
+    assert await ok(await gateway.post(f"{CLOSE}?tradeNo={trade_no}"))
     await refused(
-        await gateway.post("/neuopenapi/pay/transactions/tradeclose", data={"tradeNo": trade_no}),
+        await gateway.post(CLOSE, data={"tradeNo": trade_no}),
         409,
         "trade is closed",
     )
@@ -113,7 +104,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         "navigateType": "1",
         "language": "zh_CN",
     }
-    assert await ok(await gateway.post("/neuopenapi/notify/sendNotify", json=notify))
+    assert await ok(await gateway.post(NOTIFY, json=notify))
     activity = {
         "activityId": "a",
         "openIds": user["openId"],
@@ -126,7 +117,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         "validityTime": "60",
         "language": "en_US",
     }
-    assert await ok(await gateway.post("/neuopenapi/activity/sendActivity", data=activity))
+    assert await ok(await gateway.post(ACTIVITY, data=activity))
 
 
 @pytest.mark.parametrize(
@@ -134,7 +125,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
     [
         pytest.param(
             "POST",
-            "/neuopenapi/oauth/mini/accessToken",
+            TOKEN,
             {"code": "nope", "grantType": "authorization_code", "scope": "user.info"},
             400,
             "invalid code",
@@ -142,7 +133,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         ),
         pytest.param(
             "GET",
-            "/neuopenapi/oauth/mini/user/info",
+            USER_INFO,
             {"accessToken": "a.b.c"},
             401,
             "invalid accessToken",
@@ -150,7 +141,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         ),
         pytest.param(
             "POST",
-            "/neuopenapi/pay/transactions/trade",
+            TRADE,
             {"outTradeNo": "bad no", "amount": "-1", "currency": "EUR"},
             400,
             "outTradeNo: only letters",
@@ -158,7 +149,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         ),
         pytest.param(
             "GET",
-            "/neuopenapi/pay/transactions/tradedetail",
+            DETAIL,
             {"tradeNo": "missing"},
             404,
             "not found",
@@ -166,7 +157,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         ),
         pytest.param(
             "POST",
-            "/neuopenapi/notify/sendNotify",
+            NOTIFY,
             {"navigateType": "2"},
             400,
             "url: required when navigateType is 2",
@@ -174,7 +165,7 @@ async def test_every_endpoint_through_the_gateway(gateway: Client) -> None:
         ),
         pytest.param(
             "POST",
-            "/neuopenapi/activity/sendActivity",
+            ACTIVITY,
             {"status": "7"},
             400,
             "status: must be one of 0, 1",
@@ -211,9 +202,7 @@ async def test_a_wrong_secret_shows_as_the_platforms_sign_error(
         {"S": "a-stale-secret"},
     )
     gateway = await aiohttp_client(guarded(create_app(config)))
-    response = await gateway.get(
-        "/neuopenapi/pay/transactions/tradedetail", params={"tradeNo": "T"}
-    )
+    response = await gateway.get(DETAIL, params={"tradeNo": "T"})
     await refused(response, 401, "sign error")
     body = await response.text()
     assert "a-stale-secret" not in body
@@ -228,10 +217,8 @@ async def test_sandbox_controls_are_not_on_the_gateway_listener(gateway: Client)
 
 
 async def test_gateway_maps_sandbox_faults(gateway: Client) -> None:
-    await sandbox_post(
-        gateway, "/sandbox/faults", path="/neuopenapi/pay/transactions/tradeclose", reset="1"
-    )
-    response = await gateway.post("/neuopenapi/pay/transactions/tradeclose", data={"tradeNo": "T"})
+    await sandbox_post(gateway, "/sandbox/faults", path=CLOSE, reset="1")
+    response = await gateway.post(CLOSE, data={"tradeNo": "T"})
     assert response.status == 502
     assert (await response.json())["error"] == "upstream_unreachable"
 

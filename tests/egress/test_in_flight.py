@@ -24,11 +24,10 @@ from gateway.egress.ratelimits import InFlight
 from gateway.runtime.app import create_app
 from gateway.runtime.reload import apply_config
 from tests.conftest import guarded
+from tests.support.paths import DETAIL, ECHO
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
 Client = TestClient[Any, Any]
-ECHO = "/neuopenapi/test/echo"
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
 FORM = "application/x-www-form-urlencoded"
 ORDERS_TOKEN = "orders-token-0123456789abcdef"
 NOTIFIER_TOKEN = "notifier-token-0123456789abcdef"

@@ -24,16 +24,16 @@ from gateway import logs
 from gateway.egress.uploads import SPOOL_MEMORY_BYTES
 from gateway.runtime.app import create_app
 from tests.conftest import GatewayFactory, gateway_config, guarded
+from tests.support.paths import CLOSE as CLOSE_PATH
+from tests.support.paths import ECHO as ECHO_PATH
+from tests.support.paths import TOKEN as TOKEN_PATH
+from tests.support.paths import UPLOAD as UPLOAD_PATH
 from tests.support.platform_double import APPID, SECRET, PlatformDouble, reference_sign
 from tests.support.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
-TOKEN_PATH = "/neuopenapi/oauth/mini/accessToken"
-CLOSE_PATH = "/neuopenapi/pay/transactions/tradeclose"
 # Not one of the documented endpoints, so forwarded without their parameter rules: the
 # mechanics of parsing, signing and relaying are tested here apart from validation.
-ECHO_PATH = "/neuopenapi/test/echo"
-UPLOAD_PATH = "/neuopenapi/file/upload"
 
 
 async def envelope_of(response: aiohttp.ClientResponse, status: int, code: str) -> str:

@@ -12,10 +12,10 @@ from gateway.runtime.app import create_app
 from gateway.runtime.reload import apply_config
 from tests.conftest import guarded
 from tests.support.clock import MutableClock
+from tests.support.paths import ECHO
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
 Client = TestClient[Any, Any]
-ECHO = "/neuopenapi/test/echo"
 ORDERS = {"Authorization": "Bearer orders-token-0123456789abcdef"}
 NOTIFIER = {"Authorization": "Bearer notifier-token-0123456789abcdef"}
 ENVIRON = {

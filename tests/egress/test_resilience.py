@@ -19,11 +19,10 @@ from gateway.core import signing
 from gateway.runtime.app import create_app
 from tests.conftest import gateway_config, guarded
 from tests.support.clock import MutableClock
+from tests.support.paths import DETAIL, TRADE
 from tests.support.platform_double import APPID, SECRET
 
 Client = TestClient[Any, Any]
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-TRADE = "/neuopenapi/pay/transactions/trade"
 OK = b'{"responseHeader": {"status": 200, "msg": "OK"}, "response": {"tradeNo": "T"}}'
 BUSY = b'{"responseHeader": {"status": 503, "msg": "busy"}, "response": null}'
 

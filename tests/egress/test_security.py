@@ -11,17 +11,13 @@ from aiohttp.test_utils import TestClient
 from gateway.config.load import from_mapping
 from gateway.runtime.app import create_app
 from tests.conftest import guarded
+from tests.support.paths import ACTIVITY, CLOSE, DETAIL, ECHO, NOTIFY, TRADE
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 from tests.support.rawhttp import raw_request
 
 Client = TestClient[Any, Any]
 ORDERS_TOKEN = "orders-token-0123456789abcdef"
 NOTIFIER_TOKEN = "notifier-token-0123456789abcdef"
-TRADE = "/neuopenapi/pay/transactions/trade"
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-NOTIFY = "/neuopenapi/notify/sendNotify"
-ACTIVITY = "/neuopenapi/activity/sendActivity"
-ECHO = "/neuopenapi/test/echo"
 
 
 def orders(token: str = ORDERS_TOKEN) -> dict[str, str]:
@@ -268,7 +264,6 @@ async def test_malformed_bodies(
 # The doc's parameter rules
 
 
-CLOSE = "/neuopenapi/pay/transactions/tradeclose"
 VALID = {
     DETAIL: {"tradeNo": "T1"},
     CLOSE: {"tradeNo": "T1"},

@@ -10,6 +10,7 @@ from gateway.http.keys import CONFIG, LIVE_CONFIG, METRICS
 from gateway.runtime.app import create_app
 from gateway.runtime.keys import DELIVER_TO, EMBEDDED_SANDBOX
 from tests.conftest import gateway_config, guarded
+from tests.support.paths import BENCH_ECHO
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
 
@@ -37,11 +38,11 @@ async def test_the_app_forwards_under_the_api_prefix_and_serves_the_admin_endpoi
     aiohttp_client: Any, platform: PlatformDouble, platform_url: str
 ) -> None:
     client = await aiohttp_client(guarded(create_app(gateway_config(platform_url))))
-    response = await client.post("/neuopenapi/bench/echo", data={"x": "1"})
+    response = await client.post(BENCH_ECHO, data={"x": "1"})
     assert response.status == 200
     [received] = platform.received
     assert (received.path, received.params["x"], received.sign_ok) == (
-        "/neuopenapi/bench/echo",
+        BENCH_ECHO,
         "1",
         True,
     )

@@ -19,6 +19,7 @@ from yarl import URL
 
 from gateway.runtime import heap
 from tests.conftest import GatewayFactory
+from tests.support.paths import ECHO, UPLOAD
 from tests.support.platform_double import PlatformDouble
 from tests.support.processes import StartGateway, write_config
 
@@ -62,18 +63,18 @@ def _made_by_the_gateway(item: Any) -> bool:
 async def _requests_of_every_kind(client: Any) -> None:
     # Proxied GET and POST (form and JSON), a multipart upload, and refusals: a bad
     # percent-encoding, an unsupported body, a path outside the API, a method it lacks.
-    assert (await client.get("/neuopenapi/test/echo?a=1")).status == 200
-    assert (await client.post("/neuopenapi/test/echo", data="a=1&b=2", headers=FORM)).status == 200
-    assert (await client.post("/neuopenapi/test/echo", json={"a": "1"})).status == 200
+    assert (await client.get(f"{ECHO}?a=1")).status == 200
+    assert (await client.post(ECHO, data="a=1&b=2", headers=FORM)).status == 200
+    assert (await client.post(ECHO, json={"a": "1"})).status == 200
     form = aiohttp.FormData()
     form.add_field("name", "value")
     form.add_field("fileData", b"x" * 4096, filename="f.bin")
-    assert (await client.post("/neuopenapi/file/upload", data=form)).status == 200
-    bad = await client.post("/neuopenapi/test/echo", data=b"<a/>", headers={"Content-Type": "x/y"})
+    assert (await client.post(UPLOAD, data=form)).status == 200
+    bad = await client.post(ECHO, data=b"<a/>", headers={"Content-Type": "x/y"})
     assert bad.status == 415
     assert (await client.get("/elsewhere")).status == 404
-    assert (await client.put("/neuopenapi/test/echo")).status == 405
-    malformed = URL("/neuopenapi/test/echo?a=%zz", encoded=True)
+    assert (await client.put(ECHO)).status == 405
+    malformed = URL(f"{ECHO}?a=%zz", encoded=True)
     assert (await client.get(malformed)).status == 400
 
 
@@ -200,7 +201,7 @@ async def test_an_oversized_answer_leaves_no_cycles_behind(
     )
 
     async def refused() -> None:
-        assert (await client.get("/neuopenapi/test/echo?a=1")).status == 502
+        assert (await client.get(f"{ECHO}?a=1")).status == 502
 
     try:
         left = await _left_in_cycles(refused, 3)

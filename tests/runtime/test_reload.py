@@ -37,10 +37,10 @@ from gateway.runtime.reload import (
 from gateway.sandbox.server import create_sandbox_app
 from tests.conftest import gateway_config, guarded
 from tests.egress.test_resilience import Scripted
+from tests.support.paths import BENCH_ECHO as ECHO
+from tests.support.paths import DETAIL
 from tests.support.platform_double import APPID, SECRET, reference_sign
 from tests.support.processes import write_config
-
-ECHO = "/neuopenapi/bench/echo"
 
 
 async def platform(aiohttp_server: Any) -> tuple[Scripted, str]:
@@ -219,7 +219,7 @@ async def test_the_sandbox_is_told_a_changed_secret(aiohttp_client: Any) -> None
     async def answer_to(secret: str) -> int:
         fields = {"tradeNo": "T-1", "appid": APPID, "timestamp": str(time.time_ns() // 10**6)}
         fields["sign"] = reference_sign(fields, secret)
-        response = await client.get("/neuopenapi/pay/transactions/tradedetail", params=fields)
+        response = await client.get(DETAIL, params=fields)
         status: int = (await response.json())["responseHeader"]["status"]
         return status
 

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
+from tests.support.paths import DETAIL, TRADE
 from tests.support.platform_double import APPID
 from tests.support.receiver import CallbackReceiver
 from tests.support.sandbox_client import SECRETS, call, login, signed
@@ -21,8 +22,6 @@ Client = TestClient[Any, Any]
 FOREIGN = "http://attacker.example"
 REFUSED = "refused: a web page on another origin may not change the sandbox"
 NOT_LOOPBACK = "refused: a web page may change the sandbox only when it was opened at a loopback"
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-TRADE = "/neuopenapi/pay/transactions/trade"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from gateway.sandbox.server import MAX_LINE_BYTES, OffsetClock, create_sandbox_a
 from gateway.sandbox.world import Settings
 from tests.sandbox.conftest import header
 from tests.support.clock import MutableClock
+from tests.support.paths import SANDBOX_ECHO
 from tests.support.platform_double import APPID, SECRET
 from tests.support.sandbox_client import SECRETS, call, login, signed
 
@@ -86,7 +87,7 @@ async def test_an_upload_above_aiohttps_default_body_size_is_read(sandbox: Clien
     for key, value in signed({}).items():
         form.add_field(key, value)
     form.add_field("fileData", io.BytesIO(b"x" * (3 << 20)), filename="big.bin")
-    body = await (await sandbox.post("/neuopenapi/sandbox/echo", data=form)).json()
+    body = await (await sandbox.post(SANDBOX_ECHO, data=form)).json()
     assert body["response"]["files"][0]["size"] == 3 << 20
 
 

@@ -17,17 +17,12 @@ from gateway.sandbox.controls import NOTIFIER
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
 from tests.support.clock import MutableClock
+from tests.support.paths import ACTIVITY, DETAIL, NOTIFY, TOKEN, TRADE, USER_INFO
 from tests.support.platform_double import APPID, SECRET
 from tests.support.receiver import CallbackReceiver
 from tests.support.sandbox_client import OTHER_APPID, SECRETS, call, login, signed
 
 Client = TestClient[Any, Any]
-TOKEN = "/neuopenapi/oauth/mini/accessToken"
-USER_INFO = "/neuopenapi/oauth/mini/user/info"
-TRADE = "/neuopenapi/pay/transactions/trade"
-DETAIL = "/neuopenapi/pay/transactions/tradedetail"
-NOTIFY = "/neuopenapi/notify/sendNotify"
-ACTIVITY = "/neuopenapi/activity/sendActivity"
 
 
 @pytest.fixture
