@@ -496,3 +496,31 @@ async def test_the_listeners_own_state_uses_no_name_of_aiohttps(cls: type) -> No
     """Our subclasses of aiohttp's classes keep state under `self._name`s of their own: one
     aiohttp also used would silently share (or, in a __slots__ class, take over) its state."""
     assert _own_private_names(cls) & await _aiohttps_names(cls) == set()
+
+
+OVERRIDDEN = {
+    RequestHandlerBase: set(),
+    FramedRequestHandler: {"connection_lost", "data_received"},
+    GuardedRequestHandler: {
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "finish_response",
+        "pause_writing",
+        "resume_writing",
+        "shutdown",
+        "handle_error",
+    },
+    RunnerBase: {"_make_server"},
+    GuardedRunner: set(),
+    GuardedServer: {"shutdown"},
+}
+
+
+@pytest.mark.parametrize("cls", list(OVERRIDDEN), ids=lambda cls: cls.__name__)
+async def test_our_subclasses_override_only_the_methods_they_mean_to(cls: type) -> None:
+    """A name of ours that aiohttp's class has too would replace aiohttp's own (say a `loop`
+    property, were aiohttp to add one)."""
+    # (_abc_impl is ABCMeta's, in every abstract class.)
+    ours = {name for name in vars(cls) if not name.startswith("__") and name != "_abc_impl"}
+    assert ours & await _aiohttps_names(cls) == OVERRIDDEN[cls]
