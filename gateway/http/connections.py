@@ -74,8 +74,8 @@ class ConnectionLimits:
         return 2 * self.max_header_bytes + REQUEST_LINE_ALLOWANCE
 
     def handler_args(self) -> dict[str, Any]:
-        """aiohttp's parser limits, for `web.Application(handler_args=...)` and runners' own
-        options (typed as aiohttp types both).
+        """aiohttp's parser limits, for `web.Application(handler_args=...)` or a runner's
+        keyword arguments (typed as aiohttp types those: callers pass them on untouched).
 
         Request bodies are never inflated: `bodies` refuses a Content-Encoding instead, since
         a few KB of gzip can inflate to gigabytes before any limit is looked at.
