@@ -24,6 +24,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
+from gateway.http.aiohttp_server import set_match_info
+
 # What aiohttp's server calls with each request, and what a route calls on Expect.
 ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
@@ -74,7 +76,7 @@ def dispatcher(app: web.Application, routed: ServerHandler) -> ServerHandler:
         match_info.add_app(app)
         match_info.current_app = app
         match_info.freeze()
-        request._match_info = match_info
+        set_match_info(request, match_info)
         return await chain(request)
 
     return dispatch

@@ -1,12 +1,18 @@
 """What the listener answers by itself, before any handler runs: its own refusals (408, 431,
 503, a framing error) and the parser's (a malformed request, another HTTP version), in the
-platform's envelope instead of aiohttp's plain text, each with an access line."""
+platform's envelope instead of aiohttp's plain text, each with an access line; and how a
+refusal takes the place of what the parser queued (another version, a broken body)."""
 
 from __future__ import annotations
 
+from collections import deque
 from http import HTTPStatus
 
+from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_writer import HttpVersion10, HttpVersion11
+from aiohttp.streams import StreamReader
 
 from gateway import logs
 from gateway.core.errors import (
@@ -18,7 +24,10 @@ from gateway.core.errors import (
     VersionNotSupported,
     render,
 )
+from gateway.http.aiohttp_server import Queued, refusal, refusal_cause
 from gateway.metrics import NONE, OTHER
+
+HTTP_1 = (HttpVersion11, HttpVersion10)
 
 
 def log_refused(request_id: str, error: GatewayError) -> None:
@@ -93,3 +102,34 @@ class ChunkLineTooLong(BadHttpMessage):
 
     def __init__(self) -> None:
         super().__init__("a chunk-size line or trailer section is too long")
+
+
+def refuse_other_versions(queued: deque[Queued], new: int) -> None:
+    """llhttp parses HTTP/0.9 and HTTP/2.0 request lines, and aiohttp would answer them in
+    their own version's name (an `HTTP/2.0 200` on an HTTP/1.1 connection, the request
+    forwarded). The first such request of the last `new` queued is answered 505 in its turn,
+    as the parser's own refusals are, and what was queued after it is dropped."""
+    for index in range(len(queued) - new, len(queued)):
+        message, payload = queued[index]
+        if isinstance(message, RawRequestMessage) and message.version not in HTTP_1:
+            refused = VersionNotSupported()
+            queued[index] = (refusal(refused.status, refused, refused.message), payload)
+            while len(queued) > index + 1:
+                queued.pop()
+            return
+
+
+def fail_read(body: StreamReader, cause: BaseException | None) -> None:
+    """The handler reading `body` fails with a malformed body (answered 400) for `cause`."""
+    error = web.RequestPayloadError("the request body is malformed")
+    error.__cause__ = cause
+    body.set_exception(error)
+
+
+def fail_read_instead(queued: deque[Queued], body: StreamReader) -> None:
+    """The parser refused bytes of a body being read (a broken chunk size): its request
+    answers 400 for it, as its read now fails, and the parser's own refusal, queued last,
+    which would be a second answer to the same request, is dropped. (llhttp puts no error on
+    the body for this; its reader would wait out body_idle_timeout_s.)"""
+    parsed, _ = queued.pop()
+    fail_read(body, refusal_cause(parsed))

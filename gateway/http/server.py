@@ -12,13 +12,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway import logs
-from gateway.http.connections import (
-    REFUSED,
-    WAITING_ON,
-    ConnectionLimits,
-    GuardedRequestHandler,
-)
+from gateway.core.errors import GatewayError
+from gateway.http.aiohttp_server import RunnerBase, protocol_options
+from gateway.http.client_waits import REFUSED, WAITING_ON
+from gateway.http.connections import ConnectionLimits, GuardedRequestHandler
 from gateway.http.dispatch import ServerHandler, dispatcher
+from gateway.http.refusals import log_refused
 
 log = logs.logger("neu_gateway.listener")
 SUMMARY_EVERY_S = 60
@@ -99,8 +98,7 @@ class GuardedServer(web.Server):
             request_handler or server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
-            loop=server._loop,
-            **server._kwargs,
+            **protocol_options(server),
         )
         self._limits = limits
         self._open: set[GuardedRequestHandler] = set()
@@ -119,7 +117,7 @@ class GuardedServer(web.Server):
         the new one refused.
         """
         self._accepted += 1
-        handler.serial = self._accepted
+        handler.client_waits.serial = self._accepted
         self._open.add(handler)
         if len(self._open) <= self._limits.max_connections:
             return True
@@ -138,15 +136,22 @@ class GuardedServer(web.Server):
     def closed(self, handler: GuardedRequestHandler) -> None:
         self._open.discard(handler)
 
+    def refused(self, error: GatewayError, request_id: str) -> None:
+        """A request the listener answered itself, before any handler: counted, and given
+        an access line where this listener logs them."""
+        if self.log_refusals:
+            log_refused(request_id, error)
+        self.on_refused(error.status)
+
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's signature
         self.summary.close()
         await super().shutdown(timeout)
 
     def __call__(self) -> RequestHandler:
-        return GuardedRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
+        return GuardedRequestHandler(self, limits=self._limits, **protocol_options(self))
 
 
-class GuardedRunner(web.AppRunner):
+class GuardedRunner(RunnerBase):
     """An AppRunner whose connections are guarded by `limits`."""
 
     def __init__(
@@ -156,6 +161,7 @@ class GuardedRunner(web.AppRunner):
         on_refused: Callable[[int], None] | None = None,
         log_refusals: bool = True,
         on_evicted: Callable[[str], None] | None = None,
+        # aiohttp's AppRunner options and handler arguments, passed on as aiohttp types them.
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("access_log", None)
@@ -168,8 +174,7 @@ class GuardedRunner(web.AppRunner):
         self._log_refusals = log_refusals
         self._on_evicted = on_evicted
 
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
+    def wrap_server(self, server: web.Server) -> web.Server:
         handler = dispatcher(self.app, server.request_handler)
         return GuardedServer(
             server, self._limits, self._on_refused, handler, self._log_refusals, self._on_evicted

@@ -1,20 +1,11 @@
-"""The gateway's Prometheus metrics: one registry per application, names fixed by the README.
-
-Every label value is bounded: routes are the documented endpoint paths or `other`, apps and
-callers are names from the config (or `none`), statuses are numbers or a few fixed words. A
-raw path, an openId or a code never becomes a label, so a caller cannot grow the registry.
-"""
+"""The gateway's series (`Metrics`): their names, help and labels, what feeds each, and their
+exposition, one registry per application (names fixed by the README)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from abc import ABC, abstractmethod
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,15 +19,15 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import __version__
-from gateway.core.endpoints import ENDPOINTS
+from gateway.metrics.calls import CURRENT_CALL
+from gateway.metrics.labels import NONE, OTHER
+from gateway.metrics.tallies import Count, Durations, Tally
 
 # A `_created` series beside every counter doubles the scrape for a value no one graphs.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Set by the supervisor for its workers, before they import prometheus-client.
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-OTHER = "other"
-NONE = "none"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # From a cached token (a millisecond) to a wait=60 tradedetail.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -45,90 +36,6 @@ DELIVERY_OUTCOMES = ("delivered", "failed", "dead")
 OUTBOX_STATES = ("pending", "dead")
 
 Refresh = Callable[[], Awaitable[None]]
-
-
-@dataclass
-class UpstreamCall:
-    """What the platform answered while one request was handled, for its access log line."""
-
-    http_status: str = NONE
-    platform_status: str = NONE
-    seconds: float = 0.0
-
-
-# Set by the access middleware for each request; the upstream client fills it in.
-CURRENT_CALL: ContextVar[UpstreamCall | None] = ContextVar("neu_upstream_call", default=None)
-
-
-def route_label(path: str) -> str:
-    """A documented endpoint path, or `other` for any path a caller made up."""
-    return path if path in ENDPOINTS else OTHER
-
-
-class _Tally(ABC):
-    """What one counter or histogram series was given since the last flush.
-
-    prometheus-client takes a lock and walks a histogram's buckets for every value: for the
-    four series a proxied request feeds, about 5 µs of its 115 (measured with wrk, every
-    other feature on). Requests add to a tally instead, and each tally goes to its series
-    once per turn of the event loop, whatever number of requests it carries: 2 to 4 µs less
-    a request. A histogram's tally writes to the child's bucket and sum values itself; a
-    test holds the result to what observe() gives.
-    """
-
-    __slots__ = ("child", "pending")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.pending = False
-
-    @abstractmethod
-    def flush(self) -> None:
-        """Adds what was tallied to the series, and starts again from nothing."""
-
-
-class _Count(_Tally):
-    __slots__ = ("count",)
-
-    def __init__(self, child: Any) -> None:
-        super().__init__(child)
-        self.count = 0
-
-    def add(self) -> None:
-        self.count += 1
-
-    def flush(self) -> None:
-        self.child.inc(self.count)
-        self.count = 0
-
-
-class _Durations(_Tally):
-    """A histogram's values added up by bucket, and their sum: what observe() would have
-    added to the same bucket and sum series, one value at a time."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, child: Any) -> None:
-        super().__init__(child)
-        # The child's own bounds, +Inf last: a value goes to the first bound it does not
-        # exceed, as observe() decides.
-        self.bounds: list[float] = child._upper_bounds
-        self.counts = [0] * len(self.bounds)
-        self.total = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def flush(self) -> None:
-        buckets = self.child._buckets
-        counts = self.counts
-        for index, count in enumerate(counts):
-            if count:
-                buckets[index].inc(count)
-                counts[index] = 0
-        self.child._sum.inc(self.total)
-        self.total = 0.0
 
 
 class Metrics:
@@ -253,10 +160,10 @@ class Metrics:
             self.deliveries.labels(outcome)
         self._refreshers: list[Refresh] = []
         # Tallies by label values: labels() takes a lock and builds a key each call.
-        self._request_series: dict[tuple[str, ...], tuple[_Count, _Durations]] = {}
-        self._upstream_series: dict[tuple[str, ...], tuple[_Count, _Durations]] = {}
-        self._durations: dict[tuple[Histogram, str, str], _Durations] = {}
-        self._pending: list[_Tally] = []
+        self._request_series: dict[tuple[str, ...], tuple[Count, Durations]] = {}
+        self._upstream_series: dict[tuple[str, ...], tuple[Count, Durations]] = {}
+        self._durations: dict[tuple[Histogram, str, str], Durations] = {}
+        self._pending: list[Tally] = []
 
     def on_scrape(self, refresh: Refresh) -> None:
         """Runs `refresh` before each scrape, for gauges read from a backend (the outbox)."""
@@ -284,7 +191,7 @@ class Metrics:
         series = self._upstream_series.get(key)
         if series is None:
             series = self._upstream_series[key] = (
-                _Count(self.upstream_requests.labels(*key)),
+                Count(self.upstream_requests.labels(*key)),
                 self._durations_of(self.upstream_duration, app, route),
             )
         self._add(series, seconds)
@@ -312,20 +219,20 @@ class Metrics:
         series = self._request_series.get(key)
         if series is None:
             series = self._request_series[key] = (
-                _Count(self.requests.labels(*key)),
+                Count(self.requests.labels(*key)),
                 self._durations_of(self.request_duration, app, route),
             )
         self._add(series, seconds)
 
-    def _durations_of(self, histogram: Histogram, app: str, route: str) -> _Durations:
+    def _durations_of(self, histogram: Histogram, app: str, route: str) -> Durations:
         # One tally per histogram series, shared by the count series that feed it.
         key = (histogram, app, route)
         durations = self._durations.get(key)
         if durations is None:
-            durations = self._durations[key] = _Durations(histogram.labels(app, route))
+            durations = self._durations[key] = Durations(histogram.labels(app, route))
         return durations
 
-    def _add(self, series: tuple[_Count, _Durations], seconds: float) -> None:
+    def _add(self, series: tuple[Count, Durations], seconds: float) -> None:
         count, durations = series
         count.add()
         durations.add(seconds)
