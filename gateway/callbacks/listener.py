@@ -54,7 +54,6 @@ from gateway.http.bodies import (
 )
 from gateway.http.keys import APP_NAME, CLOCK, LIVE_CONFIG, METRICS, ROUTE, config_of
 from gateway.http.middlewares import (
-    ADMIN_PATHS,
     error_response,
     gateway_middleware,
     log_access,
@@ -127,12 +126,7 @@ def _named_app(request: web.Request) -> App | None:
 
 
 async def not_here(request: web.Request) -> web.Response:
-    error = NotFound(f"only POST {PAY_ROUTE} is served here")
-    if request.path in ADMIN_PATHS:
-        # The middleware passes the answer to a probe's path through as it is (probes are no
-        # traffic, and it takes them for the admin endpoints'), so it is rendered here.
-        return error_response(error, request_id_for(request))
-    raise error
+    raise NotFound(f"only POST {PAY_ROUTE} is served here")
 
 
 async def _params(request: web.Request, limits: LimitsConfig) -> dict[str, str]:

@@ -91,9 +91,16 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
     return error
 
 
+def _is_probe(request: web.Request) -> bool:
+    """The request reached an admin endpoint's own route: a catch-all route that happens to
+    match /healthz (the callbacks listener's) is traffic like any other path."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in ADMIN_PATHS
+
+
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in ADMIN_PATHS and request.match_info.http_exception is None:
+    if _is_probe(request):
         # Probes and scrapes every few seconds: neither counted as traffic nor logged.
         response = await handler(request)
         response.headers[REQUEST_ID_HEADER] = request_id_for(request)
