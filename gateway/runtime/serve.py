@@ -105,8 +105,7 @@ async def serve_gateway(
         if follower is not None:
             follower.cancel()
         if pid_file is not None:
-            with contextlib.suppress(OSError):
-                pid_file.unlink()
+            remove_pid(pid_file)
 
 
 async def _follow(app: web.Application, path: Path, fd: int, as_run: AsRun, stop: _Stop) -> None:
@@ -168,6 +167,14 @@ def write_pid(path: Path) -> None:
         path.write_text(f"{os.getpid()}\n")
     except OSError as exc:
         raise StartError(f"cannot write pid_file {path} ({exc.strerror})") from None
+
+
+def remove_pid(path: Path) -> None:
+    """Removes the pid file only while it names this process: a second gateway started on
+    the same config, failing (its port taken), must not take the running one's file away."""
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
 
 
 def _report_ready(fd: int) -> None:

@@ -35,7 +35,7 @@ from gateway.runtime import handover, reload, signals
 from gateway.runtime.listeners import StartError, sandbox_runner, start_listener
 from gateway.runtime.reload import AsRun, as_is
 from gateway.runtime.resources import sandbox_settings
-from gateway.runtime.serve import write_pid
+from gateway.runtime.serve import remove_pid, write_pid
 from gateway.runtime.workers import PLACEMENT_ENV, Ports, SupervisorPipes, WorkerEnvironment
 from gateway.sandbox.server import create_sandbox_app
 
@@ -156,8 +156,7 @@ class Supervisor:
             if shared_sandbox is not None:
                 await shared_sandbox.cleanup()
             if config.pid_file is not None:
-                with contextlib.suppress(OSError):
-                    config.pid_file.unlink()
+                remove_pid(config.pid_file)
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _reserve(self, host: str, port: int) -> int:

@@ -24,7 +24,7 @@ from gateway.config.schema import ListenConfig
 from gateway.http.keys import LIVE_CONFIG
 from gateway.runtime.app import create_app
 from gateway.runtime.listeners import StartError
-from gateway.runtime.serve import serve_gateway, serve_until_stopped, write_pid
+from gateway.runtime.serve import remove_pid, serve_gateway, serve_until_stopped, write_pid
 from gateway.runtime.workers import Ports, SupervisorPipes, WorkerEnvironment, placed
 from tests.support.platform_double import SECRET
 from tests.support.processes import write_config
@@ -220,3 +220,20 @@ async def test_a_listener_of_its_own_serves_until_sigterm(log: Log) -> None:
     async with asyncio.timeout(10):
         await serving
     assert log.lines[-1] == "thing stopping: finishing requests in flight"
+
+
+def test_the_pid_file_is_removed_only_while_it_names_this_process(tmp_path: Path) -> None:
+    ours = tmp_path / "ours.pid"
+    write_pid(ours)
+    remove_pid(ours)
+    assert not ours.exists()
+    # A second gateway on the same config that could not start leaves the first one's file.
+    theirs = tmp_path / "theirs.pid"
+    theirs.write_text(f"{os.getpid() + 1}\n")
+    remove_pid(theirs)
+    assert theirs.read_text() == f"{os.getpid() + 1}\n"
+    garbled = tmp_path / "garbled.pid"
+    garbled.write_text("not a pid\n")
+    remove_pid(garbled)
+    assert garbled.exists()
+    remove_pid(tmp_path / "missing.pid")
