@@ -337,7 +337,9 @@ class GuardedRequestHandler(FramedRequestHandler):
         transport = self.transport
         if transport is None or self.force_closed:
             return
-        if self.handling_request or self.queued:
+        # A request taken off the queue whose handler has not started yet (one turn of the
+        # loop) is neither handling nor queued: the parsed-but-unanswered count sees it.
+        if self.handling_request or self.queued or self.requests_parsed > self._answered:
             self.queued.append((refusal(error.status, error, error.message), EMPTY_PAYLOAD))
             self._stop_reading()
             self.wake_request_loop()
