@@ -84,7 +84,7 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     workers: int = 1
-    # Set in a worker process: where the supervisor put it (see gateway/runtime/supervisor.py).
+    # Set in a worker process: where the supervisor put it (see gateway/runtime/workers.py).
     placement: Placement | None = None
 
     def credentials(self) -> list[str]:

@@ -1,6 +1,9 @@
 """The shape of gateway.yaml as pydantic models: every option, its default and its bounds.
 
 Unknown keys are refused, so a misspelt option is an error, not silently ignored.
+
+One job, over 400 lines: a section a model, each with its bounds and the reason for them, read
+top to bottom as the reference of gateway.yaml; split, a section would be looked for in two places.
 """
 
 from __future__ import annotations

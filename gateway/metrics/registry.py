@@ -31,9 +31,7 @@ MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # From a cached token (a millisecond) to a wait=60 tradedetail.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-TOKEN_RESULTS = ("hit", "miss", "shared", "evicted")
 DELIVERY_OUTCOMES = ("delivered", "failed", "dead")
-OUTBOX_STATES = ("pending", "dead")
 
 Refresh = Callable[[], Awaitable[None]]
 
