@@ -28,11 +28,13 @@ from tests.support.processes import GatewayProcess, StartGateway, write_config
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Every test here runs the gateway as a process: they belong with the end-to-end tests
-    # (a conftest's own pytestmark would mark nothing).
+    # (a conftest's own pytestmark would mark nothing). They measure liveness and memory, so
+    # they run alone, not beside other tests on the same cores.
     here = Path(__file__).parent
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.alone)
 
 
 LIVENESS_BOUND_S = 1.0

@@ -19,7 +19,7 @@ import pytest
 from tests.abuse.conftest import Liveness, Target, exchange, request_bytes
 from tests.support.paths import ECHO
 from tests.support.processes import StartGateway, write_config
-from tests.upstream.test_lean import read_request, upstream
+from tests.support.scripted_server import read_request, upstream
 
 CALLERS = 8
 MAX_RESPONSE_BYTES = 1 << 20

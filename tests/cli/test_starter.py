@@ -10,7 +10,7 @@ import yaml
 from gateway.cli.starter import ENVIRONMENT, STARTER_CONFIG
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load
-from tests.config.test_load import uncommented
+from tests.support.config_text import uncommented
 
 STARTER_ENV = {name: "t" * 32 for name, _ in ENVIRONMENT}
 

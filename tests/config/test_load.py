@@ -9,6 +9,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load, read_credential
 from gateway.core.secrets import Secret
 from tests.config.documents import app, problems_of
+from tests.support.config_text import uncommented
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,17 +18,6 @@ def test_the_repository_config_is_valid(caplog: pytest.LogCaptureFixture) -> Non
     config = load(REPO / "gateway.yaml", environ={})
     assert config.apps["demo"].appid == "demo-appid"
     assert "apps.demo.secret: the secret is written in the config file" in caplog.text
-
-
-def uncommented(text: str, key: str) -> str:
-    """The text with the commented-out `key:` blocks (a `# key:` line and the `#   ...` lines
-    under it) turned back into YAML, as a reader following the comments would."""
-    lines, in_block = [], False
-    for line in text.splitlines():
-        indent, body = line[: len(line) - len(line.lstrip())], line.strip()
-        in_block = body.startswith(f"# {key}:") or (in_block and body.startswith("#   "))
-        lines.append(indent + body[2:] if in_block else line)
-    return "\n".join(lines) + "\n"
 
 
 def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Path) -> None:

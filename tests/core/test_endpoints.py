@@ -24,6 +24,7 @@ from gateway.core.endpoints import (
     validate,
 )
 from gateway.core.platform import TRADE_DETAIL_PATH
+from tests.support.valid_params import VALID
 
 
 def test_the_endpoints_are_the_docs() -> None:
@@ -50,43 +51,6 @@ def test_the_extras_are_where_the_doc_puts_the_behaviour() -> None:
 def test_open_id_may_stand_in_for_the_access_token_only_at_user_info() -> None:
     stand_ins = {path: e.stand_ins for path, e in ENDPOINTS.items() if e.stand_ins}
     assert stand_ins == {"/neuopenapi/oauth/mini/user/info": (("openId", "accessToken"),)}
-
-
-# Valid parameters of each endpoint; each case below changes a few.
-VALID: dict[Endpoint, dict[str, str]] = {
-    ACCESS_TOKEN: {"code": "c", "grantType": "authorization_code", "scope": "user.info"},
-    USER_INFO: {"accessToken": "t"},
-    TRADE: {
-        "outTradeNo": "o-1",
-        "amount": "100",
-        "currency": "USD",
-        "openId": "u1",
-        "notifyUrl": "https://shop.example/n",
-    },
-    TRADE_DETAIL: {"tradeNo": "T1"},
-    TRADE_CLOSE: {"tradeNo": "T1"},
-    SEND_NOTIFY: {
-        "notifyType": "1",
-        "openIds": "u1",
-        "title": "t",
-        "text": "x",
-        "navigateType": "2",
-        "url": "https://shop.example/o",
-        "language": "en_US",
-    },
-    SEND_ACTIVITY: {
-        "activityId": "a",
-        "openIds": "u1",
-        "color": "FFFFFF",
-        "templateId": "1",
-        "title": "t",
-        "text": "x",
-        "iconUrl": "https://x.example/i.png",
-        "status": "1",
-        "validityTime": "60",
-        "language": "zh_CN",
-    },
-}
 
 
 def name_of(endpoint: Endpoint) -> str:

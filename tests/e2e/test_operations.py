@@ -33,7 +33,8 @@ from tests.support.processes import (
 from tests.support.rawhttp import raw_request
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.e2e
+# Deadlines of stops and drains are measured: alone, not beside other tests on the same cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 
 @pytest.fixture

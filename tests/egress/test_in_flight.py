@@ -26,6 +26,7 @@ from gateway.runtime.reload import apply_config
 from tests.conftest import guarded
 from tests.support.paths import DETAIL, ECHO
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
+from tests.support.waiting import until
 
 Client = TestClient[Any, Any]
 FORM = "application/x-www-form-urlencoded"
@@ -86,14 +87,6 @@ async def start(aiohttp_client: Any, config: dict[str, Any]) -> Client:
 
 def in_flight(gateway: Client, caller: str = "orders") -> int:
     return gateway.app[IN_FLIGHT].count(caller)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.005)  # wait-ok: polls the condition
-    raise AssertionError("never came true")
 
 
 @dataclass

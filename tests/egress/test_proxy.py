@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
@@ -24,6 +23,7 @@ from gateway import logs
 from gateway.egress.uploads import SPOOL_MEMORY_BYTES
 from gateway.runtime.app import create_app
 from tests.conftest import GatewayFactory, gateway_config, guarded
+from tests.support.answers import envelope_of
 from tests.support.paths import CLOSE as CLOSE_PATH
 from tests.support.paths import ECHO as ECHO_PATH
 from tests.support.paths import TOKEN as TOKEN_PATH
@@ -34,19 +34,6 @@ from tests.support.rawhttp import raw_request
 Client = TestClient[Any, Any]
 # Not one of the documented endpoints, so forwarded without their parameter rules: the
 # mechanics of parsing, signing and relaying are tested here apart from validation.
-
-
-async def envelope_of(response: aiohttp.ClientResponse, status: int, code: str) -> str:
-    assert response.status == status
-    assert response.content_type == "application/json"
-    body = await response.json()
-    assert body["responseHeader"]["status"] == status
-    assert body["response"] is None
-    assert body["error"] == code
-    assert response.headers["X-Request-Id"]
-    message: str = body["responseHeader"]["msg"]
-    assert message
-    return message
 
 
 def signed_by_gateway(platform: PlatformDouble) -> dict[str, str]:

@@ -7,9 +7,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 from aiohttp import web
@@ -21,30 +19,9 @@ from tests.conftest import gateway_config, guarded
 from tests.support.clock import MutableClock
 from tests.support.paths import DETAIL, TRADE
 from tests.support.platform_double import APPID, SECRET
+from tests.support.scripted_platform import Scripted
 
 Client = TestClient[Any, Any]
-OK = b'{"responseHeader": {"status": 200, "msg": "OK"}, "response": {"tradeNo": "T"}}'
-BUSY = b'{"responseHeader": {"status": 503, "msg": "busy"}, "response": null}'
-
-
-@dataclass
-class Scripted:
-    """A platform that answers each call with the next status of its script (then 200)."""
-
-    script: list[int] = field(default_factory=list)
-    received: list[dict[str, str]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if request.path == "/":
-            return web.Response(status=404)
-        params = dict(parse_qsl(request.rel_url.raw_query_string))
-        if request.method == "POST":
-            params.update(parse_qsl((await request.read()).decode()))
-        self.received.append(params)
-        status = self.script.pop(0) if self.script else 200
-        return web.Response(
-            status=status, body=OK if status == 200 else BUSY, content_type="application/json"
-        )
 
 
 class TickingClock(MutableClock):

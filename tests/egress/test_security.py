@@ -9,11 +9,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.config.load import from_mapping
+from gateway.core.endpoints import SEND_ACTIVITY, SEND_NOTIFY, TRADE_CLOSE, TRADE_DETAIL
+from gateway.core.endpoints import TRADE as TRADE_ENDPOINT
 from gateway.runtime.app import create_app
 from tests.conftest import guarded
-from tests.support.paths import ACTIVITY, CLOSE, DETAIL, ECHO, NOTIFY, TRADE
+from tests.support.paths import CLOSE, DETAIL, ECHO, NOTIFY, TRADE
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 from tests.support.rawhttp import raw_request
+from tests.support.valid_params import VALID as VALID_PARAMS
 
 Client = TestClient[Any, Any]
 ORDERS_TOKEN = "orders-token-0123456789abcdef"
@@ -264,37 +267,10 @@ async def test_malformed_bodies(
 # The doc's parameter rules
 
 
+# One valid call of each endpoint the doc lists beyond the login pair.
 VALID = {
-    DETAIL: {"tradeNo": "T1"},
-    CLOSE: {"tradeNo": "T1"},
-    TRADE: {
-        "outTradeNo": "o-1",
-        "amount": "100",
-        "currency": "USD",
-        "openId": "u1",
-        "notifyUrl": "https://shop.example/n",
-    },
-    NOTIFY: {
-        "notifyType": "1",
-        "openIds": "u1",
-        "title": "t",
-        "text": "x",
-        "navigateType": "2",
-        "url": "https://shop.example/o",
-        "language": "en_US",
-    },
-    ACTIVITY: {
-        "activityId": "a",
-        "openIds": "u1",
-        "color": "FFFFFF",
-        "templateId": "1",
-        "title": "t",
-        "text": "x",
-        "iconUrl": "https://x.example/i.png",
-        "status": "1",
-        "validityTime": "60",
-        "language": "zh_CN",
-    },
+    endpoint.path: VALID_PARAMS[endpoint]
+    for endpoint in (TRADE_DETAIL, TRADE_CLOSE, TRADE_ENDPOINT, SEND_NOTIFY, SEND_ACTIVITY)
 }
 
 

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_type_hints
@@ -445,25 +445,6 @@ async def test_an_idle_request_loop_is_cancelled_and_a_busy_one_is_not(
 
 
 # -- nothing else touches them ---------------------------------------------------------------
-
-
-def _modules() -> Iterator[Path]:
-    return (path for path in sorted(HTTP_DIR.glob("*.py")) if path.name != "aiohttp_server.py")
-
-
-@pytest.mark.parametrize("path", list(_modules()), ids=lambda path: path.name)
-def test_outside_the_adapter_only_self_has_private_attributes_read(path: Path) -> None:
-    """Outside aiohttp_server.py, a `_name` is only ever read off `self` (our own state; the
-    next test holds those to names aiohttp does not use)."""
-    foreign = [
-        f"{path.name}:{node.lineno} .{node.attr}"
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Attribute)
-        and node.attr.startswith("_")
-        and not node.attr.startswith("__")
-        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
-    ]
-    assert foreign == []
 
 
 def _own_private_names(cls: type) -> set[str]:

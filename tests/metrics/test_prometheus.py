@@ -7,7 +7,6 @@ An upgrade that renames or changes one of them fails here, by name, first.
 
 from __future__ import annotations
 
-import ast
 import math
 from pathlib import Path
 
@@ -85,20 +84,3 @@ def test_adding_observations_is_observing_each_value(seconds: list[float]) -> No
     assert registry.get_sample_value("ours_sum") == pytest.approx(
         registry.get_sample_value("theirs_sum")
     )
-
-
-@pytest.mark.parametrize(
-    "path",
-    [path for path in sorted(METRICS_DIR.glob("*.py")) if path.name != "prometheus.py"],
-    ids=lambda path: path.name,
-)
-def test_outside_the_adapter_only_self_has_private_attributes_read(path: Path) -> None:
-    foreign = [
-        f"{path.name}:{node.lineno} .{node.attr}"
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Attribute)
-        and node.attr.startswith("_")
-        and not node.attr.startswith("__")
-        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
-    ]
-    assert foreign == []

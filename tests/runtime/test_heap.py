@@ -102,6 +102,7 @@ async def test_requests_leave_no_cycles_behind(make_gateway: GatewayFactory) -> 
     assert await _left_in_cycles(lambda: _requests_of_every_kind(client), 5) == Counter()
 
 
+@pytest.mark.e2e
 async def test_serve_settles_the_heap_once_it_is_ready(
     tmp_path: Path, start_gateway: StartGateway
 ) -> None:

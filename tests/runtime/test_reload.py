@@ -36,11 +36,11 @@ from gateway.runtime.reload import (
 )
 from gateway.sandbox.server import create_sandbox_app
 from tests.conftest import gateway_config, guarded
-from tests.egress.test_resilience import Scripted
 from tests.support.paths import BENCH_ECHO as ECHO
 from tests.support.paths import DETAIL
 from tests.support.platform_double import APPID, SECRET, reference_sign
 from tests.support.processes import write_config
+from tests.support.scripted_platform import Scripted
 
 
 async def platform(aiohttp_server: Any) -> tuple[Scripted, str]:

@@ -23,8 +23,8 @@ from gateway.core.errors import (
 from gateway.upstream.aiohttp_transport import AiohttpTransport
 from gateway.upstream.transport import Answer
 from tests.support.platform_double import PlatformDouble
+from tests.support.scripted_server import OK, answering, ok, read_request, upstream
 from tests.upstream.helpers import app_for, request_to
-from tests.upstream.test_lean import OK, answering, ok, read_request, upstream
 
 PATH = "/neuopenapi/x"
 

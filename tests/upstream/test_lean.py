@@ -4,112 +4,23 @@ exactly the bytes a test gives it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.errors import UpstreamBadResponse, UpstreamUnreachable
 from gateway.egress.keys import UPSTREAM
 from gateway.upstream.lean.connection import ConnectionLost
-from gateway.upstream.lean.pool import Origins, Pool, Slots
-from gateway.upstream.lean.wire import request_head
-from gateway.upstream.tls import default_context
-from gateway.upstream.transport import Answer
 from tests.conftest import GatewayFactory
-from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
-
-OK = b'{"responseHeader":{"status":200,"msg":"OK"},"response":{}}'
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class Upstream:
-    """A loopback server that runs `script` for each connection and counts them."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.open = 0
-        self.most_open = 0
-        self.url = ""
-        self._changed = asyncio.Event()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.open += 1
-        self.most_open = max(self.most_open, self.open)
-        self._change()
-        try:
-            await self.script(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.open -= 1
-            self._change()
-            writer.close()
-
-    def _change(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        async with asyncio.timeout(5):
-            while not condition():
-                await self._changed.wait()
-
-
-@contextlib.asynccontextmanager
-async def upstream(script: Script) -> AsyncIterator[Upstream]:
-    served = Upstream(script)
-    server = await asyncio.start_server(served.handle, "127.0.0.1", 0)
-    served.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    async with server:
-        yield served
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            await reader.readexactly(int(line.split(b":")[1]))
-    return head
-
-
-def answering(*answers: bytes, keep: bool = True) -> Script:
-    """Answers each request on a connection with the next of `answers`."""
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for answer in answers:
-            await read_request(reader)
-            writer.write(answer)
-            await writer.drain()
-        if keep:
-            await reader.read()
-
-    return script
-
-
-def ok(body: bytes = OK, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
-
-
-def pool_for(url: str, limit: int = 0, keepalive_s: float = 30) -> Pool:
-    return Origins(default_context(), None, Slots(limit), keepalive_s).pool(URL(url))
-
-
-async def call(
-    pool: Pool, max_body_bytes: int = 1 << 20, body: bytes | None = None, timeout_s: float = 5
-) -> Answer:
-    url = URL(f"http://{pool.host_header}{ECHO_PATH}?a=1", encoded=True)
-    method = "GET" if body is None else "POST"
-    head = request_head(method, url, pool.host_header, CIMultiDict(), body)
-    return await pool.request(head, body, max_body_bytes, timeout_s, 2)
+from tests.support.answers import envelope_of
+from tests.support.lean_calls import call, pool_for
+from tests.support.paths import ECHO as ECHO_PATH
+from tests.support.paths import UPLOAD as UPLOAD_PATH
+from tests.support.scripted_server import OK, answering, ok, read_request, upstream
 
 
 async def test_a_kept_alive_connection_carries_the_next_call() -> None:

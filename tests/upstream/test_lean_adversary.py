@@ -11,7 +11,6 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,18 +25,14 @@ from gateway.upstream.aiohttp_client import WaryConnector
 from gateway.upstream.lean.pool import REST_S, Pool, Slots
 from gateway.upstream.lean.wire import request_head
 from tests.conftest import GatewayFactory, gateway_config
-from tests.egress.test_proxy import ECHO_PATH, UPLOAD_PATH, envelope_of
-from tests.support.pki import Pki, server_context
+from tests.support.answers import envelope_of
+from tests.support.lean_calls import call, pool_for
+from tests.support.paths import ECHO as ECHO_PATH
+from tests.support.paths import UPLOAD as UPLOAD_PATH
+from tests.support.pki import Pki
 from tests.support.platform_double import APPID
-from tests.upstream.test_lean import (
-    OK,
-    answering,
-    call,
-    ok,
-    pool_for,
-    read_request,
-    upstream,
-)
+from tests.support.scripted_server import OK, answering, ok, read_request, tls_upstream, upstream
+from tests.support.waiting import until
 
 # --- 1xx interim answers ---------------------------------------------------------------
 
@@ -363,21 +358,6 @@ async def test_through_the_gateway_a_post_on_a_connection_closed_under_it_is_sen
 # --- TLS ---------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def tls_upstream(pki: Pki, script: Any) -> AsyncIterator[str]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await script(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context(pki))
-    async with server:
-        yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-
 def tls_app(url: str, pki: Pki) -> dict[str, Any]:
     demo = {"appid": APPID, "secret_env": "DEMO_SECRET", "upstream": url}
     return {"demo": {**demo, "tls": {"ca_file": str(pki.ca)}}}
@@ -484,13 +464,6 @@ async def test_through_the_gateway_a_body_that_stops_after_the_head_ends_at_tota
 
 
 # --- a reload with calls in flight ---------------------------------------------------------
-
-
-async def until(condition: Any, timeout_s: float = 5) -> None:
-    """Polls: the pool's slot queue has nothing to await."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)  # wait-ok: the slot queue has no event to await
 
 
 async def test_a_reload_with_calls_in_flight_keeps_pool_max_connections(

@@ -12,8 +12,8 @@ from gateway.config.schema import PoolConfig
 from gateway.upstream.sessions import Sessions
 from gateway.upstream.tls import TlsSetupError
 from gateway.upstream.transport import Transport
+from tests.support.scripted_server import OK, ok, read_request, upstream
 from tests.upstream.helpers import app_for, request_to
-from tests.upstream.test_lean import OK, ok, read_request, upstream
 
 
 @pytest.mark.parametrize("which", ["lean", "aiohttp"])

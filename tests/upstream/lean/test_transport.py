@@ -21,9 +21,8 @@ from gateway.core.errors import (
 from gateway.upstream.lean.transport import LeanTransport
 from gateway.upstream.transport import Answer
 from tests.support.pki import Pki
+from tests.support.scripted_server import OK, answering, ok, read_request, tls_upstream, upstream
 from tests.upstream.helpers import app_for, request_to
-from tests.upstream.test_lean import OK, answering, ok, read_request, upstream
-from tests.upstream.test_lean_adversary import tls_upstream
 
 
 @pytest.fixture

@@ -1,0 +1,31 @@
+"""A platform whose answers a test scripts one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+OK = b'{"responseHeader": {"status": 200, "msg": "OK"}, "response": {"tradeNo": "T"}}'
+BUSY = b'{"responseHeader": {"status": 503, "msg": "busy"}, "response": null}'
+
+
+@dataclass
+class Scripted:
+    """A platform that answers each call with the next status of its script (then 200)."""
+
+    script: list[int] = field(default_factory=list)
+    received: list[dict[str, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path == "/":
+            return web.Response(status=404)
+        params = dict(parse_qsl(request.rel_url.raw_query_string))
+        if request.method == "POST":
+            params.update(parse_qsl((await request.read()).decode()))
+        self.received.append(params)
+        status = self.script.pop(0) if self.script else 200
+        return web.Response(
+            status=status, body=OK if status == 200 else BUSY, content_type="application/json"
+        )
