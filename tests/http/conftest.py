@@ -19,12 +19,13 @@ from gateway.http.server import GuardedRunner
 from gateway.runtime.app import create_app
 from gateway.runtime.listeners import connection_limits
 from tests.conftest import gateway_config
+from tests.support import paths
 
 MAX_HEADER_BYTES = 1024
 # The whole block (request line and headers) may take 2 * max_header_bytes + 1024.
 BLOCK_LIMIT = 2 * MAX_HEADER_BYTES + 1024
 HEADER_TIMEOUT_S = 0.6
-ECHO = b"/neuopenapi/test/echo"
+ECHO = paths.ECHO.encode()
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 

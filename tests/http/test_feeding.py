@@ -14,10 +14,11 @@ from aiohttp import web_protocol
 from gateway.http.feeding import FramedRequestHandler
 from tests.conftest import GatewayFactory
 from tests.http.conftest import HEALTH, MAX_HEADER_BYTES, chunked_post, exchange, form_post
+from tests.support.paths import ECHO
 from tests.support.platform_double import PlatformDouble
 from tests.support.rawhttp import statuses, until_closed
 
-ECHO_Q = b"/neuopenapi/test/echo?a=1"
+ECHO_Q = ECHO.encode() + b"?a=1"
 OK = HEALTH
 
 

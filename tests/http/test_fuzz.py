@@ -27,12 +27,13 @@ from gateway.runtime.app import create_app
 from gateway.runtime.keys import CALLBACKS_URL
 from gateway.runtime.listeners import connection_limits
 from tests.conftest import gateway_config
+from tests.support.paths import ECHO, NOTIFY, USER_INFO
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PATHS = [
-    "/neuopenapi/test/echo",
-    "/neuopenapi/notify/sendNotify",
-    "/neuopenapi/oauth/mini/user/info",
+    ECHO,
+    NOTIFY,
+    USER_INFO,
 ]
 
 
@@ -178,7 +179,7 @@ def test_arbitrary_multipart(
     if close:
         body += f"--{boundary}--\r\n".encode()
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    assert_handled(*send(port, "POST", "/neuopenapi/test/echo", body, headers))
+    assert_handled(*send(port, "POST", ECHO, body, headers))
 
 
 # Part headers as attackers write them: names and filenames of any bytes, any charset and
@@ -242,7 +243,7 @@ def test_arbitrary_multipart_headers(
     status, answer = send(
         port,
         "POST",
-        "/neuopenapi/test/echo",
+        ECHO,
         body,
         {"Content-Type": "multipart/form-data; boundary=xyz"},
     )
@@ -276,7 +277,7 @@ def test_nested_json_on_both_listeners(
     body = json.dumps(document).encode()
     if extra_depth:
         body = b'{"a":' + b"[" * extra_depth + body + b"]" * extra_depth + b"}"
-    path = "/neuopenapi/test/echo" if listener == "gateway" else "/callbacks/demo/pay"
+    path = ECHO if listener == "gateway" else "/callbacks/demo/pay"
     status, answer = send(ports[listener], "POST", path, body, {"Content-Type": "application/json"})
     assert_handled(status, answer)
 

@@ -42,10 +42,11 @@ from gateway.http.refusals import (
     refuse_other_versions,
 )
 from tests.conftest import GatewayFactory
+from tests.support import paths
 from tests.support.platform_double import PlatformDouble
 from tests.support.rawhttp import statuses, until_closed
 
-ECHO = b"/neuopenapi/test/echo?a=1"
+ECHO = paths.ECHO.encode() + b"?a=1"
 
 
 def last_envelope(answer: bytes) -> dict[str, Any]:
