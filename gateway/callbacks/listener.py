@@ -129,6 +129,13 @@ async def not_here(request: web.Request) -> web.Response:
     raise NotFound(f"only POST {PAY_ROUTE} is served here")
 
 
+async def no_continue(request: web.Request) -> None:
+    """Expect on a path not served: no 100 Continue (the body would be dropped unread), and
+    any expectation is answered by the 404 itself, through the middleware (RFC 9110 10.1.1
+    lets a server answer with a final status instead). aiohttp's own handler would invite
+    the body, or answer an unknown expectation in plain text outside the middleware."""
+
+
 async def _params(request: web.Request, limits: LimitsConfig) -> dict[str, str]:
     refuse_compressed(request.headers)
     body = await read_capped(request, MAX_CALLBACK_BYTES, limits, "a callback's size")
@@ -245,5 +252,5 @@ def create_callbacks_app(
     app[CLOCK] = context.clock
     app[METRICS] = context.metrics
     app.router.add_route("POST", PAY_ROUTE, pay_callback, expect_handler=expect_callback)
-    app.router.add_route("*", "/{tail:.*}", not_here)
+    app.router.add_route("*", "/{tail:.*}", not_here, expect_handler=no_continue)
     return app

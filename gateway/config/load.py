@@ -33,6 +33,8 @@ from gateway.core.secrets import Secret
 
 log = logging.getLogger("neu_gateway.config")
 
+# Values in the config once YAML's aliases are expanded; a real one has a few hundred.
+MAX_CONFIG_VALUES = 100_000
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -91,6 +93,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
     if not isinstance(document, dict):
         raise ConfigError(["(top level): must be a mapping with at least `apps`"])
     problems: list[str] = []
+    _refuse_expansion(document)
     document = _substitute(document, environ, "", problems)
     if problems:
         raise ConfigError(problems)
@@ -195,6 +198,30 @@ def _callers(
             name, token, frozenset(caller.apps), routes, rate, caller.max_in_flight
         )
     return callers
+
+
+def _refuse_expansion(document: Any) -> None:
+    """A mapping or list named by an alias is one object, however many times it is named;
+    the walks after this one (substitution, validation) would expand each naming into a copy.
+    Nine aliases a line, eight lines deep, are 43 million values: minutes of CPU and gigabytes
+    in a reload's thread, which a stop then waits on. So values are counted, as they would be
+    expanded, up to a bound no real config comes near."""
+    left = MAX_CONFIG_VALUES
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        left -= 1
+        if left < 0:
+            raise ConfigError(
+                [
+                    f"(top level): more than {MAX_CONFIG_VALUES} values once its aliases "
+                    "(*name) are expanded: name a block by alias fewer times"
+                ]
+            )
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
 
 
 def _substitute(node: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:

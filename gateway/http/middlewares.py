@@ -6,6 +6,8 @@ import asyncio
 import os
 import random
 import re
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,6 +15,7 @@ from aiohttp.typedefs import Handler
 from gateway import logs
 from gateway.core.errors import (
     BodyTooLarge,
+    ExpectationFailed,
     GatewayError,
     HeadersTooLarge,
     InternalError,
@@ -133,6 +136,31 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     response.headers[REQUEST_ID_HEADER] = request_id
     log_access(request, request_id, response.status, clock.monotonic() - started, response)
     return response
+
+
+def answering_before_the_chain(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """An application's request handler, with an HTTP error raised before its middlewares
+    run answered as `gateway_middleware` answers one. aiohttp runs a route's expect handler
+    ahead of the middlewares; its own (on an admin route, or on the router's 404 and 405)
+    refuses an Expect other than 100-continue with a plain-text 417."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            exc.__traceback__ = None
+            # The application's request factory makes web.Requests.
+            routed = cast(web.Request, request)
+            error = ExpectationFailed() if exc.status == 417 else _from_http_exception(exc)
+            request_id = request_id_for(routed)
+            response = error_response(error, request_id)
+            close_if_unread(routed, response)
+            log_access(routed, request_id, response.status, 0.0, response)
+            return response
+
+    return handle
 
 
 def check_header_size(request: web.Request) -> None:

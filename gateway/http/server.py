@@ -17,6 +17,7 @@ from gateway.http.aiohttp_server import RunnerBase, protocol_options
 from gateway.http.client_waits import REFUSED, WAITING_ON
 from gateway.http.connections import ConnectionLimits, GuardedRequestHandler
 from gateway.http.dispatch import ServerHandler, dispatcher
+from gateway.http.middlewares import answering_before_the_chain, gateway_middleware
 from gateway.http.refusals import log_refused
 
 log = logs.logger("neu_gateway.listener")
@@ -176,6 +177,8 @@ class GuardedRunner(RunnerBase):
 
     def wrap_server(self, server: web.Server) -> web.Server:
         handler = dispatcher(self.app, server.request_handler)
+        if gateway_middleware in self.app.middlewares:
+            handler = answering_before_the_chain(handler)
         return GuardedServer(
             server, self._limits, self._on_refused, handler, self._log_refusals, self._on_evicted
         )

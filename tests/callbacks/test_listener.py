@@ -420,3 +420,36 @@ async def test_a_callback_refused_at_expect_has_a_request_id_and_an_access_line(
     [line] = access_lines(caplog)
     assert line.startswith("request_id=expect-1 caller=none app=demo method=POST ")
     assert "route=/callbacks/{app}/pay status=413 " in line
+
+
+@pytest.mark.parametrize(
+    "expect",
+    [
+        pytest.param("100-continue", id="100-continue is not invited for a path not served"),
+        pytest.param("something-else", id="an unknown expectation is answered as the 404"),
+    ],
+)
+async def test_expect_on_a_path_not_served_is_answered_in_the_envelope(
+    gateway: Client, caplog: pytest.LogCaptureFixture, expect: str
+) -> None:
+    caplog.set_level(logging.INFO, "neu_gateway.access")
+    port = int(gateway.app[CALLBACKS_URL].rsplit(":", 1)[1])
+    head = (
+        b"POST /elsewhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n"
+        + f"Expect: {expect}\r\nX-Request-Id: expect-2\r\n\r\n".encode()
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            # No 100 Continue: the body would only be read and dropped.
+            assert statuses(answer) == [404], answer
+            length = int(answer.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+    assert b"\r\nX-Request-Id: expect-2\r\n" in answer
+    assert body["error"] == "not_found"
+    [line] = access_lines(caplog)
+    assert line.startswith("request_id=expect-2 caller=none app=none method=POST ")

@@ -120,6 +120,20 @@ def test_merge_keys_may_still_override_what_they_merge(tmp_path: Path) -> None:
     assert load(path, environ={}).apps["two"].appid == "b"
 
 
+def test_aliases_that_repeat_into_millions_of_values_are_refused_before_they_expand(
+    tmp_path: Path,
+) -> None:
+    # Each line names the one before nine times: 9**8 (43 million) strings once expanded.
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 8)]
+    path = tmp_path / "gateway.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    [problem] = caught.value.problems
+    assert problem.startswith("(top level): more than 100000 values")
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load(tmp_path / "absent.yaml", environ={})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
@@ -15,7 +17,7 @@ from gateway.runtime.app import create_app
 from tests.conftest import guarded
 from tests.support.paths import CLOSE, DETAIL, ECHO, NOTIFY, TRADE
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
-from tests.support.rawhttp import raw_request
+from tests.support.rawhttp import raw_request, statuses
 from tests.support.valid_params import VALID as VALID_PARAMS
 
 Client = TestClient[Any, Any]
@@ -333,6 +335,32 @@ async def test_an_unknown_expectation_is_417_and_the_body_is_not_sent(
     status, body = await raw_request(gateway.port, head)
     assert (status, body["error"]) == (417, "expectation_failed")
     assert platform.received == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("GET", "/healthz", id="an admin endpoint"),
+        pytest.param("POST", "/healthz", id="a method the route does not take"),
+        pytest.param("POST", "/nowhere", id="a path no route takes"),
+    ],
+)
+async def test_an_unknown_expectation_off_the_api_is_refused_in_the_envelope(
+    gateway: Client, method: str, path: str
+) -> None:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+        "Expect: something-else\r\nX-Request-Id: expect-3\r\nConnection: close"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(head + b"\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    assert statuses(answer) == [417], answer
+    assert b"\r\nX-Request-Id: expect-3\r\n" in answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "expectation_failed"
 
 
 async def test_a_request_admitted_at_expect_continue_is_forwarded(
