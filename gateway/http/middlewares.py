@@ -88,6 +88,8 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
         return MethodNotAllowed()
     if exc.status == 413:
         return BodyTooLarge()
+    if exc.status == 417:
+        return ExpectationFailed()
     error = GatewayError(exc.reason)
     error.status = exc.status
     error.code = f"http_{exc.status}"
@@ -153,9 +155,8 @@ def answering_before_the_chain(
             exc.__traceback__ = None
             # The application's request factory makes web.Requests.
             routed = cast(web.Request, request)
-            error = ExpectationFailed() if exc.status == 417 else _from_http_exception(exc)
             request_id = request_id_for(routed)
-            response = error_response(error, request_id)
+            response = error_response(_from_http_exception(exc), request_id)
             close_if_unread(routed, response)
             log_access(routed, request_id, response.status, 0.0, response)
             return response

@@ -176,9 +176,12 @@ class GuardedRunner(RunnerBase):
         self._on_evicted = on_evicted
 
     def wrap_server(self, server: web.Server) -> web.Server:
-        handler = dispatcher(self.app, server.request_handler)
+        routed = server.request_handler
         if gateway_middleware in self.app.middlewares:
-            handler = answering_before_the_chain(handler)
+            # Only the router's way runs expect handlers ahead of the middlewares: the proxy's
+            # shortcut (dispatcher) stays one call deep.
+            routed = answering_before_the_chain(routed)
+        handler = dispatcher(self.app, routed)
         return GuardedServer(
             server, self._limits, self._on_refused, handler, self._log_refusals, self._on_evicted
         )
