@@ -89,7 +89,8 @@ def parser_of_commands() -> argparse.ArgumentParser:
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also call each app's upstream: reachable, TLS, proxy, and its clock's offset",
+        help="also call each app's upstream: reachable, TLS, proxy, its clock's offset, and "
+        "one signed call that proves its secret; exit 1 if any fails",
     )
     check.set_defaults(command=tools.check_config)
 
