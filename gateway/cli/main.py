@@ -65,6 +65,13 @@ def parser_of_commands() -> argparse.ArgumentParser:
         help="N processes on the same ports (default: workers in the config, else 1); "
         "more than 1 needs cache.backend: redis",
     )
+    serving.add_argument(
+        "--listen",
+        type=serve.listen_address,
+        metavar="HOST:PORT",
+        help="listen here instead of the config's listen.host and listen.port (this run "
+        "only, reloads included); e.g. 127.0.0.1:9000, [::1]:8080, 127.0.0.1:0 for any port",
+    )
     serving.set_defaults(command=serve.serve)
 
     reloading = commands.add_parser(
