@@ -65,6 +65,13 @@ def parser_of_commands() -> argparse.ArgumentParser:
         help="N processes on the same ports (default: workers in the config, else 1); "
         "more than 1 needs cache.backend: redis",
     )
+    serving.add_argument(
+        "--listen",
+        type=serve.listen_address,
+        metavar="HOST:PORT",
+        help="listen here instead of the config's listen.host and listen.port (this run "
+        "only, reloads included); e.g. 127.0.0.1:9000, [::1]:8080, 127.0.0.1:0 for any port",
+    )
     serving.set_defaults(command=serve.serve)
 
     reloading = commands.add_parser(
@@ -89,7 +96,8 @@ def parser_of_commands() -> argparse.ArgumentParser:
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also call each app's upstream: reachable, TLS, proxy, and its clock's offset",
+        help="also call each app's upstream: reachable, TLS, proxy, its clock's offset, and "
+        "one signed call that proves its secret; exit 1 if any fails",
     )
     check.set_defaults(command=tools.check_config)
 

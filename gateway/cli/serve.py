@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import sys
 from collections.abc import Coroutine
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from gateway import logs
 from gateway.cli.config_file import EXIT_CONFIG, EXIT_INVALID, EXIT_OK, load_or_report
+from gateway.config.errors import ConfigError
 from gateway.config.model import Config
 from gateway.config.schema import LimitsConfig, ListenConfig, is_loopback
 from gateway.core.hosts import host_name
@@ -31,6 +33,63 @@ log = logs.logger("neu_gateway")
 DEMO_APPID = "demo-appid"
 DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo secret
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+LISTEN_FORMS = "HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 (port 0 picks one)"
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """--listen's value as (host, port): HOST:PORT, an IPv6 address in brackets."""
+    host, colon, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            # Bare, as listen.host holds it; brackets only mark where the address ends.
+            host = ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {host!r} in brackets is not an IPv6 address; give {LISTEN_FORMS}"
+            ) from None
+    else:
+        if _is_ipv6(host):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: an IPv6 address goes in brackets, as in [::1]:8080"
+            )
+        named = host_name(host) if colon and host == host.strip() else None
+        if named is None:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {LISTEN_FORMS}")
+        host = named
+    # isdigit() would take '²', which int() refuses: ASCII digits only.
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else -1
+    if not 0 <= port <= 65535 or len(port_text) > 5:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be 0 to 65535 (0 picks one)")
+    return host, port
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def listening_on(config: Config, address: tuple[str, int] | None) -> Config:
+    """The config with serve --listen's address in place of listen.host and listen.port; at
+    the start and at each reload, so the file's own never takes over (nor reads as a change
+    that needs a restart). Held to the file's own rule for a non-loopback address."""
+    if address is None:
+        return config
+    host, port = address
+    listen = config.listen.model_copy(update={"host": host, "port": port})
+    if not listen.is_loopback and not config.callers and not config.insecure_allow_anonymous:
+        raise ConfigError(
+            [
+                f"--listen: {host} is not a loopback address and no callers are configured, "
+                "so anyone who reaches it could act as your apps; configure callers, listen "
+                "on 127.0.0.1, or set insecure_allow_anonymous: true if something in front of "
+                "the gateway authenticates callers"
+            ]
+        )
+    return replace(config, listen=listen)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -49,6 +108,12 @@ def serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_INVALID
+    try:
+        config = listening_on(config, args.listen)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"neu-gateway: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     if not config.listen.is_loopback and not config.callers:
         log.warning(
             "INSECURE: listening on %s with no caller authentication "
@@ -65,6 +130,7 @@ def serve(args: argparse.Namespace) -> int:
 
     def as_run(loaded: Config) -> Config:
         """The file's config as this process runs it, at the start and at each reload."""
+        loaded = listening_on(loaded, args.listen)
         if args.workers is not None:
             loaded = replace(loaded, workers=args.workers)
         return loaded if worker is None else placed(loaded, worker)

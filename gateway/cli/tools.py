@@ -47,10 +47,12 @@ def check_config(args: argparse.Namespace) -> int:
     for line in summary(config):
         print(f"  {line}")
     if args.probe:
-        lines, all_answered = asyncio.run(probe_upstreams(config))
+        lines, all_passed = asyncio.run(probe_upstreams(config))
         for line in lines:
             print(f"  probe: {line}")
-        if not all_answered:
+        # An upstream that did not answer, or a sign it refused (a wrong secret): 1, as a
+        # failed check; 2 is kept for a config that cannot be read at all.
+        if not all_passed:
             return EXIT_INVALID
     return EXIT_OK
 

@@ -48,6 +48,15 @@ def detail_of(http_status: int, body: bytes) -> dict[str, Any] | None:
     return response if ok and isinstance(response, dict) else None
 
 
+# A word about the sign ("sign error", "Invalid signature", "SIGN_ERROR", "signError"), not a
+# word that merely holds the letters ("design", "signal", "assigned", "signed").
+_SIGN_WORD = re.compile(r"(?<![A-Za-z])(?i:sign(?:ature)?)(?![a-z])")
+# An accessToken is a JWT, signed too: a refusal of its signature is about the token.
+_TOKEN_WORD = re.compile(r"(?i:token)")
+# Of a body that is not an envelope, the part read for a message.
+_MAX_TEXT_BYTES = 1024
+
+
 def is_timestamp_refusal(body: bytes) -> bool:
     """The platform refused the request for its timestamp (too far from its own clock)."""
     status, _ = platform_status(body)
@@ -57,7 +66,42 @@ def is_timestamp_refusal(body: bytes) -> bool:
         msg = json.loads(body)["responseHeader"].get("msg", "")
     except (ValueError, TypeError, KeyError, AttributeError):
         return False
-    return isinstance(msg, str) and "timestamp" in msg.lower()
+    if not isinstance(msg, str):
+        return False
+    at = msg.lower().find("timestamp")
+    # A sign error that shows what was signed (the sandbox's `explain`) names the timestamp
+    # parameter after the sign: it is about the sign.
+    sign = _SIGN_WORD.search(msg)
+    return at >= 0 and (sign is None or at < sign.start())
+
+
+def refusal_message(body: bytes) -> str:
+    """What a refusal says: the envelope's `responseHeader.msg`, or the start of a body that
+    is not an envelope (a plain-text 401 from something in front of the platform)."""
+    try:
+        header = json.loads(body)["responseHeader"]
+    except (ValueError, TypeError, KeyError):
+        return body[:_MAX_TEXT_BYTES].decode("utf-8", "replace")
+    msg = header.get("msg") if isinstance(header, dict) else None
+    return msg if isinstance(msg, str) else ""
+
+
+def is_sign_refusal(http_status: int, body: bytes) -> bool:
+    """The platform refused the request's sign: a 401 (on the wire, or in the envelope of an
+    HTTP 200 as the platform answers business errors) whose message is about the sign, not
+    about an accessToken. The doc fixes no wording; the sandbox says "sign error: ...".
+
+    A message naming both is about the one it names first: a sign error that shows what was
+    signed may list an accessToken parameter after it, and "accessToken signature invalid"
+    is about the token."""
+    if http_status != 401 and platform_status(body)[0] != 401:
+        return False
+    msg = refusal_message(body)
+    sign = _SIGN_WORD.search(msg)
+    if sign is None:
+        return False
+    token = _TOKEN_WORD.search(msg)
+    return token is None or sign.start() < token.start()
 
 
 # How the platform's answers begin; the status is read from here without parsing the rest.

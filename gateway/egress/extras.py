@@ -12,11 +12,16 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from gateway.core.errors import TokenRequired
+from gateway.core.platform import is_sign_refusal
 from gateway.upstream.client import ATTEMPTS_HEADER
+from gateway.upstream.refusals import sign_refused
 from gateway.upstream.tokens import CachedAnswer, TokenCache, says_token_invalid
 from gateway.upstream.transport import Answer
 
 CACHE_HEADER = "X-Neu-Cache"
+# On an answer whose sign the platform refused (its body relayed as it came): the gateway's
+# secret for the app is wrong, not the caller's request.
+SIGN_REJECTED_HEADER = "X-Neu-Sign-Rejected"
 
 Send = Callable[[dict[str, str]], Awaitable[Answer]]
 
@@ -25,6 +30,8 @@ def relay(answer: Answer) -> web.Response:
     response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
     if answer.attempts > 1:
         response.headers[ATTEMPTS_HEADER] = str(answer.attempts)
+    if sign_refused(answer):
+        response.headers[SIGN_REJECTED_HEADER] = "1"
     return response
 
 
@@ -48,6 +55,9 @@ async def exchange_code(
         response = web.Response(
             status=answer.status, body=answer.body, headers={hdrs.CONTENT_TYPE: answer.content_type}
         )
+        # Shared with the exchange that fetched it, refusal and all (only a success is cached).
+        if state == "shared" and is_sign_refusal(answer.status, answer.body):
+            response.headers[SIGN_REJECTED_HEADER] = "1"
     response.headers[CACHE_HEADER] = state
     return response
 

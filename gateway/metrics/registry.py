@@ -143,6 +143,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self.sign_rejections = Counter(
+            "neu_gateway_sign_rejections",
+            "Calls whose sign the platform refused, by app: its secret is wrong, or was rotated "
+            "on the platform.",
+            ["app"],
+            registry=registry,
+        )
         build_info = Gauge(
             "neu_gateway_build_info",
             "The running version.",
@@ -178,6 +185,9 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def count_sign_rejection(self, app: str) -> None:
+        self.sign_rejections.labels(app).inc()
 
     def count_token(self, app: str, result: str) -> None:
         self.token_cache.labels(app, result).inc()

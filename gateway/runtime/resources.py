@@ -106,6 +106,9 @@ async def upstream_client(app: web.Application) -> AsyncIterator[None]:
             raise RuntimeError("the upstream sessions are closed")
 
     app[READINESS].add_check("upstream", sessions_open)
+    for entry in config.apps.values():
+        # From the start, so an alert on a wrong secret sees 0 rather than no data.
+        app[METRICS].sign_rejections.labels(entry.name)
     # Each upstream's clock, learnt before the first call needs it; a failure is only logged.
     probes = [
         asyncio.ensure_future(_learn_clock(upstream, entry, app[BASE_URLS]))

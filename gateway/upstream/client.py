@@ -32,6 +32,7 @@ from gateway.core.resilience import Breaker, BreakerState, Permit
 from gateway.metrics import NONE, OTHER, Metrics, route_label
 from gateway.upstream.call import Call
 from gateway.upstream.headers import end_to_end_headers
+from gateway.upstream.refusals import SignRefusals, sign_refused
 from gateway.upstream.sessions import Sessions
 from gateway.upstream.skews import Skews
 from gateway.upstream.transport import Answer, Request, Transport
@@ -73,7 +74,10 @@ class Upstream:
         metrics: Metrics,
         clock: Clock,
         policy: CallPolicy,
+        report_sign_refusals: bool = True,
     ) -> None:
+        """`report_sign_refusals`: count and warn of the platform's refusals of a sign (off for
+        check-config --probe, which says so itself)."""
         self._sessions = sessions
         self._max_response_bytes = max_response_bytes
         self._metrics = metrics
@@ -81,6 +85,7 @@ class Upstream:
         self._policy = policy
         self._skews = Skews(policy.max_skew_s, clock, metrics)
         self._breakers: dict[str, Breaker] = {}
+        self._refusals = SignRefusals(metrics, clock) if report_sign_refusals else None
         self._rng = random.Random()  # noqa: S311 - jitter, not security
 
     def renew_sessions(self) -> None:
@@ -152,6 +157,9 @@ class Upstream:
                         self._skews.log_correction(base_url, app.name, skew)
                     log.warning("the platform refused a timestamp; sending again on its clock")
                     continue
+            # Every answer of the platform passes here, the gateway's own calls included.
+            if self._refusals is not None and sign_refused(answer):
+                self._refusals.refused(app, base_url)
             return replace(answer, attempts=attempt) if attempt > 1 else answer
 
     async def _pause(self, attempt: int, attempts: int, deadline: float) -> bool:

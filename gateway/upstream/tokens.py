@@ -23,7 +23,7 @@ from gateway.core import jwt
 from gateway.core.clock import Clock
 from gateway.core.errors import CacheUnavailable
 from gateway.core.flights import SingleFlight
-from gateway.core.platform import platform_status
+from gateway.core.platform import is_sign_refusal, platform_status
 
 log = logs.logger("neu_gateway.tokens")
 T = TypeVar("T")
@@ -97,8 +97,11 @@ def issued_token(answer: CachedAnswer, now_s: float, margin_s: float) -> IssuedT
 
 
 def says_token_invalid(answer: CachedAnswer) -> bool:
-    """The platform refused the accessToken (401 in the envelope or on the wire)."""
-    return answer.status == 401 or platform_status(answer.body)[0] == 401
+    """The platform refused the accessToken (401 in the envelope or on the wire). A refused
+    sign is a 401 too, but says nothing of the token: evicting it would log every user out
+    for a wrong secret."""
+    refused = answer.status == 401 or platform_status(answer.body)[0] == 401
+    return refused and not is_sign_refusal(answer.status, answer.body)
 
 
 def _digest(secret: str) -> str:

@@ -145,3 +145,84 @@ def test_the_sandbox_command_names_its_options_when_its_port_is_taken(
         f"neu-gateway: cannot start: --host/--port: cannot listen on 127.0.0.1:{port}: the port "
         "is in use by another process (stop it, or change --host/--port)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "address"),
+    [
+        ("127.0.0.1:9000", ("127.0.0.1", 9000)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+        ("LocalHost:8080", ("localhost", 8080)),
+        ("gateway.internal:80", ("gateway.internal", 80)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("[0:0:0:0:0:0:0:1]:65535", ("::1", 65535)),
+    ],
+)
+def test_listen_takes_host_and_port(given: str, address: tuple[str, int]) -> None:
+    assert serve.listen_address(given) == address
+
+
+LISTEN_FORMS = "HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 (port 0 picks one)"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        pytest.param("8080", f"'8080' is not {LISTEN_FORMS}", id="a port alone"),
+        pytest.param(":8080", f"':8080' is not {LISTEN_FORMS}", id="no host"),
+        pytest.param("[::1]", f"'[::1]' is not {LISTEN_FORMS}", id="no port"),
+        pytest.param("http://a:80", f"'http://a:80' is not {LISTEN_FORMS}", id="a URL"),
+        pytest.param("*:80", f"'*:80' is not {LISTEN_FORMS}", id="a wildcard"),
+        pytest.param(
+            "::1:8080",
+            "'::1:8080': an IPv6 address goes in brackets, as in [::1]:8080",
+            id="IPv6 without brackets",
+        ),
+        pytest.param(
+            "[gateway]:80",
+            f"'[gateway]:80': 'gateway' in brackets is not an IPv6 address; give {LISTEN_FORMS}",
+            id="a name in brackets",
+        ),
+        pytest.param("a:", "'a:': the port must be 0 to 65535 (0 picks one)", id="empty port"),
+        pytest.param(
+            "a:65536", "'a:65536': the port must be 0 to 65535 (0 picks one)", id="port too big"
+        ),
+        pytest.param("a:+1", "'a:+1': the port must be 0 to 65535 (0 picks one)", id="a sign"),
+        pytest.param(
+            "a:\u0663", "'a:\u0663': the port must be 0 to 65535 (0 picks one)", id="not ASCII"
+        ),
+    ],
+)
+def test_listen_refuses_what_is_not_host_and_port_with_exit_2(
+    capsys: pytest.CaptureFixture[str], given: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "serve", "--listen", given)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"neu-gateway serve: error: argument --listen: {message}"
+    )
+
+
+def test_listen_on_a_public_address_needs_callers_as_the_config_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = run(capsys, "serve", "-c", str(write_config(tmp_path)), "--listen", "0.0.0.0:0")
+    assert ran.status == 2
+    assert ran.stderr.startswith(
+        "neu-gateway: --listen: 0.0.0.0 is not a loopback address and no callers are configured"
+    )
+
+
+def test_listen_replaces_the_files_host_and_port_and_nothing_else() -> None:
+    config = from_mapping(
+        {
+            "listen": {"host": "127.0.0.1", "port": 8080, "backlog": 64},
+            "apps": {"demo": {"appid": "demo-appid", "secret_env": "S", "upstream": "sandbox"}},
+        },
+        {"S": "s3cret-value"},
+    )
+    moved = serve.listening_on(config, ("::1", 9000))
+    assert (moved.listen.host, moved.listen.port, moved.listen.backlog) == ("::1", 9000, 64)
+    assert serve.listening_on(moved, ("::1", 9000)) == moved
+    assert serve.listening_on(config, None) is config

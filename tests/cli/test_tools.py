@@ -134,7 +134,8 @@ def test_check_config_shows_the_listener_and_each_app(
         "  callers: none (no token asked for)",
         "  callbacks: off (no callbacks.listen)",
         "  cache: memory, up to 10000 logins",
-        "  probe: app demo: sandbox (embedded; runs on this host's clock)",
+        "  probe: app demo: sandbox (embedded; runs on this host's clock and checks signs "
+        "with this config's secret)",
     ]
     assert "s3cret-value" not in ran.stdout
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.paths import DETAIL, TOKEN
 from tests.support.platform_double import SECRET
+from tests.support.ports import free_port
 from tests.support.processes import StartCommand, StartGateway, neu_gateway, write_config
 from tests.support.rawhttp import raw_request
 from tests.support.receiver import CallbackReceiver
@@ -420,3 +421,34 @@ async def test_callbacks_commands_say_callbacks_are_off_and_create_no_outbox(
     assert "callbacks are off" in result.stderr
     assert "(no callbacks.listen)" in result.stderr
     assert not store.parent.exists()
+
+
+async def test_serve_listen_overrides_the_files_address_reloads_included(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    import signal
+
+    import aiohttp
+
+    config = write_config(tmp_path)
+    in_file, given = free_port(), free_port()
+    config.write_text(config.read_text().replace("port: 0}", f"port: {in_file}}}", 1))
+    gateway = await start_gateway(config, extra_args=("--listen", f"127.0.0.1:{given}"))
+    assert gateway.url == f"http://127.0.0.1:{given}"
+
+    async def detail_answers() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(gateway.url + DETAIL, params={"tradeNo": "none"}) as response,
+        ):
+            assert (await response.json())["responseHeader"]["status"] == 404
+
+    await detail_answers()
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", in_file)):
+        pass
+    # The file's port changes: a reload still runs on --listen's, and says nothing of it.
+    config.write_text(config.read_text().replace(f"port: {in_file}}}", f"port: {free_port()}}}"))
+    gateway.process.send_signal(signal.SIGHUP)
+    await gateway.wait_for_log("config reloaded from")
+    assert "kept until a restart" not in gateway.log
+    await detail_answers()

@@ -161,8 +161,10 @@ async def test_check_config_probe_reports_the_offset(
     config = write_config(tmp_path, upstream=sandbox.url)
     result = await neu_gateway("check-config", "--probe", "-c", str(config), env=ENV)
     assert result.status == 0, result.stderr
-    [line] = [line for line in result.stdout.splitlines() if "probe: app demo" in line]
+    line, sign = [line for line in result.stdout.splitlines() if "probe: app demo" in line]
     assert "answered HTTP" in line
+    # Signed on the platform's time, ten minutes behind this host's.
+    assert sign.startswith("  probe: app demo: sign accepted"), sign
     offset = re.search(r"the platform's clock is ([-+][0-9.]+) s", line)
     assert offset is not None, line
     assert abs(float(offset.group(1)) + 600) < 3, line
@@ -171,3 +173,13 @@ async def test_check_config_probe_reports_the_offset(
     result = await neu_gateway("check-config", "--probe", "-c", str(closed), env=ENV)
     assert result.status == 1
     assert "failed: the platform could not be reached" in result.stdout
+    # The platform rotated the secret; this host's is the old one.
+    rotated = await neu_gateway(
+        "check-config", "--probe", "-c", str(config), env={"NEU_SECRET_DEMO": "a-retired-one"}
+    )
+    assert rotated.status == 1, rotated.stderr
+    assert (
+        "  probe: app demo: the platform refused the sign: the secret for apps.demo is wrong "
+        "(or was rotated on the platform)"
+    ) in rotated.stdout.splitlines()
+    assert "a-retired-one" not in rotated.stdout + rotated.stderr

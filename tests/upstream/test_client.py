@@ -84,11 +84,21 @@ async def serve(aiohttp_server: Any) -> Callable[[Reply], Any]:
 async def made() -> AsyncIterator[Callable[..., Upstream]]:
     sessions: list[Sessions] = []
 
-    def make(max_response_bytes: int = 1 << 20, **policy: Any) -> Upstream:
+    def make(
+        max_response_bytes: int = 1 << 20,
+        metrics: Metrics | None = None,
+        report_sign_refusals: bool = True,
+        **policy: Any,
+    ) -> Upstream:
         settings = {"backoff_s": 0.001, "max_backoff_s": 0.002, "total_s": 5.0, **policy}
         sessions.append(Sessions(PoolConfig(), 1.0, settings["total_s"]))
         return Upstream(
-            sessions[-1], max_response_bytes, Metrics(), MutableClock(), CallPolicy(**settings)
+            sessions[-1],
+            max_response_bytes,
+            metrics or Metrics(),
+            MutableClock(),
+            CallPolicy(**settings),
+            report_sign_refusals=report_sign_refusals,
         )
 
     yield make
@@ -226,3 +236,43 @@ async def test_a_probe_is_one_unsigned_get_of_the_base_url(serve: Any, made: Any
     assert answer.status == 404
     assert platform.received == [{}]
     assert platform.methods == ["GET"]
+
+
+def refusing(msg: str, http_status: int = 200) -> Reply:
+    def reply(n: int) -> web.Response:
+        refusal = {"responseHeader": {"status": 401, "msg": msg}, "response": None}
+        return web.json_response(refusal, status=http_status)
+
+    return reply
+
+
+def sign_rejections(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("neu_gateway_sign_rejections_total", {"app": "demo"})
+
+
+@pytest.mark.parametrize(
+    ("msg", "http_status", "counted"),
+    [
+        pytest.param("sign error", 200, 1, id="a sign error in an HTTP 200 counts"),
+        pytest.param("Invalid signature", 401, 1, id="a signature refused on the wire counts"),
+        pytest.param("invalid accessToken: expired", 200, None, id="a refused token does not"),
+    ],
+)
+async def test_each_refused_sign_is_counted_once_whatever_the_call(
+    serve: Any, made: Any, msg: str, http_status: int, counted: float | None
+) -> None:
+    platform = await serve(refusing(msg, http_status))
+    metrics = Metrics()
+    upstream = made(metrics=metrics)
+    answer = await upstream.call(call(app_for(platform.url), platform.url))
+    assert answer.status == http_status
+    assert len(platform.received) == 1  # a refusal is not asked again
+    assert sign_rejections(metrics) == counted
+
+
+async def test_a_probe_of_the_sign_counts_no_incident(serve: Any, made: Any) -> None:
+    platform = await serve(refusing("sign error"))
+    metrics = Metrics()
+    upstream = made(metrics=metrics, report_sign_refusals=False)
+    await upstream.call(call(app_for(platform.url), platform.url))
+    assert sign_rejections(metrics) is None

@@ -74,6 +74,13 @@ def test_says_token_invalid() -> None:
     assert not says_token_invalid(exchange_answer(token()))
 
 
+def test_a_refused_sign_says_nothing_of_the_token() -> None:
+    refused = {"responseHeader": {"status": 401, "msg": "sign error"}, "response": None}
+    assert not says_token_invalid(
+        CachedAnswer(200, "application/json", json.dumps(refused).encode())
+    )
+
+
 @given(st.integers(100, 599), st.text(max_size=40), st.binary(max_size=200))
 def test_answer_round_trips(status: int, content_type: str, body: bytes) -> None:
     answer = CachedAnswer(status, content_type, body)
