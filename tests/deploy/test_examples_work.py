@@ -76,7 +76,9 @@ def documented_curl() -> list[str]:
     """The curl deploy/README.md shows a calling service of the shared gateway running."""
     readme = re.sub(r"\\\n\s*", " ", (DEPLOY / "README.md").read_text(encoding="utf-8"))
     (command,) = [
-        line.strip() for line in readme.splitlines() if line.strip().startswith(f"curl -s {SHARED_HOST}")
+        line.strip()
+        for line in readme.splitlines()
+        if line.strip().startswith(f"curl -s {SHARED_HOST}")
     ]
     return shlex.split(command)
 
@@ -146,7 +148,7 @@ async def test_compose_payments_stand_in_stops_at_once_on_sigterm() -> None:
     )
     try:
         async with ClientSession() as session, asyncio.timeout(10):
-            while not await delivered(session, port):
+            while not await delivered(session, port):  # noqa: ASYNC110 - no event to await
                 await asyncio.sleep(0.01)  # wait-ok: polls until the stand-in listens
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(5):

@@ -60,10 +60,8 @@ def test_build_image_builds_the_dockerfile_as_neu_gateway_local(
     cwd, *argv = records[used].read_text().splitlines()
     assert Path(cwd) == ROOT
     # Podman's default (OCI) format has no HEALTHCHECK: --format docker keeps it.
-    assert argv == ["build", *format_args, "-f", "Dockerfile", "-t", "neu-gateway:local"] + [
-        "--pull=never",
-        ".",
-    ]
+    tag = ["-t", "neu-gateway:local"]
+    assert argv == ["build", *format_args, "-f", "Dockerfile", *tag, "--pull=never", "."]
     assert all(not record.exists() for tool, record in records.items() if tool != used)
 
 
@@ -103,8 +101,10 @@ def test_pins_cover_pips_resolution_on_every_python_311(tmp_path: Path) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     report_path = tmp_path / "report.json"
     ran = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
-        + ["--report", str(report_path), "-c", str(REQUIREMENTS), *project["dependencies"]],
+        [
+            *(sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"),
+            *("--report", str(report_path), "-c", str(REQUIREMENTS), *project["dependencies"]),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
