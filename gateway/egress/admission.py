@@ -1,9 +1,10 @@
 """Whether a request may go any further, decided before its body is read.
 
 In order: the method, the caller (401), its rate (429), its requests in flight (429), the app
-(404, 403), the path (400), the caller's route rights (403), the endpoint's method (405), and
-the body's encoding (415). The same checks run when a caller asks `Expect: 100-continue`, so a
-refused upload is refused before it is sent.
+(404, 403; `X-Neu-App`, else `default_app`, else the caller's only app, else 400), the path
+(400), the caller's route rights (403), the endpoint's method (405), and the body's encoding
+(415). The same checks run when a caller asks `Expect: 100-continue`, so a refused upload is
+refused before it is sent.
 
 A request counts as in flight from the moment its caller's count admits it until its answer
 is sent, whatever happens to it in between.
@@ -113,13 +114,18 @@ def choose_app(config: Config, requested: str | None, caller: Caller | str) -> A
                 f"unknown app {quoted_name(requested)} in {APP_HEADER}; "
                 f"yours: {', '.join(_usable(config, caller)) or 'none'}"
             )
-    elif config.default_app is None:
+    elif config.default_app is not None:
+        app = config.apps[config.default_app]
+    elif isinstance(caller, Caller) and len(caller.apps) == 1:
+        # A caller with one app has nothing to choose: asking it to name the app anyway
+        # only breaks its calls when a second app is added for someone else.
+        (only,) = caller.apps
+        app = config.apps[only]
+    else:
         raise AppRequired(
             f"several apps are configured and none is the default: send header {APP_HEADER} "
             f"with one of {', '.join(_usable(config, caller)) or 'none'}"
         )
-    else:
-        app = config.apps[config.default_app]
     if isinstance(caller, Caller) and not caller.may_use(app.name):
         raise Forbidden(
             f"caller {quoted_name(caller.name)} may not use app {quoted_name(app.name)}"

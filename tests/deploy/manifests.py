@@ -55,7 +55,10 @@ def kubernetes_files() -> list[Path]:
 # --- the Dockerfile --------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
+Instruction = tuple[str, str]
+
+
+def dockerfile_instructions() -> list[Instruction]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
     lines = [line.strip() for line in text.splitlines()]
@@ -66,8 +69,45 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     ]
 
 
-def dockerfile_values(instruction: str) -> list[str]:
-    return [args for name, args in dockerfile_instructions() if name == instruction]
+def dockerfile_stages() -> list[list[Instruction]]:
+    """The build's stages, each from its FROM on; the last one is the image."""
+    stages: list[list[Instruction]] = []
+    for instruction in dockerfile_instructions():
+        if instruction[0] == "FROM":
+            stages.append([])
+        stages[-1].append(instruction)
+    return stages
+
+
+def stage_name(stage: list[Instruction]) -> str | None:
+    found = re.search(r"\s+AS\s+(\S+)$", stage[0][1], re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def dockerfile_values(instruction: str, stage: int = -1) -> list[str]:
+    """The arguments of each `instruction` in a stage: by default the image's own (the last)."""
+    return [args for name, args in dockerfile_stages()[stage] if name == instruction]
+
+
+def option_of(command: str, option: str) -> str | None:
+    """The value of `--option VALUE` (or `--option=VALUE`) in a shell command, if given."""
+    found = re.search(rf"{re.escape(option)}[ =](\S+)", command)
+    return found.group(1) if found else None
+
+
+def image_user() -> tuple[int, int]:
+    """(uid, gid) of the user the image runs as: its USER, made by groupadd and useradd."""
+    (user,) = dockerfile_values("USER")
+    runs = " ".join(dockerfile_values("RUN"))
+    commands = [part.strip() for part in re.split(r"&&|;", runs)]
+    (useradd,) = [c for c in commands if c.startswith("useradd") and c.endswith(f" {user}")]
+    uid, group = option_of(useradd, "--uid"), option_of(useradd, "--gid")
+    assert uid is not None, "useradd without --uid: the manifests need a fixed number"
+    assert group is not None, "useradd without --gid: the group's number is left to chance"
+    if not group.isdigit():
+        (groupadd,) = [c for c in commands if c.startswith("groupadd") and c.endswith(f" {group}")]
+        group = option_of(groupadd, "--gid") or ""
+    return int(uid), int(group)
 
 
 def image_command() -> list[str]:
@@ -107,18 +147,24 @@ def credential_files(document: Doc) -> list[str]:
     ]
 
 
+def with_stand_in_files(document: Doc, scratch: Path) -> Doc:
+    """A copy of the config whose secret and token files are files in `scratch`, each holding
+    `fake(<the path the config names>)`."""
+    document = json.loads(json.dumps(document))  # a deep copy to rewrite
+    entries = list(document["apps"].values()) + list((document.get("callers") or {}).values())
+    for index, entry in enumerate(entries):
+        for key in ("secret_file", "token_file"):
+            if entry.get(key):
+                stand_in = scratch / f"credential-{index}"
+                stand_in.write_text(fake(entry[key]) + "\n", encoding="utf-8")
+                entry[key] = str(stand_in)
+    return document
+
+
 def load_config(document: Doc, environ: Mapping[str, str]) -> Config:
     """`from_mapping` with each secret or token file replaced by a temporary one."""
-    document = json.loads(json.dumps(document))  # a deep copy to rewrite
     with tempfile.TemporaryDirectory() as scratch:
-        entries = list(document["apps"].values()) + list((document.get("callers") or {}).values())
-        for index, entry in enumerate(entries):
-            for key in ("secret_file", "token_file"):
-                if entry.get(key):
-                    stand_in = Path(scratch) / f"credential-{index}"
-                    stand_in.write_text(fake(f"file{index}") + "\n", encoding="utf-8")
-                    entry[key] = str(stand_in)
-        return from_mapping(document, environ)
+        return from_mapping(with_stand_in_files(document, Path(scratch)), environ)
 
 
 def admin_port(config: Config) -> int:
@@ -183,6 +229,28 @@ class KubeGateway:
 
     def kind(self, kind: str) -> list[Doc]:
         return [doc for doc in self.docs if doc["kind"] == kind]
+
+    @property
+    def autoscalers(self) -> list[Doc]:
+        """The HorizontalPodAutoscalers that scale this gateway's workload."""
+        return [
+            hpa
+            for hpa in self.kind("HorizontalPodAutoscaler")
+            if hpa["spec"]["scaleTargetRef"]["name"] == self.workload["metadata"]["name"]
+            and hpa["spec"]["scaleTargetRef"]["kind"] == self.workload["kind"]
+        ]
+
+    @property
+    def least_replicas(self) -> int:
+        """The fewest replicas it runs: its autoscaler's minimum, else the workload's count."""
+        if self.autoscalers:
+            return int(self.autoscalers[0]["spec"].get("minReplicas", 1))
+        return int(self.workload["spec"].get("replicas", 1))
+
+    def security(self, container: Doc, key: str) -> Any:
+        """A securityContext setting as it applies to `container`: its own, else the pod's."""
+        own = container.get("securityContext", {})
+        return own[key] if key in own else self.pod.get("securityContext", {}).get(key)
 
 
 def example_docs(example: Path) -> list[Doc]:

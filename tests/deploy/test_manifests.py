@@ -36,10 +36,12 @@ from tests.deploy.manifests import (
     containers,
     credential_env_names,
     credential_files,
+    dockerfile_stages,
     dockerfile_values,
     documents,
     fake,
     image_command,
+    image_user,
     is_gateway,
     kube_gateways,
     kubernetes_examples,
@@ -49,6 +51,8 @@ from tests.deploy.manifests import (
     outside_ports,
     secret_commands,
     selects,
+    stage_name,
+    under,
 )
 
 KUBERNETES_VERSION = "1.32"
@@ -194,8 +198,53 @@ def test_replicas_have_a_disruption_budget(gw: KubeGateway) -> None:
         for pdb in gw.kind("PodDisruptionBudget")
         if selects(pdb["spec"]["selector"].get("matchLabels", {}), gw.labels)
     ]
-    assert gw.workload["spec"].get("replicas", 1) > 1
+    assert gw.least_replicas > 1
     assert len(budgets) == 1
+
+
+@each_gateway()
+def test_replicas_are_scaled_on_cpu_by_an_autoscaler(gw: KubeGateway) -> None:
+    if not serves_other_pods(gw):
+        pytest.skip("a sidecar scales with its app")
+    (hpa,) = gw.autoscalers
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        gw.workload["apiVersion"],
+        gw.workload["kind"],
+        gw.workload["metadata"]["name"],
+    )
+    assert hpa["metadata"]["namespace"] == gw.workload["metadata"]["namespace"]
+    assert hpa["spec"]["minReplicas"] >= 3
+    assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource"
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    # Utilization is a share of the request: without one the HPA cannot compute it.
+    assert gw.container["resources"]["requests"]["cpu"]
+    # A count in the workload would be put back by every `kubectl apply`, fighting the HPA.
+    assert "replicas" not in gw.workload["spec"]
+
+
+@each_gateway()
+def test_gateway_and_its_reloader_run_as_the_images_user_and_group(gw: KubeGateway) -> None:
+    uid, gid = image_user()
+    runs_the_image = [
+        c
+        for c in containers(gw.workload)
+        if c["image"].rsplit("/", 1)[-1].startswith("neu-gateway")
+    ]
+    for container in runs_the_image:
+        assert gw.security(container, "runAsUser") == uid, container["name"]
+        assert gw.security(container, "runAsGroup") == gid, container["name"]
+        assert gw.security(container, "runAsNonRoot") is not False
+    # A Secret's files are owned by root and the pod's fsGroup: a mode without "others" bits
+    # needs the gateway's group to be that fsGroup.
+    for mount in gw.container.get("volumeMounts", []):
+        secret = gw.volume(mount["name"]).get("secret")
+        if secret is not None and not secret.get("defaultMode", 0o644) & 0o004:
+            assert gw.pod["securityContext"].get("fsGroup") == gid
 
 
 @each_gateway()
@@ -318,6 +367,9 @@ def base_image() -> str:
 
 def test_base_image_is_one_exact_python_release() -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base_image())
+    # The wheel is built on the interpreter it is installed on.
+    for stage in dockerfile_stages():
+        assert stage[0][1].split()[0] == base_image()
 
 
 def test_requirements_pin_exactly_the_runtime_dependencies() -> None:
@@ -342,9 +394,49 @@ def test_requirements_pin_exactly_the_runtime_dependencies() -> None:
 def test_dockerfile_installs_the_pins_and_nothing_else() -> None:
     runs = " ".join(dockerfile_values("RUN"))
     copies = dockerfile_values("COPY")
-    assert "deploy/docker/requirements.txt ./requirements.txt" in copies
-    assert "pip install --no-cache-dir -r requirements.txt" in runs
-    assert "--no-deps" in runs  # the project itself resolves nothing more
+    assert "deploy/docker/requirements.txt /tmp/requirements.txt" in copies
+    assert "pip install --no-cache-dir -r /tmp/requirements.txt" in runs
+    assert re.search(r"pip install --no-cache-dir --no-deps \S+\.whl", runs)
+    # the wheel's build resolves nothing either
+    (build,) = [stage for stage in dockerfile_stages()[:-1] if stage_name(stage)]
+    assert "--no-deps --no-build-isolation" in " ".join(a for i, a in build if i == "RUN")
+
+
+def copy_parts(args: str) -> tuple[dict[str, str], list[str], str]:
+    """COPY's flags, sources and destination."""
+    words = args.split()
+    flags = dict(word[2:].partition("=")[::2] for word in words if word.startswith("--"))
+    paths = [word for word in words if not word.startswith("--")]
+    return flags, paths[:-1], paths[-1]
+
+
+def test_image_holds_no_source_tree() -> None:
+    """The source is copied into a build stage only; the image gets the built wheel, installed
+    and removed, so `python -m gateway` in its working directory imports the installed
+    package, not a copy of the tree."""
+    stages = {stage_name(stage): stage for stage in dockerfile_stages()[:-1]}
+    for args in dockerfile_values("COPY"):
+        flags, sources, destination = copy_parts(args)
+        if "from" in flags:
+            (source,) = sources
+            build = " ".join(a for i, a in stages[flags["from"]] if i == "RUN")
+            assert "pip wheel" in build
+            assert f"--wheel-dir {source}" in build
+            assert destination.startswith("/tmp/")
+            assert f"rm -rf {destination}" in " ".join(dockerfile_values("RUN"))
+        else:
+            for source in sources:
+                assert source.startswith("deploy/docker/"), f"{source} copied into the image"
+    (workdir,) = dockerfile_values("WORKDIR")
+    destinations = [copy_parts(args)[2] for args in dockerfile_values("COPY")]
+    assert not any(under(d, workdir) or d == workdir for d in destinations)
+    assert workdir not in {args for stage in stages.values() for i, args in stage if i == "WORKDIR"}
+
+
+def test_image_user_has_a_group_of_its_own_number() -> None:
+    runs = " ".join(dockerfile_values("RUN"))
+    assert "groupadd --system --gid 10001 neu" in runs
+    assert image_user() == (10001, 10001)
 
 
 def test_image_ships_the_docker_config_where_its_command_reads_it() -> None:
