@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ async def test_no_watch_runs_when_off_or_in_a_worker(
     clock = MutableClock()
     config = file_config(url, tmp_path / "secret", watch_s)
     if placement is not None:
-        config = Config(**{**config.__dict__, "placement": placement})
+        config = replace(config, placement=placement)
     await aiohttp_client(guarded(create_app(config, clock)))
     # The upstream client's clock probe may sleep on the clock; the watch never does.
     assert clock.sleepers == 0
