@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from gateway.callbacks.outbox import DEAD, PENDING, Outbox, OutboxError
 from gateway.cli.config_file import EXIT_CONFIG, EXIT_INVALID, EXIT_OK, load_or_report
+from gateway.config.live import kept_from_the_start
 from gateway.core.clock import SystemClock
 from gateway.runtime.resources import open_outbox
 
@@ -21,7 +22,11 @@ T = TypeVar("T")
 
 
 def reload(args: argparse.Namespace) -> int:
-    """Validates the config, then sends SIGHUP to the running gateway (pid_file or --pid)."""
+    """Validates the config, then sends SIGHUP to the running gateway (pid_file or --pid).
+
+    It checks the file with this shell's environment, but the gateway reads it with its own,
+    the one it was started with: so each secret or token from an environment variable is
+    named as one the reload keeps, whatever this shell has set."""
     config = load_or_report(args.config)
     if config is None:
         print("neu-gateway: not reloaded; the running gateway keeps its config", file=sys.stderr)
@@ -56,6 +61,8 @@ def reload(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"neu-gateway: cannot signal process {pid} ({exc.strerror})", file=sys.stderr)
         return EXIT_INVALID
+    for line in kept_from_the_start(config):
+        print(f"neu-gateway: warning: {line}", file=sys.stderr)
     print(f"sent SIGHUP to {pid}: it reloads {args.config} (its log says whether it took it)")
     return EXIT_OK
 

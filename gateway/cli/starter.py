@@ -1,24 +1,26 @@
 """The commented gateway.yaml that `neu-gateway init` writes for a real app.
 
-It reads its secrets from the environment variables in ENVIRONMENT, so it is valid as written
-once they are set; the placeholders (appid, the platform's domain) still need the app's own.
+It reads its secrets from the files in FILES, so it is valid as written once they are made;
+the placeholders (appid, the platform's domain) still need the app's own. Files, not
+environment variables: a file is watched, so a secret written to it is taken by the running
+gateway, while a process never sees its environment change (rotation would be a restart).
 """
 
 from __future__ import annotations
 
-# The variables the starter names, with what each holds: `init` lists them as the next step.
-ENVIRONMENT = (
-    ("NEU_SECRET_MYAPP", "the app secret the platform gave you (apps.myapp.secret_env)"),
+# The files the starter names, with what each holds: `init` lists them as the next step.
+FILES = (
+    ("/run/secrets/myapp", "the app secret the platform gave you (apps.myapp.secret_file)"),
     (
-        "ORDERS_TOKEN",
+        "/run/secrets/orders-token",
         "the bearer token of caller orders, 16 characters or more: openssl rand -hex 32",
     ),
 )
 
 STARTER_CONFIG = """\
 # neu-gateway configuration, written by `neu-gateway init`. Every option is described in
-# README.md ("Config reference"). Put in your appid and the platform's domain, set the
-# environment variables it names (NEU_SECRET_MYAPP, ORDERS_TOKEN), then:
+# README.md ("Config reference"). Put in your appid and the platform's domain, write the
+# files it names (/run/secrets/myapp, /run/secrets/orders-token; mode 0600), then:
 #   neu-gateway check-config -c gateway.yaml
 #   neu-gateway serve -c gateway.yaml
 
@@ -29,10 +31,11 @@ listen: {host: 127.0.0.1, port: 8080}
 apps:
   myapp:                # the app's name here: X-Neu-App and callers' `apps` use it
     appid: your-appid   # your mini app's own appid, from the platform
-    # The app secret, never written in this file: read from an environment variable...
-    secret_env: NEU_SECRET_MYAPP
-    # ...or from a file (a Docker or Kubernetes secret) instead:
-    # secret_file: /run/secrets/myapp
+    # The app secret, never written in this file: read from a file (a Docker or Kubernetes
+    # secret), watched, so a new secret written there is taken without a restart...
+    secret_file: /run/secrets/myapp
+    # ...or from an environment variable instead, which a running gateway never sees change:
+    # secret_env: NEU_SECRET_MYAPP
     # The platform's base URL, https://{domain}; the gateway appends /neuopenapi/...
     # (`upstream: sandbox` runs the embedded emulator instead, to try things first).
     upstream: https://your-platform-domain.example
@@ -41,10 +44,11 @@ apps:
 
 # Who may call. Each caller sends `Authorization: Bearer <its token>` and may use only its
 # apps and the routes it is allowed (METHOD /neuopenapi/path, * as a wildcard). A token is
-# read from an environment variable (token_env) or a file (token_file), one per caller.
+# read from a file (token_file, watched as secret_file is) or an environment variable
+# (token_env), one per caller.
 callers:
   orders:
-    token_env: ORDERS_TOKEN
+    token_file: /run/secrets/orders-token
     apps: [myapp]
     allow:
       - "POST /neuopenapi/pay/transactions/*"

@@ -16,7 +16,7 @@ from gateway.cli.config_file import (
     report_problems,
 )
 from gateway.cli.probe import probe_upstreams
-from gateway.cli.starter import ENVIRONMENT, STARTER_CONFIG
+from gateway.cli.starter import FILES, STARTER_CONFIG
 from gateway.config.model import App, Config
 from gateway.config.schema import DEFAULT_CONFIG_PATH, without_credentials
 from gateway.core import signing
@@ -102,12 +102,13 @@ def init(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"neu-gateway: cannot write {path} ({exc.strerror})", file=sys.stderr)
         return EXIT_CONFIG
-    width = max(len(name) for name, _ in ENVIRONMENT)
+    width = max(len(name) for name, _ in FILES)
     print(f"wrote {path}")
     print("next:")
     print("  1. put your app's appid and the platform's base URL in it (apps.myapp)")
-    print("  2. set the environment variables it reads:")
-    for name, meaning in ENVIRONMENT:
+    print("  2. create the files it reads, each holding one value, readable by the gateway only")
+    print("     (mode 0600: umask 077 before writing, or chmod 600 after):")
+    for name, meaning in FILES:
         print(f"       {name:{width}}  {meaning}")
     print(f"  3. neu-gateway check-config -c {path}")
     print(f"  4. neu-gateway serve -c {path}")

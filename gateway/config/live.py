@@ -35,6 +35,8 @@ _RESTART_ONLY = (
     "breaker",
     "clock",
     "workers",
+    # The watch of the secret files is started with the process, at its interval.
+    "secrets.watch_s",
 )
 
 
@@ -79,3 +81,16 @@ class LiveConfig:
             for name, app in self.current.apps.items()
             if name in before.apps and not app.secret.matches(before.apps[name].secret.reveal())
         ]
+
+
+def kept_from_the_start(config: Config) -> list[str]:
+    """What a reload cannot renew, one line for each secret or token read from an environment
+    variable: a process sees the environment it was started with, whatever the shell that
+    asks for the reload has set since."""
+    return [
+        f"{source.key}: a running gateway keeps the value {source.env} had when it started "
+        f"(a reload cannot see a changed environment); to rotate this {source.what}, use "
+        f"{source.what}_file, which is watched and taken without a restart, or restart the gateway"
+        for source in config.credential_sources
+        if source.env is not None
+    ]

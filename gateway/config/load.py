@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from gateway.config.errors import ConfigError
-from gateway.config.model import App, Config
+from gateway.config.model import App, Config, CredentialSource
 from gateway.config.schema import (
     MIN_CALLER_TOKEN_LENGTH,
     SQLITE_STORE,
@@ -32,6 +32,9 @@ from gateway.core.access import Caller, Route
 from gateway.core.secrets import Secret
 
 log = logging.getLogger("neu_gateway.config")
+# The inline secrets already warned of, by key: a process warns of each once, however many
+# times it reads the file (each reload, a command's several loads).
+INLINE_WARNED: set[str] = set()
 
 # Values in the config once YAML's aliases are expanded; a real one has a few hundred.
 MAX_CONFIG_VALUES = 100_000
@@ -156,7 +159,25 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         breaker=parsed.breaker,
         clock=parsed.clock,
         workers=parsed.workers,
+        secrets=parsed.secrets,
+        credential_sources=_credential_sources(parsed),
     )
+
+
+def _credential_sources(parsed: FileConfig) -> tuple[CredentialSource, ...]:
+    apps = [
+        CredentialSource(
+            owner=f"apps.{name}", what="secret", env=app.secret_env, file=app.secret_file
+        )
+        for name, app in parsed.apps.items()
+    ]
+    callers = [
+        CredentialSource(
+            owner=f"callers.{name}", what="token", env=caller.token_env, file=caller.token_file
+        )
+        for name, caller in parsed.callers.items()
+    ]
+    return (*apps, *callers)
 
 
 def _callers(
@@ -304,12 +325,14 @@ def read_credential(
     if not inline:
         problems.append(f"{where}.{what}: is empty")
         return None
-    log.warning(
-        "%s.%s: the secret is written in the config file; outside the sandbox demo use "
-        "%s_env or %s_file",
-        where,
-        what,
-        what,
-        what,
-    )
+    key = f"{where}.{what}"
+    if key not in INLINE_WARNED:
+        INLINE_WARNED.add(key)
+        log.warning(
+            "%s: the secret is written in the config file; outside the sandbox demo use "
+            "%s_file (or %s_env)",
+            key,
+            what,
+            what,
+        )
     return Secret(inline)

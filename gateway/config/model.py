@@ -26,6 +26,7 @@ from gateway.config.schema import (
     PoolConfig,
     RetriesConfig,
     SandboxConfig,
+    SecretsConfig,
     ShutdownConfig,
     TimeoutsConfig,
     TlsConfig,
@@ -50,6 +51,31 @@ class App:
     @property
     def uses_sandbox(self) -> bool:
         return self.upstream == SANDBOX
+
+
+@dataclass(frozen=True, kw_only=True)
+class CredentialSource:
+    """Where an app's secret or a caller's token is read from: an environment variable, a
+    file, or (neither) the config itself."""
+
+    owner: str  # apps.<name> or callers.<name>
+    what: str  # secret or token
+    env: str | None = None
+    file: Path | None = None
+
+    @property
+    def key(self) -> str:
+        """The config key it is given by, e.g. apps.demo.secret_file."""
+        suffix = "_env" if self.env is not None else "_file" if self.file is not None else ""
+        return f"{self.owner}.{self.what}{suffix}"
+
+    @property
+    def name(self) -> str:
+        return self.owner.partition(".")[2]
+
+    @property
+    def of_an_app(self) -> bool:
+        return self.owner.startswith("apps.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +110,9 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     workers: int = 1
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    # Where each app's secret and each caller's token came from, in the file's order.
+    credential_sources: tuple[CredentialSource, ...] = ()
     # Set in a worker process: where the supervisor put it (see gateway/runtime/workers.py).
     placement: Placement | None = None
 

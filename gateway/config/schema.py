@@ -465,6 +465,34 @@ class ShutdownConfig(_Model):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
+# A secret file checked more often than this is read for nothing: a rotation is a rare event.
+MIN_WATCH_S = 0.1
+MAX_WATCH_S = 3600.0
+
+
+class SecretsConfig(_Model):
+    """How the secret and token files (apps' secret_file, callers' token_file) are watched."""
+
+    # Seconds between two readings of each file; a changed one is put in force without a
+    # signal. 0: not watched (a reload still reads them).
+    watch_s: Annotated[float, Field(ge=0, le=MAX_WATCH_S, allow_inf_nan=False)] = 5.0
+
+    @field_validator("watch_s", mode="before")
+    @classmethod
+    def _seconds_not_a_bool(cls, value: Any) -> Any:
+        # YAML reads `off` as false, which pydantic would take as 0.
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds (0: not watched), not true or false")
+        return value
+
+    @field_validator("watch_s")
+    @classmethod
+    def _off_or_sane(cls, value: float) -> float:
+        if 0 < value < MIN_WATCH_S:
+            raise ValueError(f"must be 0 (not watched) or from {MIN_WATCH_S:g} to {MAX_WATCH_S:g}")
+        return value
+
+
 class FileConfig(_Model):
     """The shape of gateway.yaml, before secrets are read."""
 
@@ -492,6 +520,7 @@ class FileConfig(_Model):
     clock: ClockConfig = ClockConfig()
     # Processes serving the same ports (SO_REUSEPORT) under one supervisor.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    secrets: SecretsConfig = SecretsConfig()
 
     @field_validator("proxy")
     @classmethod

@@ -18,7 +18,7 @@ from gateway.http.dispatch import add_prefix_route
 from gateway.http.keys import CLOCK, CONFIG, LIVE_CONFIG, METRICS, READINESS
 from gateway.http.middlewares import gateway_middleware
 from gateway.metrics import Metrics
-from gateway.runtime import resources
+from gateway.runtime import reload, resources
 from gateway.runtime.keys import DELIVER_TO, EMBEDDED_SANDBOX
 from gateway.runtime.listeners import connection_limits
 from gateway.upstream.waits import TradeWaits
@@ -48,6 +48,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(resources.token_cache)
     app.cleanup_ctx.append(resources.callbacks)
     app.cleanup_ctx.append(resources.admin_listener)
+    app.cleanup_ctx.append(reload.watch_secret_files)
     app[WAITS] = TradeWaits(app[CLOCK])
     app[CALLER_RATES] = CallerRates()
     in_flight = app[IN_FLIGHT] = InFlight()

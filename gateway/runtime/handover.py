@@ -3,8 +3,9 @@
 A worker never reads gateway.yaml: it starts with the config its supervisor has in force (the
 one it loaded at the start, or took at its last reload), every secret and token already read,
 and then takes each reload from the same pipe: a new config, or word that the supervisor
-refused one. So a worker started again signs exactly as its siblings do, whatever the files on
-disk say by then, and a reload reaches every worker as one reading of the files.
+refused one; and each secret or token file the supervisor saw change. So a worker started
+again signs exactly as its siblings do, whatever the files on disk say by then, and a reload
+reaches every worker as one reading of the files.
 
 The pipe is the cleanest way to hand a secret to a child: it has no name or path another
 process could open, nothing of it is left on disk or in argv or the environment, and it goes
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.config.model import Config
+from gateway.runtime.secret_files import Change
 
 _LENGTH = struct.Struct("!I")
 
@@ -37,7 +39,15 @@ class Refused:
     problems: tuple[str, ...]
 
 
-Message = Config | Refused
+@dataclass(frozen=True)
+class Rotated:
+    """Secret or token files the supervisor saw change (runtime/secret_files.py): each worker
+    puts the new values in force, as a single gateway does."""
+
+    changes: tuple[Change, ...]
+
+
+Message = Config | Refused | Rotated
 
 
 def encode(message: Message) -> bytes:
@@ -48,7 +58,7 @@ def encode(message: Message) -> bytes:
 def _decode(payload: bytes) -> Message:
     # Only the supervisor holds the other end: what comes is what this program wrote.
     message = pickle.loads(payload)  # noqa: S301
-    if not isinstance(message, Config | Refused):
+    if not isinstance(message, Config | Refused | Rotated):
         raise TypeError(f"not a handover message: {type(message).__name__}")
     return message
 

@@ -6,6 +6,10 @@ the file (read_for_workers) and hands every worker the result through its pipe
 (runtime/handover.py), which each takes as one process would (follow_supervisor): a worker
 never reads the file. What only a restart can change (the ports, the Redis, the limits bound
 at the start) keeps its running value, and the log names it.
+
+A secret or token file that changes is put in force the same way, without a signal
+(runtime/secret_files.py watches them: take_rotation, rotate_for_workers). One read from an
+environment variable cannot be: a reload warns of each (warn_of_environment).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,14 +25,15 @@ from aiohttp import web
 
 from gateway import logs
 from gateway.config.errors import ConfigError
-from gateway.config.live import LiveConfig
+from gateway.config.live import LiveConfig, kept_from_the_start
 from gateway.config.load import load
 from gateway.config.model import Config
 from gateway.egress.keys import BASE_URLS, UPSTREAM
-from gateway.http.keys import CONFIG, LIVE_CONFIG, METRICS
+from gateway.http.keys import CLOCK, CONFIG, LIVE_CONFIG, METRICS
 from gateway.runtime import handover
 from gateway.runtime.keys import DELIVER_TO, EMBEDDED_SANDBOX
 from gateway.runtime.resources import tls_setup_problems
+from gateway.runtime.secret_files import Change, SecretFiles, rotated
 from gateway.sandbox.server import sandbox_appids, set_secret
 
 log = logs.logger("neu_gateway")
@@ -120,6 +125,7 @@ async def reload_config(app: web.Application, path: Path, as_run: AsRun = as_is)
         return refused(app, path, exc.problems)
     except Exception as exc:
         return _failed(app, path, exc)
+    warn_of_environment(loaded)
     return take_config(app, path, loaded, as_run)
 
 
@@ -145,6 +151,78 @@ def take_config(app: web.Application, path: Path, new: Config, as_run: AsRun) ->
     else:
         log.info("config reloaded from %s", path)
     return True
+
+
+def warn_of_environment(config: Config) -> None:
+    """Each secret or token a reload could not renew, as it comes from the environment."""
+    for line in kept_from_the_start(config):
+        log.warning("%s", line)
+
+
+def take_rotation(app: web.Application, changes: Sequence[Change]) -> None:
+    """Puts the new values of changed secret and token files in force, as a reload that read
+    them would: requests in flight keep the config they started with."""
+    live = app[LIVE_CONFIG]
+    new = rotated(live.current, changes)
+    logs.REDACTION.add_secrets(new.credentials())
+    try:
+        apply_config(app, new)
+    except ConfigError as exc:
+        # What else the config names (its TLS files) cannot be used now: a reload would
+        # refuse the same, so the config in force stays whole.
+        log.error(
+            "changed %s not taken, the running config stays: %s",
+            ", ".join(change.source.key for change in changes),
+            "; ".join(exc.problems),
+        )
+        return
+    for change in changes:
+        log.info(
+            "%s: %s changed; the new %s is in force",
+            change.source.key,
+            change.source.file,
+            change.source.what,
+        )
+
+
+def rotate_for_workers(
+    live: LiveConfig, sandbox: web.Application | None, changes: Sequence[Change]
+) -> handover.Rotated:
+    """The supervisor's side of a changed file: its config in force (what a worker started
+    again gets) and its sandbox take the new values; the workers are to be sent the result."""
+    before = live.current
+    new = rotated(before, changes)
+    logs.REDACTION.add_secrets(new.credentials())
+    live.swap(new, time.time())
+    if sandbox is not None:
+        tell_sandbox(sandbox, before, live.current)
+    for change in changes:
+        log.info(
+            "%s: %s changed; handing the new %s to the workers",
+            change.source.key,
+            change.source.file,
+            change.source.what,
+        )
+    return handover.Rotated(tuple(changes))
+
+
+async def watch_secret_files(app: web.Application) -> AsyncIterator[None]:
+    """The app's watch over its secret and token files (a cleanup context): none in a
+    worker, whose supervisor watches them, or with secrets.watch_s 0."""
+    config = app[CONFIG]
+    if config.placement is not None or config.secrets.watch_s == 0:
+        yield
+        return
+    watch = SecretFiles(
+        app[LIVE_CONFIG],
+        app[CLOCK],
+        config.secrets.watch_s,
+        lambda changes: take_rotation(app, changes),
+    )
+    task = asyncio.ensure_future(watch.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def refused(app: web.Application, path: Path, problems: list[str]) -> bool:
@@ -195,6 +273,8 @@ async def follow_supervisor(app: web.Application, path: Path, fd: int, as_run: A
     async def take(message: handover.Message) -> None:
         if isinstance(message, handover.Refused):
             refused(app, path, list(message.problems))
+        elif isinstance(message, handover.Rotated):
+            take_rotation(app, message.changes)
         else:
             take_config(app, path, message, as_run)
 
@@ -223,6 +303,8 @@ async def read_for_workers(
     live.swap(new, time.time())
     if sandbox is not None:
         tell_sandbox(sandbox, before, live.current)
+    # Once, here: every worker takes what the supervisor read.
+    warn_of_environment(live.current)
     return new
 
 

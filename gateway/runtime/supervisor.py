@@ -4,9 +4,10 @@ The supervisor reserves each port (a bound SO_REUSEPORT socket, so port 0 works 
 the embedded sandbox once for all workers, starts the workers with their place in the
 environment and the config it has in force handed over (runtime/workers.py,
 runtime/handover.py), says "listening" once every worker does, and starts a worker again if it
-dies. It reads the file at a SIGHUP and hands the workers the result (runtime/reload.py); it
-passes SIGTERM and SIGINT on, each once. What workers must share (tokens and their single
-flight, the callbacks outbox, the seen signs) is in Redis, so N > 1 needs cache.backend: redis.
+dies. It reads the file at a SIGHUP and hands the workers the result (runtime/reload.py), and
+watches the secret and token files for them (runtime/secret_files.py); it passes SIGTERM and
+SIGINT on, each once. What workers must share (tokens and their single flight, the callbacks
+outbox, the seen signs) is in Redis, so N > 1 needs cache.backend: redis.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from prometheus_client import multiprocess
 from gateway import logs
 from gateway.config.live import LiveConfig
 from gateway.config.model import Config, Placement
+from gateway.core.clock import SystemClock
 from gateway.metrics import MULTIPROCESS_DIR_ENV
 from gateway.runtime import handover, reload, signals
 from gateway.runtime.listeners import StartError, sandbox_runner, start_listener
 from gateway.runtime.reload import AsRun, as_is
 from gateway.runtime.resources import sandbox_settings
+from gateway.runtime.secret_files import Change, SecretFiles
 from gateway.runtime.serve import remove_pid, write_pid
 from gateway.runtime.workers import PLACEMENT_ENV, Ports, SupervisorPipes, WorkerEnvironment
 from gateway.sandbox.server import create_sandbox_app
@@ -96,6 +99,7 @@ class Supervisor:
         config = self._config
         loop = asyncio.get_running_loop()
         shared_sandbox = await self._start_sandbox()
+        watch: asyncio.Future[None] | None = None
         try:
             ports = Ports(
                 listen=self._reserve(config.listen.host, config.listen.port),
@@ -118,6 +122,7 @@ class Supervisor:
                 # One reload at a time, in the order the signals came: the last file read wins.
                 reload=reload.in_turn(self._reload),
             )
+            watch = self._watch_secret_files()
             start_failed = self._start_failed = loop.create_future()
             keepers = [asyncio.ensure_future(self._keep(worker, ports)) for worker in self._workers]
             all_ready = asyncio.ensure_future(
@@ -148,6 +153,9 @@ class Supervisor:
             await stopped
             await asyncio.gather(*keepers)
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             for worker in self._workers:
                 if worker.sender is not None:
                     worker.sender.close()
@@ -283,6 +291,21 @@ class Supervisor:
                     worker.process.send_signal(signum)
         if not stopped.done():
             stopped.set_result(signum)
+
+    def _watch_secret_files(self) -> asyncio.Future[None] | None:
+        watch_s = self._config.secrets.watch_s
+        if watch_s == 0:
+            return None
+        watch = SecretFiles(self._live, SystemClock(), watch_s, self._rotate)
+        return asyncio.ensure_future(watch.run())
+
+    def _rotate(self, changes: list[Change]) -> None:
+        message = reload.rotate_for_workers(self._live, self._sandbox, changes)
+        # Sent in the order taken, after any reload before it: each worker ends as the
+        # supervisor's config in force is.
+        for worker in self._workers:
+            if worker.sender is not None:
+                worker.sender.send(message)
 
     async def _reload(self) -> None:
         message = await reload.read_for_workers(self._path, self._as_run, self._live, self._sandbox)

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import load as load_module
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load, read_credential
 from gateway.core.secrets import Secret
@@ -14,7 +15,11 @@ from tests.support.config_text import uncommented
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_repository_config_is_valid(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_repository_config_is_valid(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Warned of once a process: as if this were the first load.
+    monkeypatch.setattr(load_module, "INLINE_WARNED", set())
     config = load(REPO / "gateway.yaml", environ={})
     assert config.apps["demo"].appid == "demo-appid"
     assert "apps.demo.secret: the secret is written in the config file" in caplog.text

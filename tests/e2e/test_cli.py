@@ -72,37 +72,39 @@ async def test_check_config_says_what_is_off(tmp_path: Path) -> None:
     ]
 
 
-STARTER_ENV = {"NEU_SECRET_MYAPP": "the-app-secret", "ORDERS_TOKEN": "t" * 32}
-
-
-async def test_init_writes_a_config_that_check_config_accepts_once_its_env_is_set(
+async def test_init_writes_a_config_that_check_config_accepts_once_its_files_are_made(
     tmp_path: Path,
 ) -> None:
-    unset = {name: "" for name in STARTER_ENV}
-    written = await neu_gateway("init", "conf", cwd=tmp_path, env=unset)
+    written = await neu_gateway("init", "conf", cwd=tmp_path)
     assert written.status == 0, written.stderr
     assert written.stdout.splitlines()[0] == "wrote conf/gateway.yaml"
     for step in (
-        "NEU_SECRET_MYAPP",
-        "ORDERS_TOKEN",
+        "/run/secrets/myapp",
+        "/run/secrets/orders-token",
+        "mode 0600",
         "neu-gateway check-config -c conf/gateway.yaml",
         "neu-gateway serve -c conf/gateway.yaml",
     ):
         assert step in written.stdout
     config = tmp_path / "conf" / "gateway.yaml"
+    # The files where this test may write them.
+    secrets = tmp_path / "secrets"
+    config.write_text(config.read_text().replace("/run/secrets", str(secrets)))
 
-    checked = await neu_gateway("check-config", "-c", str(config), env=STARTER_ENV)
-    assert checked.status == 0, checked.stderr
-    assert "app myapp (default): appid your-appid, upstream https://" in checked.stdout
-
-    without = await neu_gateway(
-        "check-config", "-c", str(config), env={"NEU_SECRET_MYAPP": "", "ORDERS_TOKEN": ""}
-    )
+    without = await neu_gateway("check-config", "-c", str(config))
     assert without.status == 2
     assert without.stderr.splitlines()[1:] == [
-        "  apps.myapp.secret_env: environment variable NEU_SECRET_MYAPP is empty",
-        "  callers.orders.token_env: environment variable ORDERS_TOKEN is empty",
+        f"  apps.myapp.secret_file: cannot read {secrets}/myapp (No such file or directory)",
+        f"  callers.orders.token_file: cannot read {secrets}/orders-token (No such file or "
+        "directory)",
     ]
+
+    secrets.mkdir()
+    (secrets / "myapp").write_text("the-app-secret\n")
+    (secrets / "orders-token").write_text("t" * 32 + "\n")
+    checked = await neu_gateway("check-config", "-c", str(config))
+    assert checked.status == 0, checked.stderr
+    assert "app myapp (default): appid your-appid, upstream https://" in checked.stdout
 
 
 async def test_init_writes_here_by_default_and_overwrites_only_with_force(

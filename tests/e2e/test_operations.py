@@ -264,7 +264,8 @@ async def test_sighup_rotates_the_secret_under_load_without_failing_a_request(
 ) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
-    config = write_config(tmp_path, pid_file=str(tmp_path / "gateway.pid"))
+    # Not watched: the reload is what takes the new secret.
+    config = write_config(tmp_path, pid_file=str(tmp_path / "gateway.pid"), secrets="{watch_s: 0}")
     config.write_text(
         config.read_text().replace("secret_env: NEU_SECRET_DEMO", f"secret_file: {secret_file}")
     )

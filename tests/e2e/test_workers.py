@@ -212,6 +212,10 @@ async def test_a_stop_with_a_request_held_at_the_shared_sandbox_keeps_to_its_dea
 # The config in force, for a worker started again
 
 
+# The secret files not watched (secrets.watch_s 0): what is written there waits for a reload.
+UNWATCHED = "{watch_s: 0}"
+
+
 def with_secret_file(config: Path, secret: Path) -> Path:
     config.write_text(
         config.read_text().replace("secret_env: NEU_SECRET_DEMO", f"secret_file: {secret}")
@@ -269,7 +273,8 @@ async def test_a_worker_started_again_signs_with_the_secret_in_force_not_the_fil
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("secret-at-the-start\n")
-    config = with_secret_file(redis_config(tmp_path, redis_server), secret)
+    # Not watched: only a reload would take what is written.
+    config = with_secret_file(redis_config(tmp_path, redis_server, secrets=UNWATCHED), secret)
     gateway = await start_gateway(config, extra_args=("--workers", "2"))
     # Written, but no reload: the sandbox, like the platform, knows only the first one.
     secret.write_text("secret-never-reloaded\n")
@@ -299,7 +304,7 @@ async def test_after_a_reload_every_worker_signs_with_its_secret_a_new_one_too(
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("secret-at-the-start\n")
-    config = with_secret_file(redis_config(tmp_path, redis_server), secret)
+    config = with_secret_file(redis_config(tmp_path, redis_server, secrets=UNWATCHED), secret)
     gateway = await start_gateway(config, extra_args=("--workers", "2"))
     secret.write_text("secret-reloaded\n")
     gateway.process.send_signal(signal.SIGHUP)
