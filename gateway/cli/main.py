@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gateway import __version__, logs
 from gateway.cli import ops, serve, tools
+from gateway.cli.sandbox_apps import DEMO_APPID, DEMO_SECRET
 from gateway.config.schema import DEFAULT_CONFIG_PATH
 from gateway.runtime import signals
 
@@ -130,11 +131,28 @@ def parser_of_commands() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--port", type=_port, default=8090, help="port (default 8090; 0 picks one)"
     )
+    # Each app once, by any of the three; none given: the demo app.
     emulator.add_argument(
         "--app",
         action="append",
         metavar="APPID=SECRET",
-        help=f"an app to register (repeatable; default {serve.DEMO_APPID}={serve.DEMO_SECRET})",
+        help=(
+            "an app and its secret (repeatable; default "
+            f"{DEMO_APPID}={DEMO_SECRET}); the secret shows in ps, so outside the demo "
+            "prefer --app-secret-file or --app-secret-env"
+        ),
+    )
+    emulator.add_argument(
+        "--app-secret-file",
+        action="append",
+        metavar="APPID=PATH",
+        help="an app whose secret is in the file PATH (repeatable)",
+    )
+    emulator.add_argument(
+        "--app-secret-env",
+        action="append",
+        metavar="APPID=VAR",
+        help="an app whose secret is in the environment variable VAR (repeatable)",
     )
     emulator.add_argument(
         "--explain",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway import logs
 from gateway.cli.config_file import EXIT_CONFIG, EXIT_INVALID, EXIT_OK, load_or_report
+from gateway.cli.sandbox_apps import AppArguments, SandboxAppsError, sandbox_secrets
 from gateway.config.errors import ConfigError
 from gateway.config.model import Config
 from gateway.config.schema import LimitsConfig, ListenConfig, is_loopback
@@ -29,9 +30,6 @@ from gateway.sandbox.world import Settings
 
 log = logs.logger("neu_gateway")
 
-# The public demo app of the sandbox; never a real app's credentials.
-DEMO_APPID = "demo-appid"
-DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo secret
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 LISTEN_FORMS = "HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080 (port 0 picks one)"
 
@@ -184,13 +182,12 @@ def sandbox(args: argparse.Namespace) -> int:
     if not is_loopback(args.host):
         print("neu-gateway: the sandbox listens on a loopback address only", file=sys.stderr)
         return EXIT_CONFIG
-    secrets = {}
-    for item in args.app or [f"{DEMO_APPID}={DEMO_SECRET}"]:
-        appid, eq, secret = item.partition("=")
-        if not eq or not appid or not secret:
-            print(f"neu-gateway: --app {item!r} is not APPID=SECRET", file=sys.stderr)
-            return EXIT_CONFIG
-        secrets[appid] = secret
+    given = AppArguments(args.app, args.app_secret_file, args.app_secret_env)
+    try:
+        secrets = sandbox_secrets(given, os.environ)
+    except SandboxAppsError as exc:
+        print(f"neu-gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     backend_hosts = set()
     for item in args.allow_backend_host or []:
         host = host_name(item)

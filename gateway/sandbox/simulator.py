@@ -19,11 +19,12 @@ from gateway.sandbox.world import World
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript"}
-# The page loads nothing from elsewhere but the icons a sendActivity names.
+# The page loads nothing from elsewhere, not even the icons a sendActivity names (it draws
+# its own), so it works offline and a mini app's icon host never hears of a developer's page.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self' http: https: data:; base-uri 'none'; form-action 'none'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",

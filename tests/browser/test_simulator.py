@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Page, expect
 
 from gateway.sandbox.server import create_sandbox_app
-from gateway.sandbox.world import Settings
+from gateway.sandbox.world import DEMO_USER, Settings
 from tests.browser.conftest import TIMEOUT_MS
 from tests.support.paths import ACTIVITY, DETAIL, NOTIFY, TRADE
 from tests.support.platform_double import APPID, SECRET
@@ -109,6 +109,8 @@ async def test_a_mini_app_story_with_the_mouse(
 ) -> None:
     await page.goto(f"{gateway.sandbox_url}/")
     await expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    await expect(page.get_by_label("User on the phone")).to_have_value(DEMO_USER.phone)
+    await page.get_by_text("Create a user", exact=True).click()
     await page.get_by_role("textbox", name="Name").fill("Alice")
     await page.get_by_role("textbox", name="Phone").fill("966500000001")
     await page.get_by_label("Country").select_option("+966")
@@ -179,6 +181,9 @@ async def test_the_same_story_with_the_keyboard_alone(
     await page.goto(f"{gateway.sandbox_url}/")
     await expect(page.locator("#live")).to_have_attribute("data-state", "live")
 
+    await expect(page.locator("#current-user")).to_have_value(DEMO_USER.phone)
+    await tab_to(page, "#new-user-box summary")
+    await page.keyboard.press("Enter")
     await tab_to(page, "#user-name")
     await page.keyboard.type("Alice")
     await tab_to(page, "#user-phone")
@@ -229,18 +234,29 @@ async def test_the_same_story_with_the_keyboard_alone(
     await context.close()
 
 
+async def open_as_a_new_user(page: Page, sandbox: Client, name: str) -> str:
+    """Makes a user on the page, opens the mini app as them; their openId."""
+    # The form is folded away once the page has users to pick, the demo user at least.
+    await expect(page.get_by_label("User on the phone")).not_to_have_value("")
+    await page.get_by_text("Create a user", exact=True).click()
+    await page.get_by_role("textbox", name="Name").fill(name)
+    await page.get_by_role("button", name="Create user").click()
+    await expect(page.get_by_label("User on the phone")).to_have_value(name)
+    await page.get_by_role("button", name="Open mini app").click()
+    await expect(page.get_by_test_id("login-code")).not_to_be_empty()
+    users = (await (await sandbox.get("/sandbox/users")).json())["response"]["users"]
+    [user] = [user for user in users if user["user"] == name]
+    assert user["loggedIn"] == [APPID]
+    open_id: str = user["openIds"][APPID]
+    return open_id
+
+
 async def test_fail_let_expire_and_each_callback_attempt_show_live(
     sandbox: Client, page: Page, receiver: CallbackReceiver
 ) -> None:
     receiver.fail_first = 1
     await page.goto(page_url(sandbox))
-    await page.get_by_role("textbox", name="Name").fill("Alice")
-    await page.get_by_role("button", name="Create user").click()
-    await page.get_by_role("button", name="Open mini app").click()
-    await expect(page.get_by_test_id("login-code")).not_to_be_empty()
-    open_id = (await (await sandbox.get("/sandbox/users")).json())["response"]["users"][0][
-        "openIds"
-    ][APPID]
+    open_id = await open_as_a_new_user(page, sandbox, "Alice")
     for order, amount in (("order-1", "500"), ("order-2", "12345")):
         params = {
             "outTradeNo": order,
@@ -277,13 +293,7 @@ async def test_a_retry_still_to_come_shows_when(
     settings = Settings(notify_attempts=2, notify_backoff_s=30)
     sandbox = await aiohttp_client(create_sandbox_app({APPID: SECRET}, settings))
     await page.goto(page_url(sandbox))
-    await page.get_by_role("textbox", name="Name").fill("Alice")
-    await page.get_by_role("button", name="Create user").click()
-    await page.get_by_role("button", name="Open mini app").click()
-    await expect(page.get_by_test_id("login-code")).not_to_be_empty()
-    open_id = (await (await sandbox.get("/sandbox/users")).json())["response"]["users"][0][
-        "openIds"
-    ][APPID]
+    open_id = await open_as_a_new_user(page, sandbox, "Alice")
     params = {
         "outTradeNo": "order-1",
         "amount": "500",
@@ -457,6 +467,6 @@ async def test_without_an_event_stream_the_page_polls(sandbox: Client, page: Pag
     await page.add_init_script("delete window.EventSource")
     await page.goto(page_url(sandbox))
     await expect(page.locator("#live")).to_have_attribute("data-state", "polling")
+    await expect(page.locator("#current-user")).to_have_value(DEMO_USER.phone)
     await sandbox.post("/sandbox/users", data={"name": "Bob"})
-    await expect(page.locator("#current-user")).to_have_value("Bob")
     await expect(page.get_by_label("User on the phone")).to_contain_text("Bob (+86")

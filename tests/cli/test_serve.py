@@ -115,8 +115,15 @@ def test_a_backlog_above_the_kernels_cap_is_warned_of(caplog: pytest.LogCaptureF
     ("argv", "message"),
     [
         (["--host", "0.0.0.0"], "the sandbox listens on a loopback address only"),
-        (["--app", "demo-appid"], "--app 'demo-appid' is not APPID=SECRET"),
-        (["--app", "=s3cret"], "--app '=s3cret' is not APPID=SECRET"),
+        (
+            ["--app", "demo-appid"],
+            "--app takes APPID=SECRET; a value has no '=' (not shown: it may be the secret)",
+        ),
+        (
+            ["--app", "=s3cret"],
+            "--app takes APPID=SECRET; a value has no appid before its '=' (not shown: it may "
+            "be the secret)",
+        ),
         (
             ["--allow-backend-host", "http://backend.internal"],
             "--allow-backend-host 'http://backend.internal' is not a bare host name or IP "

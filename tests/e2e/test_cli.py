@@ -324,7 +324,7 @@ async def test_sandbox_command_posts_login_codes_to_allowed_backend_hosts_only(
     ("args", "message"),
     [
         (["--host", "0.0.0.0"], "the sandbox listens on a loopback address only"),
-        (["--app", "no-secret"], "--app 'no-secret' is not APPID=SECRET"),
+        (["--app", "no-secret"], "--app takes APPID=SECRET; a value has no '='"),
         (
             ["--allow-backend-host", "http://backend:80"],
             "--allow-backend-host 'http://backend:80' is not a bare host name or IP address",

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.core.endpoints import SEND_NOTIFY, TRADE, TRADE_DETAIL
 from gateway.sandbox.server import create_sandbox_app
+from gateway.sandbox.world import DEMO_USER
 from tests.sandbox.conftest import header
 from tests.support.clock import MutableClock
 from tests.support.platform_double import APPID, SECRET, reference_sign
@@ -276,7 +277,9 @@ async def test_reset_clears_everything_but_the_apps(
     assert header(await call(sandbox, "GET", DETAIL, {"tradeNo": trade_no}))[0] == 404
     stats = (await answer(sandbox, "GET", "/sandbox/stats"))[1]["response"]
     assert stats == {"calls": {DETAIL: 1}, "hanging": 0}
-    assert (await answer(sandbox, "GET", "/sandbox/users"))[1]["response"]["users"] == []
+    # A fresh world: the demo user alone (see test_world_facade.py).
+    users = (await answer(sandbox, "GET", "/sandbox/users"))[1]["response"]["users"]
+    assert [(user["user"], user["loggedIn"]) for user in users] == [(DEMO_USER.phone, [])]
     assert header(await call(sandbox, "GET", DETAIL, {}, appid=OTHER_APPID))[0] == 400
 
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.sandbox.server import create_sandbox_app
-from gateway.sandbox.world import Settings
+from gateway.sandbox.world import DEMO_USER, Settings
 from tests.support.paths import DETAIL, TRADE
 from tests.support.platform_double import APPID
 from tests.support.receiver import CallbackReceiver
@@ -245,8 +245,9 @@ async def test_backend_url_is_refused_off_this_machine(sandbox: Client, url: str
         "when the sandbox allows it (sandbox.allowed_backend_hosts, or neu-gateway sandbox "
         "--allow-backend-host)"
     )
-    # Refused before anything happened: no user logged in.
-    assert (await (await sandbox.get("/sandbox/users")).json())["response"]["users"] == []
+    # Refused before anything happened: no user logged in (the demo user is there from the start).
+    users = (await (await sandbox.get("/sandbox/users")).json())["response"]["users"]
+    assert [(user["user"], user["loggedIn"]) for user in users] == [(DEMO_USER.phone, [])]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from gateway.core import signing
 from gateway.sandbox.controls import NOTIFIER
 from gateway.sandbox.server import create_sandbox_app
-from gateway.sandbox.world import Settings
+from gateway.sandbox.world import DEMO_USER, Settings
 from tests.support.clock import MutableClock
 from tests.support.paths import ACTIVITY, DETAIL, NOTIFY, TOKEN, TRADE, USER_INFO
 from tests.support.platform_double import APPID, SECRET
@@ -81,6 +81,8 @@ async def test_the_page_and_its_two_files_are_served_with_a_strict_policy(sandbo
     policy = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy
     assert "script-src 'self'" in policy
+    # Not even an activity's icon is fetched from elsewhere: the page draws its own.
+    assert "img-src 'self' data:;" in policy
     for name, content_type in (("app.js", "text/javascript"), ("app.css", "text/css")):
         asset = await sandbox.get(f"/static/{name}")
         assert (asset.status, asset.content_type) == (200, content_type)
@@ -139,7 +141,8 @@ async def test_a_user_made_on_the_page_is_what_user_info_tells(sandbox: Client) 
     assert info["response"]["country"] == "+966"
 
     listed = await control(sandbox, "GET", "/sandbox/users")
-    [alice] = listed["users"]
+    [demo, alice] = listed["users"]
+    assert (demo["user"], alice["user"]) == (DEMO_USER.phone, made["user"])
     assert alice["loggedIn"] == [APPID]
     assert set(alice["openIds"]) == {APPID, OTHER_APPID}
     assert isinstance(listed["now"], int)
@@ -149,13 +152,33 @@ async def test_users_are_listed_in_the_order_first_seen_and_a_phone_again_update
     sandbox: Client,
 ) -> None:
     await control(sandbox, "POST", "/sandbox/users", name="Bob")
-    await login(sandbox, "13800138000")
-    await control(sandbox, "POST", "/sandbox/users", name="Carol", phone="13800138000")
+    await login(sandbox, "13900139000")
+    await control(sandbox, "POST", "/sandbox/users", name="Carol", phone="13900139000")
+    await control(sandbox, "POST", "/sandbox/users", name="Zhang Wei", phone=DEMO_USER.phone)
     users = (await control(sandbox, "GET", "/sandbox/users"))["users"]
     assert [(u["user"], u["name"], u["country"]) for u in users] == [
+        (DEMO_USER.phone, "Zhang Wei", "+86"),
         ("Bob", "Bob", "+86"),
-        ("13800138000", "Carol", "+86"),
+        ("13900139000", "Carol", "+86"),
     ]
+
+
+async def test_a_fresh_sandbox_and_a_reset_one_have_the_demo_user_to_open_the_mini_app_with(
+    sandbox: Client,
+) -> None:
+    for _ in range(2):
+        [demo] = (await control(sandbox, "GET", "/sandbox/users"))["users"]
+        assert (demo["user"], demo["name"], demo["loggedIn"]) == (
+            DEMO_USER.phone,
+            DEMO_USER.name,
+            [],
+        )
+        opened = await control(
+            sandbox, "POST", "/sandbox/open-mini-app", user=demo["user"], appid=APPID
+        )
+        assert opened["openId"] == demo["openIds"][APPID]
+        await control(sandbox, "POST", "/sandbox/users", name="Bob")
+        await control(sandbox, "POST", "/sandbox/reset")
 
 
 async def test_a_user_refused_hears_why(sandbox: Client) -> None:

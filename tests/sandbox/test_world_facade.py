@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.core.verification import Rejected
-from gateway.sandbox.world import Settings, Trade, World
+from gateway.sandbox.world import DEMO_USER, Settings, Trade, World, open_id, union_id
 from tests.support.clock import MutableClock
 
 APPID, OTHER_APPID = "app", "other-app"
@@ -70,6 +70,47 @@ def new_trade(world: World, user: str = "payer") -> str:
     return trade_no
 
 
+def fresh_demo_user(world: World) -> dict[str, object]:
+    return {
+        "user": DEMO_USER.phone,
+        "name": DEMO_USER.name,
+        "phone": DEMO_USER.phone,
+        "country": DEMO_USER.country,
+        "unionId": union_id(DEMO_USER.phone),
+        "openIds": {appid: open_id(appid, DEMO_USER.phone) for appid in world.secrets},
+        "loggedIn": [],
+    }
+
+
+def test_a_fresh_world_has_the_demo_user_logged_in_nowhere(world: World) -> None:
+    assert world.users() == [fresh_demo_user(world)]
+    assert world.profile(DEMO_USER.phone) == DEMO_USER
+    # Nobody is anybody's user until they log in: the demo user is no openId to send to yet.
+    with pytest.raises(Rejected) as refused:
+        world.send_notify(
+            APPID,
+            {
+                "openIds": open_id(APPID, DEMO_USER.phone),
+                "title": "t",
+                "text": "x",
+                "language": "en_US",
+            },
+        )
+    assert refused.value.status == 400
+
+
+def test_the_demo_user_logs_in_as_any_user_and_is_who_user_info_tells(world: World) -> None:
+    code = world.login(APPID, DEMO_USER.phone)["code"]
+    params = {"code": code, "grantType": "authorization_code", "scope": "user.info,user.phone"}
+    info = world.user_info(APPID, world.exchange(APPID, params)["accessToken"])
+    assert (info["nickName"], info["phone"], info["country"]) == (
+        DEMO_USER.name,
+        DEMO_USER.phone,
+        DEMO_USER.country,
+    )
+    assert world.users()[0]["loggedIn"] == [APPID]
+
+
 def test_the_facade_offers_what_its_callers_use(world: World) -> None:
     assert {name for name in PUBLIC if not hasattr(world, name)} == set()
 
@@ -77,7 +118,7 @@ def test_the_facade_offers_what_its_callers_use(world: World) -> None:
 def test_each_call_reaches_its_aggregate(world: World) -> None:
     token = token_for(world, "alice")
     assert world.user_info(APPID, token)["nickName"] == "alice"
-    assert [u["user"] for u in world.users()] == ["alice"]
+    assert [u["user"] for u in world.users()] == [DEMO_USER.phone, "alice"]
     trade_no = new_trade(world)
     assert world.pay(trade_no, "succeeded")["transactionStatus"] == 2
     openid = world.login(APPID, "alice")["openId"]
@@ -94,9 +135,12 @@ def test_a_reset_forgets_the_users_and_their_doings_but_not_the_apps(
     trade_no = new_trade(world)
     world.calls["/neuopenapi/x"] += 1
     world.record_call("GET", "/neuopenapi/x", {}, 200, "OK")
+    world.login(APPID, DEMO_USER.phone)
+    world.create_user("Someone else", DEMO_USER.phone)
     world.reset()
+    # As fresh as at the start: the demo user alone, as it was, logged in nowhere.
     assert (world.users(), world.trades(), dict(world.calls), world.requests.entries()) == (
-        [],
+        [fresh_demo_user(world)],
         [],
         {},
         [],

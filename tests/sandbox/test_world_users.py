@@ -8,7 +8,7 @@ import pytest
 from gateway.core.verification import Rejected
 from gateway.sandbox.world.apps import Apps
 from gateway.sandbox.world.ids import open_id, union_id
-from gateway.sandbox.world.users import Profile, Users, phone_of
+from gateway.sandbox.world.users import DEMO_USER, Profile, Users, phone_of
 from tests.support.clock import MutableClock
 
 APPID, OTHER_APPID = "app", "other-app"
@@ -31,6 +31,23 @@ def test_logging_in_registers_the_users_open_id_in_that_app(
     assert users.logged_in_as(open_id(APPID, "alice")) == (APPID, "alice")
     assert users.logged_in_as(open_id(OTHER_APPID, "alice")) is None
     assert changes == ["users"]
+
+
+def test_premade_users_are_there_from_the_start_quietly_and_logged_in_nowhere() -> None:
+    changes: list[str] = []
+    users = Users(Apps({APPID: "s"}, MutableClock()), changes.append, premade=[DEMO_USER])
+    assert [(u["user"], u["name"], u["loggedIn"]) for u in users.users()] == [
+        (DEMO_USER.phone, DEMO_USER.name, [])
+    ]
+    assert users.profile(DEMO_USER.phone) == DEMO_USER
+    assert users.logged_in_as(open_id(APPID, DEMO_USER.phone)) is None
+    assert changes == []
+    # Logging in by the phone is this user; the page may change them like any other.
+    users.log_in(APPID, DEMO_USER.phone)
+    users.create_user("Zhang Wei", DEMO_USER.phone)
+    assert [(u["user"], u["name"], u["loggedIn"]) for u in users.users()] == [
+        (DEMO_USER.phone, "Zhang Wei", [APPID])
+    ]
 
 
 def test_a_login_name_makes_up_a_profile() -> None:

@@ -334,26 +334,29 @@
     return h(
       "li",
       { class: "card", "data-testid": "activity" },
-      h("span", { class: "icon", "aria-hidden": "true" }),
+      h(
+        "span",
+        { class: "card-head" },
+        h("span", { class: "icon", "aria-hidden": "true", "data-testid": "activity-icon" }),
+        h("span", { class: "icon-url", "data-testid": "activity-icon-url" }),
+      ),
       h("span", { class: "title" }),
       h("span", { class: "text" }),
       h("span", { class: "validity" }, "ends in ", h("span", { class: "countdown", "data-remove-at-zero": "" })),
     );
   }
 
+  // The icon is drawn here, never fetched: the page loads nothing from elsewhere (and its
+  // policy, img-src 'self' data:, would refuse it). Its URL shows as text, in full on hover.
   function updateActivity(card, activity) {
     const color = /^[0-9a-f]{6}$/i.test(activity.color) ? activity.color : "FFFFFF";
     card.style.background = `#${color}`;
     card.style.color = textOn(color);
-    const icon = card.querySelector(".icon");
-    if (icon.dataset.src !== activity.iconUrl) {
-      icon.dataset.src = activity.iconUrl;
-      icon.replaceChildren((activity.title || "?").slice(0, 1).toUpperCase());
-      if (isWebUrl(activity.iconUrl)) {
-        const image = h("img", { src: activity.iconUrl, alt: "", class: "icon" });
-        image.addEventListener("load", () => icon.replaceChildren(image));
-      }
-    }
+    const [initial] = Array.from((activity.title || "").trim() || "?");
+    card.querySelector(".icon").textContent = initial.toUpperCase();
+    const url = card.querySelector(".icon-url");
+    url.textContent = activity.iconUrl ? activity.iconUrl.replace(/^https?:\/\//i, "") : "no icon";
+    url.title = activity.iconUrl ? `iconUrl: ${activity.iconUrl}` : "no iconUrl";
     card.querySelector(".title").textContent = activity.title;
     card.querySelector(".text").textContent = activity.text;
     card.querySelector(".countdown").dataset.expiresAt = activity.expiresAt;

@@ -21,7 +21,7 @@ from gateway.sandbox.world.logins import Logins
 from gateway.sandbox.world.messages import Messages
 from gateway.sandbox.world.settings import Settings
 from gateway.sandbox.world.trades import Trade, Trades
-from gateway.sandbox.world.users import Profile, Users
+from gateway.sandbox.world.users import DEMO_USER, Profile, Users
 
 
 class World:
@@ -43,10 +43,11 @@ class World:
         self.reset()
 
     def reset(self) -> None:
-        """Forgets users, codes, trades, messages and calls; the apps and secrets stay."""
+        """Forgets users, codes, trades, messages and calls; the apps and secrets stay, and the
+        world is as fresh as at the start: the demo user alone, logged in nowhere."""
         self.calls: Counter[str] = Counter()
         self.requests = RequestLog()
-        self._users = Users(self._apps, self._changed)
+        self._users = Users(self._apps, self._changed, premade=[DEMO_USER])
         self._logins = Logins(self._apps, self._users, self.settings, self.clock, self._token_key)
         self._trades = Trades(self._users, self.clock, self._finished, self._changed)
         self._messages = Messages(self._apps, self._users, self.clock, self._changed)

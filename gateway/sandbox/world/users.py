@@ -1,5 +1,6 @@
-"""The platform's users: those made on the simulator page, and every one seen logging in to
-an app, with the openId each has there. A user is named by a phone number or a name."""
+"""The platform's users: the demo user a fresh world has, those made on the simulator page,
+and every one seen logging in to an app, with the openId each has there. A user is named by a
+phone number or a name."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class Profile:
     country: str
 
 
+# A fresh world's one user, so the simulator's "Open mini app" works at once; the phone the
+# README's curl walkthrough logs in with, so both tell of the same person.
+DEMO_USER = Profile("Demo User", "13800138000", DEFAULT_COUNTRY)
+
+
 def phone_of(user: str) -> str:
     """The user's phone number: the one they logged in with, or one made up from the name."""
     if PHONE.fullmatch(user):
@@ -36,14 +42,20 @@ def phone_of(user: str) -> str:
 
 
 class Users:
-    def __init__(self, apps: Apps, on_change: Callable[[str], None]) -> None:
+    def __init__(
+        self, apps: Apps, on_change: Callable[[str], None], premade: Iterable[Profile] = ()
+    ) -> None:
+        """`premade`: users there from the start, named by their phone, none logged in."""
         self._apps = apps
         self._on_change = on_change
         # openId -> (appid, user), for each user logged in to an app.
         self._logged_in: dict[str, tuple[str, str]] = {}
-        # Every user seen, in order: made on the page, or logged in by name or phone.
+        # Every user seen, in order: premade, made on the page, or logged in by name or phone.
         self._seen: dict[str, None] = {}
         self._profiles: dict[str, Profile] = {}
+        for profile in premade:
+            self._profiles[profile.phone] = profile
+            self._seen[profile.phone] = None
 
     def log_in(self, appid: str, user: str) -> str:
         """The user logged in to the app; their openId there."""
