@@ -7,6 +7,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from hypothesis import settings
 
 from gateway.config.load import from_mapping
 from gateway.config.model import Config
@@ -16,6 +17,11 @@ from gateway.runtime.app import create_app
 from gateway.runtime.listeners import connection_limits
 from tests.support.pki import Pki, make_pki
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
+
+# Hypothesis's per-example deadline measures the machine, not the code: on a loaded CI runner
+# (every core busy with the suite's other workers) a 200 ms deadline fails correct tests.
+settings.register_profile("neu-gateway", deadline=None)
+settings.load_profile("neu-gateway")
 
 pytest_plugins = ["tests.support.redis_server", "tests.support.receiver", "tests.support.processes"]
 
