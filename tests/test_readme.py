@@ -1,4 +1,5 @@
-"""The README's list of headers is the one the code has."""
+"""The README's list of headers is the one the code has, and its table of metrics the
+registry's, both ways."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import hdrs
+from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.egress.proxy import FORWARDED_HEADERS
+from gateway.metrics import Metrics
+from gateway.metrics.processes import PID_LABEL
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -71,3 +75,59 @@ def test_the_prose_names_the_same_caller_headers(sentence: str) -> None:
     match = re.search(sentence, README)
     assert match is not None
     assert re.findall(r"`([^`]+)`", match.group(1)) == list(FORWARDED_HEADERS)
+
+
+# -- the metrics table -----------------------------------------------------------------------
+
+
+def metrics_table() -> dict[str, list[str]]:
+    """The README's "Metrics" table: each metric it names -> the labels its row gives."""
+    section = README[README.index("\n### Metrics\n") :]
+    section = section[: section.index("\n### ", 1)]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            labels = re.findall(r"`([^`]+)`", cells[1])
+            for name in re.findall(r"`([^`]+)`", cells[0]):
+                rows[name] = labels
+    return rows
+
+
+def exported() -> dict[str, list[str] | None]:
+    """Each series name the registry exports as the README writes it (a counter with its
+    `_total`) -> its label names (None: the process collector's, whose labels are not ours)."""
+    metrics = Metrics()
+    labels: dict[str, list[str]] = {}
+    for collector in vars(metrics).values():
+        if isinstance(collector, MetricWrapperBase):
+            [family] = collector.describe()
+            labels[family.name] = list(collector._labelnames)
+    found: dict[str, list[str] | None] = {}
+    for family in metrics.registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        found[name] = labels.get(family.name)
+    return found
+
+
+def test_every_exported_metric_is_in_the_readme_table_and_every_row_is_exported() -> None:
+    documented, registry = metrics_table(), exported()
+    assert sorted(registry.keys() - documented.keys()) == [], "exported, not in the table"
+    assert sorted(documented.keys() - registry.keys()) == [], "in the table, not exported"
+
+
+def test_the_readme_table_gives_each_metric_its_labels() -> None:
+    documented = metrics_table()
+    wrong = {
+        name: (documented.get(name), labels)
+        for name, labels in exported().items()
+        if labels is not None and documented.get(name) != labels
+    }
+    assert wrong == {}
+
+
+def test_the_process_series_are_documented_with_the_label_workers_give_them() -> None:
+    documented = metrics_table()
+    process = [name for name in exported() if name.startswith("process_")]
+    assert process
+    assert {name: documented[name] for name in process} == {key: [PID_LABEL] for key in process}

@@ -446,10 +446,28 @@ class SandboxConfig(_Model):
         return [host for host in hosts if host is not None]
 
 
+# The shared backends /readyz checks; a listed one down makes it 503 (admin.ready_requires).
+READY_BACKENDS = ("cache", "outbox")
+
+
 class AdminConfig(_Model):
     """/healthz, /readyz and /metrics: on the main listener unless given one of their own."""
 
     listen: ListenConfig | None = None
+    # Shared backends whose outage makes /readyz 503 too; by default only this process's own
+    # state does, so one Redis down does not take every replica out of the Service at once.
+    ready_requires: list[str] = []
+
+    @field_validator("ready_requires")
+    @classmethod
+    def _known_backends(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in READY_BACKENDS]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(quoted_name(name) for name in unknown)}: the backends readiness "
+                f"can require are {', '.join(READY_BACKENDS)}"
+            )
+        return list(dict.fromkeys(value))
 
 
 class LoggingConfig(_Model):
@@ -526,6 +544,24 @@ class FileConfig(_Model):
     @classmethod
     def _check_proxy(cls, value: str | None) -> str | None:
         return _proxy(value)
+
+    @field_validator("admin")
+    @classmethod
+    def _required_backends_exist(cls, value: AdminConfig, info: ValidationInfo) -> AdminConfig:
+        # Only a backend this process opens can be required: the memory cache is the
+        # process's own memory (never down), and without callbacks.listen there is no outbox.
+        cache, callbacks = info.data.get("cache"), info.data.get("callbacks")
+        required = value.ready_requires
+        if "cache" in required and cache is not None and cache.backend != "redis":
+            raise ValueError(
+                "ready_requires: cache needs cache.backend: redis (the memory cache is this "
+                "process's own and cannot be down)"
+            )
+        if "outbox" in required and callbacks is not None and callbacks.listen is None:
+            raise ValueError(
+                "ready_requires: outbox needs callbacks.listen (without it there is no outbox)"
+            )
+        return value
 
     @field_validator("default_app")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 from gateway.core.access import Caller
@@ -49,9 +50,11 @@ class InFlight:
     kind (trusted, anonymous), apart from any configured caller of the same name.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[str, int], None] | None = None) -> None:
         # (name, whether a configured caller) -> the tasks of its requests in flight.
         self._holders: dict[tuple[str, bool], set[asyncio.Task[Any]]] = {}
+        # Told each request held (name, +1) and ended (name, -1): the metric's gauge.
+        self._on_change = on_change
 
     def hold(self, name: str, configured: bool, limit: int, own: bool) -> None:
         """Counts the current request in flight for the caller until its task ends, or raises
@@ -79,6 +82,10 @@ class InFlight:
             )
         holders.add(task)
         task.add_done_callback(holders.discard)
+        on_change = self._on_change
+        if on_change is not None:
+            on_change(name, 1)
+            task.add_done_callback(lambda _: on_change(name, -1))
 
     def count(self, name: str) -> int:
         """The caller's requests in flight now (with a token or without)."""

@@ -1,5 +1,11 @@
 """The operator's endpoints: /healthz (alive), /readyz (worth sending traffic to), /metrics.
 
+/readyz is about this process (Kubernetes' own guidance: a readiness probe that checks a
+shared dependency takes every replica out together when it fails): it is 503 while the
+process starts or drains, or a check of its own fails. The backends replicas share (the
+cache's Redis, the outbox) are checked and reported beside them, and only make it 503 when
+`admin.ready_requires` names them.
+
 They sit outside /neuopenapi/, are never proxied and need no caller token; `admin.listen`
 moves them to a listener of their own.
 """
@@ -7,6 +13,7 @@ moves them to a listener of their own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -16,6 +23,7 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 
 # A backend that takes longer than this to answer a ping counts as down.
 CHECK_TIMEOUT_S = 1.0
+OK = "ok"
 Check = Callable[[], Awaitable[None]]
 
 
@@ -24,36 +32,74 @@ class Unusable(Exception):
     /readyz (no secret, no path), which is shown as it is."""
 
 
+Outcome = Callable[[bool], None]
+
+
+@dataclass(frozen=True)
+class _Check:
+    probe: Check
+    # Whether its backend down makes this process unready, or is only reported.
+    required: bool
+    # Told whether the backend was usable, after each time it is asked (a gauge).
+    on_outcome: Outcome | None
+
+
 class Readiness:
-    """Whether this process should get new requests: not while draining, nor while a backend
-    it needs is down. Each check raises when its backend is not usable."""
+    """Whether this process should get new requests: not while it starts, nor while it
+    drains, nor while a check it requires fails. Each check raises when its backend is not
+    usable; a check not required (a backend the replicas share) is reported, no more."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._checks: dict[str, Check] = {}
+        self._checks: dict[str, _Check] = {}
+        # Until every resource the app owns is open (runtime/app.py says when).
+        self.starting = True
         self.draining = False
 
-    def add_check(self, name: str, check: Check) -> None:
-        self._checks[name] = check
+    def add_check(
+        self, name: str, check: Check, required: bool = True, on_outcome: Outcome | None = None
+    ) -> None:
+        self._checks[name] = _Check(check, required, on_outcome)
 
     def remove_check(self, name: str) -> None:
         self._checks.pop(name, None)
 
+    def started(self) -> None:
+        self.starting = False
+
+    async def state(self, name: str) -> str:
+        """One check's state: `ok`, or why not (its outcome told to whoever asked to be)."""
+        check = self._checks[name]
+        try:
+            await within(self._clock, CHECK_TIMEOUT_S, check.probe())
+        except TimeoutError:
+            state = f"no answer within {CHECK_TIMEOUT_S:g} s"
+        except Unusable as exc:
+            state = f"unavailable ({exc})"
+        except Exception as exc:
+            state = f"unavailable ({type(exc).__name__})"
+        else:
+            state = OK
+        if check.on_outcome is not None:
+            check.on_outcome(state == OK)
+        return state
+
     async def report(self) -> dict[str, str]:
         """Each check's state: `ok`, or why not."""
-        states = {}
-        for name, check in self._checks.items():
-            try:
-                await within(self._clock, CHECK_TIMEOUT_S, check())
-            except TimeoutError:
-                states[name] = f"no answer within {CHECK_TIMEOUT_S:g} s"
-            except Unusable as exc:
-                states[name] = f"unavailable ({exc})"
-            except Exception as exc:
-                states[name] = f"unavailable ({type(exc).__name__})"
-            else:
-                states[name] = "ok"
-        return states
+        return {name: await self.state(name) for name in list(self._checks)}
+
+    def problems(self, states: dict[str, str]) -> list[str]:
+        """Why this process is not ready (none: it is), given its checks' `states`."""
+        problems = []
+        if self.starting:
+            problems.append("starting: not serving yet")
+        if self.draining:
+            problems.append("draining: the gateway is shutting down")
+        for name, state in states.items():
+            check = self._checks.get(name)
+            if state != OK and check is not None and check.required:
+                problems.append(f"{name}: {state}")
+        return problems
 
 
 def admin_routes(readiness: Readiness, metrics: Metrics) -> list[web.RouteDef]:
@@ -62,9 +108,7 @@ def admin_routes(readiness: Readiness, metrics: Metrics) -> list[web.RouteDef]:
 
     async def readyz(request: web.Request) -> web.Response:
         checks = await readiness.report()
-        problems = [f"{name}: {state}" for name, state in checks.items() if state != "ok"]
-        if readiness.draining:
-            problems.insert(0, "draining: the gateway is shutting down")
+        problems = readiness.problems(checks)
         if problems:
             error = NotReady("not ready: " + "; ".join(problems))
             body = envelope(

@@ -86,7 +86,10 @@ class GuardedServer(web.Server):
         request_handler: ServerHandler | None = None,
         log_refusals: bool = True,
         on_evicted: Callable[[str], None] | None = None,
+        on_connections: Callable[[int], None] | None = None,
     ) -> None:
+        # Told each connection counted in (+1) and out (-1): the open connections' gauge.
+        self._on_connections = on_connections or (lambda change: None)
         # Told the status of each request refused before it reached a handler (metrics).
         self.on_refused = on_refused or (lambda status: None)
         # Told what each connection closed (or refused) to make room was waiting on, as the
@@ -120,6 +123,7 @@ class GuardedServer(web.Server):
         self._accepted += 1
         handler.client_waits.serial = self._accepted
         self._open.add(handler)
+        self._on_connections(1)
         if len(self._open) <= self._limits.max_connections:
             return True
         waiting = [
@@ -135,7 +139,9 @@ class GuardedServer(web.Server):
         return True
 
     def closed(self, handler: GuardedRequestHandler) -> None:
-        self._open.discard(handler)
+        if handler in self._open:
+            self._open.discard(handler)
+            self._on_connections(-1)
 
     def refused(self, error: GatewayError, request_id: str) -> None:
         """A request the listener answered itself, before any handler: counted, and given
@@ -162,6 +168,7 @@ class GuardedRunner(RunnerBase):
         on_refused: Callable[[int], None] | None = None,
         log_refusals: bool = True,
         on_evicted: Callable[[str], None] | None = None,
+        on_connections: Callable[[int], None] | None = None,
         # aiohttp's AppRunner options and handler arguments, passed on as aiohttp types them.
         **kwargs: Any,
     ) -> None:
@@ -174,6 +181,7 @@ class GuardedRunner(RunnerBase):
         self._on_refused = on_refused
         self._log_refusals = log_refusals
         self._on_evicted = on_evicted
+        self._on_connections = on_connections
 
     def wrap_server(self, server: web.Server) -> web.Server:
         routed = server.request_handler
@@ -183,5 +191,11 @@ class GuardedRunner(RunnerBase):
             routed = answering_before_the_chain(routed)
         handler = dispatcher(self.app, routed)
         return GuardedServer(
-            server, self._limits, self._on_refused, handler, self._log_refusals, self._on_evicted
+            server,
+            self._limits,
+            self._on_refused,
+            handler,
+            self._log_refusals,
+            self._on_evicted,
+            self._on_connections,
         )

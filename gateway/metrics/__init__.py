@@ -8,7 +8,9 @@ raw path, an openId or a code never becomes a label, so a caller cannot grow the
 - `labels`: the bounded label values;
 - `calls`: what the platform answered while a request was handled, for its access line;
 - `tallies`: values added up per turn of the event loop before they reach their series;
-- `prometheus`: the prometheus-client internals the tallies write through, behind one door.
+- `processes`: each worker's process_* series, when several serve;
+- `prometheus`: the prometheus-client internals the tallies write through and the multiprocess
+  files' names, behind one door.
 """
 
 from gateway.metrics.calls import CURRENT_CALL, UpstreamCall

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,10 +18,12 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
 
 from gateway import __version__
 from gateway.metrics.calls import CURRENT_CALL
 from gateway.metrics.labels import NONE, OTHER
+from gateway.metrics.processes import WorkerProcesses
 from gateway.metrics.tallies import Count, Durations, Tally
 
 # A `_created` series beside every counter doubles the scrape for a value no one graphs.
@@ -29,8 +32,27 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 # Set by the supervisor for its workers, before they import prometheus-client.
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-# From a cached token (a millisecond) to a wait=60 tradedetail.
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# From what the gateway answers itself (0.2 to 2 ms: a refusal, a cached token) to a wait=60
+# tradedetail: a lowest bucket of 5 ms held nearly every request the gateway answers alone.
+BUCKETS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
 DELIVERY_OUTCOMES = ("delivered", "failed", "dead")
 
 Refresh = Callable[[], Awaitable[None]]
@@ -50,29 +72,46 @@ class Metrics:
             "neu_gateway_request_duration_seconds",
             "Time from a request's arrival to its answer.",
             ["app", "route"],
-            buckets=_BUCKETS,
+            buckets=BUCKETS,
             registry=registry,
         )
         self.upstream_requests = Counter(
             "neu_gateway_upstream_requests",
             "Calls to the platform, by HTTP status and the envelope's responseHeader.status "
             "(the platform answers business errors with HTTP 200).",
-            ["app", "route", "http_status", "platform_status"],
+            ["app", "route", "status", "platform_status"],
             registry=registry,
         )
         self.upstream_duration = Histogram(
             "neu_gateway_upstream_duration_seconds",
             "Time the platform took to answer a call.",
             ["app", "route"],
-            buckets=_BUCKETS,
+            buckets=BUCKETS,
             registry=registry,
         )
         self.requests_in_flight = Gauge(
             "neu_gateway_requests_in_flight",
-            "Requests admitted and not yet answered, by caller (what max_in_flight bounds).",
+            "Requests admitted and not yet answered on the egress listener, by caller (what "
+            "max_in_flight bounds).",
             ["caller"],
             registry=registry,
             multiprocess_mode="livesum",
+        )
+        self.connections = Gauge(
+            "neu_gateway_connections",
+            "Client connections open on each listener (egress, callbacks, admin, sandbox).",
+            ["listener"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.backend_up = Gauge(
+            "neu_gateway_backend_up",
+            "Whether each shared backend answered its last check (/readyz or a scrape): 1 up, "
+            "0 down. cache: the token cache's Redis; outbox: the callbacks outbox.",
+            ["backend"],
+            registry=registry,
+            # The scraped process has just asked: its answer is the freshest.
+            multiprocess_mode="livemostrecent",
         )
         self.token_cache = Counter(
             "neu_gateway_token_cache",
@@ -164,6 +203,9 @@ class Metrics:
         for outcome in DELIVERY_OUTCOMES:
             self.deliveries.labels(outcome)
         self._refreshers: list[Refresh] = []
+        self._in_flight: dict[str, Gauge] = {}
+        # This process's own; with several workers, each worker's is read at the scrape.
+        ProcessCollector(registry=registry)
         # Tallies by label values: labels() takes a lock and builds a key each call.
         self._request_series: dict[tuple[str, ...], tuple[Count, Durations]] = {}
         self._upstream_series: dict[tuple[str, ...], tuple[Count, Durations]] = {}
@@ -178,11 +220,14 @@ class Metrics:
         for refresh in self._refreshers:
             await refresh()
         self.flush()
-        if os.environ.get(MULTIPROCESS_DIR_ENV):
+        directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if directory:
             # A worker of several: every worker's figures, added up (or, for the gauges,
-            # the latest or the worst), from the files prometheus-client keeps for each.
+            # the latest or the worst), from the files prometheus-client keeps for each, and
+            # each worker's process_* by its pid.
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(WorkerProcesses(Path(directory)))
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -192,10 +237,27 @@ class Metrics:
     def count_token(self, app: str, result: str) -> None:
         self.token_cache.labels(app, result).inc()
 
+    def connections_on(self, listener: str) -> Callable[[int], None]:
+        """What a listener tells each connection it opens (+1) and closes (-1); its series
+        shows 0 from now on."""
+        child = self.connections.labels(listener)
+        return child.inc
+
+    def in_flight(self, caller: str, change: int) -> None:
+        """A request of the caller's admitted (+1) or answered (-1). Counted as it happens,
+        not read at the scrape: with several workers the scraped one cannot read the
+        others'."""
+        child = self._in_flight.get(caller)
+        if child is None:
+            child = self._in_flight[caller] = self.requests_in_flight.labels(caller)
+        child.inc(change)
+
     def observe_upstream(
-        self, app: str, route: str, http_status: str, platform_status: str, seconds: float
+        self, app: str, route: str, status: str, platform_status: str, seconds: float
     ) -> None:
-        key = (app, route, http_status, platform_status)
+        """A call to the platform: `status` is its HTTP status (or timeout, unreachable,
+        error), `platform_status` its envelope's responseHeader.status."""
+        key = (app, route, status, platform_status)
         series = self._upstream_series.get(key)
         if series is None:
             series = self._upstream_series[key] = (
@@ -205,7 +267,7 @@ class Metrics:
         self._add(series, seconds)
         call = CURRENT_CALL.get()
         if call is not None:
-            call.http_status, call.platform_status = http_status, platform_status
+            call.http_status, call.platform_status = status, platform_status
             call.seconds += seconds
 
     def count_evicted(self, waiting_on: str) -> None:

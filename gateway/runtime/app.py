@@ -51,14 +51,14 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(reload.watch_secret_files)
     app[WAITS] = TradeWaits(app[CLOCK])
     app[CALLER_RATES] = CallerRates()
-    in_flight = app[IN_FLIGHT] = InFlight()
-
-    async def count_in_flight() -> None:
-        for caller, count in in_flight.by_caller().items():
-            metrics.requests_in_flight.labels(caller).set(count)
-
-    metrics.on_scrape(count_in_flight)
+    app[IN_FLIGHT] = InFlight(metrics.in_flight)
+    # Ready once every resource above is open (cleanup contexts run before on_startup).
+    app.on_startup.append(_started)
     if config.admin.listen is None:
         app.router.add_routes(admin_routes(app[READINESS], metrics))
     add_prefix_route(app, API_PREFIX, proxy.forward, proxy.expect_body)
     return app
+
+
+async def _started(app: web.Application) -> None:
+    app[READINESS].started()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 from aiohttp import web
@@ -22,6 +23,8 @@ from gateway.sandbox.server import MAX_LINE_BYTES
 
 # How long the sandbox's and the admin listener's requests may hold a stop.
 SIDE_SHUTDOWN_S = 1.0
+# Each listener's name in neu_gateway_connections{listener}.
+EGRESS, CALLBACKS, ADMIN, SANDBOX = "egress", "callbacks", "admin", "sandbox"
 
 
 class StartError(Exception):
@@ -96,7 +99,10 @@ def limits_for(limits: LimitsConfig) -> ConnectionLimits:
 
 
 def sandbox_runner(
-    sandbox: web.Application, limits: LimitsConfig, gateways: int = 1
+    sandbox: web.Application,
+    limits: LimitsConfig,
+    gateways: int = 1,
+    on_connections: Callable[[int], None] | None = None,
 ) -> GuardedRunner:
     """The sandbox's listener, guarded as the gateway's own are (header bytes and time, a
     connection cap): it runs in the gateway's process, or beside it, and a slow or oversized
@@ -106,7 +112,8 @@ def sandbox_runner(
 
     Its cap leaves room for each of the `gateways` calling it (each has at most
     limits.max_connections requests at the sandbox at once) and as many more clients of its
-    own (its controls, the simulator, a client that signs for itself).
+    own (its controls, the simulator, a client that signs for itself). `on_connections`: told
+    each connection opened (+1) and closed (-1).
     """
     guard = replace(
         limits_for(limits),
@@ -123,5 +130,6 @@ def sandbox_runner(
         handler_cancellation=False,
         # The emulator's own requests (a hang fault) must not hold the gateway's stop.
         shutdown_timeout=SIDE_SHUTDOWN_S,
+        on_connections=on_connections,
         **guard.handler_args(),
     )

@@ -23,11 +23,14 @@ from gateway.config.schema import SQLITE_STORE, without_credentials
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError
 from gateway.egress.keys import BASE_URLS, TOKENS, UPSTREAM, WAITS
-from gateway.http.admin import admin_routes
+from gateway.http.admin import Check, admin_routes
 from gateway.http.keys import CLOCK, CONFIG, LIVE_CONFIG, METRICS, READINESS
 from gateway.http.server import GuardedRunner
 from gateway.runtime.keys import CALLBACKS_URL, DELIVER_TO, EMBEDDED_SANDBOX
 from gateway.runtime.listeners import (
+    ADMIN,
+    CALLBACKS,
+    SANDBOX,
     SIDE_SHUTDOWN_S,
     CannotStart,
     StartError,
@@ -65,7 +68,9 @@ async def embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
         sandbox_settings(config),
         app[CLOCK],
     )
-    runner = sandbox_runner(sandbox, config.limits)
+    runner = sandbox_runner(
+        sandbox, config.limits, on_connections=app[METRICS].connections_on(SANDBOX)
+    )
     url = await start_listener(runner, config.sandbox.listen, "sandbox.listen")
     log.info(
         "sandbox listening on %s (apps: %s)", url, ", ".join(a.name for a in config.sandbox_apps)
@@ -175,7 +180,12 @@ async def token_cache(app: web.Application) -> AsyncIterator[None]:
     tokens = app[TOKENS] = TokenCache(
         store, app[CLOCK], cache.safety_margin_s, config.timeouts.total_s, metrics.count_token
     )
-    app[READINESS].add_check("cache", store.ping)
+    if cache.backend == "redis":
+        # Shared by the replicas: reported (and exported), 503 only if required.
+        watch_backend(app, "cache", store.ping)
+    else:
+        # This process's own memory: nothing shared to watch, nothing that can be down.
+        app[READINESS].add_check("cache", store.ping)
 
     async def count_entries() -> None:
         # Down: the cache check on /readyz says so; the gauge keeps its last value.
@@ -185,6 +195,25 @@ async def token_cache(app: web.Application) -> AsyncIterator[None]:
     metrics.on_scrape(count_entries)
     yield
     await store.close()
+
+
+def watch_backend(app: web.Application, name: str, check: Check) -> None:
+    """A shared backend (schema.READY_BACKENDS): checked by /readyz, unready for it only when
+    admin.ready_requires names it, and its state in neu_gateway_backend_up, asked anew on
+    every /readyz and every scrape."""
+    readiness, metrics = app[READINESS], app[METRICS]
+    up = metrics.backend_up.labels(name)
+    readiness.add_check(
+        name,
+        check,
+        required=name in app[CONFIG].admin.ready_requires,
+        on_outcome=lambda usable: up.set(1 if usable else 0),
+    )
+
+    async def refresh() -> None:
+        await readiness.state(name)
+
+    metrics.on_scrape(refresh)
 
 
 def open_outbox(config: Config, clock: Clock | None = None) -> Outbox:
@@ -236,7 +265,7 @@ async def callbacks(app: web.Application) -> AsyncIterator[None]:
         app[CLOCK],
         metrics,
     )
-    app[READINESS].add_check("outbox", outbox.check_writable)
+    watch_backend(app, "outbox", outbox.check_writable)
 
     async def count_deliveries() -> None:
         try:
@@ -253,6 +282,7 @@ async def callbacks(app: web.Application) -> AsyncIterator[None]:
         guard,
         # Stopped after the callers' listener, within the same overall deadline.
         shutdown_timeout=config.shutdown.timeout_s / 2,
+        on_connections=metrics.connections_on(CALLBACKS),
     )
     try:
         url = await start_listener(runner, listen, "callbacks.listen", _shared(config))
@@ -281,7 +311,12 @@ async def admin_listener(app: web.Application) -> AsyncIterator[None]:
         return
     admin = web.Application()
     admin.router.add_routes(admin_routes(app[READINESS], app[METRICS]))
-    runner = GuardedRunner(admin, connection_limits(config), shutdown_timeout=SIDE_SHUTDOWN_S)
+    runner = GuardedRunner(
+        admin,
+        connection_limits(config),
+        shutdown_timeout=SIDE_SHUTDOWN_S,
+        on_connections=app[METRICS].connections_on(ADMIN),
+    )
     url = await start_listener(runner, listen, "admin.listen", _shared(config))
     log.info("admin listening on %s (/healthz, /readyz, /metrics)", url)
     yield

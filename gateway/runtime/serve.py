@@ -24,7 +24,7 @@ from gateway.config.schema import ListenConfig
 from gateway.http.keys import CONFIG, LIVE_CONFIG, METRICS, READINESS
 from gateway.http.server import GuardedRunner
 from gateway.runtime import heap, reload, signals
-from gateway.runtime.listeners import StartError, connection_limits, start_listener
+from gateway.runtime.listeners import EGRESS, StartError, connection_limits, start_listener
 from gateway.runtime.reload import AsRun, as_is
 from gateway.runtime.workers import WorkerEnvironment
 
@@ -48,6 +48,7 @@ async def serve_gateway(
         connection_limits(config),
         on_refused=app[METRICS].count_refused,
         on_evicted=app[METRICS].count_evicted,
+        on_connections=app[METRICS].connections_on(EGRESS),
         shutdown_timeout=config.shutdown.timeout_s / 2,
     )
     await start_listener(runner, config.listen, "listen", shared=worker is not None)

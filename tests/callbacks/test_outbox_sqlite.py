@@ -151,19 +151,25 @@ async def outbox_check(client: Any) -> tuple[int, str]:
     return response.status, body["response"]["checks"]["outbox"]
 
 
+@pytest.mark.parametrize(
+    ("ready_requires", "status_when_full"),
+    [([], 200), (["outbox"], 503)],
+    ids=["reported only", "required by admin.ready_requires"],
+)
 async def test_readyz_says_the_outbox_cannot_write_while_its_disk_is_full(
-    aiohttp_client: Any, tiny_disk: Path
+    aiohttp_client: Any, tiny_disk: Path, ready_requires: list[str], status_when_full: int
 ) -> None:
     document = {
         "apps": {"demo": {"appid": APPID, "secret_env": "S", "upstream": "sandbox"}},
         "sandbox": {"listen": {"port": 0}},
         "callbacks": {"listen": {"port": 0}, "store": f"sqlite://{tiny_disk}/outbox.db"},
+        "admin": {"ready_requires": ready_requires},
     }
     client = await aiohttp_client(guarded(create_app(from_mapping(document, {"S": SECRET}))))
     assert await outbox_check(client) == (200, "ok")
     filler = fill(tiny_disk)
     status, state = await outbox_check(client)
-    assert status == 503
+    assert status == status_when_full
     assert state == (
         "unavailable (the filesystem holding the outbox has 0 bytes free, less than the "
         "4.0 MiB kept for it)"

@@ -429,3 +429,45 @@ def test_a_max_in_flight_from_the_environment() -> None:
     config = from_mapping(document, environ)
     assert config.callers["orders"].max_in_flight == 5
     assert config.limits.default_max_in_flight == 9
+
+
+REDIS = {"backend": "redis", "url": "redis://127.0.0.1:6379/0"}
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        pytest.param(
+            {"admin": {"ready_requires": ["cache", "redis", "db"]}},
+            "admin.ready_requires: 'redis', 'db': the backends readiness can require are "
+            "cache, outbox",
+            id="an unknown backend is named with the allowed ones",
+        ),
+        pytest.param(
+            {"admin": {"ready_requires": ["cache"]}},
+            "admin: ready_requires: cache needs cache.backend: redis (the memory cache is this "
+            "process's own and cannot be down)",
+            id="the memory cache cannot be required",
+        ),
+        pytest.param(
+            {"cache": REDIS, "admin": {"ready_requires": ["outbox"]}},
+            "admin: ready_requires: outbox needs callbacks.listen (without it there is no outbox)",
+            id="no outbox without callbacks.listen",
+        ),
+    ],
+)
+def test_ready_requires_names_only_backends_this_process_opens(
+    document: dict[str, Any], expected: str
+) -> None:
+    assert problems_of({"apps": {"demo": app()}, **document}) == [expected]
+
+
+def test_ready_requires_defaults_to_nothing_and_takes_each_backend_once() -> None:
+    assert from_mapping({"apps": {"demo": app()}}, {"S": "s"}).admin.ready_requires == []
+    document = {
+        "apps": {"demo": app()},
+        "cache": REDIS,
+        "callbacks": {"listen": {"port": 8081}},
+        "admin": {"ready_requires": ["outbox", "cache", "outbox"]},
+    }
+    assert from_mapping(document, {"S": "s"}).admin.ready_requires == ["outbox", "cache"]

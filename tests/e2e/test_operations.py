@@ -124,12 +124,10 @@ async def test_metrics_count_what_happened(
     assert not any("made" in str(labels) for _, labels in samples), "raw paths never become labels"
     upstream = "neu_gateway_upstream_requests_total"
     assert (
-        value(samples, upstream, app="demo", route=TOKEN, http_status="200", platform_status="200")
-        == 1
+        value(samples, upstream, app="demo", route=TOKEN, status="200", platform_status="200") == 1
     )
     assert (
-        value(samples, upstream, app="demo", route=DETAIL, http_status="200", platform_status="404")
-        == 1
+        value(samples, upstream, app="demo", route=DETAIL, status="200", platform_status="404") == 1
     )
     cache = "neu_gateway_token_cache_total"
     assert value(samples, cache, app="demo", result="miss") == 1
@@ -152,6 +150,11 @@ async def test_metrics_count_what_happened(
     assert (
         value(samples, "neu_gateway_upstream_duration_seconds_count", app="demo", route=TOKEN) == 1
     )
+    # The process itself, single: no pid label.
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_open_fds") > 0
+    # This scrape's own connection, on the callers' listener.
+    assert value(samples, "neu_gateway_connections", listener="egress") >= 1
     # Probes and scrapes are not traffic.
     assert not any(name == requests and ("route", "/metrics") in labels for name, labels in samples)
 
@@ -168,7 +171,7 @@ async def test_admin_listen_moves_the_admin_endpoints(
     await scrape(session, admin_url)
 
 
-async def test_readyz_goes_unready_while_redis_is_down(
+async def test_redis_down_leaves_readyz_200_and_says_so_in_its_checks_and_metrics(
     start_gateway: StartGateway,
     tmp_path: Path,
     session: aiohttp.ClientSession,
@@ -178,10 +181,37 @@ async def test_readyz_goes_unready_while_redis_is_down(
     gateway = await start_gateway(config)
     status, body = await get_json(session, gateway.url + "/readyz")
     assert (status, body["response"]["checks"]["cache"]) == (200, "ok")
+    assert value(await scrape(session, gateway.url), "neu_gateway_backend_up", backend="cache") == 1
+    await redis_server.stop()
+    status, body = await get_json(session, gateway.url + "/readyz")
+    assert status == 200, "a shared Redis down must not take every replica out"
+    assert body["response"]["checks"]["cache"].startswith("unavailable (")
+    assert value(await scrape(session, gateway.url), "neu_gateway_backend_up", backend="cache") == 0
+    # Calls still work: a token is fetched from the platform again.
+    user = await login(session, gateway, "alice")
+    assert (await exchange(session, gateway, user["code"]))[0] == 200
+    await redis_server.start()
+    assert (await get_json(session, gateway.url + "/readyz"))[0] == 200
+    assert value(await scrape(session, gateway.url), "neu_gateway_backend_up", backend="cache") == 1
+
+
+async def test_ready_requires_cache_makes_readyz_unready_while_redis_is_down(
+    start_gateway: StartGateway,
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    redis_server: RedisServer,
+) -> None:
+    config = write_config(
+        tmp_path,
+        cache=f"{{backend: redis, url: '{redis_server.url}'}}",
+        admin="{ready_requires: [cache]}",
+    )
+    gateway = await start_gateway(config)
+    assert (await get_json(session, gateway.url + "/readyz"))[0] == 200
     await redis_server.stop()
     status, body = await get_json(session, gateway.url + "/readyz")
     assert (status, body["error"]) == (503, "not_ready")
-    assert "cache" in body["responseHeader"]["msg"]
+    assert body["responseHeader"]["msg"].startswith("not ready: cache: unavailable (")
     assert (await get_json(session, gateway.url + "/healthz"))[0] == 200, "alive all the same"
     await redis_server.start()
     assert (await get_json(session, gateway.url + "/readyz"))[0] == 200

@@ -443,3 +443,81 @@ async def test_workers_of_a_killed_supervisor_drain_once_and_answer_what_is_in_f
         os.kill(pid, signal.SIGINT)
     # (The supervisor's stderr, which the workers share, closes as the last of them ends.)
     assert await asyncio.wait_for(gateway.process.wait(), 20) == -signal.SIGKILL
+
+
+async def scrape_text(gateway: GatewayProcess) -> str:
+    # A new connection each time, so the kernel may hand it to either worker.
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+        session.get(gateway.url + "/metrics") as response,
+    ):
+        assert response.status == 200
+        return await response.text()
+
+
+def series(text: str, name: str) -> dict[str, float]:
+    """Each series of `name` (its labels as written) -> its value."""
+    found = re.findall(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M)
+    return {labels: float(number) for labels, number in found}
+
+
+async def test_every_worker_is_exported_by_its_pid_whichever_is_scraped(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(
+        redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
+    )
+    pids = sorted(worker_pids(gateway))
+    expected = {f'{{pid="{pid}"}}' for pid in pids}
+    for _ in range(4):
+        text = await scrape_text(gateway)
+        for name in (
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ):
+            found = series(text, name)
+            assert found.keys() == expected, name
+            assert all(number > 0 for number in found.values()), name
+    # A worker killed and started again: the new one in, the dead one out.
+    os.kill(pids[0], signal.SIGKILL)
+    await gateway.wait_for_log("starting it again")
+    await gateway.wait_for_count("listening", 6 + 2)
+    now = sorted(worker_pids(gateway))
+    assert pids[0] not in now
+    text = await scrape_text(gateway)
+    assert series(text, "process_resident_memory_bytes").keys() == {
+        f'{{pid="{pid}"}}' for pid in now
+    }
+
+
+async def test_requests_in_flight_and_connections_add_up_over_the_workers(
+    start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(
+        redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
+    )
+    held = 6
+    async with aiohttp.ClientSession() as session:
+        await hang_at_sandbox(session, gateway, ECHO)
+        in_flight = [
+            asyncio.ensure_future(fresh_connection_post(gateway.url + ECHO, {"n": str(index)}))
+            for index in range(held)
+        ]
+        await until_held(session, gateway, held)
+        # Whichever worker answers the scrape, it sums what both count as it happens.
+        for _ in range(4):
+            text = await scrape_text(gateway)
+            assert sum(series(text, "neu_gateway_requests_in_flight").values()) == held
+            # The held requests' connections and the scrape's own.
+            egress = series(text, "neu_gateway_connections")['{listener="egress"}']
+            assert egress == held + 1
+        async with session.delete(gateway.sandbox_url + "/sandbox/faults") as released:
+            assert released.status == 200
+        assert {status for status, _, _ in await asyncio.gather(*in_flight)} == {200}
+    text = await scrape_text(gateway)
+    assert sum(series(text, "neu_gateway_requests_in_flight").values()) == 0
+    assert series(text, "neu_gateway_connections")['{listener="egress"}'] == 1

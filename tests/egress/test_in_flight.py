@@ -21,6 +21,7 @@ from gateway.config.load import from_mapping
 from gateway.core.errors import TooManyInFlight
 from gateway.egress.keys import IN_FLIGHT
 from gateway.egress.ratelimits import InFlight
+from gateway.http.keys import METRICS
 from gateway.runtime.app import create_app
 from gateway.runtime.reload import apply_config
 from tests.conftest import guarded
@@ -411,6 +412,13 @@ async def test_however_a_request_ends_it_gives_its_place_back(
     gateway = await start(aiohttp_client, document(platform_url, orders_in_flight=1))
     await ending(Case(gateway, platform))
     await until(lambda: in_flight(gateway) == 0)
+    # The gauge was told of its end too (it counts as requests come and go, not at a scrape).
+    metrics = gateway.app[METRICS].registry
+    await until(
+        lambda: (
+            metrics.get_sample_value("neu_gateway_requests_in_flight", {"caller": "orders"}) == 0
+        )
+    )
     # The one place is free: the next request goes through.
     platform.hang = False
     response = await gateway.get(ECHO, params={"after": "1"}, headers=ORDERS)
@@ -418,7 +426,8 @@ async def test_however_a_request_ends_it_gives_its_place_back(
 
 
 async def test_the_count_is_given_back_when_a_task_returns_fails_or_is_cancelled() -> None:
-    flights = InFlight()
+    changes: list[tuple[str, int]] = []
+    flights = InFlight(lambda caller, change: changes.append((caller, change)))
     release = asyncio.Event()
 
     async def request(outcome: str) -> None:
@@ -439,11 +448,14 @@ async def test_the_count_is_given_back_when_a_task_returns_fails_or_is_cancelled
     with pytest.raises(TooManyInFlight):
         await one_more()
     assert flights.count("orders") == 3, "a refusal counts nothing"
+    assert changes == [("orders", 1)] * 3
     tasks["is cancelled"].cancel()
     release.set()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
     await until(lambda: flights.count("orders") == 0)
     assert flights.by_caller() == {"orders": 0}
+    await until(lambda: len(changes) == 6)
+    assert changes[3:] == [("orders", -1)] * 3
 
 
 async def test_requests_without_a_token_count_as_one_caller_under_the_default(

@@ -212,7 +212,7 @@ async def test_a_post_whose_connection_failed_before_sending_is_tried_again(
     assert (response.status, (await response.json())["error"]) == (502, "upstream_unreachable")
     metrics = await (await gateway.get("/metrics")).text()
     line = (
-        'neu_gateway_upstream_requests_total{app="demo",http_status="unreachable",'
-        f'platform_status="none",route="{TRADE}"}} 3.0'
+        'neu_gateway_upstream_requests_total{app="demo",'
+        f'platform_status="none",route="{TRADE}",status="unreachable"}} 3.0'
     )
     assert line in metrics

@@ -21,7 +21,9 @@ def clock() -> MutableClock:
 
 @pytest.fixture
 def readiness(clock: MutableClock) -> Readiness:
-    return Readiness(clock)
+    readiness = Readiness(clock)
+    readiness.started()
+    return readiness
 
 
 @pytest.fixture
@@ -85,6 +87,63 @@ async def test_readyz_with_a_check_down_is_503_naming_it(
     message = body["responseHeader"]["msg"]
     assert message.startswith("not ready: outbox: unavailable")
     assert "with details" not in message
+
+
+async def test_readyz_while_starting_is_503(clock: MutableClock, aiohttp_client: Any) -> None:
+    readiness = Readiness(clock)
+    readiness.add_check("upstream", fine)
+    app = web.Application()
+    app.router.add_routes(admin_routes(readiness, Metrics()))
+    client = await aiohttp_client(app)
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 503
+    assert body["responseHeader"]["msg"] == "not ready: starting: not serving yet"
+    readiness.started()
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_check_not_required_is_reported_but_leaves_it_ready(
+    client: TestClient[Any, Any], readiness: Readiness
+) -> None:
+    readiness.add_check("cache", broken, required=False)
+    readiness.add_check("upstream", fine)
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["response"] == {
+        "status": "ready",
+        "checks": {"cache": "unavailable (ConnectionRefusedError)", "upstream": "ok"},
+    }
+
+
+async def test_a_required_check_down_beside_one_not_required_names_only_the_required(
+    client: TestClient[Any, Any], readiness: Readiness
+) -> None:
+    readiness.add_check("cache", broken, required=False)
+    readiness.add_check("outbox", unusable)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["responseHeader"]["msg"] == (
+        "not ready: outbox: unavailable (the outbox's disk is full)"
+    )
+
+
+async def test_each_check_tells_its_outcome_every_time_it_is_asked(
+    client: TestClient[Any, Any], readiness: Readiness
+) -> None:
+    told: list[tuple[str, bool]] = []
+    down = False
+
+    async def flips() -> None:
+        if down:
+            raise ConnectionRefusedError
+
+    readiness.add_check("cache", flips, False, lambda up: told.append(("cache", up)))
+    readiness.add_check("outbox", unusable, True, lambda up: told.append(("outbox", up)))
+    await client.get("/readyz")
+    down = True
+    assert await readiness.state("cache") == "unavailable (ConnectionRefusedError)"
+    assert told == [("cache", True), ("outbox", False), ("cache", False)]
 
 
 async def test_readyz_while_draining_is_503_first_of_all(

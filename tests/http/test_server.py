@@ -17,6 +17,7 @@ from gateway.http.client_waits import IDLE, REFUSED
 from gateway.http.connections import ConnectionLimits
 from gateway.http.server import GuardedRunner, Summary
 from tests.support.rawhttp import statuses
+from tests.support.waiting import until
 
 MAX_CONNECTIONS = 2
 LIMITS = ConnectionLimits(
@@ -121,6 +122,8 @@ class Listener:
     port: int = 0
     evicted: list[str] = field(default_factory=list)
     refused: list[int] = field(default_factory=list)
+    # What the listener told the connections' gauge: +1 opened, -1 closed.
+    connection_changes: list[int] = field(default_factory=list)
     started: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -163,6 +166,7 @@ async def listening(log_refusals: bool = True) -> Listener:
         on_refused=listener.refused.append,
         on_evicted=listener.evicted.append,
         log_refusals=log_refusals,
+        on_connections=listener.connection_changes.append,
     )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -261,6 +265,28 @@ async def test_a_refused_connection_does_not_count_against_the_cap(listener: Lis
     listener.release.set()
     for connection in (first, second):
         assert await answered(connection) == 200
+
+
+async def test_the_connections_gauge_follows_the_open_connections(listener: Listener) -> None:
+    assert listener.runner is not None
+    guarded = listener.runner.server
+    assert isinstance(guarded, server.GuardedServer)
+
+    def gauge() -> int:
+        return sum(listener.connection_changes)
+
+    first, second = await connect(listener), await connect(listener)
+    first[1].write(GET_HELD)
+    second[1].write(GET_HELD)
+    await listener.handlers_started(2)
+    assert gauge() == 2
+    await closed(await connect(listener))  # refused at the cap: counted in and out
+    await until(lambda: gauge() == guarded.open_connections == MAX_CONNECTIONS)
+    listener.release.set()
+    assert await answered(first) == 200
+    first[1].close()
+    await until(lambda: gauge() == guarded.open_connections == 1)
+    assert all(change in (1, -1) for change in listener.connection_changes)
 
 
 # -- refusals before any handler -------------------------------------------------------------

@@ -8,17 +8,20 @@ An upgrade that renames or changes one of them fails here, by name, first.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Histogram, values
+from prometheus_client import CollectorRegistry, Histogram, multiprocess, values
 
 import gateway.metrics
-from gateway.metrics.prometheus import add_observations, bucket_bounds
+from gateway.metrics import MULTIPROCESS_DIR_ENV
+from gateway.metrics.prometheus import add_observations, bucket_bounds, live_pids
+from gateway.metrics.registry import BUCKETS
 
-BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BOUNDS = BUCKETS
 METRICS_DIR = Path(gateway.metrics.__file__).parent
 
 
@@ -84,3 +87,29 @@ def test_adding_observations_is_observing_each_value(seconds: list[float]) -> No
     assert registry.get_sample_value("ours_sum") == pytest.approx(
         registry.get_sample_value("theirs_sum")
     )
+
+
+def _multiprocess_value(pid: int, kind: str, mode: str) -> None:
+    """What a process's series writes in a multiprocess directory (PROMETHEUS_MULTIPROC_DIR)."""
+    value_class = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
+    value_class(kind, "neu_gateway_x", "neu_gateway_x", (), (), "", multiprocess_mode=mode).set(1)
+
+
+@pytest.mark.parametrize("mode", ["livesum", "livemax", "livemostrecent", "livemin"])
+def test_a_live_gauges_file_names_its_process_until_it_is_marked_dead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv(MULTIPROCESS_DIR_ENV, str(tmp_path))
+    _multiprocess_value(4242, "gauge", mode)
+    _multiprocess_value(4343, "gauge", "all")  # kept after its process: not a live one
+    _multiprocess_value(4444, "counter", "")
+    assert live_pids(tmp_path) == [4242]
+    multiprocess.mark_process_dead(4242, str(tmp_path))  # type: ignore[no-untyped-call]
+    assert live_pids(tmp_path) == []
+
+
+def test_live_pids_skip_files_of_other_shapes(tmp_path: Path) -> None:
+    for name in ["gauge_livesum_12.db", "gauge_livemax_7.db", "gauge_livesum_x.db", "other.db"]:
+        (tmp_path / name).write_bytes(b"")
+    assert live_pids(tmp_path) == [7, 12]
+    assert os.getpid() not in live_pids(tmp_path)

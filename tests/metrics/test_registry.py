@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import CURRENT_CALL, NONE, OTHER, Metrics, UpstreamCall
+from gateway.metrics.processes import WorkerProcesses
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -37,6 +40,14 @@ async def test_the_names_are_the_documented_ones() -> None:
         "neu_gateway_config_reloads",
         "neu_gateway_config_loaded_timestamp_seconds",
         "neu_gateway_build_info",
+        "neu_gateway_connections",
+        "neu_gateway_backend_up",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     }
 
 
@@ -99,3 +110,74 @@ def test_series_a_dashboard_reads_exist_from_the_start() -> None:
     metrics = Metrics()
     assert _value(metrics, "neu_gateway_config_reloads_total", result="failed") == 0
     assert _value(metrics, "neu_gateway_deliveries_total", outcome="dead") == 0
+
+
+def test_durations_are_bucketed_from_a_quarter_of_a_millisecond() -> None:
+    metrics = Metrics()
+    metrics.observe_request("demo", "orders", OTHER, "GET", 200, 0.0002)
+    metrics.observe_upstream("demo", OTHER, "200", "200", 0.0004)
+    for name, le, count in [
+        ("neu_gateway_request_duration_seconds_bucket", "0.00025", 1),
+        ("neu_gateway_upstream_duration_seconds_bucket", "0.00025", 0),
+        ("neu_gateway_upstream_duration_seconds_bucket", "0.0005", 1),
+    ]:
+        assert _value(metrics, name, app="demo", route=OTHER, le=le) == count, (name, le)
+
+
+def test_an_upstream_calls_http_status_is_labelled_status_as_a_requests_is() -> None:
+    metrics = Metrics()
+    metrics.observe_upstream("demo", OTHER, "502", "none", 0.01)
+    labels = {"app": "demo", "route": OTHER, "status": "502", "platform_status": "none"}
+    assert _value(metrics, "neu_gateway_upstream_requests_total", **labels) == 1
+
+
+def test_this_process_is_exported_as_process_series() -> None:
+    metrics = Metrics()
+    assert (_value(metrics, "process_resident_memory_bytes") or 0) > 0
+    assert (_value(metrics, "process_open_fds") or 0) > 0
+    start = _value(metrics, "process_start_time_seconds")
+    assert start is not None
+    assert start > 1_600_000_000
+
+
+def test_each_worker_is_exported_by_its_pid(tmp_path: Path) -> None:
+    """With several workers, the scraped one reads every live one's /proc (here: this
+    process and its parent, as two workers; a pid that is gone has no series)."""
+    pids = [os.getpid(), os.getppid()]
+    for pid in [*pids, 2**22 + 1]:
+        (tmp_path / f"gauge_livemax_{pid}.db").write_bytes(b"")
+    families = {family.name: family for family in WorkerProcesses(tmp_path).collect()}
+    assert families.keys() == {
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    }
+    memory = families["process_resident_memory_bytes"]
+    assert sorted(sample.labels["pid"] for sample in memory.samples) == sorted(map(str, pids))
+    assert all(sample.value > 0 for sample in memory.samples)
+    [cpu] = [s for s in families["process_cpu_seconds"].samples if s.labels["pid"] == str(pids[0])]
+    assert cpu.name == "process_cpu_seconds_total"
+
+
+def test_connections_are_counted_per_listener_from_zero() -> None:
+    metrics = Metrics()
+    egress = metrics.connections_on("egress")
+    metrics.connections_on("admin")
+    egress(1)
+    egress(1)
+    egress(-1)
+    assert _value(metrics, "neu_gateway_connections", listener="egress") == 1
+    assert _value(metrics, "neu_gateway_connections", listener="admin") == 0
+
+
+def test_requests_in_flight_follow_each_change() -> None:
+    metrics = Metrics()
+    metrics.in_flight("orders", 1)
+    metrics.in_flight("orders", 1)
+    metrics.in_flight("billing", 1)
+    metrics.in_flight("orders", -1)
+    assert _value(metrics, "neu_gateway_requests_in_flight", caller="orders") == 1
+    assert _value(metrics, "neu_gateway_requests_in_flight", caller="billing") == 1

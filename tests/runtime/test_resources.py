@@ -19,12 +19,14 @@ from aiohttp import web
 from gateway.config.load import from_mapping
 from gateway.config.model import Config, Placement
 from gateway.egress.keys import BASE_URLS
+from gateway.http.keys import METRICS, READINESS
 from gateway.runtime.app import create_app
 from gateway.runtime.keys import CALLBACKS_URL, EMBEDDED_SANDBOX
 from gateway.runtime.listeners import CannotStart, StartError
 from gateway.runtime.resources import call_policy, open_outbox, tls_setup_problems
 from tests.conftest import gateway_config, guarded
 from tests.support.platform_double import APPID
+from tests.support.redis_server import RedisServer
 
 
 async def failed_start(config: Config) -> Exception:
@@ -197,3 +199,119 @@ async def test_open_outbox_opens_the_sqlite_store_named(tmp_path: Path) -> None:
     finally:
         await outbox.close()
     assert store.exists()
+
+
+# -- readiness: this process's own, the shared backends reported ------------------------------
+
+
+async def test_the_app_is_starting_until_every_resource_is_open(platform_url: str) -> None:
+    app = create_app(gateway_config(platform_url))
+    assert app[READINESS].starting
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        assert not app[READINESS].starting
+    finally:
+        await runner.cleanup()
+
+
+def backend_up(text: str, backend: str) -> float | None:
+    found = re.search(rf'^neu_gateway_backend_up\{{backend="{backend}"\}} (\S+)$', text, re.M)
+    return None if found is None else float(found[1])
+
+
+async def readyz(client: Any) -> tuple[int, dict[str, str]]:
+    response = await client.get("/readyz")
+    return response.status, (await response.json())["response"]["checks"]
+
+
+def redis_config(platform_url: str, redis: RedisServer, tmp_path: Path, **admin: Any) -> Config:
+    return gateway_config(
+        platform_url,
+        cache={"backend": "redis", "url": redis.url, "timeout_s": 0.5},
+        callbacks={"listen": {"port": 0}, "store": "redis"},
+        admin=admin,
+    )
+
+
+async def test_redis_down_is_reported_and_exported_but_leaves_the_process_ready(
+    aiohttp_client: Any, platform_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(
+        guarded(create_app(redis_config(platform_url, redis_server, tmp_path)))
+    )
+    assert await readyz(client) == (200, {"upstream": "ok", "cache": "ok", "outbox": "ok"})
+    await redis_server.stop()
+    status, checks = await readyz(client)
+    assert status == 200
+    assert checks["upstream"] == "ok"
+    assert checks["cache"].startswith("unavailable (")
+    assert checks["outbox"].startswith("unavailable (")
+    # A scrape asks again by itself, without a /readyz before it.
+    await redis_server.start()
+    text = await (await client.get("/metrics")).text()
+    assert (backend_up(text, "cache"), backend_up(text, "outbox")) == (1, 1)
+    await redis_server.stop()
+    text = await (await client.get("/metrics")).text()
+    assert (backend_up(text, "cache"), backend_up(text, "outbox")) == (0, 0)
+    await redis_server.start()
+    assert await readyz(client) == (200, {"upstream": "ok", "cache": "ok", "outbox": "ok"})
+    text = await (await client.get("/metrics")).text()
+    assert (backend_up(text, "cache"), backend_up(text, "outbox")) == (1, 1)
+
+
+@pytest.mark.parametrize("required", [["cache"], ["outbox"], ["cache", "outbox"]])
+async def test_a_backend_ready_requires_names_makes_it_unready_when_down(
+    aiohttp_client: Any,
+    platform_url: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    required: list[str],
+) -> None:
+    config = redis_config(platform_url, redis_server, tmp_path, ready_requires=required)
+    client = await aiohttp_client(guarded(create_app(config)))
+    assert (await readyz(client))[0] == 200
+    await redis_server.stop()
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert (response.status, body["error"]) == (503, "not_ready")
+    named = body["responseHeader"]["msg"].removeprefix("not ready: ").split("; ")
+    assert [problem.split(":")[0] for problem in named] == required
+    await redis_server.start()
+    assert (await readyz(client))[0] == 200
+
+
+async def test_a_memory_cache_is_checked_but_not_exported_as_a_backend(
+    aiohttp_client: Any, platform_url: str
+) -> None:
+    client = await aiohttp_client(guarded(create_app(gateway_config(platform_url))))
+    assert await readyz(client) == (200, {"upstream": "ok", "cache": "ok"})
+    text = await (await client.get("/metrics")).text()
+    assert "neu_gateway_backend_up{" not in text
+
+
+async def test_every_listener_exports_its_open_connections(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        "sandbox",
+        sandbox={"listen": {"port": 0}},
+        admin={"listen": {"port": 0}},
+        callbacks={"listen": {"port": 0}, "store": f"sqlite://{tmp_path}/outbox.db"},
+    )
+    app = create_app(config)
+    client = await aiohttp_client(guarded(app))
+    [(_, sandbox_url)] = app[EMBEDDED_SANDBOX]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(sandbox_url + "/sandbox/") as response:
+            await response.read()
+        async with session.post(app[CALLBACKS_URL] + "/callbacks/demo/pay", data=b"{}") as answer:
+            await answer.read()
+        text = (await app[METRICS].exposition()).decode()
+    assert client.app is app
+    opened = dict(re.findall(r'^neu_gateway_connections\{listener="(\w+)"\} (\S+)$', text, re.M))
+    # This session keeps one connection to each (the gateway's own client one more to the
+    # sandbox, its clock probe's); the callers' listener is told by `serve` (tests/e2e).
+    assert opened.keys() == {"sandbox", "callbacks", "admin"}
+    assert (opened["callbacks"], opened["admin"]) == ("1.0", "0.0")
+    assert float(opened["sandbox"]) >= 1
