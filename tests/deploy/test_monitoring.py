@@ -22,7 +22,7 @@ ALERTS = MONITORING / "alerts.yaml"
 ALERTS_TEST = MONITORING / "alerts_test.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 
-# What the operator's kit must cover: one alert and one panel each.
+# What the alert rules must watch.
 ALERTED = {
     "neu_gateway_sign_rejections_total",
     "neu_gateway_breaker_state",
