@@ -6,6 +6,10 @@ once they are set; the placeholders (appid, the platform's domain) still need th
 
 from __future__ import annotations
 
+from string import Template
+
+from gateway.config import placeholders
+
 # The variables the starter names, with what each holds: `init` lists them as the next step.
 ENVIRONMENT = (
     ("NEU_SECRET_MYAPP", "the app secret the platform gave you (apps.myapp.secret_env)"),
@@ -15,7 +19,7 @@ ENVIRONMENT = (
     ),
 )
 
-STARTER_CONFIG = """\
+STARTER_CONFIG = Template("""\
 # neu-gateway configuration, written by `neu-gateway init`. Every option is described in
 # README.md ("Config reference"). Put in your appid and the platform's domain, set the
 # environment variables it names (NEU_SECRET_MYAPP, ORDERS_TOKEN), then:
@@ -28,14 +32,14 @@ listen: {host: 127.0.0.1, port: 8080}
 
 apps:
   myapp:                # the app's name here: X-Neu-App and callers' `apps` use it
-    appid: your-appid   # your mini app's own appid, from the platform
+    appid: $appid   # your mini app's own appid, from the platform
     # The app secret, never written in this file: read from an environment variable...
     secret_env: NEU_SECRET_MYAPP
     # ...or from a file (a Docker or Kubernetes secret) instead:
     # secret_file: /run/secrets/myapp
     # The platform's base URL, https://{domain}; the gateway appends /neuopenapi/...
     # (`upstream: sandbox` runs the embedded emulator instead, to try things first).
-    upstream: https://your-platform-domain.example
+    upstream: $upstream
     # Payment callbacks of this app; uncomment with the `callbacks:` block below.
     # callbacks: {verify_sign: true, deliver_to: http://orders.internal:9000/payments}
 
@@ -62,7 +66,7 @@ callers:
 # Several replicas share logins (and the callbacks outbox) through Redis:
 # cache:
 #   backend: redis
-#   url: redis://:${REDIS_PASSWORD}@redis.internal:6379/0
+#   url: redis://:$${REDIS_PASSWORD}@redis.internal:6379/0
 
 timeouts: {connect_s: 3, total_s: 15}
-"""
+""").substitute(appid=placeholders.APPID, upstream=placeholders.UPSTREAM)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from gateway.cli.starter import ENVIRONMENT, STARTER_CONFIG
+from gateway.config import placeholders
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load
 from tests.support.config_text import uncommented
@@ -43,3 +44,9 @@ def test_the_starter_config_names_exactly_the_variables_init_lists() -> None:
         from_mapping(yaml.safe_load(STARTER_CONFIG), {})
     named = [problem.rpartition("environment variable ")[2] for problem in caught.value.problems]
     assert named == [f"{name} is not set" for name, _ in ENVIRONMENT]
+
+
+def test_the_starter_config_holds_each_placeholder_check_config_refuses() -> None:
+    app = yaml.safe_load(STARTER_CONFIG)["apps"]["myapp"]
+    assert (app["appid"], app["upstream"]) == (placeholders.APPID, placeholders.UPSTREAM)
+    assert "${REDIS_PASSWORD}" in STARTER_CONFIG, "a variable of the text is kept as written"

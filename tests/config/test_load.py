@@ -276,8 +276,7 @@ def test_a_yaml_error_keeps_pyyamls_reason_but_never_the_line(
         ),
         pytest.param(
             {"apps": {"demo": app()}, "limits": {"zzz": 1}},
-            "limits.zzz: unknown option (check the spelling against the README's config "
-            "reference)",
+            "limits.zzz: unknown option (check the spelling against the README's config reference)",
             id="nothing close",
         ),
     ],

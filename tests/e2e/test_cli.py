@@ -49,12 +49,12 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
         "check-config", "-c", str(config), env={**ENV, "ORDERS_TOKEN": "t" * 32}
     )
     assert result.status == 0, result.stderr
-    assert result.stdout.splitlines()[3:] == [
+    assert result.stdout.splitlines()[8:] == [
         "  caller orders: apps demo; allow POST /neuopenapi/pay/transactions/*, "
         "GET /neuopenapi/pay/transactions/tradedetail; "
         "rate limit 20 requests a second, bursts of 40 (each process)",
         "  trusted networks: 127.0.0.1/32",
-        "  callbacks: listen 127.0.0.1:8081, store redis",
+        "  callbacks: store redis",
         "    app demo: deliver_to http://127.0.0.1:9000/payments",
         "  cache: redis at redis://redis.internal:6379/0, keys under 'neu:'",
     ]
@@ -64,7 +64,7 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
 async def test_check_config_says_what_is_off(tmp_path: Path) -> None:
     result = await neu_gateway("check-config", "-c", str(write_config(tmp_path)), env=ENV)
     assert result.status == 0, result.stderr
-    assert result.stdout.splitlines()[3:] == [
+    assert result.stdout.splitlines()[8:] == [
         "  callers: none (no token asked for)",
         "  callbacks: off (no callbacks.listen)",
         "  cache: memory, up to 10000 logins",
@@ -90,9 +90,21 @@ async def test_init_writes_a_config_that_check_config_accepts_once_its_env_is_se
         assert step in written.stdout
     config = tmp_path / "conf" / "gateway.yaml"
 
+    as_written = await neu_gateway("check-config", "-c", str(config), env=STARTER_ENV)
+    assert as_written.status == 2
+    assert as_written.stderr.splitlines() == [
+        f"neu-gateway: invalid config {config}:",
+        '  apps.myapp.appid: still init\'s placeholder "your-appid"',
+        '  apps.myapp.upstream: still init\'s placeholder "https://your-platform-domain.example"',
+    ]
+    config.write_text(
+        config.read_text()
+        .replace("appid: your-appid", "appid: app-42")
+        .replace("https://your-platform-domain.example", "https://openapi.platform.example")
+    )
     checked = await neu_gateway("check-config", "-c", str(config), env=STARTER_ENV)
     assert checked.status == 0, checked.stderr
-    assert "app myapp (default): appid your-appid, upstream https://" in checked.stdout
+    assert "app myapp (default): appid app-42, upstream https://" in checked.stdout
 
     without = await neu_gateway(
         "check-config", "-c", str(config), env={"NEU_SECRET_MYAPP": "", "ORDERS_TOKEN": ""}
