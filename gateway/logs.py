@@ -130,6 +130,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+def current_format() -> str | None:
+    """The format configure() set, `json` or `text`; None before it ran."""
+    return _direct_format
+
+
 def choose_format(configured: str | None) -> str:
     """`json` or `text`: as configured, else JSON unless a person reads stderr."""
     if configured is not None:

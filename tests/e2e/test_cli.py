@@ -176,7 +176,7 @@ async def test_serve_refuses_an_anonymous_public_listener(tmp_path: Path) -> Non
 
 
 async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
-    result = await neu_gateway("serve", "-c", str(tmp_path / "absent.yaml"))
+    result = await neu_gateway("--log-format", "text", "serve", "-c", str(tmp_path / "absent.yaml"))
     assert result.status == 2
     assert f"neu-gateway: no config file at {tmp_path / 'absent.yaml'}\n" in result.stderr
     assert "name yours with -c FILE, or write a commented one with: neu-gateway init" in (
@@ -185,7 +185,7 @@ async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
 
 
 async def test_serve_without_a_config_here_names_c_and_init(tmp_path: Path) -> None:
-    result = await neu_gateway("serve", cwd=tmp_path)
+    result = await neu_gateway("--log-format", "text", "serve", cwd=tmp_path)
     assert result.status == 2
     assert result.stderr.splitlines() == [
         f"neu-gateway: no config file at {tmp_path / 'gateway.yaml'} "
@@ -392,7 +392,7 @@ async def test_serve_names_the_listener_whose_port_is_taken(tmp_path: Path, key:
         taken.listen()
         port = taken.getsockname()[1]
         config = config_with_listeners(tmp_path, key, port)
-        result = await neu_gateway("serve", "-c", str(config), env=ENV)
+        result = await neu_gateway("--log-format", "text", "serve", "-c", str(config), env=ENV)
     assert result.status == 1
     [line] = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert line == (
@@ -410,7 +410,7 @@ async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> No
     config = write_config(
         tmp_path, callbacks=f"{{listen: {{port: 0}}, store: 'sqlite://{blocker}/outbox.db'}}"
     )
-    served = await neu_gateway("serve", "-c", str(config), env=ENV)
+    served = await neu_gateway("--log-format", "text", "serve", "-c", str(config), env=ENV)
     assert served.status == 1
     assert (
         f"neu-gateway: cannot start: callbacks.store: cannot open sqlite://{blocker}/outbox.db ("
