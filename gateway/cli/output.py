@@ -121,7 +121,8 @@ class _LinesAsRecords(io.TextIOBase):
 
 def _access_lines(text: str) -> bool:
     """Whether `text` is whole lines as the JSON access log writes them (logs.py), told by
-    their start: many of them a second, not parsed again."""
+    their start: many of them a second, not parsed again. Only a shortcut: a batch it misses
+    is parsed line by line, and passes all the same."""
     return text.startswith(_ACCESS_LINE_START) and text.endswith("\n")
 
 
