@@ -130,6 +130,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+def current_format() -> str | None:
+    """The format configure() set, `json` or `text`; None before it ran."""
+    return _direct_format
+
+
 def choose_format(configured: str | None) -> str:
     """`json` or `text`: as configured, else JSON unless a person reads stderr."""
     if configured is not None:
@@ -143,9 +148,10 @@ _direct_format: str | None = None
 
 
 class AccessLine(NamedTuple):
-    """One request's access line, its fields in the order they are written. `path` came from
-    the network and is redacted here; the others are names from the config, numbers, checked
-    ids and the parser's method token."""
+    """One request's access line, its fields in the order they are written. `path` and
+    `user_agent` came from the network and are redacted here (the user agent cut short too);
+    the others are names from the config, numbers, checked ids, the socket's peer address and
+    the parser's method token."""
 
     request_id: str
     caller: str
@@ -160,6 +166,11 @@ class AccessLine(NamedTuple):
     upstream_ms: float
     bytes_in: int
     bytes_out: int
+    # W3C trace id (core/tracing.py), the peer's address, the caller's User-Agent; empty for
+    # a request refused before it was read.
+    trace_id: str = ""
+    remote: str = ""
+    user_agent: str = ""
     # In a worker of `serve --workers`: its index.
     worker: int | None = None
 
@@ -179,20 +190,46 @@ def access(line: AccessLine) -> None:
     """
     if not _ACCESS.isEnabledFor(logging.INFO):
         return
+    agent = _agent(line.user_agent)
     if _direct_format is None:
         fields = line.fields()
-        text = " ".join(f"{key}={value}" for key, value in fields.items())
-        _ACCESS.info(text, extra={FIELDS: fields})
+        fields["user_agent"] = agent
+        _ACCESS.info(_as_text(fields), extra={FIELDS: fields})
         return
     path = _cleaned(line.path)
     _pending.append(
-        _access_json(line, path) if _direct_format == "json" else _access_text(line, path)
+        _access_json(line, path, agent)
+        if _direct_format == "json"
+        else _access_text(line, path, agent)
     )
     if len(_pending) == 1:
         try:
             asyncio.get_running_loop().call_soon(write_pending)
         except RuntimeError:
             write_pending()
+
+
+# A User-Agent is logged up to this many characters: enough to tell clients apart.
+USER_AGENT_LENGTH = 256
+
+
+def _agent(value: str) -> str:
+    if len(value) <= USER_AGENT_LENGTH:
+        return _cleaned(value)
+    return escape_controls(clipped(value, USER_AGENT_LENGTH))
+
+
+def _as_text(fields: dict[str, Any]) -> str:
+    """`key=value ...`; a value that is empty or holds a space or a quote is written quoted,
+    as JSON writes a string, so the line still splits into its fields."""
+    return " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if isinstance(value, str) and (not text or " " in text or '"' in text):
+        return encode_basestring(text)
+    return text
 
 
 # Untrusted values already redacted, for the secrets of the moment: most requests name one
@@ -276,10 +313,10 @@ def _utc_stamp(now: float) -> str:
     return f"{_second[1]}.{micros // 1000:03d}+00:00"
 
 
-def _access_json(line: AccessLine, path: str) -> str:
+def _access_json(line: AccessLine, path: str, agent: str) -> str:
     """The line as JSON, as json.dumps(..., ensure_ascii=False) writes it, written out field
-    by field: a third of what building a dict and encoding it costs. `path` stands for
-    line.path (redacted)."""
+    by field: a third of what building a dict and encoding it costs. `path` and `agent` stand
+    for line.path and line.user_agent (redacted)."""
     quoted = encode_basestring
     worker = "" if line.worker is None else f', "worker": {line.worker:d}'
     return (
@@ -291,16 +328,19 @@ def _access_json(line: AccessLine, path: str) -> str:
         f'"platform_status": {quoted(line.platform_status)}, '
         f'"duration_ms": {float(line.duration_ms)!r}, '
         f'"upstream_ms": {float(line.upstream_ms)!r}, '
-        f'"bytes_in": {line.bytes_in:d}, "bytes_out": {line.bytes_out:d}{worker}}}\n'
+        f'"bytes_in": {line.bytes_in:d}, "bytes_out": {line.bytes_out:d}, '
+        f'"trace_id": {quoted(line.trace_id)}, "remote": {quoted(line.remote)}, '
+        f'"user_agent": {quoted(agent)}{worker}}}\n'
     )
 
 
-def _access_text(line: AccessLine, path: str) -> str:
+def _access_text(line: AccessLine, path: str, agent: str) -> str:
     now = time.time()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     fields = line.fields()
     fields["path"] = path
-    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    fields["user_agent"] = agent
+    text = _as_text(fields)
     return f"{stamp},{int(now % 1 * 1000):03d} INFO {_ACCESS.name} {text}\n"
 
 

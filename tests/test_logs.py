@@ -165,11 +165,90 @@ _finite = st.floats(allow_nan=False, allow_infinity=False)
         upstream_ms=_finite,
         bytes_in=st.integers(min_value=0),
         bytes_out=st.integers(min_value=0),
+        trace_id=st.text(),
+        remote=st.text(),
+        user_agent=st.text(),
         worker=st.none() | st.integers(min_value=0, max_value=64),
     )
 )
 def test_a_json_access_line_is_json_dumps_of_its_head_and_fields(line: logs.AccessLine) -> None:
-    written = logs._access_json(line, line.path)
+    written = logs._access_json(line, line.path, line.user_agent)
     stamp = json.loads(written)["time"]
     head = {"time": stamp, "level": "INFO", "logger": "neu_gateway.access"}
     assert written == json.dumps(head | line.fields(), ensure_ascii=False) + "\n"
+
+
+def _line(**fields: object) -> logs.AccessLine:
+    given: dict[str, object] = {
+        "request_id": "r-1",
+        "caller": "orders",
+        "app": "demo",
+        "method": "GET",
+        "route": "other",
+        "status": 200,
+        "path": "/neuopenapi/x",
+        "upstream_status": "200",
+        "platform_status": "200",
+        "duration_ms": 1.5,
+        "upstream_ms": 1.0,
+        "bytes_in": 0,
+        "bytes_out": 2,
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "remote": "10.0.0.7",
+        "user_agent": "curl/8.5.0",
+    }
+    return logs.AccessLine(**(given | fields))  # type: ignore[arg-type]
+
+
+def _written(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    form: str,
+    line: logs.AccessLine,
+) -> str:
+    monkeypatch.setattr(logs, "_direct_format", form)
+    monkeypatch.setattr(logs, "REDACTION", RedactingFilter(["my-app-secret"]))
+    access = logging.getLogger("neu_gateway.access")
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        logs.access(line)
+        logs.write_pending()
+    finally:
+        access.setLevel(level)
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["json", "text"])
+def test_an_access_line_names_the_trace_the_peer_and_the_user_agent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    written = _written(monkeypatch, capsys, form, _line(user_agent="orders/2 (linux; x64)"))
+    if form == "json":
+        fields = json.loads(written)
+        assert fields["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert fields["remote"] == "10.0.0.7"
+        assert fields["user_agent"] == "orders/2 (linux; x64)"
+    else:
+        assert written.endswith(
+            "trace_id=0af7651916cd43dd8448eb211c80319c remote=10.0.0.7 "
+            'user_agent="orders/2 (linux; x64)"\n'
+        )
+
+
+@pytest.mark.parametrize("form", ["json", "text"])
+def test_a_user_agent_is_redacted_escaped_and_cut_short(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    agent = f"bot my-app-secret {JWT}\nforged " + "x" * 1000
+    written = _written(monkeypatch, capsys, form, _line(user_agent=agent))
+    assert written.count("\n") == 1
+    assert "my-app-secret" not in written
+    assert JWT[:20] not in written
+    assert "x" * (logs.USER_AGENT_LENGTH + 1) not in written
+    assert "…" in written
+
+
+def test_a_text_access_line_quotes_what_would_not_split() -> None:
+    fields = {"path": "/a", "user_agent": "", "caller": 'say "hi"', "status": 200}
+    assert logs._as_text(fields) == 'path=/a user_agent="" caller="say \\"hi\\"" status=200'

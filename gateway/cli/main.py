@@ -21,10 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.cli import ops, serve, tools
+from gateway.cli import ops, output, serve, tools
+from gateway.cli.config_file import EXIT_INVALID
 from gateway.cli.sandbox_apps import DEMO_APPID, DEMO_SECRET
+from gateway.config.peek import log_format_named
 from gateway.config.schema import DEFAULT_CONFIG_PATH
 from gateway.runtime import signals
+
+log = logs.logger("neu_gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,9 +37,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     signals.ignore_reloads()
     parser = parser_of_commands()
     args = parser.parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
     command: Callable[[argparse.Namespace], int] = args.command
+    if command is serve.serve:
+        return serve_in_log_format(args)
+    logs.configure(args.log_level, args.log_format)
     return command(args)
+
+
+def serve_in_log_format(args: argparse.Namespace) -> int:
+    """`serve`, every line it prints in the format of its logs: the config's
+    `logging.format` as far as the file can be read, even when it is not valid."""
+    logs.configure(args.log_level, args.log_format or log_format_named(args.config))
+    with output.in_log_format():
+        try:
+            return serve.serve(args)
+        except Exception:
+            # Logged rather than left to the interpreter, whose traceback would be plain
+            # text; the exit status is the interpreter's own for an uncaught exception.
+            log.exception("neu-gateway stopped by an unexpected error")
+            return EXIT_INVALID
 
 
 def parser_of_commands() -> argparse.ArgumentParser:

@@ -8,6 +8,10 @@ gateway, while a process never sees its environment change (rotation would be a 
 
 from __future__ import annotations
 
+from string import Template
+
+from gateway.config import placeholders
+
 # The files the starter names, with what each holds: `init` lists them as the next step.
 FILES = (
     ("/run/secrets/myapp", "the app secret the platform gave you (apps.myapp.secret_file)"),
@@ -17,7 +21,7 @@ FILES = (
     ),
 )
 
-STARTER_CONFIG = """\
+STARTER_CONFIG = Template("""\
 # neu-gateway configuration, written by `neu-gateway init`. Every option is described in
 # README.md ("Config reference"). Put in your appid and the platform's domain, write the
 # files it names (/run/secrets/myapp, /run/secrets/orders-token; mode 0600), then:
@@ -30,7 +34,7 @@ listen: {host: 127.0.0.1, port: 8080}
 
 apps:
   myapp:                # the app's name here: X-Neu-App and callers' `apps` use it
-    appid: your-appid   # your mini app's own appid, from the platform
+    appid: $appid   # your mini app's own appid, from the platform
     # The app secret, never written in this file: read from a file (a Docker or Kubernetes
     # secret), watched, so a new secret written there is taken without a restart...
     secret_file: /run/secrets/myapp
@@ -38,7 +42,7 @@ apps:
     # secret_env: NEU_SECRET_MYAPP
     # The platform's base URL, https://{domain}; the gateway appends /neuopenapi/...
     # (`upstream: sandbox` runs the embedded emulator instead, to try things first).
-    upstream: https://your-platform-domain.example
+    upstream: $upstream
     # Payment callbacks of this app; uncomment with the `callbacks:` block below.
     # callbacks: {verify_sign: true, deliver_to: http://orders.internal:9000/payments}
 
@@ -66,7 +70,7 @@ callers:
 # Several replicas share logins (and the callbacks outbox) through Redis:
 # cache:
 #   backend: redis
-#   url: redis://:${REDIS_PASSWORD}@redis.internal:6379/0
+#   url: redis://:$${REDIS_PASSWORD}@redis.internal:6379/0
 
 timeouts: {connect_s: 3, total_s: 15}
-"""
+""").substitute(appid=placeholders.APPID, upstream=placeholders.UPSTREAM)

@@ -18,6 +18,7 @@ from gateway.cli.config_file import (
 from gateway.cli.probe import probe_upstreams
 from gateway.cli.starter import FILES, STARTER_CONFIG
 from gateway.config.model import App, Config
+from gateway.config.placeholders import placeholders_left
 from gateway.config.schema import DEFAULT_CONFIG_PATH, without_credentials
 from gateway.core import signing
 from gateway.core.clock import SystemClock
@@ -29,12 +30,14 @@ def check_config(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
-    tls_problems = tls_setup_problems(config)
-    if tls_problems:
-        report_problems(args.config, tls_problems)
+    # Valid, but not yet the operator's own: init's placeholders would fail every call.
+    problems = placeholders_left(config) + tls_setup_problems(config)
+    if problems:
+        report_problems(args.config, problems)
         return EXIT_CONFIG
     print(f"{args.config}: ok")
-    print(f"  listen: {config.listen.host}:{config.listen.port}")
+    for line in listeners(config):
+        print(f"  {line}")
     sandbox = config.sandbox.listen
     for app in config.apps.values():
         default = " (default)" if app.name == config.default_app else ""
@@ -57,6 +60,33 @@ def check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def listeners(config: Config) -> list[str]:
+    """Every address the gateway will listen on, by its key, and how many processes."""
+    lines = [f"listen: {config.listen.host}:{config.listen.port}"]
+    admin = config.admin.listen
+    lines.append(
+        "admin.listen: none (/healthz, /readyz and /metrics are served on listen)"
+        if admin is None
+        else f"admin.listen: {admin.host}:{admin.port} (/healthz, /readyz, /metrics)"
+    )
+    callbacks = config.callbacks.listen
+    lines.append(
+        "callbacks.listen: none (callbacks off)"
+        if callbacks is None
+        else f"callbacks.listen: {callbacks.host}:{callbacks.port}"
+    )
+    sandbox = config.sandbox.listen
+    users = ", ".join(app.name for app in config.sandbox_apps)
+    lines.append(
+        f"sandbox.listen: {sandbox.host}:{sandbox.port} (the embedded sandbox, for {users})"
+        if users
+        else "sandbox.listen: none (no app has upstream: sandbox)"
+    )
+    lines.append(f"workers: {config.workers}")
+    lines.append(f"pid_file: {config.pid_file or 'none'}")
+    return lines
+
+
 def summary(config: Config) -> list[str]:
     """Callers, callbacks and cache as check-config shows them: names and places, no secrets."""
     lines = [
@@ -71,9 +101,7 @@ def summary(config: Config) -> list[str]:
     if listen is None:
         lines.append("callbacks: off (no callbacks.listen)")
     else:
-        lines.append(
-            f"callbacks: listen {listen.host}:{listen.port}, store {config.callbacks.store}"
-        )
+        lines.append(f"callbacks: store {config.callbacks.store}")
         lines += [
             f"  app {app.name}: deliver_to "
             + (app.callbacks.deliver_to or "none, so its callbacks end up dead in the outbox")

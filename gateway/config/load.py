@@ -7,15 +7,18 @@ environment before validation.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    BaseModel,
     ValidationError,
 )
 
@@ -29,6 +32,7 @@ from gateway.config.schema import (
     resolved_proxy,
 )
 from gateway.core.access import Caller, Route
+from gateway.core.redaction import escape_controls
 from gateway.core.secrets import Secret
 
 log = logging.getLogger("neu_gateway.config")
@@ -86,10 +90,31 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except DuplicateKey as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError([f"{path}: not valid YAML{at}"]) from None
+        raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
     return from_mapping(document, os.environ if environ is None else environ)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's reason, where it found it and what it was reading. Never str(error): that
+    quotes the file's line, which may hold a secret; its `problem` and `context` name tokens
+    (`expected ',' or '}', but got '<scalar>'`), not values."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    text = "not valid YAML"
+    if mark is not None:
+        text += f" at line {mark.line + 1}, column {mark.column + 1}"
+    if problem:
+        text += f": {escape_controls(problem)}"
+    context = getattr(error, "context", None)
+    context_mark = getattr(error, "context_mark", None)
+    if context:
+        started = (
+            f" from line {context_mark.line + 1}, column {context_mark.column + 1}"
+            if context_mark is not None
+            else ""
+        )
+        text += f" ({escape_controls(context)}{started})"
+    return text
 
 
 def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
@@ -275,7 +300,7 @@ def _describe(error: Any) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown option (check the spelling against the README's config reference)"
+        message = "unknown option" + _did_you_mean(tuple(error["loc"]))
     elif error["type"] == "missing":
         message = "required"
     elif isinstance(error.get("input"), bool):
@@ -286,6 +311,48 @@ def _describe(error: Any) -> str:
             f"{str(error['input']).lower()}; put the value in quotes)"
         )
     return f"{location}: {message}"
+
+
+def _did_you_mean(location: tuple[str | int, ...]) -> str:
+    """A close allowed key of the section holding the unknown one, or the README to check."""
+    section: Any = FileConfig
+    for part in location[:-1]:
+        section = _member(section, part)
+    allowed = _keys_of(section)
+    close = difflib.get_close_matches(str(location[-1]), allowed, n=1)
+    if close:
+        return f"; did you mean `{close[0]}`?"
+    return " (check the spelling against the README's config reference)"
+
+
+def _member(annotation: Any, part: str | int) -> Any:
+    """The type of what `part` names inside a value of type `annotation` (a model's field, a
+    mapping's value, a list's item), or None."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _member(get_args(annotation)[0], part)
+    if origin in (Union, UnionType):
+        members = (_member(arg, part) for arg in get_args(annotation))
+        return next((member for member in members if member is not None), None)
+    if origin is dict:
+        return get_args(annotation)[1]
+    if origin is list:
+        return get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return None if field is None else field.annotation
+    return None
+
+
+def _keys_of(annotation: Any) -> list[str]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _keys_of(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return [key for arg in get_args(annotation) for key in _keys_of(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
 
 
 def read_credential(

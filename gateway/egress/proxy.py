@@ -37,10 +37,12 @@ from gateway.http.bodies import BodyTimes, read_capped, refuse_declared_size, se
 from gateway.http.keys import REQUEST_ID, config_of
 from gateway.http.middlewares import (
     REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
     check_header_size,
     error_response,
     log_access,
     request_id_for,
+    trace_for,
 )
 from gateway.upstream.call import Call
 from gateway.upstream.details import base_url_for, trade_detail
@@ -50,9 +52,16 @@ from gateway.upstream.waits import MAX_WAIT_S
 FORM_TYPE = "application/x-www-form-urlencoded"
 WAIT_HEADER = "X-Neu-Wait"
 _WAIT_SECONDS = re.compile(r"[0-9]{1,3}")
+TRACESTATE_HEADER = "tracestate"
 # Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
-# hop-by-hop) stays here.
-FORWARDED_HEADERS = ("Accept", "Accept-Language", "User-Agent", "traceparent", "tracestate")
+# hop-by-hop) stays here. `traceparent` goes as the request's trace has it (trace_for).
+FORWARDED_HEADERS = (
+    "Accept",
+    "Accept-Language",
+    "User-Agent",
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+)
 
 
 def check_params(endpoint: Endpoint, fields: dict[str, str], app: App) -> None:
@@ -158,6 +167,11 @@ async def _send(
     url = base_url + path
     headers = forwarded_headers(request.headers)
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    trace = trace_for(request)
+    headers[TRACEPARENT_HEADER] = trace.traceparent
+    if not trace.given:
+        # It belongs to the caller's traceparent, which was malformed or absent.
+        headers.popall(TRACESTATE_HEADER, None)
     method = request.method
     if method == "POST" and not upload.files:
         headers[hdrs.CONTENT_TYPE] = FORM_TYPE

@@ -9,7 +9,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from gateway import logs
@@ -26,12 +26,15 @@ from gateway.core.errors import (
     render,
 )
 from gateway.core.redaction import redact
+from gateway.core.tracing import Trace, read, started
 from gateway.http.keys import APP_NAME, CALLER_NAME, CLOCK, METRICS, REQUEST_ID, ROUTE, config_of
 from gateway.metrics import CURRENT_CALL, NONE, OTHER, UpstreamCall
 
 log = logs.logger("neu_gateway")
 
 REQUEST_ID_HEADER = "X-Request-Id"
+TRACEPARENT_HEADER = "traceparent"
+TRACE = web.RequestKey("neu_trace", Trace)
 ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_CLOSED = 499
 # A caller's id is kept only when it cannot break a log line or a header.
@@ -49,6 +52,20 @@ def request_id_for(request: web.Request) -> str:
         return given
     # 128 random bits, as uuid4 has, without building a UUID object.
     return f"{_IDS.getrandbits(128):032x}"
+
+
+def trace_for(request: web.Request) -> Trace:
+    """The request's trace: the caller's `traceparent`, or one started here when none came or
+    it is malformed (two of them are: W3C Trace Context, section 3.2). The same for the call
+    upstream and the access line."""
+    trace = request.get(TRACE)
+    if trace is None:
+        given = request.headers.getall(TRACEPARENT_HEADER, ())
+        trace = read(given[0]) if len(given) == 1 else None
+        if trace is None:
+            trace = started(_IDS.getrandbits(128), _IDS.getrandbits(64))
+        request[TRACE] = trace
+    return trace
 
 
 def _credential(request_id: str) -> bool:
@@ -201,6 +218,10 @@ def log_access(
             upstream_ms=round(call.seconds * 1000, 1),
             bytes_in=request.content.total_bytes,
             bytes_out=_body_bytes(response),
+            trace_id=trace_for(request).trace_id,
+            # The socket's peer: the gateway trusts no X-Forwarded-For (nor does admission).
+            remote=request.remote or "",
+            user_agent=request.headers.get(hdrs.USER_AGENT, ""),
             worker=None if placement is None else placement.index,
         )
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import logs
+from gateway import __version__, logs
 from gateway.config.model import Config
 from gateway.config.schema import ListenConfig
 from gateway.http.keys import CONFIG, LIVE_CONFIG, METRICS, READINESS
@@ -88,7 +88,12 @@ async def serve_gateway(
         _report_ready(worker.pipes.ready_fd)
     else:
         for address, bound_port, *_ in runner.addresses:
-            log.info("neu-gateway listening on http://%s:%d", address, bound_port)
+            log.info(
+                "neu-gateway listening on http://%s:%d (version %s)",
+                address,
+                bound_port,
+                __version__,
+            )
     try:
         if await stop.requested:
             await _drain(app, stop)

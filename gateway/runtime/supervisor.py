@@ -28,7 +28,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway import logs
+from gateway import __version__, logs
 from gateway.config.live import LiveConfig
 from gateway.config.model import Config, Placement
 from gateway.core.clock import SystemClock
@@ -145,10 +145,11 @@ class Supervisor:
             if config.pid_file is not None:
                 write_pid(config.pid_file)
             log.info(
-                "neu-gateway listening on http://%s:%d (%d workers)",
+                "neu-gateway listening on http://%s:%d (%d workers, version %s)",
                 config.listen.host,
                 ports.listen,
                 config.workers,
+                __version__,
             )
             await stopped
             await asyncio.gather(*keepers)

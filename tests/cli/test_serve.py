@@ -14,6 +14,7 @@ import pytest
 
 from gateway import logs
 from gateway.cli import serve
+from gateway.cli.main import parser_of_commands, serve_in_log_format
 from gateway.config.load import from_mapping
 from gateway.runtime.workers import PLACEMENT_ENV
 from tests.cli.support import run
@@ -233,3 +234,32 @@ def test_listen_replaces_the_files_host_and_port_and_nothing_else() -> None:
     assert (moved.listen.host, moved.listen.port, moved.listen.backlog) == ("::1", 9000, 64)
     assert serve.listening_on(moved, ("::1", 9000)) == moved
     assert serve.listening_on(config, None) is config
+
+
+@pytest.mark.usefixtures("logging_kept")
+def test_an_unexpected_error_in_serve_is_logged_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(serve, "serve", broken)
+    args = parser_of_commands().parse_args(["serve", "-c", str(write_config(tmp_path))])
+    with caplog.at_level(logging.ERROR, "neu_gateway"):
+        assert serve_in_log_format(args) == 1
+    [record] = caplog.records
+    assert record.getMessage() == "neu-gateway stopped by an unexpected error"
+    assert "RuntimeError: a bug" in (record.exc_text or "")
+
+
+@pytest.mark.usefixtures("logging_kept")
+def test_serve_logs_in_the_format_its_config_names_before_validating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, logging="{format: json}", unknown="1")
+    args = parser_of_commands().parse_args(["--log-format", "text", "serve", "-c", str(config)])
+    assert serve_in_log_format(args) == 2
+    assert logs.current_format() == "text", "--log-format wins"
+    args = parser_of_commands().parse_args(["serve", "-c", str(config)])
+    assert serve_in_log_format(args) == 2
+    assert logs.current_format() == "json"

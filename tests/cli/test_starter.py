@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from gateway.cli.starter import FILES, STARTER_CONFIG
+from gateway.config import placeholders
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load
 from tests.cli.support import run
@@ -78,3 +79,9 @@ def test_init_says_which_files_to_create_and_how_to_protect_them(
     listed = [line.split()[0] for line in lines[step + 2 : step + 2 + len(FILES)]]
     assert listed == [name for name, _ in FILES]
     assert "environment variable" not in ran.stdout
+
+
+def test_the_starter_config_holds_each_placeholder_check_config_refuses() -> None:
+    app = yaml.safe_load(STARTER_CONFIG)["apps"]["myapp"]
+    assert (app["appid"], app["upstream"]) == (placeholders.APPID, placeholders.UPSTREAM)
+    assert "${REDIS_PASSWORD}" in STARTER_CONFIG, "a variable of the text is kept as written"

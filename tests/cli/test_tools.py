@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.starter import STARTER_CONFIG
+from gateway.cli.starter import FILES, STARTER_CONFIG
+from gateway.config import placeholders
 from tests.cli.support import run
 from tests.support.processes import write_config
 
@@ -130,6 +131,11 @@ def test_check_config_shows_the_listener_and_each_app(
     assert ran.stdout.splitlines() == [
         f"{config}: ok",
         "  listen: 127.0.0.1:0",
+        "  admin.listen: none (/healthz, /readyz and /metrics are served on listen)",
+        "  callbacks.listen: none (callbacks off)",
+        "  sandbox.listen: 127.0.0.1:0 (the embedded sandbox, for demo)",
+        "  workers: 1",
+        "  pid_file: none",
         "  app demo (default): appid demo-appid, upstream sandbox (embedded, http://127.0.0.1:0)",
         "  callers: none (no token asked for)",
         "  callbacks: off (no callbacks.listen)",
@@ -138,6 +144,55 @@ def test_check_config_shows_the_listener_and_each_app(
         "with this config's secret)",
     ]
     assert "s3cret-value" not in ran.stdout
+
+
+def test_check_config_names_every_listener_the_workers_and_the_pid_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEU_SECRET_DEMO", "s3cret-value")
+    config = write_config(
+        tmp_path,
+        "https://platform.example",
+        admin="{listen: {host: 127.0.0.1, port: 9091}}",
+        callbacks="{listen: {host: 0.0.0.0, port: 8081}}",
+        workers="3",
+        pid_file=str(tmp_path / "gw.pid"),
+        cache="{backend: redis, url: 'redis://127.0.0.1:6379/0'}",
+    )
+    ran = run(capsys, "check-config", "-c", str(config))
+    assert ran.status == 0, ran.stderr
+    assert ran.stdout.splitlines()[1:7] == [
+        "  listen: 127.0.0.1:0",
+        "  admin.listen: 127.0.0.1:9091 (/healthz, /readyz, /metrics)",
+        "  callbacks.listen: 0.0.0.0:8081",
+        "  sandbox.listen: none (no app has upstream: sandbox)",
+        "  workers: 3",
+        f"  pid_file: {tmp_path / 'gw.pid'}",
+    ]
+    assert "  callbacks: store redis" in ran.stdout.splitlines()
+
+
+def test_check_config_refuses_inits_placeholders_naming_each_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    starter = STARTER_CONFIG.replace("/run/secrets", str(tmp_path))
+    for name, _ in FILES:
+        (tmp_path / Path(name).name).write_text("t" * 32 + "\n")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(starter)
+    ran = run(capsys, "check-config", "-c", str(path))
+    assert (ran.status, ran.stdout) == (2, "")
+    assert ran.stderr.splitlines() == [
+        f"neu-gateway: invalid config {path}:",
+        f'  apps.myapp.appid: still init\'s placeholder "{placeholders.APPID}"',
+        f'  apps.myapp.upstream: still init\'s placeholder "{placeholders.UPSTREAM}"',
+    ]
+    path.write_text(
+        starter.replace(placeholders.APPID, "app-42").replace(
+            placeholders.UPSTREAM, "https://your-platform-domain.example.com/"
+        )
+    )
+    assert run(capsys, "check-config", "-c", str(path)).status == 0
 
 
 def test_check_config_refuses_a_tls_file_it_cannot_use_with_exit_2(

@@ -216,3 +216,77 @@ def test_a_credential_given_no_way_at_all_is_a_problem_not_a_crash() -> None:
     problems: list[str] = []
     assert read_credential("apps.demo", "secret", None, None, None, {}, problems) is None
     assert problems == ["apps.demo: one of secret_env, secret_file or secret is required"]
+
+
+SECRET_ON_A_BROKEN_LINE = "apps: {demo: {appid: a, secret: do-not-echo-me upstream: sandbox}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            SECRET_ON_A_BROKEN_LINE,
+            "not valid YAML at line 1, column 56: expected ',' or '}', but got ':' "
+            "(while parsing a flow mapping from line 1, column 14)",
+            id="a missing comma in a flow mapping",
+        ),
+        pytest.param(
+            "apps:\n  demo:\n    appid: a\n    secret: 'do-not-echo-me\n",
+            "not valid YAML at line 5, column 1: found unexpected end of stream "
+            "(while scanning a quoted scalar from line 4, column 13)",
+            id="an unclosed quote",
+        ),
+        pytest.param(
+            "apps:\n  demo: {appid: a}\n\tsecret: do-not-echo-me\n",
+            "not valid YAML at line 3, column 1: found character '\\t' that cannot start any "
+            "token (while scanning for the next token)",
+            id="a tab",
+        ),
+    ],
+)
+def test_a_yaml_error_keeps_pyyamls_reason_but_never_the_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    [problem] = caught.value.problems
+    assert problem == f"{path}: {expected}"
+    assert "do-not-echo-me" not in problem
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        pytest.param(
+            {"apps": {"demo": app()}, "timeout": {"total_s": 5}},
+            "timeout: unknown option; did you mean `timeouts`?",
+            id="top level",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(upstrem="https://x.example")}},
+            "apps.demo.upstrem: unknown option; did you mean `upstream`?",
+            id="inside a mapping of apps",
+        ),
+        pytest.param(
+            {"apps": {"demo": app(tls={"ca_fle": "/x"})}},
+            "apps.demo.tls.ca_fle: unknown option; did you mean `ca_file`?",
+            id="inside an optional section",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "callbacks": {"listen": {"hots": "127.0.0.1"}}},
+            "callbacks.listen.hots: unknown option; did you mean `host`?",
+            id="in a subclass of a section",
+        ),
+        pytest.param(
+            {"apps": {"demo": app()}, "limits": {"zzz": 1}},
+            "limits.zzz: unknown option (check the spelling against the README's config reference)",
+            id="nothing close",
+        ),
+    ],
+)
+def test_an_unknown_key_gets_the_closest_allowed_one_of_its_section(
+    document: dict[str, Any], expected: str
+) -> None:
+    assert expected in problems_of(document)

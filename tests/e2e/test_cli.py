@@ -50,12 +50,12 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
         "check-config", "-c", str(config), env={**ENV, "ORDERS_TOKEN": "t" * 32}
     )
     assert result.status == 0, result.stderr
-    assert result.stdout.splitlines()[3:] == [
+    assert result.stdout.splitlines()[8:] == [
         "  caller orders: apps demo; allow POST /neuopenapi/pay/transactions/*, "
         "GET /neuopenapi/pay/transactions/tradedetail; "
         "rate limit 20 requests a second, bursts of 40 (each process)",
         "  trusted networks: 127.0.0.1/32",
-        "  callbacks: listen 127.0.0.1:8081, store redis",
+        "  callbacks: store redis",
         "    app demo: deliver_to http://127.0.0.1:9000/payments",
         "  cache: redis at redis://redis.internal:6379/0, keys under 'neu:'",
     ]
@@ -65,7 +65,7 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
 async def test_check_config_says_what_is_off(tmp_path: Path) -> None:
     result = await neu_gateway("check-config", "-c", str(write_config(tmp_path)), env=ENV)
     assert result.status == 0, result.stderr
-    assert result.stdout.splitlines()[3:] == [
+    assert result.stdout.splitlines()[8:] == [
         "  callers: none (no token asked for)",
         "  callbacks: off (no callbacks.listen)",
         "  cache: memory, up to 10000 logins",
@@ -102,9 +102,21 @@ async def test_init_writes_a_config_that_check_config_accepts_once_its_files_are
     secrets.mkdir()
     (secrets / "myapp").write_text("the-app-secret\n")
     (secrets / "orders-token").write_text("t" * 32 + "\n")
+    as_written = await neu_gateway("check-config", "-c", str(config))
+    assert as_written.status == 2
+    assert as_written.stderr.splitlines() == [
+        f"neu-gateway: invalid config {config}:",
+        '  apps.myapp.appid: still init\'s placeholder "your-appid"',
+        '  apps.myapp.upstream: still init\'s placeholder "https://your-platform-domain.example"',
+    ]
+    config.write_text(
+        config.read_text()
+        .replace("appid: your-appid", "appid: app-42")
+        .replace("https://your-platform-domain.example", "https://openapi.platform.example")
+    )
     checked = await neu_gateway("check-config", "-c", str(config))
     assert checked.status == 0, checked.stderr
-    assert "app myapp (default): appid your-appid, upstream https://" in checked.stdout
+    assert "app myapp (default): appid app-42, upstream https://" in checked.stdout
 
 
 async def test_init_writes_here_by_default_and_overwrites_only_with_force(
@@ -167,7 +179,7 @@ async def test_serve_refuses_an_anonymous_public_listener(tmp_path: Path) -> Non
 
 
 async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
-    result = await neu_gateway("serve", "-c", str(tmp_path / "absent.yaml"))
+    result = await neu_gateway("--log-format", "text", "serve", "-c", str(tmp_path / "absent.yaml"))
     assert result.status == 2
     assert f"neu-gateway: no config file at {tmp_path / 'absent.yaml'}\n" in result.stderr
     assert "name yours with -c FILE, or write a commented one with: neu-gateway init" in (
@@ -176,7 +188,7 @@ async def test_serve_reports_a_missing_config_file(tmp_path: Path) -> None:
 
 
 async def test_serve_without_a_config_here_names_c_and_init(tmp_path: Path) -> None:
-    result = await neu_gateway("serve", cwd=tmp_path)
+    result = await neu_gateway("--log-format", "text", "serve", cwd=tmp_path)
     assert result.status == 2
     assert result.stderr.splitlines() == [
         f"neu-gateway: no config file at {tmp_path / 'gateway.yaml'} "
@@ -383,7 +395,7 @@ async def test_serve_names_the_listener_whose_port_is_taken(tmp_path: Path, key:
         taken.listen()
         port = taken.getsockname()[1]
         config = config_with_listeners(tmp_path, key, port)
-        result = await neu_gateway("serve", "-c", str(config), env=ENV)
+        result = await neu_gateway("--log-format", "text", "serve", "-c", str(config), env=ENV)
     assert result.status == 1
     [line] = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert line == (
@@ -401,7 +413,7 @@ async def test_an_outbox_that_cannot_be_opened_is_reported(tmp_path: Path) -> No
     config = write_config(
         tmp_path, callbacks=f"{{listen: {{port: 0}}, store: 'sqlite://{blocker}/outbox.db'}}"
     )
-    served = await neu_gateway("serve", "-c", str(config), env=ENV)
+    served = await neu_gateway("--log-format", "text", "serve", "-c", str(config), env=ENV)
     assert served.status == 1
     assert (
         f"neu-gateway: cannot start: callbacks.store: cannot open sqlite://{blocker}/outbox.db ("

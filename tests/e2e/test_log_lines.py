@@ -65,7 +65,7 @@ def _run_two_workers_under_load(config: Path) -> bytes:
             if not chunk:
                 break
             written.extend(chunk)
-            if b"(2 workers)" in written:
+            if b"(2 workers, " in written:
                 ready.set()
 
     reader = threading.Thread(target=read, daemon=True)
@@ -73,7 +73,7 @@ def _run_two_workers_under_load(config: Path) -> bytes:
     try:
         assert ready.wait(30), written.decode(errors="replace")
         port = int(
-            next(line for line in written.decode().splitlines() if "(2 workers)" in line)
+            next(line for line in written.decode().splitlines() if "(2 workers, " in line)
             .split("127.0.0.1:")[1]
             .split(" ")[0]
         )

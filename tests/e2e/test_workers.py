@@ -66,7 +66,7 @@ async def test_two_workers_both_serve_and_a_code_is_exchanged_once(
     gateway = await start_gateway(
         redis_config(tmp_path, redis_server), extra_args=("--workers", "2")
     )
-    assert "(2 workers)" in gateway.log
+    assert "(2 workers, " in gateway.log
     status, login, _ = await fresh_connection_post(
         gateway.sandbox_url + "/sandbox/login", {"user": "13800138000"}
     )
@@ -163,7 +163,7 @@ async def test_a_sighup_while_workers_start_harms_none(
     assert process.stderr is not None
     # From its first line on, the program is running: before that, not even Python is.
     log = await asyncio.wait_for(process.stderr.readline(), 20)
-    while b"(2 workers)" not in log:
+    while b"(2 workers, " not in log:
         process.send_signal(signal.SIGHUP)
         line = await asyncio.wait_for(process.stderr.readline(), 20)
         assert line, log.decode()

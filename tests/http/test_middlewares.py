@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway import logs
 from gateway.config.live import LiveConfig
 from gateway.core.errors import BodyTooLarge, NotFinal, RequestTimeout
 from gateway.http.keys import CLOCK, LIVE_CONFIG, METRICS, ROUTE
@@ -25,6 +23,7 @@ from gateway.http.middlewares import (
 )
 from gateway.metrics import Metrics
 from tests.conftest import gateway_config
+from tests.support.access_lines import AccessLines, capturing
 from tests.support.clock import MutableClock
 from tests.support.paths import ECHO
 from tests.support.rawhttp import statuses
@@ -33,37 +32,10 @@ MAX_HEADER_BYTES = 1024
 HELD = web.AppKey("held", asyncio.Event)
 
 
-class AccessLines(logging.Handler):
-    """The access lines written, as their fields, and an event for each."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[dict[str, Any]] = []
-        self.written = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(getattr(record, logs.FIELDS))
-        self.written.set()
-
-    async def next_line(self) -> dict[str, Any]:
-        async with asyncio.timeout(10):
-            while not self.lines:
-                self.written.clear()
-                await self.written.wait()
-        return self.lines.pop(0)
-
-
 @pytest.fixture
 def access_lines() -> Iterator[AccessLines]:
-    access = logging.getLogger("neu_gateway.access")
-    handler, level = AccessLines(), access.level
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        access.removeHandler(handler)
-        access.setLevel(level)
+    with capturing() as lines:
+        yield lines
 
 
 async def ok(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import __version__
 from gateway.config.load import load
 from gateway.runtime.listeners import StartError
 from gateway.runtime.supervisor import Supervisor, reserve_port
@@ -123,5 +124,5 @@ async def test_the_supervisor_listens_once_its_workers_do_and_passes_sigterm_on(
         logger.removeHandler(handler)
     [said] = [r.getMessage() for r in caplog.records if "listening on" in r.getMessage()]
     assert said.startswith("neu-gateway listening on http://127.0.0.1:")
-    assert said.endswith(" (2 workers)")
+    assert said.endswith(f" (2 workers, version {__version__})")
     assert not config.pid_file.exists()
