@@ -131,3 +131,18 @@ def test_the_process_series_are_documented_with_the_label_workers_give_them() ->
     process = [name for name in exported() if name.startswith("process_")]
     assert process
     assert {name: documented[name] for name in process} == {key: [PID_LABEL] for key in process}
+
+
+def github_anchor(title: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def test_the_contents_list_every_section_in_order_with_working_links() -> None:
+    outside_code = re.sub(r"\n```.*?\n```", "", README, flags=re.DOTALL)
+    headings = re.findall(r"^(##|###) (.+)$", outside_code, flags=re.MULTILINE)
+    sections = [(len(marks), title) for marks, title in headings if title != "Contents"]
+    contents = README[README.index("\n## Contents\n") :].split("\n## ", 2)[1]
+    listed = re.findall(r"^( *)- \[(.+)\]\(#(.+)\)$", contents, flags=re.MULTILINE)
+    assert [(2 + len(indent) // 2, title) for indent, title, _ in listed] == sections
+    assert [anchor for _, _, anchor in listed] == [github_anchor(title) for _, title in sections]
