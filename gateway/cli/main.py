@@ -23,9 +23,9 @@ from pathlib import Path
 from gateway import __version__, logs
 from gateway.cli import ops, output, serve, tools
 from gateway.cli.config_file import EXIT_INVALID
-from gateway.cli.sandbox_apps import DEMO_APPID, DEMO_SECRET
 from gateway.config.peek import log_format_named
 from gateway.config.schema import DEFAULT_CONFIG_PATH
+from gateway.core.secrets import DEMO_APPID, DEMO_SECRET
 from gateway.runtime import signals
 
 log = logs.logger("neu_gateway")

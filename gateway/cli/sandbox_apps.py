@@ -16,12 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import logs
+from gateway.core.secrets import DEMO_APPID, DEMO_SECRET
 
 log = logs.logger("neu_gateway")
-
-# The public demo app of the sandbox; never a real app's credentials.
-DEMO_APPID = "demo-appid"
-DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo secret
 
 
 class SandboxAppsError(Exception):

@@ -17,6 +17,7 @@ from gateway.cli.config_file import EXIT_CONFIG, EXIT_INVALID, EXIT_OK, load_or_
 from gateway.cli.sandbox_apps import AppArguments, SandboxAppsError, sandbox_secrets
 from gateway.config.errors import ConfigError
 from gateway.config.model import Config
+from gateway.config.placeholders import placeholders_left
 from gateway.config.schema import LimitsConfig, ListenConfig, is_loopback
 from gateway.core.hosts import host_name
 from gateway.runtime.app import create_app
@@ -122,6 +123,12 @@ def serve(args: argparse.Namespace) -> int:
     # The process's log redaction learns the config's secrets before anything can log them.
     logs.REDACTION.add_secrets(config.credentials())
     logs.configure(args.log_level, args.log_format or config.logging.format)
+    # check-config refuses these; serve still starts, for what else the config serves (once:
+    # a worker's config is its supervisor's).
+    for placeholder in placeholders_left(config) if worker is None else []:
+        log.warning(
+            "%s: every call of this app will fail until it holds the app's own", placeholder
+        )
     if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
         print(f"neu-gateway: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
         return EXIT_CONFIG

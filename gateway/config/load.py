@@ -33,7 +33,7 @@ from gateway.config.schema import (
 )
 from gateway.core.access import Caller, Route
 from gateway.core.redaction import escape_controls
-from gateway.core.secrets import Secret
+from gateway.core.secrets import DEMO_SECRET, Secret
 
 log = logging.getLogger("neu_gateway.config")
 # The inline secrets already warned of, by key: a process warns of each once, however many
@@ -393,7 +393,8 @@ def read_credential(
         problems.append(f"{where}.{what}: is empty")
         return None
     key = f"{where}.{what}"
-    if key not in INLINE_WARNED:
+    # The public demo secret protects nothing: a warning at every start of the demo is noise.
+    if key not in INLINE_WARNED and inline != DEMO_SECRET:
         INLINE_WARNED.add(key)
         log.warning(
             "%s: the secret is written in the config file; outside the sandbox demo use "

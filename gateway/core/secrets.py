@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hmac
 
+# The sandbox's public demo app (README, gateway.yaml): never a real app's credentials, so
+# nothing is at stake when they are written in a file or shown in `ps`.
+DEMO_APPID = "demo-appid"
+DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo secret
+
 
 class Secret:
     """A secret value that does not print itself; `reveal()` only where it is used."""

@@ -11,13 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.cli.sandbox_apps import (
-    DEMO_APPID,
-    DEMO_SECRET,
-    AppArguments,
-    SandboxAppsError,
-    sandbox_secrets,
-)
+from gateway.cli.sandbox_apps import AppArguments, SandboxAppsError, sandbox_secrets
+from gateway.core.secrets import DEMO_APPID, DEMO_SECRET
 from tests.cli.support import run
 from tests.support.paths import DETAIL
 from tests.support.platform_double import reference_sign

@@ -263,3 +263,30 @@ def test_serve_logs_in_the_format_its_config_names_before_validating_it(
     args = parser_of_commands().parse_args(["serve", "-c", str(config)])
     assert serve_in_log_format(args) == 2
     assert logs.current_format() == "json"
+
+
+@pytest.mark.usefixtures("logging_kept")
+def test_serve_warns_of_inits_placeholders_left_in_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path, upstream="https://your-platform-domain.example")
+    config.write_text(config.read_text().replace("appid: demo-appid", "appid: your-appid"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # A taken port ends it right after the config is read, where the warning is given.
+        with caplog.at_level(logging.WARNING, "neu_gateway"):
+            ran = run(capsys, "serve", "-c", str(config), "--listen", f"127.0.0.1:{port}")
+    assert ran.status == 1
+    warned = [
+        record.getMessage() for record in caplog.records if "placeholder" in record.getMessage()
+    ]
+    assert warned == [
+        f'apps.demo.{key}: still init\'s placeholder "{value}": every call of this app will '
+        "fail until it holds the app's own"
+        for key, value in (
+            ("appid", "your-appid"),
+            ("upstream", "https://your-platform-domain.example"),
+        )
+    ]

@@ -22,7 +22,14 @@ def test_the_repository_config_is_valid(
     monkeypatch.setattr(load_module, "INLINE_WARNED", set())
     config = load(REPO / "gateway.yaml", environ={})
     assert config.apps["demo"].appid == "demo-appid"
-    assert "apps.demo.secret: the secret is written in the config file" in caplog.text
+    assert config.sandbox.listen.port == 8090
+    # The public demo secret, written in the file on purpose: nothing to warn of.
+    assert "the secret is written in the config file" not in caplog.text
+
+
+def test_the_repository_config_moves_the_sandbox_with_neu_sandbox_port() -> None:
+    config = load(REPO / "gateway.yaml", environ={"NEU_SANDBOX_PORT": "18090"})
+    assert config.sandbox.listen.port == 18090
 
 
 def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Path) -> None:

@@ -94,7 +94,11 @@ def test_an_inline_secret_is_warned_of_once_per_process_and_app(
 ) -> None:
     monkeypatch.setattr(load_module, "INLINE_WARNED", set())
     document = {
-        "apps": {"a": app(secret_env=None, secret="x"), "b": app(secret_env=None, secret="y")}
+        "apps": {
+            "a": app(secret_env=None, secret="x"),
+            "b": app(secret_env=None, secret="y"),
+            "demo": app(secret_env=None, secret="demo-secret"),
+        }
     }
     with caplog.at_level(logging.WARNING, "neu_gateway.config"):
         for _ in range(3):  # a command's several loads, or a reload after another

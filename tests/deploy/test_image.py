@@ -129,3 +129,34 @@ def test_pins_cover_pips_resolution_on_every_python_311(tmp_path: Path) -> None:
                 assert pin.marker is None or pin.marker.evaluate(env), f"3.11.{micro}: {pin}"
                 (exact,) = pin.specifier
                 assert wanted.specifier.contains(exact.version, prereleases=True), f"{pin}: {text}"
+
+
+def test_build_image_names_a_chosen_tool_that_is_missing(tmp_path: Path) -> None:
+    ran = subprocess.run(
+        [str(BUILD_IMAGE)],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "NEU_IMAGE_TOOL": "podman-not-here"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 2
+    assert (
+        ran.stderr
+        == "build-image: podman-not-here is not installed (NEU_IMAGE_TOOL=podman-not-here)\n"
+    )
+
+
+def test_build_image_says_first_when_docker_has_no_daemon(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    docker.write_text('#!/bin/sh\n[ "$1" = info ] && exit 1\necho built\n')
+    docker.chmod(0o755)
+    ran = subprocess.run(
+        [str(BUILD_IMAGE)],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "NEU_IMAGE_TOOL": str(docker)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 2
+    assert "cannot reach a Docker daemon" in ran.stderr
+    assert "built" not in ran.stdout
