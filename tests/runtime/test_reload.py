@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,48 +35,25 @@ from gateway.runtime.reload import (
 )
 from gateway.sandbox.server import create_sandbox_app
 from tests.conftest import gateway_config, guarded
+from tests.support.held_request import post_held
 from tests.support.paths import BENCH_ECHO as ECHO
 from tests.support.paths import DETAIL
 from tests.support.platform_double import APPID, SECRET, reference_sign
 from tests.support.processes import write_config
-from tests.support.scripted_platform import Scripted
-
-
-async def platform(aiohttp_server: Any) -> tuple[Scripted, str]:
-    scripted = Scripted()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", scripted.handle)
-    server = await aiohttp_server(app)
-    return scripted, str(server.make_url("")).rstrip("/")
+from tests.support.scripted_platform import serve_scripted
 
 
 async def test_a_request_in_flight_keeps_its_upstream_and_secret(
     aiohttp_client: Any, aiohttp_server: Any
 ) -> None:
-    first, first_url = await platform(aiohttp_server)
-    second, second_url = await platform(aiohttp_server)
+    first, first_url = await serve_scripted(aiohttp_server)
+    second, second_url = await serve_scripted(aiohttp_server)
     gateway = await aiohttp_client(guarded(create_app(gateway_config(first_url))))
-    admitted, reloaded = asyncio.Event(), asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        # Sent only after the gateway's 100 Continue: the request is admitted by then.
-        admitted.set()
-        await reloaded.wait()
-        yield b"x=1"
-
-    sending = asyncio.ensure_future(
-        gateway.post(
-            ECHO,
-            data=body(),
-            expect100=True,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "3"},
-        )
-    )
-    await admitted.wait()
+    held = await post_held(gateway, ECHO)
     demo = {"appid": APPID, "secret_env": "ROTATED", "upstream": second_url}
     apply_config(gateway.app, from_mapping({"apps": {"demo": demo}}, {"ROTATED": "rotated-secret"}))
-    reloaded.set()
-    response = await sending
+    held.release.set()
+    response = await held.response
     assert response.status == 200
     assert second.received == []
     [received] = first.received
@@ -91,7 +67,7 @@ async def test_a_request_in_flight_keeps_its_upstream_and_secret(
 async def test_a_reload_naming_a_tls_file_that_cannot_be_used_is_refused(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    first, first_url = await platform(aiohttp_server)
+    first, first_url = await serve_scripted(aiohttp_server)
     gateway = await aiohttp_client(guarded(create_app(gateway_config(first_url))))
     demo = {
         "appid": APPID,

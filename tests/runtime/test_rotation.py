@@ -3,17 +3,14 @@ side of it; and the warning a reload gives of secrets it cannot renew (the envir
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from gateway.config.live import LiveConfig
 from gateway.config.load import from_mapping, load
@@ -35,11 +32,12 @@ from gateway.sandbox.controls import WORLD
 from gateway.sandbox.server import create_sandbox_app
 from tests.conftest import guarded
 from tests.support.clock import MutableClock
+from tests.support.held_request import post_held
 from tests.support.paths import BENCH_ECHO as ECHO
 from tests.support.paths import DETAIL, SANDBOX_ECHO
 from tests.support.platform_double import APPID, SECRET, reference_sign
 from tests.support.processes import write_config
-from tests.support.scripted_platform import Scripted
+from tests.support.scripted_platform import serve_scripted
 from tests.support.waiting import until
 
 ENV_WARNING = (
@@ -47,14 +45,6 @@ ENV_WARNING = (
     "started (a reload cannot see a changed environment); to rotate this secret, use "
     "secret_file, which is watched and taken without a restart, or restart the gateway"
 )
-
-
-async def platform(aiohttp_server: Any) -> tuple[Scripted, str]:
-    scripted = Scripted()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", scripted.handle)
-    server = await aiohttp_server(app)
-    return scripted, str(server.make_url("")).rstrip("/")
 
 
 def file_config(upstream: str, secret_file: Path, watch_s: float = 5) -> Config:
@@ -70,34 +60,18 @@ def file_config(upstream: str, secret_file: Path, watch_s: float = 5) -> Config:
 async def test_a_request_in_flight_keeps_its_secret_and_the_next_gets_the_new_one(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    scripted, url = await platform(aiohttp_server)
+    scripted, url = await serve_scripted(aiohttp_server)
     clock = MutableClock()
     secret_file = tmp_path / "secret"
     gateway = await aiohttp_client(guarded(create_app(file_config(url, secret_file), clock)))
-    admitted, rotated = asyncio.Event(), asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        # Sent only after the gateway's 100 Continue: the request is admitted by then.
-        admitted.set()
-        await rotated.wait()
-        yield b"x=1"
-
-    sending = asyncio.ensure_future(
-        gateway.post(
-            ECHO,
-            data=body(),
-            expect100=True,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "3"},
-        )
-    )
-    await admitted.wait()
+    held = await post_held(gateway, ECHO)
     secret_file.write_text("rotated-secret\n")
     await clock.until_sleeping()
     with caplog.at_level(logging.INFO, "neu_gateway"):
         clock.advance(5)
         await until(lambda: "is in force" in caplog.text)
-    rotated.set()
-    assert (await sending).status == 200
+    held.release.set()
+    assert (await held.response).status == 200
     [in_flight] = scripted.received
     assert signing.verify(in_flight, SECRET)
     assert (await gateway.post(ECHO, data={"x": "2"})).status == 200
@@ -148,7 +122,7 @@ async def test_no_watch_runs_when_off_or_in_a_worker(
     watch_s: float,
     placement: Placement | None,
 ) -> None:
-    _, url = await platform(aiohttp_server)
+    _, url = await serve_scripted(aiohttp_server)
     clock = MutableClock()
     config = file_config(url, tmp_path / "secret", watch_s)
     if placement is not None:
@@ -194,7 +168,7 @@ async def test_the_supervisor_puts_a_change_in_force_and_tells_its_sandbox(
 async def test_a_worker_takes_a_rotation_its_supervisor_hands_over(
     aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, url = await platform(aiohttp_server)
+    _, url = await serve_scripted(aiohttp_server)
     secret_file = tmp_path / "secret"
     config = file_config(url, secret_file)
     live = LiveConfig(config, time.time())

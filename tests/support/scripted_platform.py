@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -29,3 +30,12 @@ class Scripted:
         return web.Response(
             status=status, body=OK if status == 200 else BUSY, content_type="application/json"
         )
+
+
+async def serve_scripted(aiohttp_server: Any) -> tuple[Scripted, str]:
+    """A scripted platform on a loopback port, and its base URL."""
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.handle)
+    server = await aiohttp_server(app)
+    return scripted, str(server.make_url("")).rstrip("/")
