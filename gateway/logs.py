@@ -42,12 +42,21 @@ def clipped(text: str, limit: int, secrets: Iterable[str] | None = None) -> str:
     return cleaned if limit >= len(cleaned) else cleaned[:limit] + "…"
 
 
+# Values a process redacts at most. A retired secret stays redacted (a line about a request
+# in flight may hold it), but not forever: a token file that something rewrites every few
+# minutes would otherwise grow the list, and the cost of every log line, without end. What is
+# in force is added again at each reload and each rotation, so only the longest retired go.
+MAX_REDACTED_SECRETS = 1000
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each record's message (and traceback) with credentials redacted."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets: tuple[str, ...] = ()
+        # Each value, oldest added first (a dict keeps the order).
+        self._added: dict[str, None] = {}
         self.add_secrets(secrets)
 
     @property
@@ -55,8 +64,16 @@ class RedactingFilter(logging.Filter):
         return self._secrets
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
-        """Values to redact wherever they appear, e.g. once the config has been read."""
-        self._secrets = tuple(sorted({*self._secrets, *(s for s in secrets if s)}))
+        """Values to redact wherever they appear, e.g. once the config has been read: the
+        latest MAX_REDACTED_SECRETS added (one added again counts as new)."""
+        added = self._added
+        for secret in secrets:
+            if secret:
+                added.pop(secret, None)
+                added[secret] = None
+        while len(added) > MAX_REDACTED_SECRETS:
+            del added[next(iter(added))]
+        self._secrets = tuple(sorted(added))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, _CLEANED, False):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import logs
+from gateway.config.credential_files import CredentialFileError, read_credential_file
 from gateway.core.secrets import DEMO_APPID, DEMO_SECRET
 
 log = logs.logger("neu_gateway")
@@ -101,10 +102,9 @@ def _pair(flag: str, item: str, what: str) -> tuple[str, str]:
 def _from_file(appid: str, path: Path) -> str:
     flag = f"--app-secret-file {appid}={path}"
     try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SandboxAppsError(f"{flag}: cannot read {path} ({reason})") from None
+        secret = read_credential_file(path)
+    except CredentialFileError as exc:
+        raise SandboxAppsError(f"{flag}: cannot read {path} ({exc})") from None
     if not secret:
         raise SandboxAppsError(f"{flag}: {path} is empty")
     return secret

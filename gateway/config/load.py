@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
+from gateway.config.credential_files import CredentialFileError, read_credential_file
 from gateway.config.errors import ConfigError
 from gateway.config.model import App, Config, CredentialSource
 from gateway.config.schema import (
@@ -376,10 +377,9 @@ def read_credential(
         return Secret(value)
     if file_path is not None:
         try:
-            value = file_path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            problems.append(f"{where}.{what}_file: cannot read {file_path} ({reason})")
+            value = read_credential_file(file_path)
+        except CredentialFileError as exc:
+            problems.append(f"{where}.{what}_file: cannot read {file_path} ({exc})")
             return None
         if not value:
             problems.append(f"{where}.{what}_file: {file_path} is empty")

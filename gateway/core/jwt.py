@@ -45,7 +45,8 @@ def decode(token: str, key: bytes) -> dict[str, Any]:
         given = _unb64(signature)
         header = json.loads(_unb64(head))
         claims = json.loads(_unb64(body))
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: json recurses once a level of nesting, and a token is anyone's text.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise TokenError("not a JWT (bad base64url or JSON)") from None
     if not hmac.compare_digest(given, expected) or header != HEADER:
         raise TokenError("signature does not verify")
@@ -61,6 +62,6 @@ def unverified_claims(token: str) -> dict[str, Any] | None:
         return None
     try:
         claims = json.loads(_unb64(parts[1]))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return claims if isinstance(claims, dict) else None

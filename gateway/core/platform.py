@@ -36,7 +36,8 @@ def platform_status(body: bytes) -> tuple[int | None, Any]:
     try:
         document = json.loads(body)
         status = document["responseHeader"]["status"]
-    except (ValueError, TypeError, KeyError):
+    # RecursionError: json's scanner recurses once a level, and an answer may nest deeper.
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None, None
     return (status if isinstance(status, int) else None), document.get("response")
 
@@ -64,7 +65,7 @@ def is_timestamp_refusal(body: bytes) -> bool:
         return False
     try:
         msg = json.loads(body)["responseHeader"].get("msg", "")
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return False
     if not isinstance(msg, str):
         return False
@@ -80,7 +81,7 @@ def refusal_message(body: bytes) -> str:
     is not an envelope (a plain-text 401 from something in front of the platform)."""
     try:
         header = json.loads(body)["responseHeader"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return body[:_MAX_TEXT_BYTES].decode("utf-8", "replace")
     msg = header.get("msg") if isinstance(header, dict) else None
     return msg if isinstance(msg, str) else ""

@@ -12,6 +12,7 @@ moves them to a listener of their own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 
 # A backend that takes longer than this to answer a ping counts as down.
 CHECK_TIMEOUT_S = 1.0
+# How long /readyz waits for a check it does not require (a shared backend): well within a
+# probe's timeout (Kubernetes' default is 1 s), so a backend that hangs rather than refuses
+# cannot fail the probe of every replica at once. The check goes on, for its gauge.
+REPORT_WAIT_S = 0.25
 OK = "ok"
 Check = Callable[[], Awaitable[None]]
 
@@ -52,6 +57,8 @@ class Readiness:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._checks: dict[str, _Check] = {}
+        # Each check being asked: one ping at a time, whoever asks (probes, scrapes).
+        self._asking: dict[str, asyncio.Future[str]] = {}
         # Until every resource the app owns is open (runtime/app.py says when).
         self.starting = True
         self.draining = False
@@ -68,7 +75,20 @@ class Readiness:
         self.starting = False
 
     async def state(self, name: str) -> str:
-        """One check's state: `ok`, or why not (its outcome told to whoever asked to be)."""
+        """One check's state: `ok`, or why not (its outcome told to whoever asked to be).
+        Asked while it is being asked, it waits for the same answer."""
+        asking = self._asking.get(name)
+        if asking is None:
+            asking = self._asking[name] = asyncio.ensure_future(self._ask(name))
+            asking.add_done_callback(lambda done: self._asked(name, done))
+        # Shielded: one who stops waiting does not stop the others' ping.
+        return await asyncio.shield(asking)
+
+    def _asked(self, name: str, done: asyncio.Future[str]) -> None:
+        if self._asking.get(name) is done:
+            del self._asking[name]
+
+    async def _ask(self, name: str) -> str:
         check = self._checks[name]
         try:
             await within(self._clock, CHECK_TIMEOUT_S, check.probe())
@@ -85,8 +105,20 @@ class Readiness:
         return state
 
     async def report(self) -> dict[str, str]:
-        """Each check's state: `ok`, or why not."""
-        return {name: await self.state(name) for name in list(self._checks)}
+        """Each check's state: `ok`, or why not; all asked at once."""
+        names = list(self._checks)
+        states = await asyncio.gather(*(self._reported(name) for name in names))
+        return dict(zip(names, states, strict=True))
+
+    async def _reported(self, name: str) -> str:
+        if self._checks[name].required:
+            return await self.state(name)
+        try:
+            return await within(self._clock, REPORT_WAIT_S, self.state(name))
+        except TimeoutError:
+            return (
+                f"no answer within {REPORT_WAIT_S:g} s (still asked, up to {CHECK_TIMEOUT_S:g} s)"
+            )
 
     def problems(self, states: dict[str, str]) -> list[str]:
         """Why this process is not ready (none: it is), given its checks' `states`."""

@@ -103,7 +103,7 @@ def test_a_secret_on_the_command_line_is_warned_of_once_by_appid(
         ),
         pytest.param(
             AppArguments(files=["x={tmp}"]),
-            "--app-secret-file x={tmp}: cannot read {tmp} (Is a directory)",
+            "--app-secret-file x={tmp}: cannot read {tmp} (not a regular file)",
             id="a directory",
         ),
         pytest.param(

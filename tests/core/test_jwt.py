@@ -56,6 +56,11 @@ def refusal(token: str, key: bytes = KEY) -> str:
     return str(caught.value)
 
 
+# A caller's accessToken is read for its claims when the platform refuses it (to evict it):
+# json recurses once a level, so this would raise RecursionError, not be refused.
+NESTED_TOO_DEEP = b"[" * 5000 + b"]" * 5000
+
+
 @pytest.mark.parametrize(
     ("token", "message"),
     [
@@ -78,6 +83,11 @@ def refusal(token: str, key: bytes = KEY) -> str:
             signed_by_hand({"typ": "JWT", "alg": "HS256"}, {"openId": "o"}),
             "signature does not verify",
             id="signed right under another header",
+        ),
+        pytest.param(
+            f"{b64url(NESTED_TOO_DEEP)}.{TOKEN.split('.')[1]}.{TOKEN.split('.')[2]}",
+            "not a JWT (bad base64url or JSON)",
+            id="a header nested too deeply",
         ),
         pytest.param(
             signed_by_hand({"typ": "JWT", "alg": "HS512"}, ["o"]),
@@ -104,6 +114,7 @@ def test_decode_refuses_another_keys_token() -> None:
         pytest.param("a.!!.c", None, id="not base64url"),
         pytest.param(f"a.{b64url(b'[1]')}.c", None, id="claims that are a list"),
         pytest.param(f"a.{b64url(b'{}')}.c", {}, id="no claims"),
+        pytest.param(f"a.{b64url(NESTED_TOO_DEEP)}.c", None, id="claims nested too deeply"),
     ],
 )
 def test_unverified_claims(token: str, claims: dict[str, object] | None) -> None:

@@ -140,3 +140,27 @@ def test_only_a_401_can_be_a_sign_refusal(status: int, msg: str) -> None:
 def test_any_bytes_have_a_message_and_a_verdict(body: bytes) -> None:
     assert isinstance(refusal_message(body), str)
     assert isinstance(is_sign_refusal(401, body), bool)
+
+
+NESTED_TOO_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(NESTED_TOO_DEEP, id="nested too deeply"),
+        pytest.param(
+            b'{"responseHeader": {"status": 401, "msg": "sign error"}, "x": '
+            + NESTED_TOO_DEEP
+            + b"}",
+            id="an envelope nested too deeply",
+        ),
+    ],
+)
+def test_an_answer_nested_too_deeply_to_parse_is_no_envelope(body: bytes) -> None:
+    assert platform_status(body) == (None, None)
+    # Read as text, as any body that is not an envelope.
+    assert refusal_message(body) == body[:1024].decode()
+    assert is_sign_refusal(401, body) == (b"sign error" in body)
+    assert not is_sign_refusal(200, body)
+    assert not is_timestamp_refusal(body)

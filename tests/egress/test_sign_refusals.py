@@ -168,3 +168,37 @@ async def test_a_refused_sign_keeps_the_users_cached_token(make: Any, platform: 
     again = await gateway.get(USER_INFO, params={"openId": open_id})
     assert (await again.json())["responseHeader"]["status"] == 200
     assert REJECTED not in again.headers
+
+
+# JSON nested deeper than Python's json can parse (it recurses once a level).
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(401, NESTED, id="HTTP 401, a body nested too deeply"),
+        pytest.param(
+            200,
+            b'{"responseHeader": {"status": 401, "msg": "sign error"}, "x": ' + NESTED + b"}",
+            id="an envelope's 401 nested too deeply",
+        ),
+    ],
+)
+async def test_a_refusal_too_deeply_nested_to_parse_is_relayed_not_a_500(
+    aiohttp_server: Any, aiohttp_client: Any, clock: MutableClock, status: int, body: bytes
+) -> None:
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(status=status, body=body, content_type="application/json")
+
+    platform = aiohttp.web.Application()
+    platform.router.add_route("*", "/{path:.*}", answer)
+    server = await aiohttp_server(platform)
+    app = create_app(
+        config_for(str(server.make_url("")).rstrip("/"), PLATFORMS_SECRET), clock=clock
+    )
+    gateway: Client = await aiohttp_client(guarded(app))
+    response, relayed = await detail(gateway)
+    assert (response.status, relayed) == (status, body)
+    # Not a sign refusal the gateway can tell: no envelope it can read.
+    assert REJECTED not in response.headers

@@ -9,9 +9,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.http.admin import CHECK_TIMEOUT_S, Readiness, Unusable, admin_routes
+from gateway.http.admin import (
+    CHECK_TIMEOUT_S,
+    REPORT_WAIT_S,
+    Readiness,
+    Unusable,
+    admin_routes,
+)
 from gateway.metrics import CONTENT_TYPE, Metrics
 from tests.support.clock import MutableClock
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -143,7 +150,9 @@ async def test_each_check_tells_its_outcome_every_time_it_is_asked(
     await client.get("/readyz")
     down = True
     assert await readiness.state("cache") == "unavailable (ConnectionRefusedError)"
-    assert told == [("cache", True), ("outbox", False), ("cache", False)]
+    # Asked at once, in no set order.
+    assert sorted(told[:2]) == [("cache", True), ("outbox", False)]
+    assert told[2:] == [("cache", False)]
 
 
 async def test_readyz_while_draining_is_503_first_of_all(
@@ -184,6 +193,54 @@ async def test_a_check_that_does_not_answer_in_time_counts_as_down(
     clock.advance(CHECK_TIMEOUT_S)
     async with asyncio.timeout(10):
         assert await report == {"redis": f"no answer within {CHECK_TIMEOUT_S:g} s"}
+
+
+async def test_shared_backends_that_hang_delay_readyz_only_briefly_and_are_asked_once(
+    client: TestClient[Any, Any], readiness: Readiness, clock: MutableClock
+) -> None:
+    # A Redis that accepts and never answers, behind the cache and the outbox: a probe whose
+    # answer waited for their pings (a second each, one after the other) would outlast
+    # Kubernetes' default 1 s probe timeout and take every replica out at once.
+    asked: list[str] = []
+    answered: list[tuple[str, bool]] = []
+
+    def hanging(name: str) -> Any:
+        async def ping() -> None:
+            asked.append(name)
+            await asyncio.Event().wait()
+
+        return ping
+
+    for name in ("cache", "outbox"):
+        readiness.add_check(
+            name, hanging(name), False, lambda up, name=name: answered.append((name, up))
+        )
+    readiness.add_check("upstream", fine)
+    first = asyncio.ensure_future(client.get("/readyz"))
+    # Each hanging check's own timeout, and the report's wait for the two of them.
+    await clock.until_sleeping(4)
+    clock.advance(REPORT_WAIT_S)
+    async with asyncio.timeout(10):
+        response = await first
+    assert response.status == 200
+    waited = f"no answer within {REPORT_WAIT_S:g} s (still asked, up to {CHECK_TIMEOUT_S:g} s)"
+    assert (await response.json())["response"]["checks"] == {
+        "cache": waited,
+        "outbox": waited,
+        "upstream": "ok",
+    }
+    # A probe while they are still being asked joins those pings rather than piling up more.
+    second = asyncio.ensure_future(client.get("/readyz"))
+    await clock.until_sleeping(4)
+    clock.advance(REPORT_WAIT_S)
+    async with asyncio.timeout(10):
+        assert (await second).status == 200
+    assert sorted(asked) == ["cache", "outbox"]
+    # The pings still end at their own timeout, and tell the gauge the backends are down.
+    await clock.until_sleeping(2)
+    clock.advance(CHECK_TIMEOUT_S)
+    await until(lambda: len(answered) == 2)
+    assert sorted(answered) == [("cache", False), ("outbox", False)]
 
 
 async def test_metrics_are_the_registrys_exposition(client: TestClient[Any, Any]) -> None:

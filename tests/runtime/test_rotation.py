@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from gateway import logs
 from gateway.config.live import LiveConfig
 from gateway.config.load import from_mapping, load
 from gateway.config.model import Config, Placement
 from gateway.core import signing
+from gateway.core.redaction import REDACTED
 from gateway.http.keys import LIVE_CONFIG
 from gateway.runtime import handover
 from gateway.runtime.app import create_app
@@ -163,6 +165,29 @@ async def test_the_supervisor_puts_a_change_in_force_and_tells_its_sandbox(
     fields["sign"] = reference_sign(fields, "rotated-secret")
     answer = await (await client.get(DETAIL, params=fields)).json()
     assert answer["responseHeader"]["status"] == 404, "signed right: the trade is missing"
+
+
+async def test_rotations_without_end_keep_the_redacted_values_bounded_and_those_in_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A token file a sidecar rewrites every few minutes: each retired value was kept for
+    # redaction forever, and every log line paid for all of them.
+    monkeypatch.setattr(logs, "REDACTION", logs.RedactingFilter())
+    monkeypatch.setattr(logs, "MAX_REDACTED_SECRETS", 5)
+    secret_file = tmp_path / "secret"
+    config = file_config("sandbox", secret_file)
+    live = LiveConfig(config, time.time())
+    logs.REDACTION.add_secrets(config.credentials())
+    watch = SecretFiles(
+        live, MutableClock(), 5, lambda changes: rotate_for_workers(live, None, changes)
+    )
+    for turn in range(20):
+        secret_file.write_text(f"rotated-secret-{turn:04d}")
+        await watch.check()
+    assert live.current.apps["demo"].secret.reveal() == "rotated-secret-0019"
+    assert len(logs.REDACTION.secrets) <= 5
+    for value in (*live.current.credentials(), "rotated-secret-0018"):
+        assert logs.clipped(f"x {value} y", 100) == f"x {REDACTED} y"
 
 
 async def test_a_worker_takes_a_rotation_its_supervisor_hands_over(

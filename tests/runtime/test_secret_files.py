@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.credential_files import MAX_CREDENTIAL_FILE_BYTES
 from gateway.config.live import LiveConfig
 from gateway.config.load import from_mapping
 from gateway.config.model import Config
@@ -114,10 +116,14 @@ async def test_a_file_renamed_over_the_old_one_is_taken(watch: Watch, tmp_path: 
     [
         (lambda path: path.write_text(" \n\t"), "is empty"),
         (lambda path: path.unlink(), "(No such file or directory)"),
-        (lambda path: (path.unlink(), path.mkdir()), "(Is a directory)"),
+        (lambda path: (path.unlink(), path.mkdir()), "(not a regular file)"),
         (lambda path: path.write_bytes(b"\xff\xfe"), "(not UTF-8 text)"),
+        (
+            lambda path: path.write_bytes(b"x" * (MAX_CREDENTIAL_FILE_BYTES + 1)),
+            f"(larger than {MAX_CREDENTIAL_FILE_BYTES} bytes)",
+        ),
     ],
-    ids=["empty", "gone", "a directory", "not text"],
+    ids=["empty", "gone", "a directory", "not text", "too large"],
 )
 async def test_a_file_that_cannot_be_taken_keeps_the_secret_and_warns_once(
     watch: Watch,
@@ -148,6 +154,25 @@ async def test_a_file_that_cannot_be_taken_keeps_the_secret_and_warns_once(
     assert len(warnings_of(caplog)) == 2
     assert "first-secret" not in caplog.text
     assert "good-again" not in caplog.text
+
+
+async def test_a_fifo_in_place_of_the_file_is_refused_without_waiting_for_a_writer(
+    watch: Watch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "secret"
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        async with asyncio.timeout(5):
+            assert await watch.files.check() == []
+    finally:
+        # Had the reading blocked, its thread waits for a writer: one that comes and goes
+        # lets it end, so the test process can exit.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert watch.secret() == "first-secret"
+    [warning] = warnings_of(caplog)
+    assert f"cannot read {path} (not a regular file)" in warning
 
 
 async def test_a_refusal_for_another_reason_is_warned_of_again(
