@@ -24,6 +24,8 @@ from gateway import logs
 log = logs.logger("neu_gateway")
 _PREFIX = "neu-gateway: "
 _ACCESS_LINE_START = '{"time": "'
+# Of a line printed without its end yet, what is held before it is written as it is.
+MAX_PARTIAL_CHARS = 65536
 
 
 class _Pending:
@@ -88,8 +90,16 @@ class _LinesAsRecords(io.TextIOBase):
             return len(text)
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
+        overflowed = len(self._partial) > MAX_PARTIAL_CHARS
+        if overflowed:
+            # Printed without an end of line, again and again: a record of its own now, rather
+            # than held in memory until one comes.
+            lines.append(self._partial)
+            self._partial = ""
         for line in lines:
             self._take(line)
+        if overflowed:
+            pending.emit()
         if pending.head is not None:
             # Its details come in the prints that follow, in this same turn of the loop;
             # with no loop running, the end of the command emits it.
@@ -131,7 +141,8 @@ def _is_json_object(line: str) -> bool:
         return False
     try:
         return isinstance(json.loads(line), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Nested past the parser's depth: not a log line of ours, so it is wrapped as text.
         return False
 
 

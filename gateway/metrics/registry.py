@@ -217,8 +217,9 @@ class Metrics:
         self._refreshers.append(refresh)
 
     async def exposition(self) -> bytes:
-        for refresh in self._refreshers:
-            await refresh()
+        # At once: each may wait on a backend (a Redis that hangs), and one after another
+        # their waits would add up to the scrape's.
+        await asyncio.gather(*(refresh() for refresh in self._refreshers))
         self.flush()
         directory = os.environ.get(MULTIPROCESS_DIR_ENV)
         if directory:

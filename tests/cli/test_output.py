@@ -109,3 +109,26 @@ def test_the_stream_is_a_text_stream() -> None:
     with in_log_format():
         assert isinstance(sys.stderr, io.TextIOBase)
         assert sys.stderr.writable()
+
+
+@pytest.mark.usefixtures("as_json")
+def test_a_printed_line_nested_past_the_json_parsers_depth_is_wrapped_as_text(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nested = "{" + '"a": [' * 100_000 + "]" * 100_000 + "}"
+    with caplog.at_level(logging.INFO, "neu_gateway"), in_log_format():
+        print(nested)
+    [(level, message)] = messages(caplog)
+    assert (level, message[:12]) == ("INFO", nested[:12])
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.usefixtures("as_json")
+def test_text_printed_without_an_end_of_line_is_not_held_without_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, "neu_gateway"), in_log_format():
+        for _ in range(100):
+            print("x" * 1000, end="")
+        # Written out already, without waiting for an end of line that may never come.
+        assert sum(len(message) for _, message in messages(caplog)) >= 65_000

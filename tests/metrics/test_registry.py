@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,6 +105,28 @@ async def test_a_scrape_runs_each_refresh_first() -> None:
 
     metrics.on_scrape(refresh)
     assert b'neu_gateway_outbox_deliveries{state="pending"} 3.0' in await metrics.exposition()
+
+
+async def test_a_scrape_runs_its_refreshes_at_once_so_their_waits_do_not_add_up() -> None:
+    metrics = Metrics()
+    started: list[str] = []
+    both_started = asyncio.Event()
+
+    def refresh(name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            started.append(name)
+            if len(started) == 2:
+                both_started.set()
+            # One after another, the first would wait here for good.
+            await both_started.wait()
+
+        return run
+
+    metrics.on_scrape(refresh("cache"))
+    metrics.on_scrape(refresh("outbox"))
+    async with asyncio.timeout(5):
+        await metrics.exposition()
+    assert sorted(started) == ["cache", "outbox"]
 
 
 def test_series_a_dashboard_reads_exist_from_the_start() -> None:
