@@ -136,9 +136,17 @@ class SecretFiles:
             if twin is not None:
                 self._refuse(source, f"{source.key}: {source.file} holds the token of {twin}")
                 continue
-            self._refused.pop(source.key, None)
+            was_refused = self._refused.pop(source.key, None) is not None
             if not in_force(current, source).matches(reading.reveal()):
                 changes.append(Change(source, reading))
+            elif was_refused:
+                # Its warning said the value in force stays: say when the file agrees again.
+                log.info(
+                    "%s: %s holds a good %s again, the one in force",
+                    source.key,
+                    source.file,
+                    source.what,
+                )
         if changes:
             # Before anything could log them.
             logs.REDACTION.add_secrets(change.value.reveal() for change in changes)

@@ -259,3 +259,18 @@ async def test_the_watch_reads_every_watch_s_of_its_clock(tmp_path: Path) -> Non
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert running.cancelled()
+
+
+async def test_a_refused_file_holding_the_secret_in_force_again_is_said_to_be_good(
+    watch: Watch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "secret"
+    path.write_text("")
+    with caplog.at_level(logging.INFO, "neu_gateway"):
+        assert await watch.files.check() == []
+        write(path, "first-secret\n")
+        assert await watch.files.check() == []
+        assert await watch.files.check() == []
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == [f"apps.demo.secret_file: {path} holds a good secret again, the one in force"]
+    assert watch.taken == []
