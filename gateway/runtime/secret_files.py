@@ -108,7 +108,14 @@ class SecretFiles:
         """Reads the files every watch_s seconds, until cancelled."""
         while True:
             await self._clock.sleep(self._watch_s)
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:
+                # A watch that died would leave every later rotation silently ignored.
+                # Named by its type only: the exception may quote a file's content.
+                log.error(
+                    "secret and token files: a reading failed (%s); watching on", type(exc).__name__
+                )
 
     async def check(self) -> list[Change]:
         """One reading of every file; what changed is put in force, and returned."""

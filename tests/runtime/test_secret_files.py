@@ -274,3 +274,33 @@ async def test_a_refused_file_holding_the_secret_in_force_again_is_said_to_be_go
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert infos == [f"apps.demo.secret_file: {path} holds a good secret again, the one in force"]
     assert watch.taken == []
+
+
+async def test_a_reading_that_fails_is_logged_and_the_watch_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = MutableClock()
+    watch = Watch(config_with_files(tmp_path), clock)
+    failures = [RuntimeError("the first change could not be put in force")]
+    take = watch.take
+
+    def failing_once(changes: list[Change]) -> None:
+        if failures:
+            raise failures.pop()
+        take(changes)
+
+    watch.files = SecretFiles(watch.live, clock, 5.0, failing_once)
+    running = asyncio.ensure_future(watch.files.run())
+    try:
+        await clock.until_sleeping()
+        write(tmp_path / "secret", "second-secret")
+        clock.advance(5)
+        await until(lambda: "a reading failed" in caplog.text)
+        await clock.until_sleeping()
+        clock.advance(5)
+        await until(lambda: bool(watch.taken))
+        assert watch.secret() == "second-secret"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert "secret and token files: a reading failed (RuntimeError); watching on" in caplog.text
