@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gateway.config.model import App, Config
+from gateway.config.model import Config
 
 # What is bound when the process starts (listeners, the cache and outbox connections, the
 # upstream session's timeouts, the connection guard): a reload cannot change it, and says so.
@@ -73,14 +73,6 @@ class LiveConfig:
         self.current = replace(new, **top, **nested)
         self.loaded_at = loaded_at
         return unchanged
-
-    def apps_with_new_secrets(self, before: Config) -> list[App]:
-        """The apps whose secret differs from `before`'s."""
-        return [
-            app
-            for name, app in self.current.apps.items()
-            if name in before.apps and not app.secret.matches(before.apps[name].secret.reveal())
-        ]
 
 
 def kept_from_the_start(config: Config) -> list[str]:

@@ -26,18 +26,3 @@ def test_a_reload_keeps_what_only_a_restart_can_change() -> None:
     assert current.cache.max_entries == running.cache.max_entries
     assert current.limits.max_connections == running.limits.max_connections
     assert live.loaded_at == 2.0
-
-
-def test_the_apps_whose_secret_a_reload_changed_are_named() -> None:
-    document = {"apps": {"demo": app(), "shop": app(secret_env="T")}}
-    before = from_mapping(document, {"S": "old", "T": "same"})
-    live = LiveConfig(before, loaded_at=1.0)
-    live.swap(from_mapping(document, {"S": "new", "T": "same"}), loaded_at=2.0)
-    assert [changed.name for changed in live.apps_with_new_secrets(before)] == ["demo"]
-
-
-def test_an_app_a_reload_adds_is_no_rotation() -> None:
-    before = from_mapping({"apps": {"demo": app()}}, {"S": "s"})
-    live = LiveConfig(before, loaded_at=1.0)
-    live.swap(from_mapping({"apps": {"demo": app(), "new": app()}}, {"S": "s"}), loaded_at=2.0)
-    assert live.apps_with_new_secrets(before) == []
