@@ -15,6 +15,16 @@ from tests.support.config_text import uncommented
 REPO = Path(__file__).resolve().parents[2]
 
 
+def only_problem(directory: Path, text: str) -> tuple[Path, str]:
+    """`text` as a gateway.yaml that load() refuses, and its one problem."""
+    path = directory / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, environ={})
+    [problem] = caught.value.problems
+    return path, problem
+
+
 def test_the_repository_config_is_valid(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,11 +120,7 @@ def test_unreadable_files(tmp_path: Path, text: str, expected: str) -> None:
 def test_a_key_given_twice_is_refused_with_its_line(
     tmp_path: Path, text: str, expected: str
 ) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as caught:
-        load(path, environ={})
-    [problem] = caught.value.problems
+    path, problem = only_problem(tmp_path, text)
     assert problem.startswith(f"{path}: {expected}")
     assert problem.endswith("YAML would keep only the last, so merge them into one")
 
@@ -254,11 +260,7 @@ SECRET_ON_A_BROKEN_LINE = "apps: {demo: {appid: a, secret: do-not-echo-me upstre
 def test_a_yaml_error_keeps_pyyamls_reason_but_never_the_line(
     tmp_path: Path, text: str, expected: str
 ) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as caught:
-        load(path, environ={})
-    [problem] = caught.value.problems
+    path, problem = only_problem(tmp_path, text)
     assert problem == f"{path}: {expected}"
     assert "do-not-echo-me" not in problem
 
