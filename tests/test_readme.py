@@ -146,3 +146,14 @@ def test_the_contents_list_every_section_in_order_with_working_links() -> None:
     listed = re.findall(r"^( *)- \[(.+)\]\(#(.+)\)$", contents, flags=re.MULTILINE)
     assert [(2 + len(indent) // 2, title) for indent, title, _ in listed] == sections
     assert [anchor for _, _, anchor in listed] == [github_anchor(title) for _, title in sections]
+
+
+def test_the_development_section_names_every_debian_package_scripts_test_installs() -> None:
+    script = (REPO / "scripts" / "test").read_text()
+    installed = re.findall(r"missing\+=\((\S+)\)", script)
+    assert installed, "scripts/test installs nothing from Debian?"
+    sentence = README[README.index("`./scripts/test` installs the Python test tools") :]
+    sentence = sentence[: sentence.index("Without arguments")]
+    named = re.findall(r"`([a-z][a-z0-9-]*)`", sentence)
+    assert [name for name in named if name in installed] == installed
+    assert set(installed) <= set(named)
