@@ -46,6 +46,11 @@ def read_credential_file(path: Path) -> str:
     if len(data) > MAX_CREDENTIAL_FILE_BYTES:
         raise CredentialFileError(f"larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")
     try:
-        return data.decode("utf-8").strip()
+        text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise CredentialFileError("not UTF-8 text") from None
+    if "\n" in text or "\r" in text:
+        # Two values in one file (an old and a new secret pasted together, say): taken
+        # whole it would sign nothing the platform accepts, so it is refused by name.
+        raise CredentialFileError("more than one line")
+    return text

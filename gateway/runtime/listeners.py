@@ -72,7 +72,13 @@ async def start_listener(
         await runner.cleanup()
         raise listen_failure(key, listen.host, listen.port, exc) from None
     host, port, *_ = runner.addresses[0]
-    return f"http://{host}:{port}"
+    return http_url(host, port)
+
+
+def http_url(host: str, port: int) -> str:
+    """The URL of a listener; an IPv6 address in brackets (RFC 3986), or its port would read
+    as part of the address."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _site(runner: web.AppRunner, listen: ListenConfig, shared: bool) -> web.TCPSite:

@@ -24,7 +24,13 @@ from gateway.config.schema import ListenConfig
 from gateway.http.keys import CONFIG, LIVE_CONFIG, METRICS, READINESS
 from gateway.http.server import GuardedRunner
 from gateway.runtime import heap, reload, signals
-from gateway.runtime.listeners import EGRESS, StartError, connection_limits, start_listener
+from gateway.runtime.listeners import (
+    EGRESS,
+    StartError,
+    connection_limits,
+    http_url,
+    start_listener,
+)
 from gateway.runtime.reload import AsRun, as_is
 from gateway.runtime.workers import WorkerEnvironment
 
@@ -89,9 +95,8 @@ async def serve_gateway(
     else:
         for address, bound_port, *_ in runner.addresses:
             log.info(
-                "neu-gateway listening on http://%s:%d (version %s)",
-                address,
-                bound_port,
+                "neu-gateway listening on %s (version %s)",
+                http_url(address, bound_port),
                 __version__,
             )
     try:
@@ -161,7 +166,7 @@ async def serve_until_stopped(
     stop = asyncio.Event()
     signals.install(asyncio.get_running_loop(), terminate=stop.set, interrupt=stop.set)
     for address, bound_port, *_ in runner.addresses:
-        log.info("%s listening on http://%s:%d", what, address, bound_port)
+        log.info("%s listening on %s", what, http_url(address, bound_port))
     await stop.wait()
     log.info("%s stopping: finishing requests in flight", what)
     await runner.cleanup()

@@ -34,7 +34,7 @@ from gateway.config.model import Config, Placement
 from gateway.core.clock import SystemClock
 from gateway.metrics import MULTIPROCESS_DIR_ENV
 from gateway.runtime import handover, reload, signals
-from gateway.runtime.listeners import StartError, sandbox_runner, start_listener
+from gateway.runtime.listeners import StartError, http_url, sandbox_runner, start_listener
 from gateway.runtime.reload import AsRun, as_is
 from gateway.runtime.resources import sandbox_settings
 from gateway.runtime.secret_files import Change, SecretFiles
@@ -145,9 +145,8 @@ class Supervisor:
             if config.pid_file is not None:
                 write_pid(config.pid_file)
             log.info(
-                "neu-gateway listening on http://%s:%d (%d workers, version %s)",
-                config.listen.host,
-                ports.listen,
+                "neu-gateway listening on %s (%d workers, version %s)",
+                http_url(config.listen.host, ports.listen),
                 config.workers,
                 __version__,
             )

@@ -55,6 +55,16 @@ def loop(path: Path) -> None:
         pytest.param(loop, "Too many levels of symbolic links", id="a symlink loop"),
         pytest.param(lambda path: None, "No such file or directory", id="missing"),
         pytest.param(lambda path: path.write_bytes(b"\xc3("), "not UTF-8 text", id="binary"),
+        pytest.param(
+            lambda path: path.write_text("old-secret\nnew-secret\n"),
+            "more than one line",
+            id="two lines",
+        ),
+        pytest.param(
+            lambda path: path.write_bytes(b"old-secret\r\nnew-secret"),
+            "more than one line",
+            id="two lines, CRLF",
+        ),
     ],
 )
 def test_what_cannot_be_a_credential_is_refused_at_once(

@@ -16,6 +16,7 @@ from gateway.http.server import GuardedRunner
 from gateway.runtime.listeners import (
     CannotStart,
     StartError,
+    http_url,
     limits_for,
     listen_failure,
     sandbox_runner,
@@ -83,6 +84,29 @@ async def test_a_listener_starts_and_says_where() -> None:
     finally:
         await runner.cleanup()
     assert recorded.events == ["started", "ended"]
+
+
+async def test_an_ipv6_listener_says_where_with_its_address_in_brackets() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    recorded = Recorded()
+    runner = web.AppRunner(recorded.app)
+    try:
+        url = await start_listener(runner, ListenConfig(host="::1", port=0), "listen")
+    except StartError:
+        pytest.skip("::1 cannot be bound on this host")
+    try:
+        assert url.startswith("http://[::1]:")
+        async with aiohttp.ClientSession() as session, session.get(url + "/") as response:
+            assert await response.text() == "hello"
+    finally:
+        await runner.cleanup()
+
+
+def test_a_listeners_url_brackets_an_ipv6_address_only() -> None:
+    assert http_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert http_url("::1", 8080) == "http://[::1]:8080"
+    assert http_url("localhost", 0) == "http://localhost:0"
 
 
 async def test_a_port_in_use_is_named_and_the_app_cleaned_up(taken_port: int) -> None:
