@@ -432,7 +432,7 @@ async def memory(args: argparse.Namespace, directory: Path) -> dict[str, object]
 async def sink_url_of(log: Path) -> str:
     for _ in range(500):
         text = log.read_text() if log.exists() else ""  # noqa: ASYNC240 - a small log file
-        if match := re.search(r"listening on (http://\S+)", text):
+        if match := re.search(r"listening on (http://[^\s\"]+)", text):
             return match.group(1)
         await asyncio.sleep(0.02)
     raise SystemExit("the sink never listened")
