@@ -16,6 +16,7 @@ from gateway import logs
 from gateway.cli.config_file import EXIT_CONFIG, EXIT_INVALID, EXIT_OK, load_or_report
 from gateway.cli.sandbox_apps import AppArguments, SandboxAppsError, sandbox_secrets
 from gateway.config.errors import ConfigError
+from gateway.config.load import open_to_anyone
 from gateway.config.model import Config
 from gateway.config.placeholders import placeholders_left
 from gateway.config.schema import LimitsConfig, ListenConfig, is_loopback
@@ -79,15 +80,9 @@ def listening_on(config: Config, address: tuple[str, int] | None) -> Config:
         return config
     host, port = address
     listen = config.listen.model_copy(update={"host": host, "port": port})
-    if not listen.is_loopback and not config.callers and not config.insecure_allow_anonymous:
-        raise ConfigError(
-            [
-                f"--listen: {host} is not a loopback address and no callers are configured, "
-                "so anyone who reaches it could act as your apps; configure callers, listen "
-                "on 127.0.0.1, or set insecure_allow_anonymous: true if something in front of "
-                "the gateway authenticates callers"
-            ]
-        )
+    exposed = open_to_anyone(listen, bool(config.callers), config.insecure_allow_anonymous)
+    if exposed is not None:
+        raise ConfigError([f"--listen: {exposed}"])
     return replace(config, listen=listen)
 
 

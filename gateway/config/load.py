@@ -29,6 +29,7 @@ from gateway.config.schema import (
     MIN_CALLER_TOKEN_LENGTH,
     SQLITE_STORE,
     FileConfig,
+    ListenConfig,
     above_connections,
     resolved_proxy,
 )
@@ -148,13 +149,9 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
             )
     default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
     callers = _callers(parsed, environ, problems)
-    if not parsed.listen.is_loopback and not parsed.callers and not parsed.insecure_allow_anonymous:
-        problems.append(
-            f"listen.host: {parsed.listen.host} is not a loopback address and no callers are "
-            "configured, so anyone who reaches it could act as your apps; configure callers, "
-            "listen on 127.0.0.1, or set insecure_allow_anonymous: true if something in front "
-            "of the gateway authenticates callers"
-        )
+    exposed = open_to_anyone(parsed.listen, bool(parsed.callers), parsed.insecure_allow_anonymous)
+    if exposed is not None:
+        problems.append(f"listen.host: {exposed}")
     callbacks = parsed.callbacks
     if callbacks.store is None:
         store = "redis" if parsed.cache.backend == "redis" else SQLITE_STORE
@@ -206,6 +203,37 @@ def _credential_sources(parsed: FileConfig) -> tuple[CredentialSource, ...]:
     return (*apps, *callers)
 
 
+def open_to_anyone(
+    listen: ListenConfig, has_callers: bool, insecure_allow_anonymous: bool
+) -> str | None:
+    """Why a listener at `listen` would let anyone act as the apps (no caller is asked for a
+    token off loopback), or None; at load, and for `serve --listen`."""
+    if listen.is_loopback or has_callers or insecure_allow_anonymous:
+        return None
+    return (
+        f"{listen.host} is not a loopback address and no callers are configured, so anyone "
+        "who reaches it could act as your apps; configure callers, listen on 127.0.0.1, or "
+        "set insecure_allow_anonymous: true if something in front of the gateway "
+        "authenticates callers"
+    )
+
+
+def caller_with_token(
+    callers: Mapping[str, Caller], token: Secret, besides: str | None = None
+) -> str | None:
+    """The caller other than `besides` whose token is `token`: each caller must have its own,
+    or a request could not say who sent it."""
+    value = token.reveal()
+    return next(
+        (
+            name
+            for name, caller in callers.items()
+            if name != besides and caller.token.matches(value)
+        ),
+        None,
+    )
+
+
 def _callers(
     parsed: FileConfig, environ: Mapping[str, str], problems: list[str]
 ) -> dict[str, Caller]:
@@ -235,7 +263,7 @@ def _callers(
                 "characters; use a long random one (e.g. openssl rand -hex 32)"
             )
             continue
-        twin = next((c.name for c in callers.values() if c.token.matches(token.reveal())), None)
+        twin = caller_with_token(callers, token)
         if twin is not None:
             problems.append(f"{where}: has the same token as callers.{twin}; give each its own")
             continue

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from gateway import logs
 from gateway.config.live import LiveConfig
-from gateway.config.load import read_credential
+from gateway.config.load import caller_with_token, read_credential
 from gateway.config.model import Config, CredentialSource
 from gateway.config.schema import MIN_CALLER_TOKEN_LENGTH
 from gateway.core.clock import Clock
@@ -164,14 +164,8 @@ class SecretFiles:
         """The other caller that has this token: each caller must keep its own."""
         if source.of_an_app:
             return None
-        return next(
-            (
-                f"callers.{name}"
-                for name, caller in current.callers.items()
-                if name != source.name and caller.token.matches(value.reveal())
-            ),
-            None,
-        )
+        twin = caller_with_token(current.callers, value, besides=source.name)
+        return None if twin is None else f"callers.{twin}"
 
     def _refuse(self, source: CredentialSource, reason: str) -> None:
         if self._refused.get(source.key) == reason:
