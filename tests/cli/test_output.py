@@ -51,7 +51,7 @@ async def test_while_serving_a_printed_line_is_logged_at_the_end_of_the_loops_tu
     with caplog.at_level(logging.INFO, "neu_gateway"), in_log_format():
         print("neu-gateway: something went wrong", file=sys.stderr)
         print("  a detail", file=sys.stderr)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # wait-ok: the end of one turn of the loop is what is tested
         assert messages(caplog) == [("ERROR", "something went wrong; a detail")]
 
 
