@@ -93,13 +93,6 @@ class InFlight:
             _without_ended(holders) for (each, _), holders in self._holders.items() if each == name
         )
 
-    def by_caller(self) -> dict[str, int]:
-        """Every caller seen so far, by name, with its requests in flight now."""
-        found: dict[str, int] = {}
-        for (name, _), holders in self._holders.items():
-            found[name] = found.get(name, 0) + _without_ended(holders)
-        return found
-
 
 def _without_ended(holders: set[asyncio.Task[Any]]) -> int:
     """Drops the tasks that have ended (their done callbacks run a turn of the event loop
