@@ -209,6 +209,20 @@ def test_check_jsonschema_fails_on_a_config_that_stops_matching(tmp_path: Path) 
     assert "prot" in checked.stdout + checked.stderr
 
 
+@pytest.mark.parametrize(
+    ("config", "schema"),
+    [("gateway.yaml", "docs/gateway.schema.json"), ("deploy/docker/gateway.yaml", None)],
+)
+def test_the_repositorys_own_configs_point_editors_at_the_shipped_schema(
+    config: str, schema: str | None
+) -> None:
+    first = (ROOT / config).read_text(encoding="utf-8").splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix)
+    named = (ROOT / config).parent / first.removeprefix(prefix)
+    assert named.resolve() == SHIPPED.resolve()
+
+
 # --- the schema and the loader agree ---------------------------------------------------------
 
 
