@@ -81,9 +81,9 @@ def config_schema() -> dict[str, Any]:
     definitions[PLACEHOLDER] = {
         "type": "string",
         "pattern": _ENV_REFERENCE.pattern,
-        "description": (
-            "${VAR} or ${VAR:-default}: replaced from the environment before the file is validated"
-        ),
+        # A comment, not a description: an editor shows the description of the alternative a
+        # value matched, and the option's own is the one to read there.
+        "$comment": "${VAR} or ${VAR:-default}, replaced from the environment before validation",
     }
     return {
         "$schema": DIALECT,

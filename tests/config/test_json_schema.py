@@ -112,7 +112,7 @@ def subschemas(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def test_its_keywords_are_draft_7s_too_which_yaml_language_server_validates_with() -> None:
-    annotations = {"$schema", "title", "description", "default", "then", "else"}
+    annotations = {"$schema", "$comment", "title", "description", "default", "then", "else"}
     draft7 = set(Draft7Validator.VALIDATORS) | annotations
     used = {keyword for node in subschemas(config_schema()) for keyword in node}
     assert used - draft7 == {"$defs"}, "reached by JSON pointer, which draft 7 resolves too"
