@@ -30,6 +30,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+# The loader's own pattern of a placeholder, so that the two cannot drift apart.
 from gateway.config.load import _ENV_REFERENCE
 from gateway.config.schema import (
     PROXY_DIRECT,

@@ -118,6 +118,18 @@ def test_its_keywords_are_draft_7s_too_which_yaml_language_server_validates_with
     assert used - draft7 == {"$defs"}, "reached by JSON pointer, which draft 7 resolves too"
 
 
+def test_an_options_alternatives_carry_no_description_of_their_own() -> None:
+    """An editor shows on hover the description of the alternative a value matched: the
+    option's own must be the only one there is."""
+    schema = config_schema()
+    for node in subschemas(schema):
+        for alternative in node.get("anyOf", []):
+            reference = alternative.get("$ref", "").removeprefix("#/$defs/")
+            value = schema["$defs"][reference] if reference else alternative
+            if value.get("type") != "object":  # a section's description is its own
+                assert "description" not in value, alternative
+
+
 def options() -> Iterator[tuple[str, dict[str, Any], bool]]:
     """(dotted name, schema, required) of every option, at any depth."""
     schema = config_schema()
