@@ -8,6 +8,7 @@
     check-config      validate gateway.yaml (--probe: call each upstream)  cli/tools.py
     init              write a commented gateway.yaml to start from         cli/tools.py
     schema            print the JSON Schema of gateway.yaml                cli/schema_file.py
+    openapi           print the OpenAPI description of the gateway's API   cli/openapi_doc.py
     sign              the canonical string and the sign of some params     cli/tools.py
     verify            check the sign among some params                     cli/tools.py
 
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.cli import ops, output, schema_file, serve, tools
+from gateway.cli import openapi_doc, ops, output, schema_file, serve, tools
 from gateway.cli.config_file import EXIT_INVALID
 from gateway.config.peek import log_format_named
 from gateway.config.schema import DEFAULT_CONFIG_PATH
@@ -147,6 +148,24 @@ def parser_of_commands() -> argparse.ArgumentParser:
         ),
     )
     schema.set_defaults(command=schema_file.print_schema)
+
+    openapi = commands.add_parser(
+        "openapi",
+        help="print the OpenAPI description of the gateway's API",
+        description=(
+            "Print the OpenAPI 3.1 description of what internal services call, as "
+            "GET /openapi.json serves it: neu-gateway openapi > openapi.json"
+        ),
+    )
+    openapi.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="describe what this config's gateway checks (its apps, limits, address); "
+        "default: the defaults, at http://127.0.0.1:8080",
+    )
+    openapi.add_argument("--server", metavar="URL", help="the server URL the description names")
+    openapi.set_defaults(command=openapi_doc.print_openapi)
 
     emulator = commands.add_parser(
         "sandbox",

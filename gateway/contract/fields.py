@@ -24,7 +24,7 @@ LONG_TEXT = r"^-?[0-9]{1,19}$"
 # Positive: not all zeros (the length is bounded apart, by maxLength).
 POSITIVE_LONG_TEXT = r"^[0-9]*[1-9][0-9]*$"
 # Items that are not blank once stripped, comma-separated.
-LIST_TEXT = r"^[^,]*\S[^,]*(,[^,]*\S[^,]*)*$"
+LIST_TEXT = r"^[^,]*[^,\s][^,]*(,[^,]*[^,\s][^,]*)*$"
 # http(s), a host, a path: no query, no fragment. A subset of what the gateway takes (it also
 # takes user info and IPv6 literals), so nothing described here is refused.
 PLAIN_URL = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9][^/?#\s@\[\]:]*(:[0-9]{1,5})?(/[^?#]*)?$"
@@ -128,7 +128,11 @@ def json_schema(param: Param, bounds: Bounds) -> dict[str, Any]:
         return {"anyOf": [schema, {"type": "array", "minItems": 1, "items": _any_scalar()}]}
     if param.kind in (Kind.LONG, Kind.POSITIVE_LONG):
         if param.choices:
-            return {"enum": [*param.choices, *map(int, param.choices), *_nulls(param)]}
+            return _one_of(
+                {"type": "string", "enum": list(param.choices)},
+                {"type": "integer", "enum": [int(choice) for choice in param.choices]},
+                param=param,
+            )
         positive = param.kind is Kind.POSITIVE_LONG
         return {
             "anyOf": [
@@ -143,7 +147,13 @@ def json_schema(param: Param, bounds: Bounds) -> dict[str, Any]:
             ]
         }
     if param.choices:
-        return {"enum": [*param.choices, *_nulls(param)]}
+        numbers = [int(choice) for choice in param.choices if _as_number(choice)]
+        # A JSON number stands for its text: 1 is "1".
+        return _one_of(
+            {"type": "string", "enum": list(param.choices)},
+            *([{"type": "integer", "enum": numbers}] if numbers else []),
+            param=param,
+        )
     schema = _text(bounds, required=param.required)
     pattern = _pattern(param)
     if pattern is not None:
@@ -209,8 +219,11 @@ def _null(param: Param) -> list[str]:
     return [] if param.required else ["null"]
 
 
-def _nulls(param: Param) -> list[None]:
-    return [] if param.required else [None]
+def _one_of(*schemas: dict[str, Any], param: Param) -> dict[str, Any]:
+    """Any of these; an optional parameter may also be null or empty (no value)."""
+    if not param.required:
+        schemas = (*schemas, {"enum": [None, ""]})
+    return schemas[0] if len(schemas) == 1 else {"anyOf": list(schemas)}
 
 
 def _scalars() -> dict[str, Any]:

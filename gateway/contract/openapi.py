@@ -241,9 +241,6 @@ def _responses(endpoint: Endpoint) -> dict[str, Any]:
         success_headers[CACHE_HEADER] = {"$ref": "#/components/headers/Cache"}
     if endpoint.extra is Extra.TRADE_WAIT:
         success_headers[WAIT_HEADER] = {"$ref": "#/components/headers/Wait"}
-    response_schema: dict[str, Any] = (
-        {"anyOf": [{"type": "null"}, {"$ref": f"#/components/schemas/{result}"}]} if result else {}
-    )
     responses: dict[str, Any] = {
         "200": {
             "description": (
@@ -252,14 +249,7 @@ def _responses(endpoint: Endpoint) -> dict[str, Any]:
             ),
             "headers": success_headers,
             "content": {
-                JSON: {
-                    "schema": {
-                        "allOf": [
-                            {"$ref": "#/components/schemas/Envelope"},
-                            {"properties": {"response": response_schema}},
-                        ]
-                    }
-                }
+                JSON: {"schema": {"$ref": f"#/components/schemas/{result or 'Platform'}Answer"}}
             },
         }
     }
@@ -409,9 +399,19 @@ def _components(facts: Facts) -> dict[str, Any]:
             },
         },
         "schemas": {
-            "Envelope": _ENVELOPE,
-            "GatewayError": _GATEWAY_ERROR,
+            "ResponseHeader": _RESPONSE_HEADER,
+            "PlatformAnswer": _answer({}),
+            **{
+                f"{name}Answer": _answer(
+                    {"anyOf": [{"type": "null"}, {"$ref": f"#/components/schemas/{name}"}]}
+                )
+                for name in _RESULT_SCHEMAS
+            },
             **_RESULT_SCHEMAS,
+            **{
+                f"Error{status}": _error_schema(found)
+                for status, found in sorted(_caller_errors().items())
+            },
         },
         "responses": {
             f"Error{status}": _error_response(status, found)
@@ -420,54 +420,65 @@ def _components(facts: Facts) -> dict[str, Any]:
     }
 
 
-_ENVELOPE: dict[str, Any] = {
+_RESPONSE_HEADER: dict[str, Any] = {
     "type": "object",
-    "description": "The platform's answer shape, which the gateway's own answers share.",
-    "required": ["responseHeader"],
+    "required": ["status", "msg"],
     "properties": {
-        "responseHeader": {
-            "type": "object",
-            "required": ["status", "msg"],
-            "properties": {
-                "status": {"type": "integer"},
-                "msg": {"type": ["string", "null"]},
-            },
-        },
-        "response": {},
+        "status": {"type": "integer", "description": "An HTTP status: 200 when all went well."},
+        "msg": {"type": ["string", "null"]},
     },
 }
 
-_GATEWAY_ERROR: dict[str, Any] = {
-    "allOf": [{"$ref": "#/components/schemas/Envelope"}],
-    "type": "object",
-    "required": ["responseHeader", "error"],
-    "properties": {
-        "response": {"type": "null"},
-        "error": {"type": "string", "description": "A stable, machine-readable code."},
-    },
-}
+
+def _answer(response: dict[str, Any]) -> dict[str, Any]:
+    """The platform's envelope, around this `response`."""
+    return {
+        "type": "object",
+        "required": ["responseHeader"],
+        "properties": {
+            "responseHeader": {"$ref": "#/components/schemas/ResponseHeader"},
+            "response": response,
+        },
+    }
+
+
+def _error_schema(found: list[type[errors.GatewayError]]) -> dict[str, Any]:
+    """The envelope of the gateway's own refusal: no response, and a stable `error` code."""
+    return {
+        "type": "object",
+        "required": ["responseHeader", "error"],
+        "properties": {
+            "responseHeader": {"$ref": "#/components/schemas/ResponseHeader"},
+            "response": {"type": "null"},
+            "error": {
+                "type": "string",
+                "enum": sorted({error.code for error in found}),
+                "description": "A stable, machine-readable code.",
+            },
+        },
+    }
 
 
 def _error_response(status: int, found: list[type[errors.GatewayError]]) -> dict[str, Any]:
-    codes = sorted({error.code for error in found})
     headers: dict[str, Any] = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
     if status in (429, 503):
         headers[RETRY_AFTER] = {"$ref": "#/components/headers/RetryAfter"}
+    if status == 401:
+        headers["WWW-Authenticate"] = {
+            "schema": {"type": "string"},
+            "description": "With `unauthenticated`: `Bearer`, the scheme a caller token goes in.",
+        }
+    if status == 405:
+        headers["Allow"] = {
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "The methods the path takes.",
+        }
     lines = [f"- `{error.code}`: {error.__doc__ or error.message}" for error in found]
     return {
         "description": "The gateway's own refusal:\n\n" + "\n".join(sorted(set(lines))),
         "headers": headers,
-        "content": {
-            JSON: {
-                "schema": {
-                    "allOf": [{"$ref": "#/components/schemas/GatewayError"}],
-                    "properties": {
-                        "responseHeader": {"properties": {"status": {"const": status}}},
-                        "error": {"enum": codes},
-                    },
-                }
-            }
-        },
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/Error{status}"}}},
     }
 
 

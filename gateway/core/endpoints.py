@@ -198,13 +198,15 @@ def validate(
     problems = []
     for param in endpoint.params:
         value = params.get(param.name, "")
-        if value == "":
+        if values and one_value and isinstance(value, Joined) and param.kind is not Kind.LIST:
+            # Even an empty list: the caller meant something other than no value.
+            problem: str | None = "must be one value, not a list (a repeated key or a JSON list)"
+        elif value == "":
             if param.required:
                 problems.append(f"{param.name}: required")
             continue
-        problem = _check(param, value) if values else None
-        if values and one_value and isinstance(value, Joined) and param.kind is not Kind.LIST:
-            problem = "must be one value, not a list (a repeated key or a JSON list)"
+        else:
+            problem = _check(param, value) if values else None
         if problem:
             problems.append(f"{param.name}: {problem}")
     if values:
