@@ -1,0 +1,291 @@
+"""Markdown for the pages' generated sections, each a pure function of plain data: the README
+as the site's home page, the configuration reference from gateway.yaml's JSON Schema, the
+error table from the error tree, the API reference from the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Schema = Mapping[str, Any]
+# Deeper than any section of gateway.yaml: a schema that refers to itself stops here.
+MAX_DEPTH = 8
+
+
+def readme_as_home(readme: str) -> str:
+    """The README for the site: its links into docs/ made relative to the site, and its own
+    contents list dropped (the site has a table of contents of its own)."""
+    text = re.sub(r"\n## Contents\n.*?(?=\n## )", "\n", readme, flags=re.DOTALL)
+    return re.sub(r"\]\(docs/", "](", text)
+
+
+def cell(text: str) -> str:
+    """Text that stays in one cell of a Markdown table."""
+    return re.sub(r"\s+", " ", text).replace("|", "\\|").strip()
+
+
+def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    names = list(header)
+    lines = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def code(value: Any) -> str:
+    """A value as the YAML or JSON a reader would write, in a code span."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"`{text}`"
+
+
+# -- JSON Schema ----------------------------------------------------------------------------
+
+
+def resolve(node: Schema, root: Schema) -> Schema:
+    """The node, or what its local `$ref` (`#/$defs/Name`, `#/components/...`) points at, with
+    the node's own keys (a description, a default) over the target's."""
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return node
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    merged = dict(resolve(target, root))
+    merged.update({key: value for key, value in node.items() if key != "$ref"})
+    return merged
+
+
+def branches(node: Schema, root: Schema) -> list[Schema]:
+    """The alternatives a node allows (anyOf / oneOf), resolved; the node alone otherwise."""
+    options = node.get("anyOf") or node.get("oneOf")
+    if not options:
+        return [node]
+    return [resolve(option, root) for option in options]
+
+
+def type_name(node: Schema, root: Schema) -> str:
+    """A short name of what a value may be: `integer`, `"memory" or "redis"`, `list of string`."""
+    node = resolve(node, root)
+    if "const" in node:
+        return code(node["const"])
+    if "enum" in node:
+        return " or ".join(code(value) for value in node["enum"])
+    if "anyOf" in node or "oneOf" in node:
+        names = [type_name(option, root) for option in branches(node, root)]
+        return " or ".join(dict.fromkeys(name for name in names if name != "null"))
+    kind = node.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(str(name) for name in kind if name != "null")
+    if kind == "array":
+        return "list of " + type_name(node.get("items", {}), root)
+    if kind == "string" and "format" in node:
+        return f"string ({node['format']})"
+    return str(kind)
+
+
+def bounds(node: Schema, root: Schema) -> str:
+    """The limits a value must keep, in words, from every alternative that has some."""
+    said = []
+    for option in branches(resolve(node, root), root):
+        for key, words in (
+            ("minimum", "at least"),
+            ("exclusiveMinimum", "above"),
+            ("maximum", "at most"),
+            ("exclusiveMaximum", "below"),
+            ("minLength", "characters at least"),
+            ("maxLength", "characters at most"),
+            ("minItems", "items at least"),
+            ("pattern", "matching"),
+        ):
+            if key in option:
+                value = option[key]
+                said.append(f"{words} {code(value) if key == 'pattern' else value}")
+    return "; ".join(dict.fromkeys(said))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of the configuration file, as the reference lists it."""
+
+    key: str
+    type: str
+    default: str
+    description: str
+
+
+def objects(node: Schema, root: Schema) -> list[Schema]:
+    """The object shapes among a node's alternatives (a section that may also be null)."""
+    return [
+        option
+        for option in branches(resolve(node, root), root)
+        if "properties" in option or "patternProperties" in option
+    ]
+
+
+def options(schema: Schema) -> list[Option]:
+    """Every key of the file the schema describes, depth first in the schema's order; a map of
+    named entries (`apps`, `callers`) as `apps.<name>`."""
+    found: list[Option] = []
+
+    def walk(node: Schema, prefix: str, inherited: Mapping[str, Any], depth: int) -> None:
+        for shape in objects(node, schema):
+            for name, child in shape.get("properties", {}).items():
+                visit(child, prefix + name, inherited.get(name, _NONE), depth)
+            for pattern, child in shape.get("patternProperties", {}).items():
+                del pattern  # the name's rule is the parent's description's to give
+                visit(child, prefix + "<name>", _NONE, depth)
+
+    def visit(child: Schema, key: str, inherited: Any, depth: int) -> None:
+        node = resolve(child, schema)
+        default = node.get("default", inherited)
+        description = node.get("description", "")
+        nested = objects(node, schema)
+        limits = bounds(node, schema)
+        if limits:
+            description = f"{description} ({limits})" if description else limits
+        if not nested or description:
+            shown = "" if default is _NONE or isinstance(default, dict) else code(default)
+            kind = "section" if nested else type_name(node, schema)
+            found.append(Option(key, kind, shown, description))
+        if nested and depth < MAX_DEPTH:
+            walk(node, key + ".", default if isinstance(default, dict) else {}, depth + 1)
+
+    walk(schema, "", {}, 0)
+    return found
+
+
+_NONE: Any = object()
+
+
+def config_reference(schema: Schema) -> str:
+    """The table of every option of gateway.yaml."""
+    rows = [(code(item.key), item.type, item.default, item.description) for item in options(schema)]
+    return table(["key", "type", "default", "meaning"], rows)
+
+
+# -- the error tree -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One error the gateway answers with: its place in the tree and what it says."""
+
+    status: int
+    code: str
+    summary: str
+    message: str
+    parent: str | None
+
+
+def error_reference(errors: Iterable[ErrorCode]) -> str:
+    """The table of every error code, in the tree's order, each with its parent's code."""
+    rows = [
+        (
+            str(error.status),
+            code(error.code),
+            error.summary + (f" (a kind of {code(error.parent)})" if error.parent else ""),
+            code(error.message),
+        )
+        for error in errors
+    ]
+    return table(["HTTP", "`error`", "what it means", "message when nothing more is said"], rows)
+
+
+# -- OpenAPI 3.1 ----------------------------------------------------------------------------
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def api_reference(document: Schema) -> str:
+    """Each operation of an OpenAPI 3.1 document: its parameters, bodies, answers and links."""
+    info = document.get("info", {})
+    parts = [f"{info.get('description', '')}\n" if info.get("description") else ""]
+    if info.get("version"):
+        parts.append(
+            f"Version {code(info['version'])} of the description, OpenAPI "
+            f"{code(document.get('openapi', '3.1'))}.\n"
+        )
+    for path, item in document.get("paths", {}).items():
+        item = resolve(item, document)
+        shared = list(item.get("parameters", []))
+        for method in METHODS:
+            if method in item:
+                parts.append(operation(method, path, item[method], shared, document))
+    return "\n".join(part for part in parts if part)
+
+
+def operation(method: str, path: str, op: Schema, shared: list[Any], root: Schema) -> str:
+    lines = [f"## {method.upper()} `{path}`\n"]
+    for key in ("summary", "description"):
+        if op.get(key):
+            lines.append(f"{op[key]}\n")
+    parameters = [resolve(parameter, root) for parameter in shared + list(op.get("parameters", []))]
+    if parameters:
+        rows = [
+            (
+                code(parameter.get("name", "")),
+                parameter.get("in", ""),
+                type_name(parameter.get("schema", {}), root),
+                "yes" if parameter.get("required") else "",
+                parameter.get("description", ""),
+            )
+            for parameter in parameters
+        ]
+        lines.append(table(["parameter", "in", "type", "required", "meaning"], rows))
+    body = op.get("requestBody")
+    if body:
+        body = resolve(body, root)
+        for media, content in body.get("content", {}).items():
+            lines.append(
+                f"Body as {code(media)}" + (" (required)" if body.get("required") else "") + ":\n"
+            )
+            lines.append(fields(content.get("schema", {}), root))
+    answers = op.get("responses", {})
+    if answers:
+        rows = []
+        for status, answer in answers.items():
+            answer = resolve(answer, root)
+            headers = ", ".join(code(name) for name in answer.get("headers", {}))
+            media = ", ".join(code(name) for name in answer.get("content", {}))
+            rows.append((str(status), answer.get("description", ""), media, headers))
+        lines.append(table(["status", "answer", "content", "headers"], rows))
+    links = [
+        (name, resolve(link, root))
+        for answer in answers.values()
+        for name, link in resolve(answer, root).get("links", {}).items()
+    ]
+    if links:
+        lines.append("Links to the next calls:\n")
+        lines += [link_line(name, link) for name, link in links]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fields(schema: Schema, root: Schema) -> str:
+    """A body's fields as a table, or its type when it has no named fields."""
+    node = resolve(schema, root)
+    properties = node.get("properties", {})
+    if not properties:
+        return f"{type_name(node, root)}\n"
+    required = set(node.get("required", []))
+    rows = [
+        (
+            code(name),
+            type_name(field, root),
+            "yes" if name in required else "",
+            resolve(field, root).get("description", ""),
+        )
+        for name, field in properties.items()
+    ]
+    return table(["field", "type", "required", "meaning"], rows)
+
+
+def link_line(name: str, link: Schema) -> str:
+    target = link.get("operationId") or link.get("operationRef", "")
+    given = ", ".join(
+        f"{code(key)} from {code(value)}" for key, value in link.get("parameters", {}).items()
+    )
+    said = f": {link['description']}" if link.get("description") else ""
+    return f"- {code(name)} → {code(target)}" + (f" ({given})" if given else "") + said
