@@ -23,7 +23,8 @@ def readme_as_home(readme: str) -> str:
 
 
 def cell(text: str) -> str:
-    """Text that stays in one cell of a Markdown table."""
+    """Text that stays in one cell of a Markdown table (a list in it, one item a line)."""
+    text = re.sub(r"\n\s*[-*] ", "<br>- ", text.strip())
     return re.sub(r"\s+", " ", text).replace("|", "\\|").strip()
 
 
@@ -37,7 +38,7 @@ def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 def code(value: Any) -> str:
     """A value as the YAML or JSON a reader would write, in a code span."""
     text = value if isinstance(value, str) else json.dumps(value)
-    return f"`{text}`"
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 # -- JSON Schema ----------------------------------------------------------------------------
@@ -90,18 +91,18 @@ def bounds(node: Schema, root: Schema) -> str:
     said = []
     for option in branches(resolve(node, root), root):
         for key, words in (
-            ("minimum", "at least"),
-            ("exclusiveMinimum", "above"),
-            ("maximum", "at most"),
-            ("exclusiveMaximum", "below"),
-            ("minLength", "characters at least"),
-            ("maxLength", "characters at most"),
-            ("minItems", "items at least"),
-            ("pattern", "matching"),
+            ("minimum", "at least {}"),
+            ("exclusiveMinimum", "above {}"),
+            ("maximum", "at most {}"),
+            ("exclusiveMaximum", "below {}"),
+            ("minLength", "at least {} characters"),
+            ("maxLength", "at most {} characters"),
+            ("minItems", "at least {} items"),
+            ("pattern", "matching {}"),
         ):
             if key in option:
                 value = option[key]
-                said.append(f"{words} {code(value) if key == 'pattern' else value}")
+                said.append(words.format(code(value) if key == "pattern" else value))
     return "; ".join(dict.fromkeys(said))
 
 
@@ -140,13 +141,16 @@ def options(schema: Schema) -> list[Option]:
     def visit(child: Schema, key: str, inherited: Any, depth: int) -> None:
         node = resolve(child, schema)
         default = node.get("default", inherited)
-        description = node.get("description", "")
         nested = objects(node, schema)
+        # A section that may be null keeps its description on the object it may be.
+        shapes = [shape.get("description", "") for shape in nested[:1]]
+        description = node.get("description") or "".join(shapes)
         limits = bounds(node, schema)
         if limits:
             description = f"{description} ({limits})" if description else limits
         if not nested or description:
-            shown = "" if default is _NONE or isinstance(default, dict) else code(default)
+            hidden = default is _NONE or default is None or isinstance(default, dict)
+            shown = "" if hidden else code(default)
             kind = "section" if nested else type_name(node, schema)
             found.append(Option(key, kind, shown, description))
         if nested and depth < MAX_DEPTH:
@@ -237,11 +241,17 @@ def operation(method: str, path: str, op: Schema, shared: list[Any], root: Schem
     body = op.get("requestBody")
     if body:
         body = resolve(body, root)
+        # One table for the media types that take the same fields (form, JSON, multipart).
+        shapes: dict[str, list[str]] = {}
         for media, content in body.get("content", {}).items():
-            lines.append(
-                f"Body as {code(media)}" + (" (required)" if body.get("required") else "") + ":\n"
+            shapes.setdefault(json.dumps(content.get("schema", {}), sort_keys=True), []).append(
+                media
             )
-            lines.append(fields(content.get("schema", {}), root))
+        for shape, media_types in shapes.items():
+            named = " or ".join(code(media) for media in media_types)
+            required = " (required)" if body.get("required") else ""
+            lines.append(f"Body as {named}{required}:\n")
+            lines.append(fields(json.loads(shape), root))
     answers = op.get("responses", {})
     if answers:
         rows = []
