@@ -81,6 +81,8 @@ def type_name(node: Schema, root: Schema) -> str:
         return " or ".join(str(name) for name in kind if name != "null")
     if kind == "array":
         return "list of " + type_name(node.get("items", {}), root)
+    if kind == "object" and isinstance(node.get("additionalProperties"), dict):
+        return "map of " + type_name(node["additionalProperties"], root)
     if kind == "string" and "format" in node:
         return f"string ({node['format']})"
     return str(kind)
@@ -102,7 +104,8 @@ def bounds(node: Schema, root: Schema) -> str:
         ):
             if key in option:
                 value = option[key]
-                said.append(words.format(code(value) if key == "pattern" else value))
+                text = words.format(code(value) if key == "pattern" else value)
+                said.append(text[:-1] if value == 1 and text.endswith("s") else text)
     return "; ".join(dict.fromkeys(said))
 
 
@@ -116,12 +119,22 @@ class Option:
     description: str
 
 
+def entries(node: Schema, root: Schema) -> list[Schema]:
+    """What each entry of a map of named sections is (`apps`: patternProperties; a plain dict:
+    additionalProperties), when it is a section itself."""
+    found = [resolve(child, root) for child in node.get("patternProperties", {}).values()]
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):  # False closes a section; a schema describes its entries
+        found.append(resolve(extra, root))
+    return [entry for entry in found if "properties" in entry]
+
+
 def objects(node: Schema, root: Schema) -> list[Schema]:
     """The object shapes among a node's alternatives (a section that may also be null)."""
     return [
         option
         for option in branches(resolve(node, root), root)
-        if "properties" in option or "patternProperties" in option
+        if "properties" in option or entries(option, root)
     ]
 
 
@@ -134,9 +147,9 @@ def options(schema: Schema) -> list[Option]:
         for shape in objects(node, schema):
             for name, child in shape.get("properties", {}).items():
                 visit(child, prefix + name, inherited.get(name, _NONE), depth)
-            for pattern, child in shape.get("patternProperties", {}).items():
-                del pattern  # the name's rule is the parent's description's to give
-                visit(child, prefix + "<name>", _NONE, depth)
+            for entry in entries(shape, schema):
+                # The name's rule is for the map's own description to give.
+                visit(entry, prefix + "<name>", _NONE, depth)
 
     def visit(child: Schema, key: str, inherited: Any, depth: int) -> None:
         node = resolve(child, schema)

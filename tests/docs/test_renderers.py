@@ -55,6 +55,13 @@ SCHEMA: dict[str, Any] = {
         },
         "admin": {"anyOf": [{"$ref": "#/$defs/Listen"}, {"type": "null"}], "default": None},
         "format": {"anyOf": [{"enum": ["json", "text"]}, {"type": "null"}], "default": None},
+        "retries": {
+            "type": "object",
+            "properties": {
+                "endpoints": {"type": "object", "additionalProperties": {"$ref": "#/$defs/App"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
     },
     "$defs": {
         "Listen": {
@@ -81,11 +88,13 @@ def test_every_key_is_listed_with_its_type_default_and_bounds() -> None:
         "`listen.host`": ["string", "`127.0.0.1`", "Address \\| name."],
         "`listen.port`": ["integer", "`8080`", "at least 0; at most 65535"],
         "`apps`": ["section", "", "The apps, by name."],
-        "`apps.<name>.appid`": ["string", "", "at least 1 characters"],
+        "`apps.<name>.appid`": ["string", "", "at least 1 character"],
         "`admin`": ["section", "", "A listener."],
         "`admin.host`": ["string", "", "Address \\| name."],
         "`admin.port`": ["integer", "", "at least 0; at most 65535"],
         "`format`": ["`json` or `text`", "", ""],
+        "`retries.endpoints.<name>.appid`": ["string", "", "at least 1 character"],
+        "`retries.labels`": ["map of string", "", ""],
     }
 
 
