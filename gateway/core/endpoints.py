@@ -17,6 +17,8 @@ CURRENCIES = ("CNY", "USD", "SGD", "SAR")
 SCOPES = ("user.info", "user.phone")
 # The doc: "numbers, uppercase and lowercase letters _ - *".
 OUT_TRADE_NO = re.compile(r"^[A-Za-z0-9_\-*]+$")
+# tradedetail's `wait=N`, the gateway's extension: the longest a caller may be kept waiting.
+MAX_WAIT_S = 60
 
 
 class Kind(Enum):

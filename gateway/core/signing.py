@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 Scalar = str | int | bool | None
 ParamValue = Scalar | Sequence[Scalar]
 
-UNSIGNED_KEYS = frozenset({"sign", "fileData"})
+# The file part of a multipart upload: forwarded byte for byte, never signed.
+FILE_FIELD = "fileData"
+UNSIGNED_KEYS = frozenset({"sign", FILE_FIELD})
 SECRET_KEY = "secret"  # noqa: S105 - the parameter name, not a value
 SECRET_MASK = "******"  # noqa: S105 - what is shown instead of a secret
 

@@ -31,13 +31,13 @@ from gateway.core.errors import (
     UnknownEndpoint,
     quoted_name,
 )
+from gateway.core.headers import APP_HEADER
 from gateway.core.platform import API_PREFIX
 from gateway.egress.keys import CALLER_RATES, IN_FLIGHT
 from gateway.http.bodies import refuse_compressed
 from gateway.http.keys import APP_NAME, CALLER_NAME, CLOCK, ROUTE, config_of
 from gateway.metrics import route_label
 
-APP_HEADER = "X-Neu-App"
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
 _SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
 _PLAIN_SEGMENTS = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")

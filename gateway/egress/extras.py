@@ -12,16 +12,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from gateway.core.errors import TokenRequired
+from gateway.core.headers import ATTEMPTS_HEADER, CACHE_HEADER, SIGN_REJECTED_HEADER
 from gateway.core.platform import is_sign_refusal
-from gateway.upstream.client import ATTEMPTS_HEADER
 from gateway.upstream.refusals import sign_refused
 from gateway.upstream.tokens import CachedAnswer, TokenCache, says_token_invalid
 from gateway.upstream.transport import Answer
-
-CACHE_HEADER = "X-Neu-Cache"
-# On an answer whose sign the platform refused (its body relayed as it came): the gateway's
-# secret for the app is wrong, not the caller's request.
-SIGN_REJECTED_HEADER = "X-Neu-Sign-Rejected"
 
 Send = Callable[[dict[str, str]], Awaitable[Answer]]
 

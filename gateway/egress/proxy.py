@@ -11,7 +11,7 @@ from yarl import URL
 
 from gateway.config.model import App
 from gateway.config.schema import LimitsConfig
-from gateway.core.endpoints import Endpoint, Extra, validate
+from gateway.core.endpoints import MAX_WAIT_S, Endpoint, Extra, validate
 from gateway.core.errors import (
     BadRequest,
     GatewayError,
@@ -19,6 +19,12 @@ from gateway.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
     quoted_name,
+)
+from gateway.core.headers import (
+    REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    WAIT_HEADER,
 )
 from gateway.core.params import (
     caller_fields,
@@ -36,8 +42,6 @@ from gateway.egress.uploads import MultipartLimits, Upload, read_multipart
 from gateway.http.bodies import BodyTimes, read_capped, refuse_declared_size, send_continue
 from gateway.http.keys import REQUEST_ID, config_of
 from gateway.http.middlewares import (
-    REQUEST_ID_HEADER,
-    TRACEPARENT_HEADER,
     check_header_size,
     error_response,
     log_access,
@@ -47,12 +51,9 @@ from gateway.http.middlewares import (
 from gateway.upstream.call import Call
 from gateway.upstream.details import base_url_for, trade_detail
 from gateway.upstream.transport import Answer
-from gateway.upstream.waits import MAX_WAIT_S
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-WAIT_HEADER = "X-Neu-Wait"
 _WAIT_SECONDS = re.compile(r"[0-9]{1,3}")
-TRACESTATE_HEADER = "tracestate"
 # Caller headers worth passing on; everything else (Authorization, Cookie, X-Neu-*, Host,
 # hop-by-hop) stays here. `traceparent` goes as the request's trace has it (trace_for).
 FORWARDED_HEADERS = (

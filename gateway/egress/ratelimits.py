@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.core.access import Caller
 from gateway.core.errors import RateLimited, TooManyInFlight, quoted_name
+from gateway.core.headers import RETRY_AFTER
 from gateway.core.ratelimit import TokenBucket
 
 # No request's end can be foreseen; a second is a short wait that does not hammer.
@@ -38,7 +39,7 @@ class CallerRates:
             raise RateLimited(
                 f"caller {quoted_name(caller.name)} is over its rate limit ({rate}); "
                 f"retry in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
+                headers={RETRY_AFTER: str(retry_after)},
             )
 
 
@@ -78,7 +79,7 @@ class InFlight:
             raise TooManyInFlight(
                 f"caller {quoted_name(name)} already has {len(holders)} requests in flight, "
                 f"and {setting} allows {limit}; retry when one of them is answered",
-                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
+                headers={RETRY_AFTER: str(IN_FLIGHT_RETRY_AFTER_S)},
             )
         holders.add(task)
         task.add_done_callback(holders.discard)

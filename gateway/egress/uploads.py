@@ -26,11 +26,11 @@ from aiohttp.streams import StreamReader
 from gateway import logs
 from gateway.core.errors import InvalidMultipart, SecretParamRejected, quoted_name
 from gateway.core.params import Pairs, is_secret_name, is_unicode, too_many_params
+from gateway.core.signing import FILE_FIELD
 from gateway.core.sizes import READ_CHUNK_BYTES
 from gateway.http.bodies import IDENTITY, BodyClock, BodyTimes, codings, too_large
 
 SPOOL_MEMORY_BYTES = 256 * 1024
-FILE_FIELD = "fileData"
 CONTENT_TRANSFER_ENCODING = "Content-Transfer-Encoding"
 PLAIN_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 UTF8_NAMES = frozenset({"utf-8", "utf8"})

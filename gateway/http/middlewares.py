@@ -25,6 +25,7 @@ from gateway.core.errors import (
     TooManyInFlight,
     render,
 )
+from gateway.core.headers import REQUEST_ID_HEADER, TRACEPARENT_HEADER
 from gateway.core.redaction import redact
 from gateway.core.tracing import Trace, read, started
 from gateway.http.keys import APP_NAME, CALLER_NAME, CLOCK, METRICS, REQUEST_ID, ROUTE, config_of
@@ -32,8 +33,6 @@ from gateway.metrics import CURRENT_CALL, NONE, OTHER, UpstreamCall
 
 log = logs.logger("neu_gateway")
 
-REQUEST_ID_HEADER = "X-Request-Id"
-TRACEPARENT_HEADER = "traceparent"
 TRACE = web.RequestKey("neu_trace", Trace)
 ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CLIENT_CLOSED = 499

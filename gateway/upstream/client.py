@@ -27,6 +27,7 @@ from gateway.core.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
+from gateway.core.headers import ATTEMPTS_HEADER, RETRY_AFTER
 from gateway.core.platform import backoff_s, is_timestamp_refusal
 from gateway.core.resilience import Breaker, BreakerState, Permit
 from gateway.metrics import NONE, OTHER, Metrics, route_label
@@ -56,7 +57,6 @@ class CallPolicy:
 
 
 # How many attempts an answer took, when more than one.
-ATTEMPTS_HEADER = "X-Neu-Attempts"
 # Statuses that say "not now" rather than "no": a GET asked again may well succeed.
 TRANSIENT = frozenset({502, 503, 504})
 BREAKER_LEVELS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -115,7 +115,7 @@ class Upstream:
                 raise UpstreamUnavailable(
                     f"the platform failed {self._policy.breaker_failures} times in a row for "
                     f"app {app.name}; calls are paused, retry in {retry_after} s",
-                    headers={"Retry-After": str(retry_after)},
+                    headers={RETRY_AFTER: str(retry_after)},
                 )
             request = call.request(
                 skew.now_ms(self._clock.now_ms()),

@@ -18,7 +18,6 @@ from gateway.core.platform import PROCESSING
 from gateway.upstream.details import answer_detail
 from gateway.upstream.transport import Answer
 
-MAX_WAIT_S = 60
 FIRST_PAUSE_S = 0.5
 PAUSE_GROWTH = 1.5
 MAX_PAUSE_S = 5.0

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient
 
 from gateway.config.live import LiveConfig
 from gateway.core.errors import BodyTooLarge, NotFinal, RequestTimeout
+from gateway.core.headers import REQUEST_ID_HEADER
 from gateway.http.keys import CLOCK, LIVE_CONFIG, METRICS, ROUTE
 from gateway.http.middlewares import (
     CLIENT_CLOSED,
-    REQUEST_ID_HEADER,
     error_response,
     gateway_middleware,
 )

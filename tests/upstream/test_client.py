@@ -21,10 +21,11 @@ from yarl import URL
 from gateway.config.model import App
 from gateway.config.schema import PoolConfig
 from gateway.core.errors import UpstreamBadResponse, UpstreamUnavailable, UpstreamUnreachable
+from gateway.core.headers import ATTEMPTS_HEADER
 from gateway.core.params import form_encoded
 from gateway.metrics import Metrics
 from gateway.upstream.call import Call
-from gateway.upstream.client import ATTEMPTS_HEADER, CallPolicy, Upstream
+from gateway.upstream.client import CallPolicy, Upstream
 from gateway.upstream.sessions import Sessions
 from gateway.upstream.transport import Body
 from tests.support.clock import MutableClock

@@ -1,0 +1,20 @@
+"""The headers the gateway reads or sets itself, named once: the code, the OpenAPI document
+and the README's table all take them from here."""
+
+from __future__ import annotations
+
+# Caller -> gateway
+AUTHORIZATION = "Authorization"
+APP_HEADER = "X-Neu-App"
+REQUEST_ID_HEADER = "X-Request-Id"
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
+
+# Gateway -> caller
+CACHE_HEADER = "X-Neu-Cache"
+ATTEMPTS_HEADER = "X-Neu-Attempts"
+WAIT_HEADER = "X-Neu-Wait"
+# On an answer whose sign the platform refused (its body relayed as it came): the gateway's
+# secret for the app is wrong, not the caller's request.
+SIGN_REJECTED_HEADER = "X-Neu-Sign-Rejected"
+RETRY_AFTER = "Retry-After"
