@@ -59,11 +59,51 @@ def resolve(node: Schema, root: Schema) -> Schema:
 
 
 def branches(node: Schema, root: Schema) -> list[Schema]:
-    """The alternatives a node allows (anyOf / oneOf), resolved; the node alone otherwise."""
+    """The alternatives a value may take (anyOf / oneOf), resolved; the node alone when it has
+    properties of its own (then anyOf / oneOf only constrain them: one of secret_env,
+    secret_file, secret)."""
     options = node.get("anyOf") or node.get("oneOf")
-    if not options:
+    if not options or "properties" in node:
         return [node]
     return [resolve(option, root) for option in options]
+
+
+def without_spellings(node: Any, root: Schema) -> Any:
+    """The schema as a reader writes the file: each value's alternatives less those that only
+    spell another (see `spelling`)."""
+    if isinstance(node, list):
+        return [without_spellings(item, root) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copy = {key: without_spellings(value, root) for key, value in node.items()}
+    for key in ("anyOf", "oneOf"):
+        options = copy.get(key)
+        if isinstance(options, list) and "properties" not in copy:
+            resolved = [resolve(option, root) for option in options]
+            kept = [
+                option
+                for option, seen in zip(options, resolved, strict=True)
+                if not spelling(seen, resolved)
+            ]
+            copy[key] = kept or options
+    return copy
+
+
+def spelling(option: Schema, alternatives: list[Schema]) -> bool:
+    """An alternative that only spells another: a `${VAR}` placeholder (the page says once that
+    any value may be one), or a string pattern beside a number or boolean (YAML's `1_000`,
+    `yes`), which a reader writes as the number or boolean."""
+    pattern = option.get("pattern")
+    if kinds(option) != {"string"} or not isinstance(pattern, str):
+        return False
+    scalars = {"integer", "number", "boolean"}
+    return "\\$\\{" in pattern or any(kinds(other) & scalars for other in alternatives)
+
+
+def kinds(node: Schema) -> set[str]:
+    """The JSON types a node names (`type` is a name or a list of them)."""
+    kind = node.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
 
 
 def type_name(node: Schema, root: Schema) -> str:
@@ -72,7 +112,8 @@ def type_name(node: Schema, root: Schema) -> str:
     if "const" in node:
         return code(node["const"])
     if "enum" in node:
-        return " or ".join(code(value) for value in node["enum"])
+        # The same word twice when a value may be written as text or as a number ("1" or 1).
+        return " or ".join(dict.fromkeys(code(value) for value in node["enum"]))
     if "anyOf" in node or "oneOf" in node:
         names = [type_name(option, root) for option in branches(node, root)]
         return " or ".join(dict.fromkeys(name for name in names if name != "null"))
@@ -100,11 +141,10 @@ def bounds(node: Schema, root: Schema) -> str:
             ("minLength", "at least {} characters"),
             ("maxLength", "at most {} characters"),
             ("minItems", "at least {} items"),
-            ("pattern", "matching {}"),
         ):
             if key in option:
                 value = option[key]
-                text = words.format(code(value) if key == "pattern" else value)
+                text = words.format(value)
                 said.append(text[:-1] if value == 1 and text.endswith("s") else text)
     return "; ".join(dict.fromkeys(said))
 
@@ -178,7 +218,8 @@ _NONE: Any = object()
 
 def config_reference(schema: Schema) -> str:
     """The table of every option of gateway.yaml."""
-    rows = [(code(item.key), item.type, item.default, item.description) for item in options(schema)]
+    plain = without_spellings(schema, schema)
+    rows = [(code(item.key), item.type, item.default, item.description) for item in options(plain)]
     return table(["key", "type", "default", "meaning"], rows)
 
 

@@ -98,6 +98,43 @@ def test_every_key_is_listed_with_its_type_default_and_bounds() -> None:
     }
 
 
+PLACEHOLDER = {"type": "string", "pattern": r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"}
+
+
+def test_a_placeholder_and_the_yaml_spellings_of_a_number_are_not_listed_as_types() -> None:
+    port = {
+        "default": 8080,
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": 65535},
+            {"type": ["string"], "pattern": r"^\s*[+-]?[0-9]+\s*$"},
+            {"type": ["integer", "null"]},
+            {"$ref": "#/$defs/Placeholder"},
+        ],
+    }
+    url = {
+        "anyOf": [{"enum": ["sandbox"]}, {"type": "string", "pattern": "^https?://"}, PLACEHOLDER]
+    }
+    schema = {"properties": {"port": port, "url": url}, "$defs": {"Placeholder": PLACEHOLDER}}
+    assert rows(renderers.config_reference(schema)) == [
+        ["`port`", "integer", "`8080`", "at least 0; at most 65535"],
+        ["`url`", "`sandbox` or string", "", ""],
+    ]
+
+
+def test_a_section_whose_keys_are_constrained_together_keeps_its_keys() -> None:
+    app = {
+        "type": "object",
+        "properties": {"secret_env": {"type": "string"}, "secret_file": {"type": "string"}},
+        "oneOf": [
+            {"required": ["secret_env"], "properties": {"secret_env": {"not": {"type": "null"}}}},
+            {"required": ["secret_file"], "properties": {"secret_file": {"not": {"type": "null"}}}},
+        ],
+    }
+    schema = {"properties": {"app": app}}
+    keys = [row[0] for row in rows(renderers.config_reference(schema))]
+    assert keys == ["`app.secret_env`", "`app.secret_file`"]
+
+
 def test_every_section_of_the_real_schema_is_in_the_reference() -> None:
     listed = {
         row[0].strip("`")
@@ -229,6 +266,12 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+
+def test_a_json_field_keeps_every_type_it_may_be() -> None:
+    openids = {"anyOf": [{"type": "string", "pattern": "^[^,]+$"}, {"type": "number"}]}
+    assert renderers.type_name(openids, {}) == "string or number"
+    assert renderers.type_name({"enum": ["1", 1]}, {}) == "`1`"
 
 
 def test_each_operation_gets_its_heading_parameters_body_answers_and_links() -> None:
