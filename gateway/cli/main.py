@@ -7,6 +7,7 @@
     callbacks replay  send one delivery again                              cli/ops.py
     check-config      validate gateway.yaml (--probe: call each upstream)  cli/tools.py
     init              write a commented gateway.yaml to start from         cli/tools.py
+    schema            print the JSON Schema of gateway.yaml                cli/schema_file.py
     sign              the canonical string and the sign of some params     cli/tools.py
     verify            check the sign among some params                     cli/tools.py
 
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.cli import ops, output, serve, tools
+from gateway.cli import ops, output, schema_file, serve, tools
 from gateway.cli.config_file import EXIT_INVALID
 from gateway.config.peek import log_format_named
 from gateway.config.schema import DEFAULT_CONFIG_PATH
@@ -136,6 +137,16 @@ def parser_of_commands() -> argparse.ArgumentParser:
     )
     init.add_argument("--force", action="store_true", help="replace an existing gateway.yaml")
     init.set_defaults(command=tools.init)
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of gateway.yaml",
+        description=(
+            "Print the JSON Schema (draft 2020-12) of gateway.yaml, from which editors complete "
+            "and check the file: neu-gateway schema > gateway.schema.json"
+        ),
+    )
+    schema.set_defaults(command=schema_file.print_schema)
 
     emulator = commands.add_parser(
         "sandbox",

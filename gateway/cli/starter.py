@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from string import Template
 
+from gateway.cli.schema_file import SCHEMA_FILE, modeline
 from gateway.config import placeholders
 
 # The files the starter names, with what each holds: `init` lists them as the next step.
@@ -21,7 +22,8 @@ FILES = (
     ),
 )
 
-STARTER_CONFIG = Template("""\
+# Its first line points editors at the schema `init` writes beside it.
+STARTER_CONFIG = modeline(SCHEMA_FILE.name) + Template("""\
 # neu-gateway configuration, written by `neu-gateway init`. Every option is described in
 # README.md ("Config reference"). Put in your appid and the platform's domain, write the
 # files it names (/run/secrets/myapp, /run/secrets/orders-token; mode 0600), then:

@@ -16,6 +16,7 @@ from gateway.cli.config_file import (
     report_problems,
 )
 from gateway.cli.probe import probe_upstreams
+from gateway.cli.schema_file import SCHEMA_FILE, write_schema
 from gateway.cli.starter import FILES, STARTER_CONFIG
 from gateway.config.model import App, Config
 from gateway.config.placeholders import placeholders_left
@@ -119,6 +120,7 @@ def summary(config: Config) -> list[str]:
 
 def init(args: argparse.Namespace) -> int:
     path = args.dir / DEFAULT_CONFIG_PATH
+    schema = args.dir / SCHEMA_FILE
     try:
         args.dir.mkdir(parents=True, exist_ok=True)
         # "x" refuses a file that is there, even one made a moment ago.
@@ -130,8 +132,19 @@ def init(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"neu-gateway: cannot write {path} ({exc.strerror})", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        # The schema of this version, beside the config whose first line names it: an editor
+        # completes and checks the file offline, with the options this gateway knows.
+        schema_written = write_schema(schema)
+    except OSError as exc:
+        print(f"neu-gateway: cannot write {schema} ({exc.strerror})", file=sys.stderr)
+        return EXIT_CONFIG
     width = max(len(name) for name, _ in FILES)
     print(f"wrote {path}")
+    print(
+        f"{'wrote' if schema_written else 'kept'} {schema} (its JSON Schema: editors with "
+        "yaml-language-server complete and check the config from it)"
+    )
     print("next:")
     print("  1. put your app's appid and the platform's base URL in it (apps.myapp)")
     print("  2. create the files it reads, each holding one value, readable by the gateway only")

@@ -43,8 +43,9 @@ _APP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class _Model(BaseModel):
-    # Unknown keys are refused so a misspelt option is an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are refused so a misspelt option is an error, not silently ignored; the
+    # docstring under each field is its description in the JSON Schema (config/json_schema.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # Connections the kernel holds for a listener until they are accepted. aiohttp's 128 overflows
@@ -56,8 +57,13 @@ DEFAULT_BACKLOG = 1024
 
 class ListenConfig(_Model):
     host: str = "127.0.0.1"
+    """Address to listen on. Any but a loopback address needs `callers` (or
+    `insecure_allow_anonymous: true`)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    """Port to listen on; 0 picks a free one (the log says which)."""
     backlog: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_BACKLOG
+    """Connections the kernel holds until the gateway accepts them; give at least the callers that
+    may connect at once (the kernel caps it at net.core.somaxconn)."""
 
     @property
     def is_loopback(self) -> bool:
@@ -77,7 +83,10 @@ class AppCallbacksConfig(_Model):
     """What happens to this app's payment callbacks from the platform."""
 
     verify_sign: bool = True
+    """Check a callback's appid, timestamp, sign and replay before asking the platform."""
     deliver_to: str | None = None
+    """The internal service's http:// or https:// URL that confirmed payment callbacks are delivered
+    to."""
 
     @field_validator("deliver_to")
     @classmethod
@@ -92,14 +101,17 @@ class AppCallbacksConfig(_Model):
 class TlsConfig(_Model):
     """How the gateway trusts an https upstream, and proves itself to one that asks."""
 
-    # A private CA's certificates (PEM), trusted besides the system's (ca_mode: add) or alone.
     ca_file: Path | None = None
+    """PEM file of a private CA to trust."""
     ca_mode: Literal["add", "only"] = "add"
-    # Mutual TLS, e.g. over a leased line: both or neither.
+    """`add`: trust `ca_file` besides the system's CAs; `only`: trust it alone (needs `ca_file`)."""
     client_cert: Path | None = None
+    """PEM certificate for mutual TLS, e.g. over a leased line; goes with `client_key`."""
     client_key: Path | None = None
-    # The name to ask for (SNI) and to verify, when the upstream URL names an IP address.
+    """PEM key for mutual TLS; goes with `client_cert`."""
     server_name: str | None = None
+    """The name to send in SNI and to check in the certificate, when the upstream URL names an IP
+    address."""
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -128,16 +140,29 @@ def _proxy(value: str | None) -> str | None:
 
 class AppConfig(_Model):
     appid: Annotated[str, Field(min_length=1)]
+    """The platform's appid of this app."""
     secret_env: str | None = None
+    """Environment variable holding the app secret; a running gateway keeps the value it started
+    with. One of secret_env, secret_file or secret."""
     secret_file: Path | None = None
+    """File holding the app secret on one line (a Docker or Kubernetes secret); watched, so a new
+    secret written there is taken without a restart. One of secret_env, secret_file or secret."""
     secret: str | None = None
+    """The secret written inline: only for the public sandbox demo secret (a warning is logged
+    otherwise). One of secret_env, secret_file or secret."""
     upstream: str
+    """The platform's base URL, http(s)://host[:port][/prefix] without a query (the gateway appends
+    /neuopenapi/...), or `sandbox` for the embedded sandbox."""
     callbacks: AppCallbacksConfig = AppCallbacksConfig()
-    # The app's own egress settings, instead of the top-level ones.
+    """What happens to this app's payment callbacks from the platform."""
     tls: TlsConfig | None = None
+    """The app's own TLS settings, instead of the top-level `tls`."""
     proxy: str | None = None
-    # `off`: only required parameters are checked, not the doc's lists of values.
+    """The app's own proxy, instead of the top-level `proxy`: a URL, `env`, or `direct` (none)."""
     validation: Literal["doc", "off"] = "doc"
+    """`doc`: parameters are checked against the doc's lists of values; `off`: only that required
+    parameters are there. Unquoted, YAML reads off/no/false as false (meaning off) and
+    on/yes/true as true (meaning doc)."""
 
     @field_validator("proxy")
     @classmethod
@@ -191,13 +216,15 @@ class AppConfig(_Model):
 
 
 class PoolConfig(_Model):
-    # Connections to the platform, all apps together; 0: no cap.
     max_connections: Annotated[int, Field(ge=0, le=100_000)] = 512
+    """Connections to the platform, all apps together, in each of the two pools; 0: no cap."""
     keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds an idle connection to the platform is kept."""
 
 
 class RetryOverride(_Model):
     attempts: Annotated[int, Field(ge=1, le=10)]
+    """Attempts in all for a retryable call to this endpoint."""
 
 
 class RetriesConfig(_Model):
@@ -205,10 +232,15 @@ class RetriesConfig(_Model):
     could not be sent at all."""
 
     attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Attempts in all for a call that may be retried."""
     backoff_s: Annotated[float, Field(gt=0, le=60)] = 0.1
+    """The base of the pause before a retry: a random time below backoff_s x 2^(n-1), at most
+    max_backoff_s (full jitter)."""
     max_backoff_s: Annotated[float, Field(gt=0, le=300)] = 2.0
-    # Per documented endpoint path: {attempts: N}.
+    """The longest pause before a retry, in seconds."""
     endpoints: dict[str, RetryOverride] = {}
+    """Attempts per documented endpoint path, e.g. /neuopenapi/pay/transactions/tradedetail:
+    {attempts: 5}."""
 
     @field_validator("endpoints")
     @classmethod
@@ -223,19 +255,25 @@ class RetriesConfig(_Model):
 
 
 class BreakerConfig(_Model):
-    # Consecutive upstream failures of an app before its calls are answered 503 at once.
     failures: Annotated[int, Field(ge=1, le=10_000)] = 5
+    """Consecutive upstream failures (connect errors, timeouts, 5xx) of an app before its calls are
+    answered 503 at once."""
     cooldown_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds the breaker stays open; then one probe call is let through, and a success closes it.
+    """
 
 
 class ClockConfig(_Model):
-    # Beyond this offset from the platform's clock (its Date header), sign with its time.
     max_skew_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """Beyond this offset from the platform's clock (its Date header), timestamps are taken from the
+    platform's time."""
 
 
 class TimeoutsConfig(_Model):
     connect_s: Annotated[float, Field(gt=0, le=300)] = 3.0
+    """Seconds to connect to the platform."""
     total_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """Seconds for a whole upstream call, upload and answer included."""
 
 
 # By default one caller may hold at most this fraction (1/N) of a listener's connections.
@@ -262,27 +300,44 @@ class LimitsConfig(_Model):
     """What one caller may make the gateway hold or do; SECURITY.md lists what hitting each gets."""
 
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * MIB
+    """Largest request body; more gets 413."""
     # Form and JSON bodies, and the text parts of a multipart body together, are parsed in
     # memory on the event loop; files are spooled, so only they may be as large as the body.
     max_form_bytes: Annotated[int, Field(gt=0, le=64 * MIB)] = MIB
+    """Largest form or JSON body, and all text parts of a multipart body together: these are parsed
+    in memory (files are spooled, and bounded by max_body_bytes only); more gets 413."""
     max_response_bytes: Annotated[int, Field(gt=0)] = 16 * MIB
+    """Largest platform answer relayed; more gets 502."""
     max_params: Annotated[int, Field(gt=0, le=100_000)] = 200
+    """Parameters (query, body fields and files together) in one request."""
     max_key_length: Annotated[int, Field(gt=0)] = 128
+    """Characters in a parameter name."""
     max_value_length: Annotated[int, Field(gt=0)] = 65536
+    """Characters in a parameter value."""
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 16384
+    """Bytes of request headers, and the most the request line or any one header may take; more gets
+    431."""
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Seconds for a request's line and headers to arrive; then 408 and the connection is closed."""
     body_idle_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Seconds a body may go without a byte arriving, and an answer may go unread by its client."""
     # A body dribbled a byte at a time dodges the idle timeout: once the gateway has waited
     # body_rate_grace_s on a body, each further second of waiting must be paid for with this
     # many bytes (0: no minimum). See gateway/http/bodies.py for why a rate, not a deadline.
     min_body_rate_bytes_per_s: Annotated[int, Field(ge=0, le=1 << 30)] = 4096
+    """The slowest pace a body may arrive at once body_rate_grace_s has passed: each further second
+    of waiting must bring this many bytes (0: no minimum); below it, 408."""
     body_rate_grace_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds of waiting on a body before its pace (min_body_rate_bytes_per_s) is asked for."""
     keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 75.0
+    """Seconds an idle kept-alive connection stays open."""
     max_connections: Annotated[int, Field(gt=0, le=1_000_000)] = 1024
-    # Requests one caller may have in flight in this process, unless it has a max_in_flight of
-    # its own; requests without a token (trusted networks, anonymous mode) count as one caller.
+    """Connections each listener holds at once; at the limit the one waiting longest on its client
+    is closed for the new one."""
     # None: a share of max_connections, so that no one caller can hold every connection.
     max_in_flight_per_caller: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Requests a caller without its own max_in_flight may have in flight at once, in each process;
+    at most max_connections. Default: a quarter of max_connections."""
 
     @field_validator("max_in_flight_per_caller", mode="before")
     @classmethod
@@ -312,8 +367,9 @@ class RateLimitConfig(_Model):
     """A caller's requests a second, and how many it may send at once after a quiet spell."""
 
     requests_per_s: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
-    # Default: one second's worth.
+    """Requests a second the caller may send, in each gateway process."""
     burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """How many requests it may send at once after a quiet spell. Default: one second's worth."""
 
     def rate(self) -> Rate:
         return Rate(self.requests_per_s, self.burst or max(1, math.ceil(self.requests_per_s)))
@@ -323,12 +379,21 @@ class CallerConfig(_Model):
     """A service that may call the gateway, and what it may do."""
 
     token_env: str | None = None
+    """Environment variable holding the caller's bearer token (16 characters or more); kept until a
+    restart. One of token_env or token_file."""
     token_file: Path | None = None
+    """File holding the caller's bearer token (16 characters or more); watched as a secret_file is.
+    One of token_env or token_file."""
     apps: Annotated[list[str], Field(min_length=1)]
+    """The apps (names under `apps`) the caller may use."""
     allow: Annotated[list[str], Field(min_length=1)]
+    """Routes the caller may call: `METHOD /neuopenapi/path`, METHOD one of GET, POST or *, and * as
+    a wildcard in the path."""
     rate_limit: RateLimitConfig | None = None
-    # Requests in flight at once, in this process; None: limits.max_in_flight_per_caller.
+    """Requests a second the caller may send, in each gateway process; none: no limit."""
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Requests the caller may have in flight at once, in each process; at most
+    limits.max_connections. Default: limits.max_in_flight_per_caller."""
 
     @field_validator("max_in_flight", mode="before")
     @classmethod
@@ -353,11 +418,19 @@ class CacheConfig(_Model):
     """The accessToken cache: memory in this process, or Redis shared by replicas."""
 
     backend: Literal["memory", "redis"] = "memory"
+    """Where accessTokens are cached: `memory` (this process) or `redis` (shared by replicas; needs
+    `url`)."""
     max_entries: Annotated[int, Field(gt=0)] = 10000
+    """Logins the in-memory store keeps (least recently used dropped beyond)."""
     safety_margin_s: Annotated[float, Field(ge=0)] = 60.0
+    """Served tokens have at least this many seconds of life left."""
     url: str | None = None
+    """With backend redis: redis://[:password@]host:port/db, rediss://... (TLS) or unix://...;
+    ${VAR} keeps the password out of the file."""
     key_prefix: Annotated[str, Field(min_length=1)] = "neu:"
+    """Every Redis key starts with it."""
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+    """Seconds a Redis call may take before the cache carries on without it."""
 
     @field_validator("url")
     @classmethod
@@ -383,6 +456,7 @@ def without_credentials(url: str) -> str:
 
 class CallbacksListenConfig(ListenConfig):
     port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    """Port of the listener facing the platform; 0 picks a free one."""
 
 
 SQLITE_STORE = "sqlite:///var/lib/neu-gateway/outbox.db"
@@ -392,12 +466,19 @@ class CallbacksConfig(_Model):
     """The listener facing the platform, and the durable outbox behind it."""
 
     listen: CallbacksListenConfig | None = None
-    # None: Redis when the cache is Redis (so replicas share one outbox), else SQLITE_STORE.
+    """The listener facing the platform; payment callbacks are off unless it is set."""
+    # None: decided at load, from cache.backend, so that replicas on Redis share one outbox.
     store: str | None = None
+    """The outbox: sqlite:///ABSOLUTE/PATH, or `redis` (the cache's Redis). Default: redis when
+    cache.backend is redis, else sqlite:///var/lib/neu-gateway/outbox.db."""
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 12
+    """Delivery attempts before a callback is parked as dead."""
     backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds before the first retry of a delivery, doubling up to max_backoff_s, with jitter."""
     max_backoff_s: Annotated[float, Field(gt=0)] = 300.0
+    """The longest pause between two delivery attempts, in seconds."""
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds one delivery attempt may take."""
 
     @field_validator("store")
     @classmethod
@@ -409,6 +490,7 @@ class CallbacksConfig(_Model):
 
 class SandboxListenConfig(ListenConfig):
     port: Annotated[int, Field(ge=0, le=65535)] = 8090
+    """Port of the embedded sandbox; 0 picks a free one."""
 
     @field_validator("host")
     @classmethod
@@ -422,15 +504,22 @@ class SandboxConfig(_Model):
     """The embedded platform emulator, run for apps whose upstream is `sandbox`."""
 
     listen: SandboxListenConfig = SandboxListenConfig()
+    """The embedded sandbox's listener, on a loopback address only."""
     explain: bool = True
+    """A sign error says what the sandbox signed (secret masked)."""
     token_expire_s: Annotated[int, Field(gt=0)] = 604800
-    # The sandbox's clock, and its Date header, this far ahead (or behind, negative).
+    """Life of an accessToken the sandbox hands out, in seconds."""
     clock_offset_s: Annotated[float, Field(ge=-86400, le=86400)] = 0.0
+    """The sandbox's clock, and its Date header, this many seconds ahead (or behind, negative)."""
     code_ttl_s: Annotated[int, Field(gt=0)] = 300
+    """Life of a login code, in seconds."""
     notify_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    """Payment callback attempts in all."""
     notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
-    # Hosts besides loopback that the simulator's open-mini-app may POST a login code to.
+    """Seconds before the second callback attempt, doubling after."""
     allowed_backend_hosts: list[str] = []
+    """Bare host names or IP addresses besides loopback that the simulator's open-mini-app may POST
+    a login code to."""
 
     @field_validator("allowed_backend_hosts")
     @classmethod
@@ -454,9 +543,13 @@ class AdminConfig(_Model):
     """/healthz, /readyz and /metrics: on the main listener unless given one of their own."""
 
     listen: ListenConfig | None = None
-    # Shared backends whose outage makes /readyz 503 too; by default only this process's own
-    # state does, so one Redis down does not take every replica out of the Service at once.
+    """A listener of its own for /healthz, /readyz and /metrics (then not on `listen`); it asks no
+    caller token."""
+    # By default only this process's own state counts, so one Redis down does not take every
+    # replica out of the Service at once.
     ready_requires: list[str] = []
+    """Shared backends whose outage makes /readyz 503 too: `cache` (needs cache.backend redis),
+    `outbox` (needs callbacks.listen). By default they are only reported."""
 
     @field_validator("ready_requires")
     @classmethod
@@ -471,16 +564,16 @@ class AdminConfig(_Model):
 
 
 class LoggingConfig(_Model):
-    # None: JSON when stderr is not a terminal (a container, a service), text at a terminal.
     format: Literal["json", "text"] | None = None
+    """`json` (one object a line) or `text`. Default: json, or text when stderr is a terminal."""
 
 
 class ShutdownConfig(_Model):
-    # After SIGTERM, /readyz answers 503 while new requests are still served for drain_s, so
-    # load balancers stop sending before the listener closes.
     drain_s: Annotated[float, Field(ge=0, le=600)] = 5.0
-    # Requests still in flight after the drain get this long to finish.
+    """After SIGTERM, seconds /readyz answers 503 while requests are still served, so load balancers
+    stop sending before the listener closes."""
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Then, seconds requests in flight get to finish before they are cut off."""
 
 
 # A secret file checked more often than this is read for nothing: a rotation is a rare event.
@@ -491,9 +584,9 @@ MAX_WATCH_S = 3600.0
 class SecretsConfig(_Model):
     """How the secret and token files (apps' secret_file, callers' token_file) are watched."""
 
-    # Seconds between two readings of each file; a changed one is put in force without a
-    # signal. 0: not watched (a reload still reads them).
     watch_s: Annotated[float, Field(ge=0, le=MAX_WATCH_S, allow_inf_nan=False)] = 5.0
+    """Seconds between two readings of every secret_file and token_file; a changed one is put in
+    force without a signal. 0: not watched (a reload still reads them); else 0.1 to 3600."""
 
     @field_validator("watch_s", mode="before")
     @classmethod
@@ -515,30 +608,58 @@ class FileConfig(_Model):
     """The shape of gateway.yaml, before secrets are read."""
 
     listen: ListenConfig = ListenConfig()
+    """Where internal services reach the gateway."""
     apps: Annotated[dict[Annotated[str, Field(pattern=_APP_NAME)], AppConfig], Field(min_length=1)]
+    """The mini apps the gateway signs for, by name: the name (letters, digits, _.-) is what
+    X-Neu-App and callers' `apps` use."""
     default_app: str | None = None
+    """The app of a request without X-Neu-App. Default: the only app, when there is one."""
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    """Timeouts of calls to the platform."""
     limits: LimitsConfig = LimitsConfig()
+    """What one caller may make the gateway hold or do."""
     cache: CacheConfig = CacheConfig()
+    """The accessToken cache."""
     sandbox: SandboxConfig = SandboxConfig()
+    """The embedded platform emulator, run for apps whose upstream is `sandbox`."""
     callbacks: CallbacksConfig = CallbacksConfig()
+    """The listener for the platform's payment callbacks, and the outbox behind it."""
     callers: dict[Annotated[str, Field(pattern=_APP_NAME)], CallerConfig] = {}
+    """The services that may call the gateway, each with its own bearer token; none: no token is
+    asked for."""
     trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    """CIDR networks whose requests need no token, e.g. 127.0.0.1/32."""
     insecure_allow_anonymous: bool = False
+    """Allow a non-loopback listener with no callers (only behind something that authenticates
+    them); logs an INSECURE warning at start."""
     strict_endpoints: bool = False
+    """Refuse (404) /neuopenapi/ paths that are not in the platform doc."""
     admin: AdminConfig = AdminConfig()
+    """/healthz, /readyz and /metrics."""
     logging: LoggingConfig = LoggingConfig()
+    """The logs' format."""
     shutdown: ShutdownConfig = ShutdownConfig()
+    """How SIGTERM drains the gateway."""
     pid_file: Path | None = None
+    """`serve` writes its process id here (and removes it on exit), for `neu-gateway reload`."""
     tls: TlsConfig = TlsConfig()
+    """How the gateway trusts an https upstream, and proves itself to one that asks."""
     proxy: str | None = None
+    """A forward proxy to the platform: http://[user:password@]host:port, or `env` (HTTPS_PROXY,
+    HTTP_PROXY and NO_PROXY as curl reads them)."""
     pool: PoolConfig = PoolConfig()
+    """The connection pool to the platform."""
     retries: RetriesConfig = RetriesConfig()
+    """Safe retries of upstream calls."""
     breaker: BreakerConfig = BreakerConfig()
+    """The circuit breaker of each app's upstream."""
     clock: ClockConfig = ClockConfig()
-    # Processes serving the same ports (SO_REUSEPORT) under one supervisor.
+    """Correction of the gateway's clock against the platform's."""
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Processes serving the same ports (SO_REUSEPORT) under one supervisor; more than 1 needs
+    cache.backend redis."""
     secrets: SecretsConfig = SecretsConfig()
+    """How the secret and token files are watched."""
 
     @field_validator("proxy")
     @classmethod

@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import Enum
 from urllib.parse import urlsplit
+
+from gateway.core.params import Joined, JsonNumber
 
 LANGUAGES = ("zh_CN", "en_US", "ar_SA")
 CURRENCIES = ("CNY", "USD", "SGD", "SAR")
@@ -37,9 +40,26 @@ class Param:
     choices: tuple[str, ...] = ()
     pattern: re.Pattern[str] | None = None
     pattern_hint: str = ""
+    # A comma-separated list of these (blank items skipped), such as scope's.
+    items: tuple[str, ...] = ()
 
 
 Rule = Callable[[Mapping[str, str]], str | None]
+
+
+@dataclass(frozen=True)
+class RequiredWhen:
+    """A rule across parameters: `required` is needed when `name` is `value`."""
+
+    name: str
+    value: str
+    required: str
+    why: str
+
+    def __call__(self, params: Mapping[str, str]) -> str | None:
+        if params.get(self.name) == self.value and not params.get(self.required):
+            return f"{self.required}: required when {self.name} is {self.value} ({self.why})"
+        return None
 
 
 class Extra(Enum):
@@ -62,29 +82,14 @@ class Endpoint:
     stand_ins: tuple[tuple[str, str], ...] = ()
 
 
-def _url_when_navigating_to_a_url(params: Mapping[str, str]) -> str | None:
-    if params.get("navigateType") == "2" and not params.get("url"):
-        return "url: required when navigateType is 2 (navigate to a URL)"
-    return None
-
-
-def _known_scopes(params: Mapping[str, str]) -> str | None:
-    scopes = [scope.strip() for scope in params.get("scope", "").split(",") if scope.strip()]
-    unknown = [scope for scope in scopes if scope not in SCOPES]
-    if unknown:
-        return f"scope: unknown {', '.join(unknown)}; use {' or '.join(SCOPES)}, comma-separated"
-    return None
-
-
 ACCESS_TOKEN = Endpoint(
     "POST",
     "/neuopenapi/oauth/mini/accessToken",
     (
         Param("code"),
         Param("grantType", choices=("authorization_code",)),
-        Param("scope"),
+        Param("scope", items=SCOPES),
     ),
-    (_known_scopes,),
     extra=Extra.EXCHANGE,
 )
 USER_INFO = Endpoint(
@@ -132,7 +137,7 @@ SEND_NOTIFY = Endpoint(
         Param("link", required=False),
         Param("language", choices=LANGUAGES),
     ),
-    (_url_when_navigating_to_a_url,),
+    (RequiredWhen("navigateType", "2", "url", "navigate to a URL"),),
 )
 SEND_ACTIVITY = Endpoint(
     "POST",
@@ -166,12 +171,29 @@ ENDPOINTS = {
 }
 
 
-def validate(endpoint: Endpoint, params: Mapping[str, str], values: bool = True) -> list[str]:
+def whole_numbers(endpoint: Endpoint, fields: dict[str, str]) -> dict[str, str]:
+    """The fields, a JSON number with a whole value (100.0, 1e2) given to a Long parameter
+    as its whole-number text ("100"): the value JSON means, in the form the platform parses.
+    Any other text is left to `validate`."""
+    for param in endpoint.params:
+        value = fields.get(param.name)
+        if param.kind in (Kind.LONG, Kind.POSITIVE_LONG) and isinstance(value, JsonNumber):
+            number = Decimal(value)
+            # adjusted(): the exponent of the leading digit; past 19 digits it cannot pass.
+            if number.is_finite() and number.adjusted() < 20 and number == number.to_integral():
+                fields[param.name] = str(int(number))
+    return fields
+
+
+def validate(
+    endpoint: Endpoint, params: Mapping[str, str], values: bool = True, one_value: bool = False
+) -> list[str]:
     """Every problem with these params for this endpoint, as `name: reason` lines.
 
     With `values` off, only required parameters are checked: the doc's lists of languages,
     scopes and currencies are a snapshot, and the platform may accept more before this
-    gateway knows it.
+    gateway knows it. With `one_value` on (and `values`), a parameter the doc gives one value
+    is refused a list (a repeated key, a JSON list).
     """
     problems = []
     for param in endpoint.params:
@@ -181,6 +203,8 @@ def validate(endpoint: Endpoint, params: Mapping[str, str], values: bool = True)
                 problems.append(f"{param.name}: required")
             continue
         problem = _check(param, value) if values else None
+        if values and one_value and isinstance(value, Joined) and param.kind is not Kind.LIST:
+            problem = "must be one value, not a list (a repeated key or a JSON list)"
         if problem:
             problems.append(f"{param.name}: {problem}")
     if values:
@@ -203,6 +227,11 @@ def _check(param: Param, value: str) -> str | None:
         return f"must be one of {', '.join(param.choices)}"
     if param.pattern and not param.pattern.fullmatch(value):
         return param.pattern_hint or f"must match {param.pattern.pattern}"
+    if param.items:
+        listed = [item.strip() for item in value.split(",") if item.strip()]
+        unknown = [item for item in listed if item not in param.items]
+        if unknown:
+            return f"unknown {', '.join(unknown)}; use {' or '.join(param.items)}, comma-separated"
     return None
 
 

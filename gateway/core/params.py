@@ -141,7 +141,7 @@ def parse_json(
             object_pairs_hook=_JsonObject,
             # The sign covers the literal text: 1.50 must stay "1.50", not become 1.5.
             parse_int=str,
-            parse_float=str,
+            parse_float=JsonNumber,
             parse_constant=_reject_constant,
         )
     except UnicodeDecodeError:
@@ -160,6 +160,20 @@ def parse_json(
     return [
         (_json_key(key), _json_value_text(key, value, max_value_length)) for key, value in document
     ]
+
+
+class Joined(str):
+    """Several values as one comma-joined text: a repeated key, or a JSON list. Where the doc
+    takes one value, the gateway can tell a list was sent (`validate(one_value=True)`)."""
+
+    __slots__ = ()
+
+
+class JsonNumber(str):
+    """A JSON number with a fraction or an exponent, as its literal text: a parameter the
+    platform reads as a Long takes its value (`whole_numbers`), every other one the text."""
+
+    __slots__ = ()
 
 
 def _json_key(key: str) -> str:
@@ -218,7 +232,7 @@ def _json_value_text(key: str, value: Any, max_value_length: int | None = None) 
                     "lists may hold scalars only"
                 )
             items.append(_json_scalar_text(key, item))
-        return ",".join(items)
+        return Joined(",".join(items))
     return _json_scalar_text(key, value)
 
 
@@ -293,5 +307,5 @@ def joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         else:
             fields[key] = value
     for key, values in repeated.items():
-        fields[key] = ",".join(values)
+        fields[key] = Joined(",".join(values))
     return fields

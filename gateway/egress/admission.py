@@ -58,7 +58,11 @@ ADMITTED = web.RequestKey("neu_admitted", Admitted)
 
 def admit(request: web.Request) -> Admitted:
     if request.method not in ("GET", "POST"):
-        raise MethodNotAllowed()
+        documented = ENDPOINTS.get(request.rel_url.raw_path)
+        # Allow names what this path takes: a documented endpoint one method, any other both.
+        raise MethodNotAllowed(
+            headers={"Allow": documented.method} if documented is not None else None
+        )
     config = config_of(request)
     # Known before the caller is: a refused request is logged and counted under its route.
     request[ROUTE] = route_label(request.rel_url.raw_path)

@@ -11,11 +11,12 @@ from yarl import URL
 
 from gateway.config.model import App
 from gateway.config.schema import LimitsConfig
-from gateway.core.endpoints import MAX_WAIT_S, Endpoint, Extra, validate
+from gateway.core.endpoints import MAX_WAIT_S, Endpoint, Extra, validate, whole_numbers
 from gateway.core.errors import (
     BadRequest,
     GatewayError,
     JsonWithoutContentType,
+    TokenRequired,
     UnsupportedMediaType,
     ValidationFailed,
     quoted_name,
@@ -73,8 +74,15 @@ def check_params(endpoint: Endpoint, fields: dict[str, str], app: App) -> None:
         if not fields.get(required) and fields.get(stand_in):
             # The gateway's own extension: it fills the required one in before signing.
             checked = {**checked, required: f"from {stand_in}"}
+        elif not fields.get(required):
+            # No user named at all: the user's credential is missing, as with an openId
+            # whose token is not cached.
+            raise TokenRequired(
+                f"send {required}, or {stand_in} for a user whose login code was exchanged "
+                "through this gateway"
+            )
     by_doc = app.validation == "doc"
-    problems = validate(endpoint, checked, values=by_doc)
+    problems = validate(endpoint, checked, values=by_doc, one_value=True)
     if problems:
         hint = (
             " (checked against the platform doc; if the platform now accepts a value the doc "
@@ -122,6 +130,7 @@ async def forward(request: web.Request) -> web.Response:
         if upload.files and request.method == "GET":
             raise BadRequest("file uploads need POST")
         if admitted.endpoint is not None:
+            fields = whole_numbers(admitted.endpoint, fields)
             check_params(admitted.endpoint, fields, app)
 
         async def send(final: dict[str, str]) -> Answer:

@@ -8,6 +8,7 @@ never decoded or changed.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -203,9 +204,21 @@ def _reason(exc: Exception) -> str:
     return logs.clipped("".join(ch for ch in text if ch.isprintable()), 80) or type(exc).__name__
 
 
+# A quoted parameter value starting with a slash, or holding a backslash anywhere.
+_ALTERED_QUOTED_VALUE = re.compile(r'=\s*"[\\/]|=\s*"[^"]*\\')
+
+
 def _checked_part(part: BodyPartReader) -> str:
     """The part's name, once its headers are ones the gateway can forward faithfully."""
-    disposition, _ = parse_content_disposition(part.headers.get(hdrs.CONTENT_DISPOSITION))
+    raw = part.headers.get(hdrs.CONTENT_DISPOSITION)
+    disposition, _ = parse_content_disposition(raw)
+    if raw is not None and _ALTERED_QUOTED_VALUE.search(raw):
+        # aiohttp's parser unescapes backslashes and drops a quoted value's leading slashes:
+        # such a name would reach the platform, and be signed, as another one.
+        raise InvalidMultipart(
+            "a multipart part's name or filename holds a backslash or starts with a slash: "
+            'send them as browsers do (a " as %22)'
+        )
     if disposition != "form-data":
         # RFC 7578 section 4.2: every part of a form is `Content-Disposition: form-data`.
         raise InvalidMultipart("each multipart part needs Content-Disposition: form-data")

@@ -14,6 +14,7 @@ from gateway.egress import proxy
 from gateway.egress.keys import BASE_URLS, CALLER_RATES, IN_FLIGHT, WAITS
 from gateway.egress.ratelimits import CallerRates, InFlight
 from gateway.http.admin import Readiness, admin_routes
+from gateway.http.api_docs import contract_routes
 from gateway.http.dispatch import add_prefix_route
 from gateway.http.keys import CLOCK, CONFIG, LIVE_CONFIG, METRICS, READINESS
 from gateway.http.middlewares import gateway_middleware
@@ -56,6 +57,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.on_startup.append(_started)
     if config.admin.listen is None:
         app.router.add_routes(admin_routes(app[READINESS], metrics))
+        app.router.add_routes(contract_routes(lambda: app[LIVE_CONFIG].current, for_callers=True))
     add_prefix_route(app, API_PREFIX, proxy.forward, proxy.expect_body)
     return app
 

@@ -24,6 +24,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError
 from gateway.egress.keys import BASE_URLS, TOKENS, UPSTREAM, WAITS
 from gateway.http.admin import Check, admin_routes
+from gateway.http.api_docs import contract_routes
 from gateway.http.keys import CLOCK, CONFIG, LIVE_CONFIG, METRICS, READINESS
 from gateway.http.server import GuardedRunner
 from gateway.runtime.keys import CALLBACKS_URL, DELIVER_TO, EMBEDDED_SANDBOX
@@ -311,6 +312,7 @@ async def admin_listener(app: web.Application) -> AsyncIterator[None]:
         return
     admin = web.Application()
     admin.router.add_routes(admin_routes(app[READINESS], app[METRICS]))
+    admin.router.add_routes(contract_routes(lambda: app[LIVE_CONFIG].current, for_callers=False))
     runner = GuardedRunner(
         admin,
         connection_limits(config),
@@ -318,7 +320,7 @@ async def admin_listener(app: web.Application) -> AsyncIterator[None]:
         on_connections=app[METRICS].connections_on(ADMIN),
     )
     url = await start_listener(runner, listen, "admin.listen", _shared(config))
-    log.info("admin listening on %s (/healthz, /readyz, /metrics)", url)
+    log.info("admin listening on %s (/healthz, /readyz, /metrics, /openapi.json, /docs)", url)
     yield
     await runner.cleanup()
 

@@ -135,7 +135,10 @@ async def test_init_writes_here_by_default_and_overwrites_only_with_force(
 
     forced = await neu_gateway("init", "--force", cwd=tmp_path)
     assert forced.status == 0, forced.stderr
-    assert config.read_text().startswith("# neu-gateway configuration, written by")
+    first_line, second_line = config.read_text().splitlines()[:2]
+    assert first_line == "# yaml-language-server: $schema=gateway.schema.json"
+    assert second_line.startswith("# neu-gateway configuration, written by")
+    assert (tmp_path / "gateway.schema.json").is_file()
 
 
 async def test_check_config_names_the_field_and_exits_2(tmp_path: Path) -> None:

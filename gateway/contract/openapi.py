@@ -1,0 +1,515 @@
+"""The gateway's own interface as an OpenAPI 3.1 document, generated from the endpoint tables
+(`core/endpoints.py`), the error tree (`core/errors.py`) and the gateway's headers, so the
+description cannot drift from what the gateway checks.
+
+What internal services call: each documented `/neuopenapi/` endpoint without `appid`,
+`timestamp` and `sign` (the gateway adds them), its parameters as the gateway validates them,
+the platform's envelope as the answer, and every error the gateway answers with itself. A
+served document is built from the config in force (`Facts`), so it says what that gateway
+checks: its apps, its limits, whether a caller needs a token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any
+
+from gateway import __version__
+from gateway.contract.fields import (
+    FORM,
+    JSON,
+    MULTIPART,
+    Bounds,
+    Fields,
+    body_schema,
+    endpoint_fields,
+)
+from gateway.core import errors
+from gateway.core.endpoints import ENDPOINTS, MAX_WAIT_S, Endpoint, Extra
+from gateway.core.headers import (
+    APP_HEADER,
+    ATTEMPTS_HEADER,
+    CACHE_HEADER,
+    REQUEST_ID_HEADER,
+    RETRY_AFTER,
+    SIGN_REJECTED_HEADER,
+    TRACEPARENT_HEADER,
+    WAIT_HEADER,
+)
+
+OPENAPI_VERSION = "3.1.0"
+DOCUMENT_PATH = "/openapi.json"
+APP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# The ones that answer the platform on the callbacks listener, never an internal caller.
+CALLBACK_ONLY = (
+    errors.BadSign,
+    errors.Replayed,
+    errors.UnknownTrade,
+    errors.ForeignTrade,
+    errors.StatusMismatch,
+    errors.NotFinal,
+    errors.OutboxUnavailable,
+    errors.ConfirmUnavailable,
+    errors.NotReady,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What a served document says of the gateway serving it: taken from its config."""
+
+    server_url: str = "http://127.0.0.1:8080"
+    apps: tuple[str, ...] = ()
+    # False when a caller on a trusted network, or anyone, may call without a token.
+    token_required: bool = True
+    # False when an app has `validation: off`: then only required parameters are checked.
+    values_checked: bool = True
+    max_value_length: int | None = None
+    max_key_length: int | None = None
+    max_params: int | None = None
+    max_header_bytes: int | None = None
+
+
+def build_document(facts: Facts | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the gateway's interface, as JSON-ready data."""
+    facts = facts or Facts()
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "neu-gateway",
+            "version": __version__,
+            "summary": "The SuperApp OpenAPI as internal services call it through neu-gateway.",
+            "description": _INFO,
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": facts.server_url, "description": "this gateway"}],
+        "tags": [
+            {"name": "oauth", "description": "Login codes, accessTokens and the user's profile."},
+            {"name": "pay", "description": "Trades: create, read (or wait for), close."},
+            {"name": "notify", "description": "Notifications to users."},
+            {"name": "activity", "description": "Activity cards on the SuperApp home page."},
+        ],
+        "security": _security(facts),
+        "paths": {endpoint.path: _path_item(endpoint, facts) for endpoint in ENDPOINTS.values()},
+        "components": _components(facts),
+    }
+
+
+_INFO = (
+    "Send the platform's parameters without `appid`, `timestamp` and `sign`: the gateway holds "
+    "each app's secret, signs every call and forwards it. The answer is the platform's own "
+    "envelope (`responseHeader.status`, `responseHeader.msg`, `response`), relayed as it came "
+    "with the platform's HTTP status (200, also when `responseHeader.status` says otherwise). "
+    "What the gateway refuses itself is answered in the same envelope with the HTTP status in "
+    "`responseHeader.status` and a stable `error` code."
+)
+
+# -- operations ---------------------------------------------------------------------------------
+
+_OPERATIONS: dict[str, tuple[str, str, str]] = {
+    # path: (operationId, tag, summary)
+    "/neuopenapi/oauth/mini/accessToken": (
+        "accessToken",
+        "oauth",
+        "Exchange a login code for an accessToken (once per code; repeats get the cached answer)",
+    ),
+    "/neuopenapi/oauth/mini/user/info": (
+        "userInfo",
+        "oauth",
+        "The user's profile, by accessToken or by openId (the cached accessToken put in)",
+    ),
+    "/neuopenapi/pay/transactions/trade": ("trade", "pay", "Create a trade"),
+    "/neuopenapi/pay/transactions/tradedetail": (
+        "tradeDetail",
+        "pay",
+        "A trade's detail; with wait=N, answered once it leaves processing",
+    ),
+    "/neuopenapi/pay/transactions/tradeclose": ("tradeClose", "pay", "Close a trade"),
+    "/neuopenapi/notify/sendNotify": ("sendNotify", "notify", "Push a notification to users"),
+    "/neuopenapi/activity/sendActivity": (
+        "sendActivity",
+        "activity",
+        "Put an activity card on users' SuperApp home page",
+    ),
+}
+
+_RESULTS = {
+    "/neuopenapi/oauth/mini/accessToken": "AccessToken",
+    "/neuopenapi/oauth/mini/user/info": "UserInfo",
+    "/neuopenapi/pay/transactions/trade": "Trade",
+    "/neuopenapi/pay/transactions/tradedetail": "TradeDetail",
+}
+
+
+def _path_item(endpoint: Endpoint, facts: Facts) -> dict[str, Any]:
+    operation_id, tag, summary = _OPERATIONS[endpoint.path]
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": _operation_description(endpoint),
+        "parameters": [{"$ref": "#/components/parameters/App"}, *_common_parameters()],
+        "responses": _responses(endpoint),
+    }
+    if endpoint.method == "GET":
+        fields = endpoint_fields(endpoint, _bounds(facts))
+        operation["parameters"] += [
+            {"name": name, "in": "query", "required": name in fields.required, "schema": schema}
+            for name, schema in fields.text.items()
+        ]
+    else:
+        bounds = _bounds(facts)
+        operation["requestBody"] = _request_body(endpoint_fields(endpoint, bounds), bounds)
+    links = _LINKS.get(endpoint.path)
+    if links:
+        operation["responses"]["200"]["links"] = links
+    return {endpoint.method.lower(): operation}
+
+
+def _operation_description(endpoint: Endpoint) -> str:
+    lines = []
+    if endpoint.method == "GET":
+        lines.append(
+            "The parameters go in the query; the request line, with the headers, must fit in "
+            "limits.max_header_bytes (else 431)."
+        )
+    if endpoint.method == "POST":
+        lines.append(
+            "The parameters go as a form, as JSON (numbers keep their literal text when signed) "
+            "or as multipart/form-data, where file parts are forwarded byte for byte and never "
+            "signed. A repeated form key is one comma-joined value."
+        )
+    if endpoint.extra is Extra.EXCHANGE:
+        lines.append(
+            "Each login code is exchanged once: the same code again gets the cached answer "
+            f"(`{CACHE_HEADER}: hit`), and concurrent exchanges of one code share one call "
+            f"(`{CACHE_HEADER}: shared`). The accessToken is kept until it expires, for "
+            "`user/info` by `openId`."
+        )
+    if endpoint.extra is Extra.USER_BY_OPEN_ID:
+        lines.append(
+            "Send `accessToken`, or `openId` instead: the gateway puts in the accessToken it "
+            "cached when that user's code was exchanged (401 `token_required` when it has none)."
+        )
+    if endpoint.extra is Extra.TRADE_WAIT:
+        lines.append(
+            f"With `wait=N` (1 to {MAX_WAIT_S} s), the answer comes once the trade leaves "
+            f"processing, or after N seconds (`{WAIT_HEADER}: done` or `timeout`)."
+        )
+    return "\n\n".join(lines)
+
+
+def _common_parameters() -> list[dict[str, Any]]:
+    return [
+        {"$ref": "#/components/parameters/RequestId"},
+        {"$ref": "#/components/parameters/Traceparent"},
+    ]
+
+
+def _bounds(facts: Facts) -> Bounds:
+    return Bounds(
+        max_value_length=facts.max_value_length,
+        max_key_length=facts.max_key_length,
+        max_params=facts.max_params,
+        values_checked=facts.values_checked,
+    )
+
+
+def _request_body(fields: Fields, bounds: Bounds) -> dict[str, Any]:
+    return {
+        "required": bool(fields.required),
+        "content": {
+            FORM: {"schema": body_schema(fields, bounds, FORM)},
+            JSON: {"schema": body_schema(fields, bounds, JSON)},
+            MULTIPART: {"schema": body_schema(fields, bounds, MULTIPART)},
+        },
+    }
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+def _responses(endpoint: Endpoint) -> dict[str, Any]:
+    result = _RESULTS.get(endpoint.path)
+    success_headers: dict[str, Any] = {
+        REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"},
+        ATTEMPTS_HEADER: {"$ref": "#/components/headers/Attempts"},
+        SIGN_REJECTED_HEADER: {"$ref": "#/components/headers/SignRejected"},
+    }
+    if endpoint.extra in (Extra.EXCHANGE, Extra.USER_BY_OPEN_ID):
+        success_headers[CACHE_HEADER] = {"$ref": "#/components/headers/Cache"}
+    if endpoint.extra is Extra.TRADE_WAIT:
+        success_headers[WAIT_HEADER] = {"$ref": "#/components/headers/Wait"}
+    response_schema: dict[str, Any] = (
+        {"anyOf": [{"type": "null"}, {"$ref": f"#/components/schemas/{result}"}]} if result else {}
+    )
+    responses: dict[str, Any] = {
+        "200": {
+            "description": (
+                "The platform's answer, relayed as it came: `responseHeader.status` is the "
+                "platform's verdict, and `response` its result (null when it refused)."
+            ),
+            "headers": success_headers,
+            "content": {
+                JSON: {
+                    "schema": {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/Envelope"},
+                            {"properties": {"response": response_schema}},
+                        ]
+                    }
+                }
+            },
+        }
+    }
+    for status in sorted(_caller_errors()):
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
+    return responses
+
+
+def _caller_errors() -> dict[int, list[type[errors.GatewayError]]]:
+    """Each HTTP status the gateway answers an internal caller with itself -> its errors."""
+    by_status: dict[int, list[type[errors.GatewayError]]] = defaultdict(list)
+    for error in _subclasses(errors.GatewayError):
+        if not issubclass(error, CALLBACK_ONLY):
+            by_status[error.status].append(error)
+    return by_status
+
+
+def _subclasses(base: type[errors.GatewayError]) -> list[type[errors.GatewayError]]:
+    found = []
+    for sub in base.__subclasses__():
+        found.append(sub)
+        found += _subclasses(sub)
+    return found
+
+
+# Values the next call takes from this answer: the mini app's story as OpenAPI links.
+_LINKS: dict[str, dict[str, Any]] = {
+    "/neuopenapi/oauth/mini/accessToken": {
+        "UserInfoByAccessToken": {
+            "operationId": "userInfo",
+            "parameters": {"accessToken": "$response.body#/response/accessToken"},
+            "description": "The profile of the user who logged in, with the new accessToken.",
+        },
+    },
+    "/neuopenapi/oauth/mini/user/info": {
+        "UserInfoByOpenId": {
+            "operationId": "userInfo",
+            "parameters": {"openId": "$response.body#/response/openId"},
+            "description": "The same profile again by openId: the gateway puts its cached "
+            "accessToken in.",
+        },
+    },
+    "/neuopenapi/pay/transactions/trade": {
+        "TradeDetail": {
+            "operationId": "tradeDetail",
+            "parameters": {"tradeNo": "$response.body#/response/tradeNo"},
+            "description": "The new trade's detail.",
+        },
+        "TradeClose": {
+            "operationId": "tradeClose",
+            "requestBody": {"tradeNo": "$response.body#/response/tradeNo"},
+            "description": "Close the new trade.",
+        },
+    },
+    "/neuopenapi/pay/transactions/tradedetail": {
+        "TradeCloseAfterDetail": {
+            "operationId": "tradeClose",
+            "requestBody": {"tradeNo": "$response.body#/response/tradeNo"},
+            "description": "Close the trade just read.",
+        },
+    },
+}
+
+
+# -- components ---------------------------------------------------------------------------------
+
+
+def _security(facts: Facts) -> list[dict[str, list[str]]]:
+    # An empty requirement: a caller on a trusted network (or anyone, when allowed) needs none.
+    return [{"callerToken": []}] if facts.token_required else [{"callerToken": []}, {}]
+
+
+def _components(facts: Facts) -> dict[str, Any]:
+    app_schema: dict[str, Any] = (
+        {"type": "string", "enum": list(facts.apps)}
+        if facts.apps
+        else {"type": "string", "pattern": APP_NAME_PATTERN}
+    )
+    return {
+        "securitySchemes": {
+            "callerToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The caller's token from `callers` in gateway.yaml.",
+            }
+        },
+        "parameters": {
+            "App": {
+                "name": APP_HEADER,
+                "in": "header",
+                "required": False,
+                "schema": app_schema,
+                "description": (
+                    "Which app to sign for: needed when several apps are configured and none "
+                    "is `default_app`, and the caller may use more than one."
+                ),
+            },
+            "RequestId": {
+                "name": REQUEST_ID_HEADER,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": (
+                    "Your id for this request (letters, digits and `._:-`, up to 128); the "
+                    "gateway makes one instead of one it cannot use."
+                ),
+            },
+            "Traceparent": {
+                "name": TRACEPARENT_HEADER,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": (
+                    "W3C Trace Context: passed on upstream and logged; a malformed one is "
+                    "replaced by a trace the gateway starts, as the standard says."
+                ),
+            },
+        },
+        "headers": {
+            "RequestId": {
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "The request's id: in the access log, and sent upstream.",
+            },
+            "Attempts": {
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "description": "How many times the gateway sent the call (when more than once).",
+            },
+            "SignRejected": {
+                "schema": {"type": "string", "enum": ["1"]},
+                "description": (
+                    "The platform refused the gateway's sign: the secret configured for the app "
+                    "is wrong, not your request."
+                ),
+            },
+            "Cache": {
+                "schema": {"type": "string", "enum": ["hit", "miss", "shared"]},
+                "description": "Whether the answer came from the token cache.",
+            },
+            "Wait": {
+                "schema": {"type": "string", "enum": ["done", "timeout"]},
+                "description": "With wait=N: whether the trade left processing in time.",
+            },
+            "RetryAfter": {
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "description": "Seconds to wait before trying again.",
+            },
+        },
+        "schemas": {
+            "Envelope": _ENVELOPE,
+            "GatewayError": _GATEWAY_ERROR,
+            **_RESULT_SCHEMAS,
+        },
+        "responses": {
+            f"Error{status}": _error_response(status, found)
+            for status, found in sorted(_caller_errors().items())
+        },
+    }
+
+
+_ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "description": "The platform's answer shape, which the gateway's own answers share.",
+    "required": ["responseHeader"],
+    "properties": {
+        "responseHeader": {
+            "type": "object",
+            "required": ["status", "msg"],
+            "properties": {
+                "status": {"type": "integer"},
+                "msg": {"type": ["string", "null"]},
+            },
+        },
+        "response": {},
+    },
+}
+
+_GATEWAY_ERROR: dict[str, Any] = {
+    "allOf": [{"$ref": "#/components/schemas/Envelope"}],
+    "type": "object",
+    "required": ["responseHeader", "error"],
+    "properties": {
+        "response": {"type": "null"},
+        "error": {"type": "string", "description": "A stable, machine-readable code."},
+    },
+}
+
+
+def _error_response(status: int, found: list[type[errors.GatewayError]]) -> dict[str, Any]:
+    codes = sorted({error.code for error in found})
+    headers: dict[str, Any] = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
+    if status in (429, 503):
+        headers[RETRY_AFTER] = {"$ref": "#/components/headers/RetryAfter"}
+    lines = [f"- `{error.code}`: {error.__doc__ or error.message}" for error in found]
+    return {
+        "description": "The gateway's own refusal:\n\n" + "\n".join(sorted(set(lines))),
+        "headers": headers,
+        "content": {
+            JSON: {
+                "schema": {
+                    "allOf": [{"$ref": "#/components/schemas/GatewayError"}],
+                    "properties": {
+                        "responseHeader": {"properties": {"status": {"const": status}}},
+                        "error": {"enum": codes},
+                    },
+                }
+            }
+        },
+    }
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+_RESULT_SCHEMAS: dict[str, Any] = {
+    "AccessToken": {
+        "type": "object",
+        "properties": {
+            "accessToken": {"type": "string", "description": "The user's accessToken (a JWT)."},
+            "expire": {"type": "integer", "description": "Seconds until it expires."},
+            "tokenType": {"type": "string", "examples": ["bearer"]},
+            "openId": _nullable("string"),
+        },
+    },
+    "UserInfo": {
+        "type": "object",
+        "properties": {
+            name: _nullable("string")
+            for name in ("openId", "nickName", "avatar", "email", "country", "phone", "unionId")
+        },
+    },
+    "Trade": {
+        "type": "object",
+        "properties": {"outTradeNo": {"type": "string"}, "tradeNo": {"type": "string"}},
+    },
+    "TradeDetail": {
+        "type": "object",
+        "properties": {
+            "tradeNo": {"type": "string"},
+            "outTradeNo": {"type": "string"},
+            "amount": {"type": "integer", "description": "In cents."},
+            "currency": {"type": "string"},
+            "openId": {"type": "string"},
+            "transactionStatus": {
+                "type": "integer",
+                "description": (
+                    "1 processing, 2 succeeded, 3 failed, 4 expired, 5 canceled, 6 closed."
+                ),
+            },
+        },
+    },
+}
