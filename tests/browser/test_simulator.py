@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 Client = TestClient[Any, Any]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
-# Set by scripts/screenshot: where the desktop screenshot goes for the README.
+# Set by scripts/screenshot: where the desktop screenshot goes for docs/sandbox.md.
 SCREENSHOT_ENV = "NEU_SIMULATOR_SCREENSHOT"
 
 

@@ -1,4 +1,5 @@
-"""The README's curl examples, run as a reader runs them, against the gateway and its sandbox."""
+"""The curl examples of the README and of docs/calling.md, run as a reader runs them, against
+the gateway and its sandbox."""
 
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ from typing import Any
 
 import pytest
 
+from tests.docs.pages import REPO, page, section
 from tests.support.processes import StartGateway, run_command, write_config
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-README = (REPO / "README.md").read_text()
 
 
-def shell_block(after_heading: str) -> str:
-    """The first ```sh block under the heading."""
-    section = README[README.index(f"\n## {after_heading}\n") :]
-    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+def shell_block(name: str, after_heading: str) -> str:
+    """The first ```sh block under the heading of the page."""
+    match = re.search(r"```sh\n(.*?)```", section(page(name), after_heading), re.DOTALL)
     assert match is not None, after_heading
     return match.group(1)
 
@@ -37,8 +36,8 @@ async def test_the_walk_through_and_the_examples_succeed_against_the_sandbox(
     tmp_path: Path, start_gateway: StartGateway
 ) -> None:
     gateway = await start_gateway(write_config(tmp_path))
-    script = shell_block("Try it: a mini app's life, with curl") + shell_block(
-        "Calling the platform through the gateway"
+    script = shell_block("README.md", "## Try it: a mini app's life, with curl") + shell_block(
+        "calling.md", "# Calling the platform through the gateway"
     )
     # The reader's addresses are the test's; nothing is sent beyond loopback.
     script = re.sub(r"(?m)^GW=.*$", f"GW={gateway.url}; SB={gateway.sandbox_url}", script)
