@@ -178,7 +178,7 @@ class AppConfig(_Model):
     @field_validator("validation", mode="before")
     @classmethod
     def _doc_or_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads the README's unquoted `validation: off` as false (and `on` as true),
+        # YAML 1.1 reads the docs' unquoted `validation: off` as false (and `on` as true),
         # so the booleans say what the words they came from mean.
         if isinstance(value, bool):
             return "doc" if value else "off"
