@@ -172,7 +172,7 @@ def parser_of_commands() -> argparse.ArgumentParser:
         help="run the platform emulator alone",
         description=(
             "Run the SuperApp platform emulator on its own, for clients that sign their own "
-            "requests. Its controls are under /sandbox/ (see the README)."
+            "requests. Its controls are under /sandbox/ (see docs/sandbox.md)."
         ),
     )
     emulator.add_argument(

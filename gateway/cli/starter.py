@@ -25,8 +25,9 @@ FILES = (
 # Its first line points editors at the schema `init` writes beside it.
 STARTER_CONFIG = modeline(SCHEMA_FILE.name) + Template("""\
 # neu-gateway configuration, written by `neu-gateway init`. Every option is described in
-# README.md ("Config reference"). Put in your appid and the platform's domain, write the
-# files it names (/run/secrets/myapp, /run/secrets/orders-token; mode 0600), then:
+# docs/configuration.md, the configuration reference (and in gateway.schema.json, beside this
+# file). Put in your appid and the platform's domain, write the files it names
+# (/run/secrets/myapp, /run/secrets/orders-token; mode 0600), then:
 #   neu-gateway check-config -c gateway.yaml
 #   neu-gateway serve -c gateway.yaml
 
@@ -62,7 +63,7 @@ callers:
 # Requests from these networks need no token (the backend beside a sidecar, say):
 # trusted_networks: [127.0.0.1/32]
 
-# Payment callbacks (README, "Payment callbacks"): the platform POSTs each payment's outcome
+# Payment callbacks (docs/callbacks.md): the platform POSTs each payment's outcome
 # to the trade's notifyUrl; make it https://<public name of this listener>/callbacks/myapp/pay.
 # The gateway verifies it, confirms it with tradedetail and delivers it once to deliver_to.
 # callbacks:

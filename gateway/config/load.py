@@ -343,7 +343,7 @@ def _describe(error: Any) -> str:
 
 
 def _did_you_mean(location: tuple[str | int, ...]) -> str:
-    """A close allowed key of the section holding the unknown one, or the README to check."""
+    """A close allowed key of the section holding the unknown one, or the page to check."""
     section: Any = FileConfig
     for part in location[:-1]:
         section = _member(section, part)
@@ -351,7 +351,7 @@ def _did_you_mean(location: tuple[str | int, ...]) -> str:
     close = difflib.get_close_matches(str(location[-1]), allowed, n=1)
     if close:
         return f"; did you mean `{close[0]}`?"
-    return " (check the spelling against the README's config reference)"
+    return " (check the spelling against the configuration reference, docs/configuration.md)"
 
 
 def _member(annotation: Any, part: str | int) -> Any:

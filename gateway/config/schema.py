@@ -62,8 +62,12 @@ class ListenConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     """Port to listen on; 0 picks a free one (the log says which)."""
     backlog: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_BACKLOG
-    """Connections the kernel holds until the gateway accepts them; give at least the callers that
-    may connect at once (the kernel caps it at net.core.somaxconn)."""
+    """Connections the kernel holds until the gateway accepts them. Callers who connect past it
+    have their handshake dropped and retry after a second or more, so give at least the callers
+    that may connect at once. With `workers`, each worker's listener has a backlog of its own,
+    and the kernel hands each new connection to one of them. The kernel caps it at
+    net.core.somaxconn (4096 on current kernels); `serve` warns at start of a backlog above
+    that."""
 
     @property
     def is_loopback(self) -> bool:
@@ -160,9 +164,11 @@ class AppConfig(_Model):
     proxy: str | None = None
     """The app's own proxy, instead of the top-level `proxy`: a URL, `env`, or `direct` (none)."""
     validation: Literal["doc", "off"] = "doc"
-    """`doc`: parameters are checked against the doc's lists of values; `off`: only that required
-    parameters are there. Unquoted, YAML reads off/no/false as false (meaning off) and
-    on/yes/true as true (meaning doc)."""
+    """`doc`: parameters are checked against the doc's tables (types, lists of values such as
+    languages, scopes and currencies, one value where the doc takes one); `off`: only that
+    required parameters are there, for when the platform accepts more than the doc says.
+    Unquoted, YAML reads off/no/false as false (meaning off) and on/yes/true as true (meaning
+    doc); any other value is refused, naming doc and off."""
 
     @field_validator("proxy")
     @classmethod
@@ -172,7 +178,7 @@ class AppConfig(_Model):
     @field_validator("validation", mode="before")
     @classmethod
     def _doc_or_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads the README's unquoted `validation: off` as false (and `on` as true),
+        # YAML 1.1 reads the docs' unquoted `validation: off` as false (and `on` as true),
         # so the booleans say what the words they came from mean.
         if isinstance(value, bool):
             return "doc" if value else "off"
@@ -217,7 +223,11 @@ class AppConfig(_Model):
 
 class PoolConfig(_Model):
     max_connections: Annotated[int, Field(ge=0, le=100_000)] = 512
-    """Connections to the platform, all apps together, in each of the two pools; 0: no cap."""
+    """Connections to the platform, in each process, in each of the two pools: the lean client's
+    (direct calls), one cap per TLS setting, and aiohttp's (calls through a proxy, and uploads),
+    one per TLS setting and proxy. Apps that share a TLS setting share its cap; an app that
+    uploads as well as calling directly may hold up to twice this. 0: no cap. Kept until a
+    restart."""
     keepalive_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """Seconds an idle connection to the platform is kept."""
 
@@ -316,7 +326,9 @@ class LimitsConfig(_Model):
     """Characters in a parameter value."""
     max_header_bytes: Annotated[int, Field(ge=1024, le=65536)] = 16384
     """Bytes of request headers, and the most the request line or any one header may take; more gets
-    431."""
+    431, counted as the bytes arrive (a whole header block may take twice this plus 1 KiB). Also
+    the most a chunk-size line with its extensions may take, and half what a chunked body's
+    trailers may take (more gets 400). Kept until a restart."""
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """Seconds for a request's line and headers to arrive; then 408 and the connection is closed."""
     body_idle_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
@@ -326,9 +338,15 @@ class LimitsConfig(_Model):
     # many bytes (0: no minimum). See gateway/http/bodies.py for why a rate, not a deadline.
     min_body_rate_bytes_per_s: Annotated[int, Field(ge=0, le=1 << 30)] = 4096
     """The slowest pace a body may arrive at once body_rate_grace_s has passed: each further second
-    of waiting must bring this many bytes (0: no minimum); below it, 408."""
+    of waiting must have brought this many bytes, counted over the whole body, so a slow start
+    can be made up for and a fast one buys only the time its bytes pay for. Only time spent
+    waiting for the client counts. Below it, 408 body_timeout and the connection is closed.
+    0: no minimum. A 100 MB upload at 1 Mbit/s arrives at 30 times the default pace."""
     body_rate_grace_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    """Seconds of waiting on a body before its pace (min_body_rate_bytes_per_s) is asked for."""
+    """Seconds of waiting on a body before its pace (min_body_rate_bytes_per_s) is asked for: any
+    body may take this long, and one that stalls before its bytes have paid for the wait (a
+    client that sends its headers and then nothing) is cut off here, before
+    body_idle_timeout_s."""
     keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 75.0
     """Seconds an idle kept-alive connection stays open."""
     max_connections: Annotated[int, Field(gt=0, le=1_000_000)] = 1024
@@ -382,8 +400,11 @@ class CallerConfig(_Model):
     """Environment variable holding the caller's bearer token (16 characters or more); kept until a
     restart. One of token_env or token_file."""
     token_file: Path | None = None
-    """File holding the caller's bearer token (16 characters or more); watched as a secret_file is.
-    One of token_env or token_file."""
+    """File holding the caller's bearer token (16 characters or more, one token per caller).
+    Watched as a secret_file is (secrets.watch_s): a new token written there, in place or by a
+    rename or a symlink flip, is taken without a restart; an empty or unreadable file, or one
+    with a token too short or another caller's, is refused with a warning and the token in force
+    kept. One of token_env or token_file."""
     apps: Annotated[list[str], Field(min_length=1)]
     """The apps (names under `apps`) the caller may use."""
     allow: Annotated[list[str], Field(min_length=1)]
@@ -518,8 +539,9 @@ class SandboxConfig(_Model):
     notify_backoff_s: Annotated[float, Field(ge=0)] = 1.0
     """Seconds before the second callback attempt, doubling after."""
     allowed_backend_hosts: list[str] = []
-    """Bare host names or IP addresses besides loopback that the simulator's open-mini-app may POST
-    a login code to."""
+    """Host names or IP addresses (bare: no scheme, port, path or wildcard) besides loopback that
+    the simulator's Open mini app may POST a login code to (its backend_url). Any other host is
+    refused, so nothing that reaches the sandbox can make it send requests elsewhere."""
 
     @field_validator("allowed_backend_hosts")
     @classmethod
@@ -540,11 +562,12 @@ READY_BACKENDS = ("cache", "outbox")
 
 
 class AdminConfig(_Model):
-    """/healthz, /readyz and /metrics: on the main listener unless given one of their own."""
+    """/healthz, /readyz, /metrics, /openapi.json and /docs: on the main listener unless given one
+    of their own."""
 
     listen: ListenConfig | None = None
-    """A listener of its own for /healthz, /readyz and /metrics (then not on `listen`); it asks no
-    caller token."""
+    """A listener of its own for /healthz, /readyz, /metrics, /openapi.json and /docs (then not on
+    `listen`); it asks no caller token."""
     # By default only this process's own state counts, so one Redis down does not take every
     # replica out of the Service at once.
     ready_requires: list[str] = []
@@ -585,8 +608,11 @@ class SecretsConfig(_Model):
     """How the secret and token files (apps' secret_file, callers' token_file) are watched."""
 
     watch_s: Annotated[float, Field(ge=0, le=MAX_WATCH_S, allow_inf_nan=False)] = 5.0
-    """Seconds between two readings of every secret_file and token_file; a changed one is put in
-    force without a signal. 0: not watched (a reload still reads them); else 0.1 to 3600."""
+    """Seconds between two readings of every secret_file and token_file: one whose content changed
+    (written in place, or swapped by a rename or a symlink flip, as Kubernetes updates a mounted
+    Secret) is put in force without a signal; an empty or unreadable one is refused with a
+    warning, the value in force kept. 0: not watched (a reload still reads them); else 0.1 to
+    3600. Kept until a restart."""
 
     @field_validator("watch_s", mode="before")
     @classmethod
@@ -635,7 +661,7 @@ class FileConfig(_Model):
     strict_endpoints: bool = False
     """Refuse (404) /neuopenapi/ paths that are not in the platform doc."""
     admin: AdminConfig = AdminConfig()
-    """/healthz, /readyz and /metrics."""
+    """/healthz, /readyz, /metrics, /openapi.json and /docs."""
     logging: LoggingConfig = LoggingConfig()
     """The logs' format."""
     shutdown: ShutdownConfig = ShutdownConfig()

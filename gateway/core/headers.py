@@ -1,5 +1,5 @@
 """The headers the gateway reads or sets itself, named once: the code, the OpenAPI document
-and the README's table all take them from here."""
+and docs/calling.md's table all take them from here."""
 
 from __future__ import annotations
 

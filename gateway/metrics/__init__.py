@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics: one registry per application, names fixed by the README.
+"""The gateway's Prometheus metrics: one registry per application, names fixed by the docs' table.
 
 Every label value is bounded: routes are the documented endpoint paths or `other`, apps and
 callers are names from the config (or `none`), statuses are numbers or a few fixed words. A

@@ -1,5 +1,5 @@
 """The gateway's series (`Metrics`): their names, help and labels, what feeds each, and their
-exposition, one registry per application (names fixed by the README)."""
+exposition, one registry per application (names fixed by docs/operating.md, "Metrics")."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ DEMO_APP_YAML = "apps:\n  demo:\n    appid: a\n    secret: s\n    upstream: sand
 @pytest.mark.parametrize(
     ("written", "validation"),
     [
-        pytest.param("off", "off", id="off unquoted, as the README writes it"),
+        pytest.param("off", "off", id="off unquoted, as the docs write it"),
         pytest.param("Off", "off", id="Off unquoted"),
         pytest.param("no", "off", id="no unquoted"),
         pytest.param("false", "off", id="false"),
@@ -290,7 +290,8 @@ def test_a_yaml_error_keeps_pyyamls_reason_but_never_the_line(
         ),
         pytest.param(
             {"apps": {"demo": app()}, "limits": {"zzz": 1}},
-            "limits.zzz: unknown option (check the spelling against the README's config reference)",
+            "limits.zzz: unknown option (check the spelling against the configuration reference, "
+            "docs/configuration.md)",
             id="nothing close",
         ),
     ],
