@@ -123,7 +123,11 @@ def contract_routes(config_now: Callable[[], Config], for_callers: bool) -> list
             raise web.HTTPNotFound()
         return web.FileResponse(
             ASSETS_DIR / name,
-            headers={"Content-Type": ASSETS[name], "Cache-Control": "max-age=86400"},
+            headers={
+                "Content-Type": ASSETS[name],
+                "Cache-Control": "max-age=86400",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     return [

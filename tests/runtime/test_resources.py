@@ -147,11 +147,15 @@ async def test_the_admin_endpoints_move_to_their_own_listener(
     with caplog.at_level(logging.INFO, "neu_gateway"):
         client = await aiohttp_client(guarded(create_app(config)))
     [said] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("admin ")]
-    found = re.fullmatch(r"admin listening on (http://\S+) \(/healthz, /readyz, /metrics\)", said)
+    found = re.fullmatch(
+        r"admin listening on (http://\S+) \(/healthz, /readyz, /metrics, /openapi.json, /docs\)",
+        said,
+    )
     assert found, said
-    assert (await client.get("/healthz")).status == 404
+    for moved in ("/healthz", "/openapi.json", "/docs"):
+        assert (await client.get(moved)).status == 404, moved
     async with aiohttp.ClientSession() as session:
-        for path in ("/healthz", "/readyz", "/metrics"):
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
             async with session.get(found[1] + path) as response:
                 assert response.status == 200, path
 
