@@ -21,6 +21,9 @@ from tests.support.paths import ECHO
 from tests.support.processes import StartGateway, write_config
 from tests.support.scripted_server import read_request, upstream
 
+# Every gateway here is started and watched on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 CALLERS = 8
 MAX_RESPONSE_BYTES = 1 << 20
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
