@@ -4,6 +4,11 @@ Each test starts `neu-gateway serve` with the embedded sandbox and the callbacks
 sends hostile input from raw sockets, and checks three things: the answer (a 4xx envelope,
 or the connection closed), the process's peak memory (VmHWM in /proc), and that both
 listeners kept answering within a second while the abuse went on.
+
+A gateway takes over a second to start, so the tests of a module that need no settings of
+their own share one (`target`): each test measures from its own start (the peak memory is
+reset as the abuse begins, the log is read from the test's first line), and the module's
+tests run on one event loop, the one its process is watched from.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from yarl import URL
 
 from tests.support.paths import TOKEN, TRADE
-from tests.support.processes import GatewayProcess, StartGateway, write_config
+from tests.support.processes import GatewayProcess, StartCommand, command_starter, write_config
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,6 +41,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.alone)
+            marker = item.get_closest_marker("asyncio")
+            if marker is None or marker.kwargs.get("loop_scope") != "module":
+                # The processes are started and watched on the module's loop (start_command
+                # below): a test on a loop of its own would wait on them forever.
+                raise pytest.UsageError(
+                    f"{item.nodeid}: its module needs "
+                    'pytestmark = pytest.mark.asyncio(loop_scope="module")'
+                )
 
 
 LIVENESS_BOUND_S = 1.0
@@ -63,6 +77,8 @@ class Target:
     url: str
     callbacks_url: str
     sandbox_url: str
+    # The first line of the log that is the current test's (the process may be shared).
+    mark: int = 0
 
     @property
     def pid(self) -> int:
@@ -86,12 +102,19 @@ class Target:
         assert match is not None, status
         return int(match.group(1))
 
+    def reset_peak_memory(self) -> None:
+        """Brings the peak (VmHWM) down to the memory in use now (VmRSS): an earlier test's
+        peak in a shared process would hide this one's growth below it."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
     @asynccontextmanager
     async def under_abuse(
         self, max_growth_mb: float, liveness_bound_s: float = LIVENESS_BOUND_S
     ) -> AsyncIterator[Liveness]:
         """Probes both listeners throughout; afterwards, checks they kept answering (each
-        within liveness_bound_s) and that the peak memory grew by at most max_growth_mb."""
+        within liveness_bound_s) and that the peak memory grew by at most max_growth_mb over
+        the memory in use as the abuse began."""
+        self.reset_peak_memory()
         before = self.memory_kb()
         async with Liveness([f"{self.url}/healthz", f"{self.callbacks_url}/healthz"]) as probe:
             yield probe
@@ -217,36 +240,107 @@ def assert_refused(answer: Answer | None, status: int, code: str) -> None:
 StartTarget = Callable[..., Awaitable[Target]]
 
 
-@pytest.fixture
-def start_target(start_gateway: StartGateway, tmp_path: Path) -> StartTarget:
+async def launch(
+    start: StartCommand,
+    directory: Path,
+    env: dict[str, str] | None = None,
+    limits: dict[str, float] | None = None,
+    **extra: str,
+) -> Target:
     """Starts a gateway with short timeouts, the embedded sandbox and the callbacks listener."""
+    chosen = {
+        "header_timeout_s": HEADER_TIMEOUT_S,
+        "body_idle_timeout_s": BODY_IDLE_TIMEOUT_S,
+        "max_connections": MAX_CONNECTIONS,
+        **(limits or {}),
+    }
+    settings = {
+        "limits": "{" + ", ".join(f"{key}: {value}" for key, value in chosen.items()) + "}",
+        "callbacks": f"{{listen: {{port: 0}}, store: 'sqlite:///{directory}/outbox.db'}}",
+        **extra,
+    }
+    config = write_config(directory, app_callbacks="{verify_sign: true}", **settings)
+    process = await start("serve", "-c", str(config), env=env)
+    match = _CALLBACKS.search(process.log)
+    assert match is not None, process.log
+    return Target(process, process.url, match.group(1), process.sandbox_url)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def start_command() -> AsyncIterator[StartCommand]:
+    """As tests.support.processes's, on the module's loop (where the shared target runs)."""
+    async with command_starter() as start:
+        yield start
+
+
+@pytest.fixture
+def start_target(start_command: StartCommand, tmp_path: Path) -> StartTarget:
+    """Starts a gateway of the test's own (launch), stopped after the test."""
 
     async def start(
         env: dict[str, str] | None = None, limits: dict[str, float] | None = None, **extra: str
     ) -> Target:
-        chosen = {
-            "header_timeout_s": HEADER_TIMEOUT_S,
-            "body_idle_timeout_s": BODY_IDLE_TIMEOUT_S,
-            "max_connections": MAX_CONNECTIONS,
-            **(limits or {}),
-        }
-        settings = {
-            "limits": "{" + ", ".join(f"{key}: {value}" for key, value in chosen.items()) + "}",
-            "callbacks": f"{{listen: {{port: 0}}, store: 'sqlite:///{tmp_path}/outbox.db'}}",
-            **extra,
-        }
-        config = write_config(tmp_path, app_callbacks="{verify_sign: true}", **settings)
-        process = await start_gateway(config, env)
-        match = _CALLBACKS.search(process.log)
-        assert match is not None, process.log
-        return Target(process, process.url, match.group(1), process.sandbox_url)
+        return await launch(start_command, tmp_path, env, limits, **extra)
 
     return start
 
 
-@pytest.fixture
-async def target(start_target: StartTarget) -> Target:
-    return await start_target()
+@asynccontextmanager
+async def shared_target(
+    tmp_path_factory: pytest.TempPathFactory, limits: dict[str, float] | None = None
+) -> AsyncIterator[Target]:
+    """A gateway for the tests of a module (launch), stopped after the last of them."""
+    async with command_starter() as start:
+        yield await launch(start, tmp_path_factory.mktemp("gateway"), limits=limits)
+
+
+async def for_this_test(target: Target) -> Target:
+    """The shared gateway, alive, as a fresh one would be: the earlier tests' connections
+    closed and their requests answered (so they take no share of this test's time or
+    connections), with its log read from here on."""
+    assert target.process.process.returncode is None, f"the gateway died:\n{target.process.log}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        try:
+            async with asyncio.timeout(15):
+                # The scrape's own connection is the one open on the gateway's listener.
+                while await open_elsewhere(session, target):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # wait-ok: polls the gateway's counts
+        except TimeoutError:
+            raise AssertionError(
+                f"an earlier test left {await open_elsewhere(session, target)} open"
+            ) from None
+    target.mark = len(target.process.log_lines)
+    return target
+
+
+async def open_elsewhere(session: aiohttp.ClientSession, target: Target) -> dict[str, float]:
+    """The connections open on the gateway's and callbacks' listeners (not counting the
+    scrape's own) and the requests in flight, those that are not zero."""
+    async with session.get(target.url + "/metrics") as response:
+        text = await response.text()
+    counts = {
+        'neu_gateway_connections{listener="egress"}': -1.0,
+        'neu_gateway_connections{listener="callbacks"}': 0.0,
+    }
+    for line in text.splitlines():
+        name, _, count = line.rpartition(" ")
+        if name in counts:
+            counts[name] += float(count)
+        elif name.startswith("neu_gateway_requests_in_flight{"):
+            counts[name] = float(count)
+    return {name: count for name, count in counts.items() if count}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_target(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
+    async with shared_target(tmp_path_factory) as target:
+        yield target
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def target(module_target: Target) -> Target:
+    """A gateway with the default settings, shared by the module's tests (for_this_test)."""
+    return await for_this_test(module_target)
 
 
 async def processing_trade(target: Target) -> str:

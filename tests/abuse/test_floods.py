@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.abuse.conftest import StartTarget, Target
 from tests.support.rawhttp import statuses, until_closed
+
+# The module's tests share a gateway, on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 CALLER_TOKEN = "orders-token-0123456789abcdef"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.abuse.conftest import (
     Answer,
     StartTarget,
@@ -17,6 +19,9 @@ from tests.abuse.conftest import (
 )
 from tests.support.paths import DETAIL
 from tests.support.paths import SANDBOX_ECHO as ECHO
+
+# Every gateway here is started and watched on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ORDERS_TOKEN = "orders-token-0123456789abcdef"

@@ -11,6 +11,9 @@ from tests.abuse.conftest import HEADER_TIMEOUT_S, Target, request_bytes
 from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.rawhttp import statuses, until_closed
 
+# The module's tests share a gateway, on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 HEALTH = request_bytes("GET", "/healthz")
 # What a closed connection may take beyond its timeout: the timer, and this test's own reading.
@@ -104,6 +107,6 @@ async def test_a_malformed_chunked_body_is_no_unhandled_error(target: Target) ->
         assert statuses(await until_closed(target.port, refused)) == [400]
     # Logged after the two above, which log before their connections close.
     assert statuses(await until_closed(target.port, HEALTH + b"BAD\r\n\r\n")) == [200, 400]
-    await target.process.wait_for_log("refused a malformed request")
-    assert "Unhandled exception" not in target.process.log
-    assert "Traceback" not in target.process.log
+    await target.process.wait_for_log("refused a malformed request", since=target.mark)
+    assert "Unhandled exception" not in target.process.log_since(target.mark)
+    assert "Traceback" not in target.process.log_since(target.mark)

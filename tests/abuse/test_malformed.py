@@ -10,6 +10,9 @@ from tests.abuse.conftest import StartTarget, Target, assert_refused, exchange, 
 from tests.support.paths import DETAIL
 from tests.support.paths import SANDBOX_ECHO as ECHO
 
+# The module's tests share a gateway, on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 PAY = "/callbacks/demo/pay"
 MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
 CALLER_TOKEN = "orders-token-0123456789abcdef"
@@ -163,12 +166,19 @@ async def test_a_wait_the_platform_does_not_answer_in_is_a_504(target: Target) -
     ],
 )
 async def test_a_secret_never_travels(target: Target, part: bytes) -> None:
+    calls_before = await sandbox_calls(target)
     body = multipart(text_part(b'name="title"'), part)
     answer = await exchange(target.port, request_bytes("POST", ECHO, body, MULTIPART))
     assert_refused(answer, 400, "secret_param_rejected")
+    assert await sandbox_calls(target) == calls_before
+
+
+async def sandbox_calls(target: Target) -> dict[str, int]:
+    """The calls the sandbox has seen, by path (the module's earlier tests made some)."""
     stats = await exchange(target.sandbox_port, request_bytes("GET", "/sandbox/stats"))
     assert stats is not None
-    assert stats.body["response"]["calls"] == {}
+    calls: dict[str, int] = stats.body["response"]["calls"]
+    return calls
 
 
 async def test_a_field_may_not_pass_as_a_file(target: Target) -> None:
@@ -189,7 +199,7 @@ async def test_log_lines_cannot_be_forged_from_the_network(target: Target, separ
     forged = FORGED.replace(" ", "%20")
     callback = request_bytes("POST", f"/callbacks/demo{separator}{forged}/pay", b"tradeNo=1")
     assert_refused(await exchange(target.callbacks_port, callback), 404, "unknown_app")
-    await target.process.wait_for_log("refused a payment callback for app demo")
+    await target.process.wait_for_log("refused a payment callback for app demo", since=target.mark)
     for line in target.process.log_lines:
         assert not line.startswith(FORGED[:20]), line
         assert not any(ch in line for ch in "\r\x1b\x85\u2028"), line
@@ -207,7 +217,7 @@ async def test_credentials_in_upstream_urls_are_redacted_at_debug(target: Target
     answer = await exchange(target.port, request_bytes("GET", f"{ECHO}?{query}"))
     assert answer is not None
     assert answer.status == 200, answer
-    await target.process.wait_for_log("upstream GET")
+    await target.process.wait_for_log("upstream GET", since=target.mark)
     for value in values.values():
         assert value not in target.process.log
 
@@ -244,9 +254,9 @@ async def test_a_client_that_leaves_mid_body_is_no_error(target: Target) -> None
     await writer.drain()
     writer.transport.abort()
     # Its handler is stopped as it leaves, and the request logged as nginx does.
-    await target.process.wait_for_log("status=499 path=/neuopenapi/sandbox/echo")
-    assert "Traceback" not in target.process.log
-    assert " ERROR " not in target.process.log
+    await target.process.wait_for_log("status=499 path=/neuopenapi/sandbox/echo", since=target.mark)
+    assert "Traceback" not in target.process.log_since(target.mark)
+    assert " ERROR " not in target.process.log_since(target.mark)
 
 
 async def test_a_long_query_reaches_the_platform_and_its_answer_is_json(target: Target) -> None:

@@ -12,6 +12,9 @@ import pytest
 from tests.abuse.conftest import Target, assert_refused, exchange, request_bytes
 from tests.support.paths import SANDBOX_ECHO as ECHO
 
+# The module's tests share a gateway, on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON = {"Content-Type": "application/json"}
 CHUNKED = {"Transfer-Encoding": "chunked"}

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import pytest_asyncio
 
 from tests.abuse.conftest import (
     Answer,
-    StartTarget,
     Target,
     assert_refused,
+    for_this_test,
     read_answer,
     request_bytes,
+    shared_target,
 )
 from tests.support.paths import SANDBOX_ECHO as ECHO
+
+# The module's tests share a gateway, on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PAY = "/callbacks/demo/pay"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -101,9 +107,16 @@ async def exchange_json(port: int, raw: bytes) -> Answer:
     return answer
 
 
-@pytest.fixture
-async def paced(start_target: StartTarget) -> Target:
-    return await start_target(limits=PACED)
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_paced(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
+    async with shared_target(tmp_path_factory, limits=PACED) as target:
+        yield target
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def paced(module_paced: Target) -> Target:
+    """A gateway that cuts slow bodies off by their pace, shared by the module's tests."""
+    return await for_this_test(module_paced)
 
 
 @pytest.mark.parametrize(

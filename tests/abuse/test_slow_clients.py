@@ -27,6 +27,9 @@ from tests.abuse.conftest import (
 from tests.support.paths import DETAIL
 from tests.support.paths import SANDBOX_ECHO as ECHO
 
+# The module's tests share a gateway, on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 PAY = "/callbacks/demo/pay"
 # What a closed connection may take beyond its timeout: the timer, and this test's own reading.
 SLACK_S = 2.0
@@ -459,7 +462,10 @@ async def test_requests_whose_clients_left_let_go_of_what_they_hold(target: Targ
             writer.close()
         # Every one of them was read, and let go of as its client left (logged as 499).
         await target.process.wait_for_count(
-            "route=/neuopenapi/pay/transactions/tradedetail status=499", 300, timeout_s=30
+            "route=/neuopenapi/pay/transactions/tradedetail status=499",
+            300,
+            timeout_s=30,
+            since=target.mark,
         )
 
 

@@ -33,8 +33,10 @@ from tests.support.processes import (
 from tests.support.rawhttp import raw_request
 from tests.support.redis_server import RedisServer
 
-# Deadlines of stops and drains are measured: alone, not beside other tests on the same cores.
-pytestmark = [pytest.mark.e2e, pytest.mark.alone]
+pytestmark = pytest.mark.e2e
+# Deadlines of stops and drains, and a reload under load, are measured: those run alone, not
+# beside other tests on the same cores. The rest count, read logs and answers, and time nothing.
+ALONE = pytest.mark.alone
 
 
 @pytest.fixture
@@ -289,6 +291,7 @@ def signed_echo(secret: str) -> dict[str, str]:
     return fields
 
 
+@ALONE
 async def test_sighup_rotates_the_secret_under_load_without_failing_a_request(
     start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
@@ -394,6 +397,7 @@ async def test_reload_names_what_needs_a_restart(
 # Drain
 
 
+@ALONE
 async def test_sigterm_drains_and_answers_every_request_in_flight(
     start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
@@ -470,6 +474,7 @@ async def test_reload_refuses_a_stale_pid_file(tmp_path: Path) -> None:
         await stranger.wait()
 
 
+@ALONE
 async def test_a_stop_keeps_to_its_deadline_and_to_exit_0_whatever_signals_follow(
     start_gateway: StartGateway, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:

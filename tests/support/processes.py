@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,13 @@ async def neu_gateway(
 def write_config(
     directory: Path, upstream: str = "sandbox", app_callbacks: str | None = None, **extra: str
 ) -> Path:
-    """A gateway.yaml for one demo app; the embedded sandbox (on a free port) by default."""
+    """A gateway.yaml for one demo app; the embedded sandbox (on a free port) by default.
+    `extra` adds top-level settings, or replaces the timeouts and sandbox given here."""
+    settings = {
+        "timeouts": "{connect_s: 2, total_s: 5}",
+        "sandbox": "{listen: {port: 0}, notify_backoff_s: 0.05}",
+        **extra,
+    }
     lines = [
         "listen: {host: 127.0.0.1, port: 0}",
         "apps:",
@@ -64,9 +71,7 @@ def write_config(
         "    secret_env: NEU_SECRET_DEMO",
         f"    upstream: {upstream}",
         *([f"    callbacks: {app_callbacks}"] if app_callbacks else []),
-        "timeouts: {connect_s: 2, total_s: 5}",
-        "sandbox: {listen: {port: 0}, notify_backoff_s: 0.05}",
-        *(f"{key}: {value}" for key, value in extra.items()),
+        *(f"{key}: {value}" for key, value in settings.items()),
     ]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "gateway.yaml"
@@ -88,31 +93,39 @@ class GatewayProcess:
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
-    async def wait_for_count(self, text: str, count: int, timeout_s: float = 10) -> None:
-        """Returns once `text` shows on `count` lines of the log."""
+    def log_since(self, mark: int) -> str:
+        """The log from line `mark` on (a `len(log_lines)` taken earlier)."""
+        return "\n".join(self.log_lines[mark:])
+
+    async def wait_for_count(
+        self, text: str, count: int, timeout_s: float = 10, since: int = 0
+    ) -> None:
+        """Returns once `text` shows on `count` lines of the log (from line `since` on)."""
+
+        def seen() -> int:
+            return sum(text in line for line in self.log_lines[since:])
 
         async def shown() -> None:
             async with self.new_line:
-                await self.new_line.wait_for(
-                    lambda: sum(text in line for line in self.log_lines) >= count
-                )
+                await self.new_line.wait_for(lambda: seen() >= count)
 
         try:
             async with asyncio.timeout(timeout_s):
                 await shown()
         except TimeoutError:
-            seen = sum(text in line for line in self.log_lines)
-            raise AssertionError(f"{text!r} logged {seen} times, not {count}") from None
+            raise AssertionError(f"{text!r} logged {seen()} times, not {count}") from None
 
-    async def wait_for_log(self, text: str, timeout_s: float = 10) -> None:
-        """Returns once `text` shows in the log; each new line wakes the check."""
+    async def wait_for_log(self, text: str, timeout_s: float = 10, since: int = 0) -> None:
+        """Returns once `text` shows in the log (from line `since` on: a process shared by
+        several tests may have logged it for an earlier one); each new line wakes the check."""
 
         async def shown() -> None:
             async with self.new_line:
-                await self.new_line.wait_for(lambda: text in self.log)
+                await self.new_line.wait_for(lambda: text in self.log_since(since))
 
         try:
-            await asyncio.wait_for(shown(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await shown()
         except TimeoutError:
             raise AssertionError(f"{text!r} never logged:\n{self.log}") from None
 
@@ -136,11 +149,11 @@ StartGateway = Callable[..., Awaitable[GatewayProcess]]
 StartCommand = Callable[..., Awaitable[GatewayProcess]]
 
 
-@pytest.fixture
-async def start_command() -> AsyncIterator[StartCommand]:
+@asynccontextmanager
+async def command_starter() -> AsyncIterator[StartCommand]:
     """Starts `python -m gateway --log-level DEBUG ARGS...`; returns once it says it listens.
 
-    The process is stopped with SIGINT at the end of the test (SIGTERM would drain first).
+    The processes are stopped with SIGINT on leaving (SIGTERM would drain first).
     """
     started: list[tuple[GatewayProcess, asyncio.Task[None]]] = []
 
@@ -165,12 +178,21 @@ async def start_command() -> AsyncIterator[StartCommand]:
         gateway.url = await asyncio.wait_for(gateway.listening, STARTUP_TIMEOUT_S)
         return gateway
 
-    yield start
-    for gateway, drain in started:
-        if gateway.process.returncode is None:
-            gateway.process.send_signal(signal.SIGINT)
-            await asyncio.wait_for(gateway.process.wait(), 20)
-        await drain
+    try:
+        yield start
+    finally:
+        for gateway, drain in started:
+            if gateway.process.returncode is None:
+                gateway.process.send_signal(signal.SIGINT)
+                await asyncio.wait_for(gateway.process.wait(), 20)
+            await drain
+
+
+@pytest.fixture
+async def start_command() -> AsyncIterator[StartCommand]:
+    """Starts the gateway's command as a process (command_starter), stopped after the test."""
+    async with command_starter() as start:
+        yield start
 
 
 @pytest.fixture
