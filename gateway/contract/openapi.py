@@ -63,12 +63,8 @@ class Facts:
     apps: tuple[str, ...] = ()
     # False when a caller on a trusted network, or anyone, may call without a token.
     token_required: bool = True
-    # False when an app has `validation: off`: then only required parameters are checked.
-    values_checked: bool = True
-    max_value_length: int | None = None
-    max_key_length: int | None = None
-    max_params: int | None = None
-    max_header_bytes: int | None = None
+    # Its limits, and whether values are checked against the doc.
+    bounds: Bounds = dataclasses.field(default_factory=Bounds)
 
 
 def build_document(facts: Facts | None = None) -> dict[str, Any]:
@@ -152,15 +148,14 @@ def _path_item(endpoint: Endpoint, facts: Facts) -> dict[str, Any]:
         "parameters": [{"$ref": "#/components/parameters/App"}, *_common_parameters()],
         "responses": _responses(endpoint),
     }
+    fields = endpoint_fields(endpoint, facts.bounds)
     if endpoint.method == "GET":
-        fields = endpoint_fields(endpoint, _bounds(facts))
         operation["parameters"] += [
             {"name": name, "in": "query", "required": name in fields.required, "schema": schema}
             for name, schema in fields.text.items()
         ]
     else:
-        bounds = _bounds(facts)
-        operation["requestBody"] = _request_body(endpoint_fields(endpoint, bounds), bounds)
+        operation["requestBody"] = _request_body(fields, facts.bounds)
     links = _LINKS.get(endpoint.path)
     if links:
         operation["responses"]["200"]["links"] = links
@@ -176,9 +171,11 @@ def _operation_description(endpoint: Endpoint) -> str:
         )
     if endpoint.method == "POST":
         lines.append(
-            "The parameters go as a form, as JSON (numbers keep their literal text when signed) "
-            "or as multipart/form-data, where file parts are forwarded byte for byte and never "
-            "signed. A repeated form key is one comma-joined value."
+            "The parameters go as a form, as JSON or as multipart/form-data, where file parts "
+            "are forwarded byte for byte and never signed. In JSON a number stands for its "
+            "literal text, and a whole one for a Long parameter for its whole text (100.0 is "
+            "100). A list parameter (openIds) may repeat its key or be a JSON list; the others "
+            "take one value."
         )
     if endpoint.extra is Extra.EXCHANGE:
         lines.append(
@@ -205,15 +202,6 @@ def _common_parameters() -> list[dict[str, Any]]:
         {"$ref": "#/components/parameters/RequestId"},
         {"$ref": "#/components/parameters/Traceparent"},
     ]
-
-
-def _bounds(facts: Facts) -> Bounds:
-    return Bounds(
-        max_value_length=facts.max_value_length,
-        max_key_length=facts.max_key_length,
-        max_params=facts.max_params,
-        values_checked=facts.values_checked,
-    )
 
 
 def _request_body(fields: Fields, bounds: Bounds) -> dict[str, Any]:

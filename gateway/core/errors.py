@@ -214,8 +214,9 @@ class NotFound(GatewayError):
     status = 404
     code = "not_found"
     message = (
-        "nothing here: the gateway serves /neuopenapi/..., and /healthz, /readyz and /metrics "
-        "unless admin.listen puts them on a port of their own"
+        "nothing here: the gateway serves /neuopenapi/..., its description at /openapi.json "
+        "and /docs, and /healthz, /readyz and /metrics (all but /neuopenapi/ on a port of "
+        "their own when admin.listen is set)"
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config.model import Config
+from gateway.contract.fields import Bounds
 from gateway.contract.openapi import DOCUMENT_PATH, Facts, build_document
 
 DOCS_PATH = "/docs"
@@ -73,11 +74,12 @@ def facts_of(config: Config, server_url: str) -> Facts:
         server_url=server_url,
         apps=tuple(config.apps),
         token_required=bool(config.callers) and not config.trusted_networks,
-        values_checked=all(app.validation == "doc" for app in config.apps.values()),
-        max_value_length=config.limits.max_value_length,
-        max_key_length=config.limits.max_key_length,
-        max_params=config.limits.max_params,
-        max_header_bytes=config.limits.max_header_bytes,
+        bounds=Bounds(
+            max_value_length=config.limits.max_value_length,
+            max_key_length=config.limits.max_key_length,
+            max_params=config.limits.max_params,
+            values_checked=all(app.validation == "doc" for app in config.apps.values()),
+        ),
     )
 
 

@@ -49,8 +49,8 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     "facts",
     [
         Facts(),
-        Facts(apps=("shop", "games"), token_required=False, max_value_length=100),
-        Facts(values_checked=False, max_key_length=10, max_params=5, max_header_bytes=2048),
+        Facts(apps=("shop", "games"), token_required=False, bounds=Bounds(max_value_length=100)),
+        Facts(bounds=Bounds(values_checked=False, max_key_length=10, max_params=5)),
     ],
     ids=["defaults", "two apps, no token needed", "validation off"],
 )
@@ -145,7 +145,7 @@ def test_required_flags_follow_the_tables_and_the_gateways_stand_ins() -> None:
 
 def test_with_validation_off_only_presence_is_described() -> None:
     schema = text_schema(
-        "/neuopenapi/pay/transactions/trade", "currency", Facts(values_checked=False)
+        "/neuopenapi/pay/transactions/trade", "currency", Facts(bounds=Bounds(values_checked=False))
     )
     assert "enum" not in schema
     assert schema["minLength"] == 1
