@@ -19,6 +19,8 @@ code (cli/config_file.py).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from gateway.core.secrets import DEMO_APPID, DEMO_SECRET
 from gateway.runtime import signals
 
 log = logs.logger("neu_gateway")
+# What a shell reports for a command its reader stopped reading: 128 + SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is serve.serve:
         return serve_in_log_format(args)
     logs.configure(args.log_level, args.log_format)
-    return command(args)
+    try:
+        return command(args)
+    except BrokenPipeError:
+        # `neu-gateway openapi | head`: the reader left. Said as a shell command's SIGPIPE,
+        # not as a traceback; stdout goes nowhere so the interpreter's flush at exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def serve_in_log_format(args: argparse.Namespace) -> int:

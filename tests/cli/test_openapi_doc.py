@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,18 @@ def test_a_config_that_does_not_load_is_reported_with_status_2(
     assert ran.status == 2
     assert ran.stdout == ""
     assert "no config file" in ran.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    # `neu-gateway openapi | head`: the document is far larger than a pipe's buffer.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "openapi"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stdout.read(1) == b"{"
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=60)
+    assert stderr == b""
+    assert process.returncode == 141
