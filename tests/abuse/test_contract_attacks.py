@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.abuse.conftest import Target, assert_refused, exchange, request_bytes
+from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.paths import TRADE
 
 # The module's tests share a gateway, on the module's event loop (conftest.py).
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 NOTIFY = "/neuopenapi/notify/sendNotify"
 JSON = {"Content-Type": "application/json"}
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
 
 
 def notify(**values: object) -> bytes:
@@ -55,3 +57,60 @@ async def test_a_json_number_no_long_can_be_is_refused_not_a_500(
         for path, sent in ((NOTIFY, body), (TRADE, trade)):
             answer = await exchange(target.port, request_bytes("POST", path, sent, JSON))
             assert_refused(answer, 400, "validation_failed")
+
+
+def multipart(disposition: bytes) -> bytes:
+    parts = [b'name="ok"', disposition]
+    return (
+        b"".join(b"--b\r\nContent-Disposition: form-data; " + p + b"\r\n\r\nv\r\n" for p in parts)
+        + b"--b--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        pytest.param(b"name*=utf-8''%2Ftitle", id="an encoded leading slash in name*"),
+        pytest.param(b"name*=UTF-8''%5Ctitle", id="an encoded backslash in name*"),
+        pytest.param(b"name*=utf-8''a%5C%22b", id="an encoded escaped quote in name*"),
+        pytest.param(b"name=x; name*=utf-8''%2Ftitle", id="name* beside name"),
+        pytest.param(b"name*0*=utf-8''%2F; name*1=title", id="a continued name*"),
+        pytest.param(
+            b"name=fileData; filename*=utf-8''%2Fetc%2Fpasswd", id="an encoded slash in filename*"
+        ),
+        pytest.param(
+            b"name=fileData; filename*=utf-8''..%5C..%5Cx", id="encoded backslashes in filename*"
+        ),
+    ],
+)
+async def test_an_extended_name_the_receiver_would_read_as_another_is_refused(
+    target: Target, disposition: bytes
+) -> None:
+    # Decoded, these pass the quoted form's check; written again quoted (as the gateway
+    # forwards them), the receiver's parser drops the slash or unescapes the backslash.
+    async with target.under_abuse(max_growth_mb=8):
+        answer = await exchange(
+            target.port, request_bytes("POST", ECHO, multipart(disposition), MULTIPART)
+        )
+        assert_refused(answer, 400, "invalid_multipart")
+
+
+@pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        pytest.param('name="\u2215title"'.encode(), "\u2215title", id="U+2215"),
+        pytest.param('name="\uff0ftitle"'.encode(), "\uff0ftitle", id="U+FF0F"),
+        pytest.param(b'name="a%5Cb"', "a%5Cb", id="a literal %5C"),
+        pytest.param(b"name*=utf-8''a%2Fb", "a/b", id="an inner slash in name*"),
+        pytest.param(b'name="it\'s"', "it's", id="a single quote"),
+    ],
+)
+async def test_a_name_that_only_looks_like_a_slash_reaches_the_platform_as_sent(
+    target: Target, disposition: bytes, name: str
+) -> None:
+    answer = await exchange(
+        target.port, request_bytes("POST", ECHO, multipart(disposition), MULTIPART)
+    )
+    assert answer is not None
+    assert answer.status == 200, answer
+    assert answer.body["response"]["params"][name] == "v"
