@@ -10,6 +10,7 @@ import pytest
 from tests.abuse.conftest import Target, assert_refused, exchange, request_bytes
 from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.paths import TRADE
+from tests.support.platform_double import APPID, SECRET
 
 # The module's tests share a gateway, on the module's event loop (conftest.py).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -114,3 +115,36 @@ async def test_a_name_that_only_looks_like_a_slash_reaches_the_platform_as_sent(
     assert answer is not None
     assert answer.status == 200, answer
     assert answer.body["response"]["params"][name] == "v"
+
+
+async def test_the_served_description_tells_no_secret_and_no_upstream(target: Target) -> None:
+    answer = await exchange(target.port, request_bytes("GET", "/openapi.json"))
+    assert answer is not None
+    assert answer.status == 200, answer
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    text = json.dumps(answer.body)
+    assert answer.body["servers"] == [{"url": "/", "description": "this gateway"}]
+    for secret in (SECRET, APPID, target.sandbox_url, str(target.sandbox_port)):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("target_path", "status"),
+    [
+        ("/docs/%2e%2e/openapi.json", 404),
+        ("/docs/..%2f..%2fpyproject.toml", 404),
+        ("/docs/swagger-ui.css%00", 404),
+        ("/docs/index.html", 404),
+        ("/docs/oauth2-redirect.html", 404),
+        ("/docs//swagger-ui.css", 404),
+        ("/openapi.json/", 404),
+        ("/docs/" + "a" * 300, 404),
+    ],
+)
+async def test_the_docs_serve_their_allowed_files_only(
+    target: Target, target_path: str, status: int
+) -> None:
+    answer = await exchange(target.port, request_bytes("GET", target_path))
+    assert answer is not None
+    assert answer.status == status, answer
