@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
+from gateway.contract.fields import Bounds, endpoint_fields
+from gateway.core.endpoints import ENDPOINTS, validate
+from gateway.core.params import parse_json
 from tests.abuse.conftest import Target, assert_refused, exchange, request_bytes
 from tests.support.paths import SANDBOX_ECHO as ECHO
 from tests.support.paths import TRADE
@@ -148,3 +152,22 @@ async def test_the_docs_serve_their_allowed_files_only(
     answer = await exchange(target.port, request_bytes("GET", target_path))
     assert answer is not None
     assert answer.status == status, answer
+
+
+@pytest.mark.parametrize("items", [[None], [""]], ids=repr)
+async def test_with_validation_off_a_list_of_empty_values_is_not_described_for_a_required_one(
+    items: list[str | None],
+) -> None:
+    # The gateway joins the list to "", which is no value: 400 `amount: required`.
+    bounds = Bounds(values_checked=False)
+    endpoint = ENDPOINTS[TRADE]
+    parsed = dict(parse_json(json.dumps({"amount": items}).encode()))
+    assert "amount: required" in validate(endpoint, parsed, values=False)
+    schema = endpoint_fields(endpoint, bounds).json["amount"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(items, schema)
+    # Two items join with a comma: a value, empty or not.
+    for taken in ([None, "1"], [None, ""]):
+        joined = dict(parse_json(json.dumps({"amount": taken}).encode()))
+        assert "amount: required" not in validate(endpoint, joined, values=False)
+        jsonschema.validate(taken, schema)
