@@ -125,7 +125,11 @@ def json_schema(param: Param, bounds: Bounds) -> dict[str, Any]:
         # Only presence is checked: any scalar, or a list of them.
         schema = _text(bounds, required=param.required)
         schema["type"] = ["string", "number", "boolean", *_null(param)]
-        return {"anyOf": [schema, {"type": "array", "minItems": 1, "items": _any_scalar()}]}
+        array: dict[str, Any] = {"type": "array", "minItems": 1, "items": _any_scalar()}
+        if param.required:
+            # One empty value in a list joins to an empty value: no value (two join to ",").
+            array["not"] = {"maxItems": 1, "items": {"enum": [None, ""]}}
+        return {"anyOf": [schema, array]}
     if param.kind in (Kind.LONG, Kind.POSITIVE_LONG):
         if param.choices:
             return _one_of(

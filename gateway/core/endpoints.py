@@ -178,7 +178,11 @@ def whole_numbers(endpoint: Endpoint, fields: dict[str, str]) -> dict[str, str]:
     for param in endpoint.params:
         value = fields.get(param.name)
         if param.kind in (Kind.LONG, Kind.POSITIVE_LONG) and isinstance(value, JsonNumber):
-            number = Decimal(value)
+            try:
+                number = Decimal(value)
+            except ArithmeticError:
+                # An exponent past what Decimal holds (1e9999999999999999999): no Long.
+                continue
             # adjusted(): the exponent of the leading digit; past 19 digits it cannot pass.
             if number.is_finite() and number.adjusted() < 20 and number == number.to_integral():
                 fields[param.name] = str(int(number))

@@ -208,6 +208,13 @@ def _reason(exc: Exception) -> str:
 _ALTERED_QUOTED_VALUE = re.compile(r'=\s*"[\\/]|=\s*"[^"]*\\')
 
 
+def _altered() -> InvalidMultipart:
+    return InvalidMultipart(
+        "a multipart part's name or filename holds a backslash or starts with a slash: "
+        'send them as browsers do (a " as %22)'
+    )
+
+
 def _checked_part(part: BodyPartReader) -> str:
     """The part's name, once its headers are ones the gateway can forward faithfully."""
     raw = part.headers.get(hdrs.CONTENT_DISPOSITION)
@@ -215,10 +222,7 @@ def _checked_part(part: BodyPartReader) -> str:
     if raw is not None and _ALTERED_QUOTED_VALUE.search(raw):
         # aiohttp's parser unescapes backslashes and drops a quoted value's leading slashes:
         # such a name would reach the platform, and be signed, as another one.
-        raise InvalidMultipart(
-            "a multipart part's name or filename holds a backslash or starts with a slash: "
-            'send them as browsers do (a " as %22)'
-        )
+        raise _altered()
     if disposition != "form-data":
         # RFC 7578 section 4.2: every part of a form is `Content-Disposition: form-data`.
         raise InvalidMultipart("each multipart part needs Content-Disposition: form-data")
@@ -228,6 +232,10 @@ def _checked_part(part: BodyPartReader) -> str:
     for what, text in (("name", name), ("filename", part.filename)):
         if text is not None and not is_unicode(text):
             raise InvalidMultipart(f"a multipart part's {what} is not valid UTF-8")
+        if text is not None and (text.startswith("/") or "\\" in text):
+            # Spelled name*= or filename*= (RFC 5987), they pass the check above decoded; the
+            # gateway writes them quoted, which the receiver's parser alters the same way.
+            raise _altered()
     if not all(is_unicode(value) for value in part.headers.values()):
         # They would be written again when the part is forwarded (its Content-Type).
         raise InvalidMultipart(f"part {quoted_name(name)} has a header that is not valid UTF-8")

@@ -110,7 +110,8 @@ def contract_routes(config_now: Callable[[], Config], for_callers: bool) -> list
         return web.Response(
             body=_document_bytes(facts_of(config, server_url)),
             content_type="application/json",
-            headers={"Cache-Control": "no-cache"},
+            # nosniff: a browser must not run the document as anything else.
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
 
     async def page(request: web.Request) -> web.Response:
