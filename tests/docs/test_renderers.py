@@ -313,6 +313,28 @@ def test_the_hook_fills_each_marker_and_refuses_an_unknown_one(
         generated.on_page_markdown("<!-- generated: nope -->")
 
 
+def test_the_hook_replaces_what_a_marker_holds_for_readers_of_the_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(generated.SECTIONS, "errors", lambda: "THE TABLE")
+    monkeypatch.setitem(generated.SECTIONS, "api", lambda: "THE API")
+    markdown = (
+        "# E\n\n<!-- generated: errors -->\nIn the repository, see the code.\n"
+        "<!-- /generated -->\n\nText.\n\n<!-- generated: api -->\n\nEnd.\n"
+    )
+    assert generated.on_page_markdown(markdown) == "# E\n\nTHE TABLE\n\nText.\n\nTHE API\n\nEnd.\n"
+
+
+def test_every_page_with_a_generated_section_says_what_goes_there() -> None:
+    for name in ("index.md", "errors.md", "configuration.md", "api.md"):
+        text = page(name)
+        marker = generated.MARKER.search(text)
+        assert marker
+        before = text[: marker.start()].rstrip().rsplit("\n\n", 1)[-1]
+        said = marker.group(0) + before
+        assert "site is built" in " ".join(said.split()), name
+
+
 def test_every_marker_in_the_pages_names_a_section_the_hook_has() -> None:
     markers = {
         name
