@@ -36,3 +36,10 @@ def test_the_readme_links_to_every_page_and_each_link_works() -> None:
     assert [target for target in linked if not (REPO / target).is_file()] == []
     pages = {f"docs/{path.relative_to(DOCS)}" for path in DOCS.glob("*.md")} - {"docs/index.md"}
     assert sorted(pages - set(linked)) == []
+
+
+def test_the_readme_names_each_page_by_its_title() -> None:
+    linked = re.findall(r"^\| \[(.+?)\]\((docs/[^)#]+)\) \|", README, flags=re.MULTILINE)
+    assert linked
+    titles = [(REPO / target).read_text(encoding="utf-8").split("\n", 1)[0] for _, target in linked]
+    assert [f"# {name}" for name, _ in linked] == titles

@@ -1,5 +1,7 @@
 """The mkdocs hook that fills each page's `<!-- generated: NAME -->` line at build time, from
-the code and files the section describes, so the site cannot drift from them."""
+the code and files the section describes, so the site cannot drift from them. What follows the
+line up to a `<!-- /generated -->` line, if the page has one, is for readers of the Markdown
+source and is replaced too."""
 
 from __future__ import annotations
 
@@ -14,7 +16,12 @@ from typing import Any
 from renderers import ErrorCode, api_reference, config_reference, error_reference, readme_as_home
 
 REPO = Path(__file__).resolve().parents[2]
-MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
+# The marker line, and what a page may hold after it up to `<!-- /generated -->` for readers of
+# the Markdown itself (in the repository, where nothing is generated): the section replaces both.
+MARKER = re.compile(
+    r"^<!-- generated: ([a-z-]+) -->$(?:\n(?:(?!<!-- generated: ).*\n)*?<!-- /generated -->$)?",
+    re.MULTILINE,
+)
 
 
 def readme() -> str:

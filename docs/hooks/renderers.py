@@ -22,10 +22,21 @@ def readme_as_home(readme: str) -> str:
     return re.sub(r"\]\(docs/", "](", text)
 
 
+# A code span: a run of backticks, what it holds, the same run again.
+CODE_SPAN = re.compile(r"(`+).+?\1")
+
+
 def cell(text: str) -> str:
-    """Text that stays in one cell of a Markdown table (a list in it, one item a line)."""
+    """Text that stays in one cell of a Markdown table (a list in it, one item a line). A `|`
+    is escaped outside code spans only: inside one the table splits on none, and would show
+    the backslash."""
     text = re.sub(r"\n\s*[-*] ", "<br>- ", text.strip())
-    return re.sub(r"\s+", " ", text).replace("|", "\\|").strip()
+    text = re.sub(r"\s+", " ", text).strip()
+    kept, at = [], 0
+    for span in CODE_SPAN.finditer(text):
+        kept += [text[at : span.start()].replace("|", "\\|"), span.group(0)]
+        at = span.end()
+    return "".join([*kept, text[at:].replace("|", "\\|")])
 
 
 def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -91,8 +102,11 @@ def without_spellings(node: Any, root: Schema) -> Any:
 
 def spelling(option: Schema, alternatives: list[Schema]) -> bool:
     """An alternative that only spells another: a `${VAR}` placeholder (the page says once that
-    any value may be one), or a string pattern beside a number or boolean (YAML's `1_000`,
-    `yes`), which a reader writes as the number or boolean."""
+    any value may be one), a string pattern beside a number or boolean (YAML's `1_000`,
+    `yes`), which a reader writes as the number or boolean, or the integers 0 and 1 beside a
+    boolean (which they spell)."""
+    if kinds(option) == {"integer"} and (option.get("minimum"), option.get("maximum")) == (0, 1):
+        return any("boolean" in kinds(other) for other in alternatives)
     pattern = option.get("pattern")
     if kinds(option) != {"string"} or not isinstance(pattern, str):
         return False
@@ -216,11 +230,24 @@ def options(schema: Schema) -> list[Option]:
 _NONE: Any = object()
 
 
-def config_reference(schema: Schema) -> str:
-    """The table of every option of gateway.yaml."""
+def config_reference(schema: Schema, level: int = 3) -> str:
+    """Every option of gateway.yaml: a heading for each top-level key (so that the page's
+    contents list them), its description, and a table of it or of the keys under it."""
     plain = without_spellings(schema, schema)
-    rows = [(code(item.key), item.type, item.default, item.description) for item in options(plain)]
-    return table(["key", "type", "default", "meaning"], rows)
+    sections: dict[str, list[Option]] = {}
+    for item in options(plain):
+        sections.setdefault(item.key.split(".", 1)[0], []).append(item)
+    parts = []
+    for name, items in sections.items():
+        parts.append(f"{'#' * level} {code(name)}\n")
+        if items[0].key == name and items[0].type == "section":
+            if items[0].description:
+                parts.append(f"{items[0].description}\n")
+            items = items[1:]
+        rows = [(code(item.key), item.type, item.default, item.description) for item in items]
+        if rows:
+            parts.append(table(["key", "type", "default", "meaning"], rows))
+    return "\n".join(parts)
 
 
 # -- the error tree -------------------------------------------------------------------------
@@ -254,10 +281,13 @@ def error_reference(errors: Iterable[ErrorCode]) -> str:
 # -- OpenAPI 3.1 ----------------------------------------------------------------------------
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# Where the answers the operations share (`#/components/responses/...`) are listed once.
+SHARED_ANSWERS = "shared-answers"
 
 
-def api_reference(document: Schema) -> str:
-    """Each operation of an OpenAPI 3.1 document: its parameters, bodies, answers and links."""
+def api_reference(document: Schema, level: int = 3) -> str:
+    """Each operation of an OpenAPI 3.1 document under a heading of its own: its parameters,
+    bodies, answers and links; then the answers several share (the gateway's refusals), once."""
     info = document.get("info", {})
     parts = [f"{info.get('description', '')}\n" if info.get("description") else ""]
     if info.get("version"):
@@ -265,17 +295,46 @@ def api_reference(document: Schema) -> str:
             f"Version {code(info['version'])} of the description, OpenAPI "
             f"{code(document.get('openapi', '3.1'))}.\n"
         )
+    shared_answers: dict[str, tuple[str, Schema]] = {}
     for path, item in document.get("paths", {}).items():
         item = resolve(item, document)
         shared = list(item.get("parameters", []))
         for method in METHODS:
             if method in item:
-                parts.append(operation(method, path, item[method], shared, document))
+                op = item[method]
+                parts.append(operation(method, path, op, shared, document, level))
+                for status, answer in op.get("responses", {}).items():
+                    if is_shared(answer):
+                        shared_answers.setdefault(answer["$ref"], (str(status), answer))
+    if shared_answers:
+        parts.append(f"{'#' * level} Answers shared by the endpoints {{#{SHARED_ANSWERS}}}\n")
+        ordered = sorted(shared_answers.values(), key=lambda pair: pair[0])
+        parts.append(answers_table(ordered, document))
     return "\n".join(part for part in parts if part)
 
 
-def operation(method: str, path: str, op: Schema, shared: list[Any], root: Schema) -> str:
-    lines = [f"## {method.upper()} `{path}`\n"]
+def is_shared(answer: Any) -> bool:
+    """An answer that refers to one the document's components hold for several operations."""
+    ref = answer.get("$ref") if isinstance(answer, Mapping) else None
+    return isinstance(ref, str) and ref.startswith("#/components/responses/")
+
+
+def answers_table(answers: Iterable[tuple[str, Any]], root: Schema) -> str:
+    rows = []
+    for status, answer in answers:
+        answer = resolve(answer, root)
+        headers = ", ".join(code(name) for name in answer.get("headers", {}))
+        media = ", ".join(code(name) for name in answer.get("content", {}))
+        rows.append((status, answer.get("description", ""), media, headers))
+    return table(["status", "answer", "content", "headers"], rows)
+
+
+def operation(
+    method: str, path: str, op: Schema, shared: list[Any], root: Schema, level: int = 3
+) -> str:
+    # The operationId first: the contents list then tells paths apart that differ at the end.
+    named = f"{code(op['operationId'])}: " if op.get("operationId") else ""
+    lines = [f"{'#' * level} {named}{method.upper()} `{path}`\n"]
     for key in ("summary", "description"):
         if op.get(key):
             lines.append(f"{op[key]}\n")
@@ -307,14 +366,15 @@ def operation(method: str, path: str, op: Schema, shared: list[Any], root: Schem
             lines.append(f"Body as {named}{required}:\n")
             lines.append(fields(json.loads(shape), root))
     answers = op.get("responses", {})
-    if answers:
-        rows = []
-        for status, answer in answers.items():
-            answer = resolve(answer, root)
-            headers = ", ".join(code(name) for name in answer.get("headers", {}))
-            media = ", ".join(code(name) for name in answer.get("content", {}))
-            rows.append((str(status), answer.get("description", ""), media, headers))
-        lines.append(table(["status", "answer", "content", "headers"], rows))
+    own = [(str(status), answer) for status, answer in answers.items() if not is_shared(answer)]
+    if own:
+        lines.append(answers_table(own, root))
+    common = [str(status) for status, answer in answers.items() if is_shared(answer)]
+    if common:
+        statuses = ", ".join(common)
+        lines.append(
+            f"Also {statuses}: see [Answers shared by the endpoints](#{SHARED_ANSWERS}).\n"
+        )
     links = [
         (name, resolve(link, root))
         for answer in answers.values()
@@ -339,11 +399,29 @@ def fields(schema: Schema, root: Schema) -> str:
             code(name),
             type_name(field, root),
             "yes" if name in required else "",
-            resolve(field, root).get("description", ""),
+            resolve(field, root).get("description") or facts(field, root),
         )
         for name, field in properties.items()
     ]
     return table(["field", "type", "required", "meaning"], rows)
+
+
+def facts(node: Schema, root: Schema) -> str:
+    """What a schema with no description says of a value: its values, pattern and bounds."""
+    node = resolve(node, root)
+    said = []
+    enums = [option["enum"] for option in branches(node, root) if "enum" in option]
+    for values in enums:
+        listed = ", ".join(dict.fromkeys(code(value) for value in values))
+        said.append(f"only {listed}" if len(values) == 1 else f"one of {listed}")
+    for option in branches(node, root):
+        if isinstance(option.get("pattern"), str):
+            said.append(f"matches {code(option['pattern'])}")
+    limits = bounds(node, root)
+    # A length bound says nothing more of a value from a list.
+    if limits and not (enums and "character" in limits):
+        said.append(limits)
+    return "; ".join(dict.fromkeys(said))
 
 
 def link_line(name: str, link: Schema) -> str:

@@ -57,8 +57,9 @@ DEFAULT_BACKLOG = 1024
 
 class ListenConfig(_Model):
     host: str = "127.0.0.1"
-    """Address to listen on. Any but a loopback address needs `callers` (or
-    `insecure_allow_anonymous: true`)."""
+    """Address to listen on. For the callers' `listen`, any but a loopback address needs
+    `callers` (or `insecure_allow_anonymous: true`); `sandbox.listen` takes a loopback address
+    only."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     """Port to listen on; 0 picks a free one (the log says which)."""
     backlog: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_BACKLOG

@@ -12,7 +12,23 @@ import pytest
 from gateway.config.schema import FileConfig
 from gateway.core.errors import GatewayError
 from tests.docs.hooks import generated, renderers
-from tests.docs.pages import page, section
+from tests.docs.pages import DOCS, REPO, page, section
+
+
+def cells(line: str) -> list[str]:
+    """A table row's cells, split as the site's Markdown splits them: at a `|` neither escaped
+    nor in a code span."""
+    spans: list[str] = []
+
+    def keep(span: re.Match[str]) -> str:
+        spans.append(span.group(0))
+        return f"\0{len(spans) - 1}\0"
+
+    masked = renderers.CODE_SPAN.sub(keep, line)
+    split = re.split(r"(?<!\\)\|", masked)[1:-1]
+    return [
+        re.sub(r"\0(\d+)\0", lambda at: spans[int(at.group(1))], cell).strip() for cell in split
+    ]
 
 
 def rows(markdown: str) -> list[list[str]]:
@@ -20,7 +36,7 @@ def rows(markdown: str) -> list[list[str]]:
     found = []
     for line in markdown.splitlines():
         if line.startswith("| ") and not line.startswith("| ---"):
-            found.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+            found.append(cells(line))
     return [row for row in found if row[0] not in ("key", "HTTP", "parameter", "field", "status")]
 
 
@@ -84,18 +100,64 @@ SCHEMA: dict[str, Any] = {
 def test_every_key_is_listed_with_its_type_default_and_bounds() -> None:
     table = {row[0]: row[1:] for row in rows(renderers.config_reference(SCHEMA))}
     assert table == {
-        "`listen`": ["section", "", "A listener."],
         "`listen.host`": ["string", "`127.0.0.1`", "Address \\| name."],
         "`listen.port`": ["integer", "`8080`", "at least 0; at most 65535"],
-        "`apps`": ["section", "", "The apps, by name."],
         "`apps.<name>.appid`": ["string", "", "at least 1 character"],
-        "`admin`": ["section", "", "A listener."],
         "`admin.host`": ["string", "", "Address \\| name."],
         "`admin.port`": ["integer", "", "at least 0; at most 65535"],
         "`format`": ["`json` or `text`", "", ""],
         "`retries.endpoints.<name>.appid`": ["string", "", "at least 1 character"],
         "`retries.labels`": ["map of string", "", ""],
     }
+
+
+def test_each_top_level_key_has_a_heading_and_a_section_its_description() -> None:
+    markdown = renderers.config_reference(SCHEMA)
+    headings = re.findall(r"^### (.+)$", markdown, flags=re.MULTILINE)
+    assert headings == ["`listen`", "`apps`", "`admin`", "`format`", "`retries`"]
+    listen = markdown[markdown.index("### `listen`") : markdown.index("### `apps`")]
+    assert "\nA listener.\n" in listen
+    assert "| `listen.host` |" in listen
+    # A key of its own, not a section: its row under its heading.
+    assert "### `format`\n\n| key | type | default | meaning |" in markdown
+
+
+def test_the_real_reference_has_a_heading_for_every_top_level_key() -> None:
+    markdown = renderers.config_reference(FileConfig.model_json_schema())
+    headings = re.findall(r"^### `(.+)`$", markdown, flags=re.MULTILINE)
+    assert headings == list(FileConfig.model_fields)
+
+
+def test_a_boolean_is_a_boolean_whatever_yaml_spells_it_with() -> None:
+    flag = {
+        "default": True,
+        "description": "On or off.",
+        "anyOf": [
+            {"type": "boolean"},
+            {"type": "integer", "minimum": 0, "maximum": 1},
+            {"type": "string", "pattern": "^([yY][eE][sS]|[nN][oO]|1|0)$"},
+        ],
+    }
+    # 0 and 1 beside no boolean are a number like any other.
+    level = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1}, {"type": "null"}]}
+    schema = {"properties": {"flag": flag, "level": level}}
+    assert rows(renderers.config_reference(schema)) == [
+        ["`flag`", "boolean", "`true`", "On or off."],
+        ["`level`", "integer", "", "at least 0; at most 1"],
+    ]
+
+
+def test_the_real_reference_shows_booleans_as_booleans() -> None:
+    table = {
+        row[0]: row[1:] for row in rows(renderers.config_reference(FileConfig.model_json_schema()))
+    }
+    assert table["`sandbox.explain`"][:2] == ["boolean", "`true`"]
+    assert table["`strict_endpoints`"][0] == "boolean"
+    assert "at most 1" not in table["`strict_endpoints`"][2]
+
+
+def test_a_pipe_is_escaped_in_a_cell_but_not_in_its_code_spans() -> None:
+    assert renderers.cell("a | b, `x|y` and ``z|`w` ``") == "a \\| b, `x|y` and ``z|`w` ``"
 
 
 PLACEHOLDER = {"type": "string", "pattern": r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"}
@@ -276,20 +338,82 @@ def test_a_json_field_keeps_every_type_it_may_be() -> None:
 
 def test_each_operation_gets_its_heading_parameters_body_answers_and_links() -> None:
     markdown = renderers.api_reference(DOCUMENT)
-    assert markdown.index("## POST `/neuopenapi/pay/transactions/trade`") < markdown.index(
-        "## GET `/neuopenapi/pay/transactions/tradedetail`"
-    )
+    assert markdown.index(
+        "### `trade`: POST `/neuopenapi/pay/transactions/trade`"
+    ) < markdown.index("### `tradedetail`: GET `/neuopenapi/pay/transactions/tradedetail`")
     assert "Calls, unsigned." in markdown
     assert "`1.2.3`" in markdown
     table = rows(markdown)
     assert ["`X-Neu-App`", "header", "string", "", ""] in table
     assert ["`amount`", "integer", "yes", "In cents."] in table
-    assert ["`currency`", "`SAR` or `USD`", "", ""] in table
+    assert ["`currency`", "`SAR` or `USD`", "", "one of `SAR`, `USD`"] in table
     assert ["`tradeNo`", "query", "string", "yes", ""] in table
     assert ["200", "The platform's envelope.", "`application/json`", "`X-Request-Id`"] in table
     assert ["400", "The gateway's own refusal:<br>- `bad_request`: malformed", "", ""] in table
     assert (
         "- `detail` → `tradedetail` (`tradeNo` from `$response.body#/response/tradeNo`)" in markdown
+    )
+
+
+def test_answers_several_operations_share_are_listed_once_and_linked_from_each() -> None:
+    document = {
+        "paths": {
+            f"/{name}": {
+                "get": {
+                    "operationId": name,
+                    "responses": {
+                        "200": {"description": f"{name}'s own"},
+                        "400": {"$ref": "#/components/responses/Refused"},
+                        "503": {"$ref": "#/components/responses/Busy"},
+                    },
+                }
+            }
+            for name in ("a", "b")
+        },
+        "components": {
+            "responses": {
+                "Refused": {"description": "Refused."},
+                "Busy": {"description": "Busy.", "headers": {"Retry-After": {}}},
+            }
+        },
+    }
+    markdown = renderers.api_reference(document)
+    assert markdown.count("Refused.") == markdown.count("Busy.") == 1
+    link = "Also 400, 503: see [Answers shared by the endpoints](#shared-answers)."
+    assert markdown.count(link) == 2
+    shared = markdown[markdown.index("### Answers shared by the endpoints {#shared-answers}") :]
+    assert rows(shared) == [["400", "Refused.", "", ""], ["503", "Busy.", "", "`Retry-After`"]]
+    assert ["200", "a's own", "", ""] in rows(markdown)
+
+
+def test_a_field_with_no_description_says_what_its_schema_does() -> None:
+    schema = {
+        "type": "object",
+        "required": ["grant", "scope"],
+        "properties": {
+            "grant": {"type": "string", "minLength": 1, "enum": ["authorization_code"]},
+            "scope": {"type": "string", "minLength": 1, "pattern": "^(a|b)$"},
+            "code": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "number"}]},
+            "told": {"type": "string", "minLength": 1, "description": "Said."},
+        },
+    }
+    assert rows(renderers.fields(schema, {})) == [
+        ["`grant`", "`authorization_code`", "yes", "only `authorization_code`"],
+        ["`scope`", "string", "yes", "matches `^(a|b)$`; at least 1 character"],
+        ["`code`", "string or number", "", "at least 1 character"],
+        ["`told`", "string", "", "Said."],
+    ]
+
+
+def test_the_real_api_reference_names_each_operation_and_lists_the_refusals_once() -> None:
+    markdown = generated.api()
+    headings = re.findall(r"^### (.+)$", markdown, flags=re.MULTILINE)
+    assert "`trade`: POST `/neuopenapi/pay/transactions/trade`" in headings
+    assert "`tradeClose`: POST `/neuopenapi/pay/transactions/tradeclose`" in headings
+    assert len(headings) == len(set(headings))
+    assert markdown.count("`upstream_timeout`") == 1
+    assert "|  |" not in "".join(
+        line for line in markdown.splitlines() if line.startswith("| `grantType`")
     )
 
 
@@ -313,6 +437,28 @@ def test_the_hook_fills_each_marker_and_refuses_an_unknown_one(
         generated.on_page_markdown("<!-- generated: nope -->")
 
 
+def test_the_hook_replaces_what_a_marker_holds_for_readers_of_the_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(generated.SECTIONS, "errors", lambda: "THE TABLE")
+    monkeypatch.setitem(generated.SECTIONS, "api", lambda: "THE API")
+    markdown = (
+        "# E\n\n<!-- generated: errors -->\nIn the repository, see the code.\n"
+        "<!-- /generated -->\n\nText.\n\n<!-- generated: api -->\n\nEnd.\n"
+    )
+    assert generated.on_page_markdown(markdown) == "# E\n\nTHE TABLE\n\nText.\n\nTHE API\n\nEnd.\n"
+
+
+def test_every_page_with_a_generated_section_says_what_goes_there() -> None:
+    for name in ("index.md", "errors.md", "configuration.md", "api.md"):
+        text = page(name)
+        marker = generated.MARKER.search(text)
+        assert marker
+        before = text[: marker.start()].rstrip().rsplit("\n\n", 1)[-1]
+        said = marker.group(0) + before
+        assert "site is built" in " ".join(said.split()), name
+
+
 def test_every_marker_in_the_pages_names_a_section_the_hook_has() -> None:
     markers = {
         name
@@ -320,3 +466,13 @@ def test_every_marker_in_the_pages_names_a_section_the_hook_has() -> None:
         for name in generated.MARKER.findall(page(name))
     }
     assert markers == set(generated.SECTIONS)
+
+
+# -- the site's stylesheet ----------------------------------------------------------------------
+
+
+def test_the_site_keeps_the_names_of_a_tables_first_column_whole() -> None:
+    config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
+    [stylesheet] = re.findall(r"^extra_css:\n  - (\S+)$", config, flags=re.MULTILINE)
+    css = " ".join((DOCS / stylesheet).read_text(encoding="utf-8").split())
+    assert "td:first-child code { white-space: nowrap;" in css
