@@ -249,18 +249,10 @@ def _responses(endpoint: Endpoint) -> dict[str, Any]:
 def _caller_errors() -> dict[int, list[type[errors.GatewayError]]]:
     """Each HTTP status the gateway answers an internal caller with itself -> its errors."""
     by_status: dict[int, list[type[errors.GatewayError]]] = defaultdict(list)
-    for error in _subclasses(errors.GatewayError):
+    for error in errors.every_error():
         if not issubclass(error, CALLBACK_ONLY):
             by_status[error.status].append(error)
     return by_status
-
-
-def _subclasses(base: type[errors.GatewayError]) -> list[type[errors.GatewayError]]:
-    found = []
-    for sub in base.__subclasses__():
-        found.append(sub)
-        found += _subclasses(sub)
-    return found
 
 
 # Values the next call takes from this answer: the mini app's story as OpenAPI links.

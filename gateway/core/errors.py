@@ -475,6 +475,14 @@ class UpstreamTimeout(GatewayError):
     message = "the platform did not answer in time (timeouts.connect_s / timeouts.total_s)"
 
 
+def every_error(base: type[GatewayError] = GatewayError) -> list[type[GatewayError]]:
+    """Every error below `base` in the tree, depth first, in the order they are defined."""
+    found: list[type[GatewayError]] = []
+    for sub in base.__subclasses__():
+        found += [sub, *every_error(sub)]
+    return found
+
+
 def quoted_name(name: str) -> str:
     """A caller-supplied name made safe to put in a message: printable and short."""
     printable = "".join(ch if ch.isprintable() else "?" for ch in name)

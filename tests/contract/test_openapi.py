@@ -159,12 +159,7 @@ def test_a_served_document_names_its_apps_and_says_when_no_token_is_needed() -> 
 
 
 def caller_errors() -> list[type[errors.GatewayError]]:
-    found, todo = [], [errors.GatewayError]
-    while todo:
-        for sub in todo.pop().__subclasses__():
-            found.append(sub)
-            todo.append(sub)
-    return [error for error in found if not issubclass(error, CALLBACK_ONLY)]
+    return [error for error in errors.every_error() if not issubclass(error, CALLBACK_ONLY)]
 
 
 @pytest.mark.parametrize("path", list(ENDPOINTS))

@@ -8,16 +8,9 @@ import re
 import pytest
 
 from gateway.core import errors
-from gateway.core.errors import GatewayError, envelope, render
+from gateway.core.errors import GatewayError, envelope, every_error, render
 
 _DRAWN = re.compile(r"^[│├└─ ]*(\w+)\s+(\d{3}) (\w+)$")
-
-
-def all_errors(cls: type[GatewayError] = GatewayError) -> list[type[GatewayError]]:
-    found = []
-    for sub in cls.__subclasses__():
-        found += [sub, *all_errors(sub)]
-    return found
 
 
 def drawn() -> dict[str, tuple[int, str, str]]:
@@ -39,7 +32,7 @@ def drawn() -> dict[str, tuple[int, str, str]]:
 
 def test_every_error_class_is_drawn_with_its_status_code_and_parent() -> None:
     tree = drawn()
-    classes = all_errors()
+    classes = every_error()
     assert sorted(tree) == sorted(cls.__name__ for cls in classes)
     for cls in classes:
         parent = cls.__mro__[1].__name__
@@ -47,11 +40,11 @@ def test_every_error_class_is_drawn_with_its_status_code_and_parent() -> None:
 
 
 def test_codes_are_unique() -> None:
-    codes = [cls.code for cls in all_errors()]
+    codes = [cls.code for cls in every_error()]
     assert len(codes) == len(set(codes))
 
 
-@pytest.mark.parametrize("cls", all_errors(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", every_error(), ids=lambda cls: cls.__name__)
 def test_each_error_renders_the_envelope(cls: type[GatewayError]) -> None:
     error = cls()
     assert json.loads(render(error)) == {
