@@ -28,6 +28,7 @@ from yarl import URL
 from gateway.core.access import Route
 from gateway.core.endpoints import ENDPOINTS
 from gateway.core.errors import quoted_name
+from gateway.core.headers import APP_NAME_PATTERN
 from gateway.core.hosts import host_name
 from gateway.core.ratelimit import Rate
 
@@ -38,8 +39,8 @@ PROXY_FROM_ENV = "env"
 # An app's `proxy: direct`: no proxy for it, whatever the top-level one.
 PROXY_DIRECT = "direct"
 MIB = 1 << 20
-
-_APP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# An app's (or a caller's) name, as a key of `apps` or `callers`.
+AppName = Annotated[str, Field(pattern=APP_NAME_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -636,7 +637,7 @@ class FileConfig(_Model):
 
     listen: ListenConfig = ListenConfig()
     """Where internal services reach the gateway."""
-    apps: Annotated[dict[Annotated[str, Field(pattern=_APP_NAME)], AppConfig], Field(min_length=1)]
+    apps: Annotated[dict[AppName, AppConfig], Field(min_length=1)]
     """The mini apps the gateway signs for, by name: the name (letters, digits, _.-) is what
     X-Neu-App and callers' `apps` use."""
     default_app: str | None = None
@@ -651,7 +652,7 @@ class FileConfig(_Model):
     """The embedded platform emulator, run for apps whose upstream is `sandbox`."""
     callbacks: CallbacksConfig = CallbacksConfig()
     """The listener for the platform's payment callbacks, and the outbox behind it."""
-    callers: dict[Annotated[str, Field(pattern=_APP_NAME)], CallerConfig] = {}
+    callers: dict[AppName, CallerConfig] = {}
     """The services that may call the gateway, each with its own bearer token; none: no token is
     asked for."""
     trusted_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []

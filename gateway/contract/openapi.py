@@ -29,6 +29,7 @@ from gateway.core import errors
 from gateway.core.endpoints import ENDPOINTS, MAX_WAIT_S, Endpoint, Extra
 from gateway.core.headers import (
     APP_HEADER,
+    APP_NAME_PATTERN,
     ATTEMPTS_HEADER,
     CACHE_HEADER,
     REQUEST_ID_HEADER,
@@ -40,7 +41,6 @@ from gateway.core.headers import (
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/openapi.json"
-APP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # The ones that answer the platform on the callbacks listener, never an internal caller.
 CALLBACK_ONLY = (
     errors.BadSign,

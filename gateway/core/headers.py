@@ -6,6 +6,8 @@ from __future__ import annotations
 # Caller -> gateway
 AUTHORIZATION = "Authorization"
 APP_HEADER = "X-Neu-App"
+# What an app's name may be, and so X-Neu-App's value (and a caller's name).
+APP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 REQUEST_ID_HEADER = "X-Request-Id"
 TRACEPARENT_HEADER = "traceparent"
 TRACESTATE_HEADER = "tracestate"
