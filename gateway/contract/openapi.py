@@ -6,16 +6,17 @@ What internal services call: each documented `/neuopenapi/` endpoint without `ap
 `timestamp` and `sign` (the gateway adds them), its parameters as the gateway validates them,
 the platform's envelope as the answer, and every error the gateway answers with itself. A
 served document is built from the config in force (`Facts`), so it says what that gateway
-checks: its apps, its limits, whether a caller needs a token.
+checks: its apps, its limits, whether a caller needs a token. The parameters' schemas are
+in fields.py, the answers' in answers.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from typing import Any
 
 from gateway import __version__
+from gateway.contract.answers import answer_schemas, error_responses, responses_of
 from gateway.contract.fields import (
     FORM,
     JSON,
@@ -25,34 +26,18 @@ from gateway.contract.fields import (
     body_schema,
     endpoint_fields,
 )
-from gateway.core import errors
 from gateway.core.endpoints import ENDPOINTS, MAX_WAIT_S, Endpoint, Extra
 from gateway.core.headers import (
     APP_HEADER,
     APP_NAME_PATTERN,
-    ATTEMPTS_HEADER,
     CACHE_HEADER,
     REQUEST_ID_HEADER,
-    RETRY_AFTER,
-    SIGN_REJECTED_HEADER,
     TRACEPARENT_HEADER,
     WAIT_HEADER,
 )
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/openapi.json"
-# The ones that answer the platform on the callbacks listener, never an internal caller.
-CALLBACK_ONLY = (
-    errors.BadSign,
-    errors.Replayed,
-    errors.UnknownTrade,
-    errors.ForeignTrade,
-    errors.StatusMismatch,
-    errors.NotFinal,
-    errors.OutboxUnavailable,
-    errors.ConfirmUnavailable,
-    errors.NotReady,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +115,6 @@ _OPERATIONS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
-_RESULTS = {
-    "/neuopenapi/oauth/mini/accessToken": "AccessToken",
-    "/neuopenapi/oauth/mini/user/info": "UserInfo",
-    "/neuopenapi/pay/transactions/trade": "Trade",
-    "/neuopenapi/pay/transactions/tradedetail": "TradeDetail",
-}
-
 
 def _path_item(endpoint: Endpoint, facts: Facts) -> dict[str, Any]:
     operation_id, tag, summary = _OPERATIONS[endpoint.path]
@@ -146,7 +124,7 @@ def _path_item(endpoint: Endpoint, facts: Facts) -> dict[str, Any]:
         "summary": summary,
         "description": _operation_description(endpoint),
         "parameters": [{"$ref": "#/components/parameters/App"}, *_common_parameters()],
-        "responses": _responses(endpoint),
+        "responses": responses_of(endpoint),
     }
     fields = endpoint_fields(endpoint, facts.bounds)
     if endpoint.method == "GET":
@@ -213,46 +191,6 @@ def _request_body(fields: Fields, bounds: Bounds) -> dict[str, Any]:
             MULTIPART: {"schema": body_schema(fields, bounds, MULTIPART)},
         },
     }
-
-
-# -- answers ------------------------------------------------------------------------------------
-
-
-def _responses(endpoint: Endpoint) -> dict[str, Any]:
-    result = _RESULTS.get(endpoint.path)
-    success_headers: dict[str, Any] = {
-        REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"},
-        ATTEMPTS_HEADER: {"$ref": "#/components/headers/Attempts"},
-        SIGN_REJECTED_HEADER: {"$ref": "#/components/headers/SignRejected"},
-    }
-    if endpoint.extra in (Extra.EXCHANGE, Extra.USER_BY_OPEN_ID):
-        success_headers[CACHE_HEADER] = {"$ref": "#/components/headers/Cache"}
-    if endpoint.extra is Extra.TRADE_WAIT:
-        success_headers[WAIT_HEADER] = {"$ref": "#/components/headers/Wait"}
-    responses: dict[str, Any] = {
-        "200": {
-            "description": (
-                "The platform's answer, relayed as it came: `responseHeader.status` is the "
-                "platform's verdict, and `response` its result (null when it refused)."
-            ),
-            "headers": success_headers,
-            "content": {
-                JSON: {"schema": {"$ref": f"#/components/schemas/{result or 'Platform'}Answer"}}
-            },
-        }
-    }
-    for status in sorted(_caller_errors()):
-        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
-    return responses
-
-
-def _caller_errors() -> dict[int, list[type[errors.GatewayError]]]:
-    """Each HTTP status the gateway answers an internal caller with itself -> its errors."""
-    by_status: dict[int, list[type[errors.GatewayError]]] = defaultdict(list)
-    for error in errors.every_error():
-        if not issubclass(error, CALLBACK_ONLY):
-            by_status[error.status].append(error)
-    return by_status
 
 
 # Values the next call takes from this answer: the mini app's story as OpenAPI links.
@@ -378,129 +316,6 @@ def _components(facts: Facts) -> dict[str, Any]:
                 "description": "Seconds to wait before trying again.",
             },
         },
-        "schemas": {
-            "ResponseHeader": _RESPONSE_HEADER,
-            "PlatformAnswer": _answer({}),
-            **{
-                f"{name}Answer": _answer(
-                    {"anyOf": [{"type": "null"}, {"$ref": f"#/components/schemas/{name}"}]}
-                )
-                for name in _RESULT_SCHEMAS
-            },
-            **_RESULT_SCHEMAS,
-            **{
-                f"Error{status}": _error_schema(found)
-                for status, found in sorted(_caller_errors().items())
-            },
-        },
-        "responses": {
-            f"Error{status}": _error_response(status, found)
-            for status, found in sorted(_caller_errors().items())
-        },
+        "schemas": answer_schemas(),
+        "responses": error_responses(),
     }
-
-
-_RESPONSE_HEADER: dict[str, Any] = {
-    "type": "object",
-    "required": ["status", "msg"],
-    "properties": {
-        "status": {"type": "integer", "description": "An HTTP status: 200 when all went well."},
-        "msg": {"type": ["string", "null"]},
-    },
-}
-
-
-def _answer(response: dict[str, Any]) -> dict[str, Any]:
-    """The platform's envelope, around this `response`."""
-    return {
-        "type": "object",
-        "required": ["responseHeader"],
-        "properties": {
-            "responseHeader": {"$ref": "#/components/schemas/ResponseHeader"},
-            "response": response,
-        },
-    }
-
-
-def _error_schema(found: list[type[errors.GatewayError]]) -> dict[str, Any]:
-    """The envelope of the gateway's own refusal: no response, and a stable `error` code."""
-    return {
-        "type": "object",
-        "required": ["responseHeader", "error"],
-        "properties": {
-            "responseHeader": {"$ref": "#/components/schemas/ResponseHeader"},
-            "response": {"type": "null"},
-            "error": {
-                "type": "string",
-                "enum": sorted({error.code for error in found}),
-                "description": "A stable, machine-readable code.",
-            },
-        },
-    }
-
-
-def _error_response(status: int, found: list[type[errors.GatewayError]]) -> dict[str, Any]:
-    headers: dict[str, Any] = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
-    if status in (429, 503):
-        headers[RETRY_AFTER] = {"$ref": "#/components/headers/RetryAfter"}
-    if status == 401:
-        headers["WWW-Authenticate"] = {
-            "schema": {"type": "string"},
-            "description": "With `unauthenticated`: `Bearer`, the scheme a caller token goes in.",
-        }
-    if status == 405:
-        headers["Allow"] = {
-            "required": True,
-            "schema": {"type": "string"},
-            "description": "The methods the path takes.",
-        }
-    lines = [f"- `{error.code}`: {error.__doc__ or error.message}" for error in found]
-    return {
-        "description": "The gateway's own refusal:\n\n" + "\n".join(sorted(set(lines))),
-        "headers": headers,
-        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/Error{status}"}}},
-    }
-
-
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": [kind, "null"]}
-
-
-_RESULT_SCHEMAS: dict[str, Any] = {
-    "AccessToken": {
-        "type": "object",
-        "properties": {
-            "accessToken": {"type": "string", "description": "The user's accessToken (a JWT)."},
-            "expire": {"type": "integer", "description": "Seconds until it expires."},
-            "tokenType": {"type": "string", "examples": ["bearer"]},
-            "openId": _nullable("string"),
-        },
-    },
-    "UserInfo": {
-        "type": "object",
-        "properties": {
-            name: _nullable("string")
-            for name in ("openId", "nickName", "avatar", "email", "country", "phone", "unionId")
-        },
-    },
-    "Trade": {
-        "type": "object",
-        "properties": {"outTradeNo": {"type": "string"}, "tradeNo": {"type": "string"}},
-    },
-    "TradeDetail": {
-        "type": "object",
-        "properties": {
-            "tradeNo": {"type": "string"},
-            "outTradeNo": {"type": "string"},
-            "amount": {"type": "integer", "description": "In cents."},
-            "currency": {"type": "string"},
-            "openId": {"type": "string"},
-            "transactionStatus": {
-                "type": "integer",
-                "description": (
-                    "1 processing, 2 succeeded, 3 failed, 4 expired, 5 canceled, 6 closed."
-                ),
-            },
-        },
-    },
-}

@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
+from gateway.contract.answers import CALLBACK_ONLY
 from gateway.contract.fields import Bounds, endpoint_fields
-from gateway.contract.openapi import CALLBACK_ONLY, Facts, build_document
+from gateway.contract.openapi import Facts, build_document
 from gateway.core import errors, headers
 from gateway.core.endpoints import ENDPOINTS, Kind, whole_numbers
 from gateway.core.endpoints import validate as validate_params
