@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 from gateway.config.load import from_mapping
 from gateway.runtime.app import create_app
 from tests.conftest import guarded
+from tests.support.answers import error_of
 from tests.support.paths import DETAIL
 from tests.support.platform_double import APPID, SECRET, PlatformDouble, reference_sign
 
@@ -51,12 +52,6 @@ async def make_gateway(aiohttp_client: Any, platform_url: str, **overrides: Any)
 @pytest.fixture
 async def gateway(aiohttp_client: Any, platform_url: str) -> Client:
     return await make_gateway(aiohttp_client, platform_url)
-
-
-async def error_of(response: Any) -> tuple[int, str, str]:
-    body = await response.json()
-    assert body["responseHeader"]["status"] == response.status
-    return response.status, body["error"], body["responseHeader"]["msg"]
 
 
 async def test_a_caller_allowed_one_app_needs_no_header(

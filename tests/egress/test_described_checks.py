@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.support.answers import envelope_of
 from tests.support.paths import CLOSE, DETAIL, TRADE, UPLOAD, USER_INFO
 from tests.support.platform_double import APPID, PlatformDouble
 
@@ -20,11 +21,6 @@ TRADE_FIELDS = {
     "currency": "USD",
     "openId": "o1",
 }
-
-
-async def refusal(response: Any) -> tuple[int, str, str]:
-    body = await response.json()
-    return response.status, body["error"], body["responseHeader"]["msg"]
 
 
 @pytest.mark.parametrize(
@@ -51,8 +47,7 @@ async def test_a_long_that_is_not_a_whole_json_number_is_refused(
     value = f'"{amount}"' if amount == "100.0" else amount
     body = json.dumps(TRADE_FIELDS)[:-1] + f', "amount": {value}}}'
     response = await gateway.post(TRADE, data=body, headers={"Content-Type": "application/json"})
-    status, code, message = await refusal(response)
-    assert (status, code) == (400, "validation_failed")
+    message = await envelope_of(response, 400, "validation_failed")
     assert "amount: must be a positive whole number" in message
 
 
@@ -68,8 +63,7 @@ async def test_a_long_that_is_not_a_whole_json_number_is_refused(
 async def test_a_list_for_a_one_value_parameter_is_refused(
     gateway: Client, send: dict[str, Any]
 ) -> None:
-    status, code, message = await refusal(await gateway.post(CLOSE, **send))
-    assert (status, code) == (400, "validation_failed")
+    message = await envelope_of(await gateway.post(CLOSE, **send), 400, "validation_failed")
     assert "tradeNo: must be one value, not a list" in message
 
 
@@ -111,8 +105,7 @@ async def test_with_validation_off_a_list_is_joined_as_before(
 
 
 async def test_user_info_naming_no_user_is_token_required(gateway: Client) -> None:
-    status, code, message = await refusal(await gateway.get(USER_INFO))
-    assert (status, code) == (401, "token_required")
+    message = await envelope_of(await gateway.get(USER_INFO), 401, "token_required")
     assert "send accessToken, or openId" in message
 
 
@@ -150,8 +143,7 @@ async def test_a_multipart_name_aiohttp_would_change_is_refused_not_changed(
         data=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
-    status, code, message = await refusal(response)
-    assert (status, code) == (400, "invalid_multipart")
+    message = await envelope_of(response, 400, "invalid_multipart")
     assert "backslash or starts with a slash" in message
     assert platform.received == []
 

@@ -15,6 +15,7 @@ from gateway.core.endpoints import SEND_ACTIVITY, SEND_NOTIFY, TRADE_CLOSE, TRAD
 from gateway.core.endpoints import TRADE as TRADE_ENDPOINT
 from gateway.runtime.app import create_app
 from tests.conftest import guarded
+from tests.support.answers import error_of
 from tests.support.paths import CLOSE, DETAIL, ECHO, NOTIFY, TRADE
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 from tests.support.rawhttp import raw_request, statuses
@@ -68,12 +69,6 @@ async def make_gateway(aiohttp_client: Any, platform_url: str, **overrides: Any)
 @pytest.fixture
 async def gateway(aiohttp_client: Any, platform_url: str) -> Client:
     return await make_gateway(aiohttp_client, platform_url)
-
-
-async def error_of(response: Any) -> tuple[int, str, str]:
-    body = await response.json()
-    assert body["responseHeader"]["status"] == response.status
-    return response.status, body["error"], body["responseHeader"]["msg"]
 
 
 # Who is calling

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 
@@ -16,3 +18,10 @@ async def envelope_of(response: aiohttp.ClientResponse, status: int, code: str) 
     message: str = body["responseHeader"]["msg"]
     assert message
     return message
+
+
+async def error_of(response: Any) -> tuple[int, str, str]:
+    """The refusal's status, error code and message, its envelope's status checked."""
+    body = await response.json()
+    assert body["responseHeader"]["status"] == response.status
+    return response.status, body["error"], body["responseHeader"]["msg"]
