@@ -17,6 +17,8 @@ class Rate:
 
     per_s: float
     burst: int
+    # Counted once for every process and replica (in Redis), not in each process.
+    shared: bool = False
 
     def __post_init__(self) -> None:
         if not (self.per_s > 0 and math.isfinite(self.per_s)) or self.burst < 1:

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 from cachetools import TLRUCache
 
+from gateway.config.model import RedisTarget
 from gateway.core.clock import Clock
+from gateway.shared.redis_clients import open_cluster, open_primary
+from gateway.shared.replication import NotAcknowledged, ReplicaWait
 from gateway.upstream.tokens import StoreError
 
 if TYPE_CHECKING:
     # Imported for their types only: see RedisStore.__init__.
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.lock import Lock
 
 T = TypeVar("T")
@@ -70,29 +74,41 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Redis (or Redis over TLS): every key under the prefix, every key with a TTL."""
+    """Redis, one server, behind Sentinel or a Cluster: every key under the prefix, every key
+    with a TTL. An exchange's answer waits for the replicas (cache.wait_replicas), so a
+    failover right after it does not make the next call exchange the code again."""
 
     shared = True
 
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
-        # Imported here: redis-py costs a gateway without Redis about 10 MB of memory.
-        import redis.asyncio as aioredis
-
-        self._prefix = prefix
+    def __init__(self, target: RedisTarget) -> None:
+        self._prefix = target.prefix
         self._held: dict[str, Lock] = {}
-        self._redis: Redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-        )
+        self._redis: Redis | RedisCluster
+        # The one master a write can WAIT on. On a Cluster, WAIT would go to every node, not
+        # to the connection that wrote: the cache's writes there are not waited for (the
+        # outbox's are, see PrimaryLink).
+        self._primary: Redis | None = None
+        if target.form == "cluster":
+            self._redis = open_cluster(target)
+        else:
+            self._redis = self._primary = open_primary(target)
+        self._replicas = ReplicaWait(target.wait_replicas, target.wait_timeout_s)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._run(self._redis.get(self._prefix + key))
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._run(self._redis.set(self._prefix + key, value, px=max(1, int(ttl_s * 1000))))
+        ttl_ms = max(1, int(ttl_s * 1000))
+        primary = self._primary
+        if primary is None or not self._replicas.wanted:
+            await self._run(self._redis.set(self._prefix + key, value, px=ttl_ms))
+            return
+        await self._run(
+            self._replicas.write(
+                primary, lambda pipe: pipe.set(self._prefix + key, value, px=ttl_ms)
+            )
+        )
 
     async def delete(self, *keys: str) -> None:
         if keys:
@@ -143,7 +159,14 @@ class RedisStore:
 
         try:
             return await operation
-        except (RedisError, OSError, TimeoutError, TypeError, ValueError) as exc:
+        except (
+            RedisError,
+            NotAcknowledged,
+            OSError,
+            TimeoutError,
+            TypeError,
+            ValueError,
+        ) as exc:
             # TypeError and ValueError: redis-py's answer to a URL option it cannot use.
             # The message names the kind of failure only: a URL could carry a password.
             raise StoreError(type(exc).__name__) from exc

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.model import RedisTarget
+
 from gateway.callbacks.delivery import (
     IDLE_CHECK_S,
     DeliveryPolicy,
@@ -61,7 +63,7 @@ async def test_two_workers_on_one_sqlite_outbox(tmp_path: Path, receiver: Callba
 async def test_two_workers_on_one_redis_outbox(
     redis_server: RedisServer, receiver: CallbackReceiver
 ) -> None:
-    outbox = RedisOutbox(redis_server.url, "neu:test:", timeout_s=2)
+    outbox = RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:test:", 2))
     try:
         await two_workers_deliver_each_once(outbox, receiver)
     finally:
@@ -72,7 +74,7 @@ async def test_stop_returns_promptly_in_every_state(
     redis_server: RedisServer, receiver: CallbackReceiver
 ) -> None:
     """redis-py may absorb a cancellation mid-call; stop() must not wait out an idle check."""
-    outbox = RedisOutbox(redis_server.url, "neu:stop:", timeout_s=2)
+    outbox = RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:stop:", 2))
     try:
         for round_no in range(50):
             worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, SystemClock())
@@ -98,7 +100,7 @@ async def test_a_replay_from_another_process_wakes_the_worker(
     def open_outbox() -> Outbox:
         if store == "sqlite":
             return SqliteOutbox(tmp_path / "outbox.db", clock)
-        return RedisOutbox(redis_server.url, "neu:wake:", timeout_s=2)
+        return RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:wake:", 2))
 
     outbox, other = open_outbox(), open_outbox()
     now = clock.now_ms() / 1000

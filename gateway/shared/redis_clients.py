@@ -1,0 +1,175 @@
+"""Clients of the shared Redis, made from cache.url, cache.sentinel or cache.cluster.
+
+Following a failover is redis-py's work: a Sentinel-managed pool asks the sentinels where the
+master is whenever it connects (and drops its connections when the old master answers as a
+replica), a RedisCluster client re-learns the slots when a node fails or answers MOVED. What
+is ours is only which client serves which store:
+
+- the token cache and the rate limits: the whole Redis (keys spread over a Cluster's slots);
+- the outbox: one primary (`PrimaryLink`). Its keys share one hash tag, so on a Cluster they
+  live in one slot, and its Lua scripts, WAIT and pub/sub need one connection to that slot's
+  primary, which redis-py's cluster client does not give (WAIT on it goes to every node).
+
+redis-py is imported only here, when a Redis is used: it costs a gateway without Redis about
+10 MB of memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from gateway.config.model import RedisTarget
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+# redis-py retries a failed call 10 times by default, with a backoff of up to a second: a
+# Redis that is down would hold each call for seconds. Twice, quickly: a stale connection (the
+# old master's, an idle one the server closed) gets one fresh try; longer outages are the
+# callers' to handle (the cache skips Redis, a callback is refused 503, a delivery waits).
+RETRIES = 2
+RETRY_BASE_S = 0.02
+RETRY_CAP_S = 0.1
+
+
+def _retry() -> Any:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    return Retry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES)
+
+
+def connection_options(target: RedisTarget) -> dict[str, Any]:
+    """What every connection to a data node takes: timeouts, retries, credentials, TLS."""
+    options: dict[str, Any] = {
+        "socket_timeout": target.timeout_s,
+        "socket_connect_timeout": target.timeout_s,
+        "retry": _retry(),
+    }
+    if target.username is not None:
+        options["username"] = target.username
+    if target.password is not None:
+        options["password"] = target.password.reveal()
+    if target.tls:
+        options["ssl"] = True
+        if target.ca_file is not None:
+            options["ssl_ca_certs"] = str(target.ca_file)
+    return options
+
+
+def open_shared(target: RedisTarget) -> Redis | RedisCluster:
+    """A client of the whole Redis: any key, on whichever node holds it."""
+    if target.form == "cluster":
+        return open_cluster(target)
+    return open_primary(target)
+
+
+def open_cluster(target: RedisTarget) -> RedisCluster:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        **connection_options(target),
+    )
+
+
+def open_primary(target: RedisTarget) -> Redis:
+    """A client of the one server (url) or of the master behind Sentinel."""
+    if target.form == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinel_options: dict[str, Any] = {
+            "socket_timeout": target.timeout_s,
+            "socket_connect_timeout": target.timeout_s,
+        }
+        if target.sentinel_password is not None:
+            sentinel_options["password"] = target.sentinel_password.reveal()
+        if target.tls:
+            sentinel_options["ssl"] = True
+            if target.ca_file is not None:
+                sentinel_options["ssl_ca_certs"] = str(target.ca_file)
+        sentinel = Sentinel(
+            list(target.nodes), sentinel_kwargs=sentinel_options, **connection_options(target)
+        )
+        master: Redis = sentinel.master_for(target.master or "")
+        return master
+    if target.url is None:
+        raise ValueError(f"a {target.form} Redis has no single server")
+    import redis.asyncio as aioredis
+
+    client: Redis = aioredis.from_url(
+        target.url,
+        socket_timeout=target.timeout_s,
+        socket_connect_timeout=target.timeout_s,
+        retry=_retry(),
+    )
+    return client
+
+
+class PrimaryLink:
+    """The primary that holds one hash slot (a Cluster), or the one master (url, Sentinel).
+
+    On a Cluster, a plain client to the node the cluster client names for `anchor_key`; after
+    a failure (`failed()`), the next `client()` asks the cluster client again, which has then
+    learnt of a failover (a call through it for that key makes it look).
+    """
+
+    def __init__(self, target: RedisTarget, anchor_key: str) -> None:
+        self._target = target
+        self._anchor = anchor_key
+        self._cluster: RedisCluster | None = None
+        self._client: Redis | None = None
+        self._stale: list[Redis] = []
+        if target.form == "cluster":
+            self._cluster = open_cluster(target)
+        else:
+            self._client = open_primary(target)
+
+    async def client(self) -> Redis:
+        if self._client is not None:
+            return self._client
+        if self._cluster is None:
+            raise RuntimeError("the link is closed")
+        # A keyed call through the cluster client follows a failover or a MOVED slot.
+        await self._cluster.exists(self._anchor)
+        node = self._cluster.get_node_from_key(self._anchor)
+        if node is None:
+            from redis.exceptions import ClusterDownError
+
+            raise ClusterDownError(f"no primary holds the slot of {self._anchor}")
+        from redis.asyncio import Redis
+
+        self._client = Redis(
+            host=node.host, port=int(node.port), **connection_options(self._target)
+        )
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Redis]:
+        """The client, for calls that, should one fail, leave the link to look again."""
+        client = await self.client()
+        try:
+            yield client
+        except BaseException:
+            self.failed()
+            raise
+
+    def failed(self) -> None:
+        """The last call failed: on a Cluster, the slot may have another primary now."""
+        if self._cluster is not None and self._client is not None:
+            self._stale.append(self._client)
+            self._client = None
+
+    async def close(self) -> None:
+        for stale in self._stale:
+            await stale.aclose()
+        self._stale.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._cluster is not None:
+            await self._cluster.aclose()
+            self._cluster = None
