@@ -8,11 +8,10 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-
-from gateway.config.model import RedisTarget
 import redis.asyncio as aioredis
 
 from gateway.callbacks.outbox import OutboxError, OutboxNotWritable, RedisOutbox
+from gateway.config.model import RedisTarget
 from tests.callbacks.outbox_contract import CONTRACT, NOW, Check
 from tests.support.redis_server import RedisServer
 

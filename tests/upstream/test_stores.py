@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from gateway.config.model import RedisTarget
 import redis.asyncio as aioredis
 
+from gateway.config.model import RedisTarget
 from gateway.upstream.stores import RedisStore
 from gateway.upstream.tokens import StoreError
 from tests.support.redis_server import RedisServer
