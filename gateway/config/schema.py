@@ -456,7 +456,7 @@ def host_port(value: str) -> tuple[str, int]:
     return host, port
 
 
-HostPort = Annotated[str, Field(min_length=3, max_length=300)]
+HostPort = Annotated[str, Field(max_length=300)]
 
 
 class RedisAuthConfig(_Model):
