@@ -17,6 +17,7 @@ redis-py is imported only here, when a Redis is used: it costs a gateway without
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from gateway.config.model import RedisTarget
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.sentinel import Sentinel
 
 # redis-py retries a failed call 10 times by default, with a backoff of up to a second: a
 # Redis that is down would hold each call for seconds. Twice, quickly: a stale connection (the
@@ -95,6 +97,7 @@ def open_primary(target: RedisTarget) -> Redis:
             list(target.nodes), sentinel_kwargs=sentinel_options, **connection_options(target)
         )
         master: Redis = sentinel.master_for(target.master or "")
+        _sentinels[master] = sentinel
         return master
     if target.url is None:
         raise ValueError(f"a {target.form} Redis has no single server")
@@ -107,6 +110,20 @@ def open_primary(target: RedisTarget) -> Redis:
         retry=_retry(),
     )
     return client
+
+
+# The Sentinel behind each master client open_primary made: its clients of the sentinels are
+# closed with the master's (close_client).
+_sentinels: weakref.WeakKeyDictionary[Redis, Sentinel] = weakref.WeakKeyDictionary()
+
+
+async def close_client(client: Redis | RedisCluster) -> None:
+    """Closes a client this module made, with the connections it keeps to sentinels."""
+    await client.aclose()
+    sentinel = _sentinels.pop(client, None)  # type: ignore[arg-type]
+    if sentinel is not None:
+        for each in sentinel.sentinels:
+            await each.aclose()
 
 
 class PrimaryLink:
@@ -168,7 +185,7 @@ class PrimaryLink:
             await stale.aclose()
         self._stale.clear()
         if self._client is not None:
-            await self._client.aclose()
+            await close_client(self._client)
             self._client = None
         if self._cluster is not None:
             await self._cluster.aclose()

@@ -9,7 +9,7 @@ from cachetools import TLRUCache
 
 from gateway.config.model import RedisTarget
 from gateway.core.clock import Clock
-from gateway.shared.redis_clients import open_cluster, open_primary
+from gateway.shared.redis_clients import close_client, open_cluster, open_primary
 from gateway.shared.replication import NotAcknowledged, ReplicaWait
 from gateway.upstream.tokens import StoreError
 
@@ -152,7 +152,7 @@ class RedisStore:
             # Expired, or taken over since: it is no longer this replica's to release.
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_client(self._redis)
 
     async def _run(self, operation: Awaitable[T]) -> T:
         from redis.exceptions import RedisError
