@@ -26,7 +26,12 @@ from tests.support.platform_double import APPID, SECRET, PlatformDouble
 settings.register_profile("neu-gateway", deadline=None)
 settings.load_profile("neu-gateway")
 
-pytest_plugins = ["tests.support.redis_server", "tests.support.receiver", "tests.support.processes"]
+pytest_plugins = [
+    "tests.support.redis_server",
+    "tests.support.redis_ha",
+    "tests.support.receiver",
+    "tests.support.processes",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:

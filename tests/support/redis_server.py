@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,13 +12,28 @@ import pytest
 from tests.support.ports import free_port
 
 READY = b"Ready to accept connections"
+# A sentinel never says READY; it names itself once it listens.
+SENTINEL_READY = b"Sentinel ID is"
+START_TIMEOUT_S = 20
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None, tls_dir: Path | None = None) -> None:
+    """`sentinel_config` runs a sentinel instead, of that config file (which it rewrites);
+    `extra_args` go on its command line after the options given here."""
+
+    def __init__(
+        self,
+        password: str | None = None,
+        tls_dir: Path | None = None,
+        *,
+        sentinel_config: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.password = password
         self.tls_dir = tls_dir
+        self.sentinel_config = sentinel_config
+        self.extra_args = tuple(extra_args)
         self._process: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[bytes] | None = None
 
@@ -70,26 +85,62 @@ class RedisServer:
             "no",
         ]
 
-    async def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    def _command(self) -> list[str]:
+        """The binary, and the config file a sentinel needs (the first argument, if any)."""
+        if self.sentinel_config is None:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                pytest.fail("redis-server is not installed: ./scripts/test installs it from Debian")
+            return [binary]
+        sentinel = shutil.which("redis-sentinel")
+        if sentinel is not None:
+            return [sentinel, str(self.sentinel_config)]
+        # redis-sentinel is redis-server under another name: `--sentinel` asks the same of it.
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed: ./scripts/test installs it from Debian")
+            pytest.fail("redis-sentinel is not installed: ./scripts/test installs it from Debian")
+        return [binary, str(self.sentinel_config), "--sentinel"]
+
+    async def start(self) -> None:
+        command = self._command()
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if self.tls_dir is not None:
             args = [*args[2:], *await self._tls_args()]
         if self.password:
             args += ["--requirepass", self.password]
         self._process = await asyncio.create_subprocess_exec(
-            binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command,
+            *args,
+            *self.extra_args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         assert self._process.stdout is not None
+        ready = READY if self.sentinel_config is None else SENTINEL_READY
         seen = b""
-        while READY not in seen:
-            line = await asyncio.wait_for(self._process.stdout.readline(), 20)
-            if not line:
-                raise AssertionError(f"redis-server did not start:\n{seen.decode()}")
-            seen += line
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while ready not in seen:
+                    line = await self._process.stdout.readline()
+                    if not line:
+                        break
+                    seen += line
+        except TimeoutError:
+            pass
+        if ready not in seen:
+            raise AssertionError(f"{' '.join(command)} did not start:\n{seen.decode()}")
         self._drain = asyncio.ensure_future(self._process.stdout.read())
+
+    async def kill(self) -> None:
+        """Ends the server as a crash would: SIGKILL, nothing saved, no goodbye to its peers."""
+        if self.running:
+            assert self._process is not None
+            self._process.kill()
+            await self._process.wait()
 
     async def stop(self) -> None:
         if self._process is not None and self._process.returncode is None:
