@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -142,8 +143,18 @@ class RedisServer:
             self._process.kill()
             await self._process.wait()
 
+    def pause(self) -> None:
+        """Freezes the server (SIGSTOP), as a node too busy or too far away to answer."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     async def stop(self) -> None:
         if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGCONT)
             self._process.terminate()
             await self._process.wait()
         if self._drain is not None:
