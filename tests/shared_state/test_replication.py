@@ -34,9 +34,12 @@ async def replicated() -> AsyncIterator[tuple[RedisServer, RedisServer]]:
         client = Redis(port=master.port)
 
         async def linked() -> bool:
-            # As the master sees it: the replica online, which is what WAIT counts.
-            role = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
-            return len(role[2]) == 1
+            # As WAIT sees it: the replica acknowledges what the master writes.
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set("linked", b"1")
+                pipe.execute_command("WAIT", 1, 100)
+                acknowledged = (await pipe.execute())[1]
+            return bool(acknowledged == 1)
 
         await until_answers(linked, timeout_s=10)
         await client.aclose()
