@@ -387,14 +387,21 @@ class RateLimitConfig(_Model):
     """A caller's requests a second, and how many it may send at once after a quiet spell."""
 
     requests_per_s: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
-    """Requests a second the caller may send, in each gateway process."""
+    """Requests a second the caller may send, in each gateway process or in all of them
+    (`scope`)."""
     burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    """How many requests it may send at once after a quiet spell. Default: one second's worth."""
+    """How many requests it may send at once after a quiet spell. Default: one second's worth.
+    A shared limit counts in windows of whole seconds: a window of ceil(burst / requests_per_s)
+    s takes floor(requests_per_s * window) requests, so at once at least `burst` and fewer than
+    burst + requests_per_s go, and never more than requests_per_s a second over a window (2.5
+    with a burst of 1: 2 in each second)."""
     scope: Literal["process", "shared"] = "process"
-    """`process`: counted in each gateway process, so N workers or replicas let N times the rate
-    through; `shared`: counted once for all of them, in the cache's Redis (needs cache.backend
-    redis). While that Redis is down, a shared limit is counted in each process again, and
-    neu_gateway_rate_limit_fallbacks_total says so."""
+    """`process`: a token bucket in each gateway process, so N workers or replicas let N times
+    the rate through; `shared`: counted once for all of them, in the cache's Redis (needs
+    cache.backend redis), as a sliding window (see `burst`; a burst at a window's end and
+    another at the next one's start may pass within one window). While that Redis does not
+    answer within cache.timeout_s, a shared limit is counted in each process again, asked of
+    Redis once a second, and neu_gateway_rate_limit_fallbacks_total says so."""
 
     def rate(self) -> Rate:
         burst = self.burst or max(1, math.ceil(self.requests_per_s))
