@@ -18,6 +18,7 @@ neither loads them nor connects.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config.model import RedisTarget
 from gateway.core.ratelimit import Window
-from gateway.shared.redis_clients import connection_options, open_primary
+from gateway.shared.redis_clients import close_client, connection_options, open_primary
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -150,7 +151,7 @@ def open_storage(target: RedisTarget) -> tuple[Storage, Callable[[], Awaitable[N
     # The URI only names the kind of server: the pool is what connects. (A documented option,
     # though limits' annotation of **options leaves out anything but float, str and bool.)
     common["connection_pool"] = client.connection_pool
-    return RedisStorage("redis://", **common), client.aclose
+    return RedisStorage("redis://", **common), functools.partial(close_client, client)
 
 
 def _failure(exc: BaseException, storage_error: type[BaseException]) -> SharedCountError:

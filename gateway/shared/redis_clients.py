@@ -86,6 +86,7 @@ def open_primary(target: RedisTarget) -> Redis:
         sentinel_options: dict[str, Any] = {
             "socket_timeout": target.timeout_s,
             "socket_connect_timeout": target.timeout_s,
+            "retry": _retry(),
         }
         if target.sentinel_password is not None:
             sentinel_options["password"] = target.sentinel_password.reveal()

@@ -309,16 +309,6 @@ async def local_set(tmp_path: Path) -> AsyncIterator[LocalSet]:
             await pod.stop(signal.SIGKILL)
 
 
-async def close(store: RedisStore) -> None:
-    """store.close(), and the sentinels' connections it leaves open: the store closes the
-    master's client but not redis-py's Sentinel behind it, whose clients of the sentinels
-    stay connected (gateway/shared/redis_clients.py keeps no hold of it). Closed here, so that
-    the leak does not fail the run, until the store closes them itself."""
-    sentinel = store._redis.connection_pool.sentinel_manager  # type: ignore[union-attr]
-    await store.close()
-    await sentinel.aclose()
-
-
 async def written(store: RedisStore, key: str) -> bool:
     try:
         await store.put(key, b"1", 600)
@@ -339,7 +329,7 @@ async def test_first_start_makes_pod_0_the_master_and_the_sentinels_agree(
         await store.put("first", b"1", 600)
         assert await store.get("first") == b"1"
     finally:
-        await close(store)
+        await store.close()
     # The write waited for a replica: one has it the moment the store says it is written.
     holding = await local_set.holding("first")
     assert 0 in holding
@@ -374,7 +364,7 @@ async def test_masters_pre_stop_hands_over_and_the_pod_comes_back_a_replica(
         )
         assert 0 in await local_set.holding("after")
     finally:
-        await close(store)
+        await store.close()
 
 
 async def test_a_lost_master_is_failed_over_and_its_pod_comes_back_a_replica(
@@ -401,4 +391,4 @@ async def test_a_lost_master_is_failed_over_and_its_pod_comes_back_a_replica(
             pod.sentinel.output
         )
     finally:
-        await close(store)
+        await store.close()

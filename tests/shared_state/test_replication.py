@@ -74,8 +74,16 @@ async def test_a_callback_is_accepted_only_once_the_replica_has_it(
             await outbox.check_writable()
 
         replica.resume()
-        # Now the replica has it (and the first write with it): answered as already accepted.
-        assert not await outbox.add("demo", "T2", 2, b"{}", NOW)
+
+        async def accepted_at_last() -> bool:
+            # As the platform does: sent again until answered 200, as already accepted now
+            # that the replica has it (and the first write with it).
+            try:
+                return not await outbox.add("demo", "T2", 2, b"{}", NOW)
+            except OutboxError:
+                return False
+
+        await until_answers(accepted_at_last, timeout_s=10)
         assert {d.trade_no for d in await outbox.listing(("pending",))} == {"T1", "T2"}
     finally:
         replica.resume()
