@@ -1,7 +1,8 @@
 """The token store and the outbox over TLS to Redis behind Sentinel and to a Redis Cluster
 (cache.sentinel.tls, cache.cluster.tls): every server of the set listens on TLS alone, so a
 call that is answered went over TLS to the sentinels and the data nodes alike; a server whose
-certificate the ca_file does not vouch for is refused, and the refusal names no password."""
+certificate the ca_file does not vouch for (or, behind Sentinel, that names another host) is
+refused, and the refusal names no password."""
 
 from __future__ import annotations
 
@@ -34,10 +35,18 @@ def address(node: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def behind_sentinel(sentinels: SentinelSet, ca_file: Path | None) -> RedisTarget:
+def named(nodes: list[str], host: str) -> tuple[tuple[str, int], ...]:
+    """The nodes by `host`: "localhost" is the same loopback under a name the certificate
+    (made for the address 127.0.0.1) does not carry."""
+    return tuple((host, address(node)[1]) for node in nodes)
+
+
+def behind_sentinel(
+    sentinels: SentinelSet, ca_file: Path | None, host: str = "127.0.0.1"
+) -> RedisTarget:
     return RedisTarget(
         form="sentinel",
-        nodes=tuple(address(node) for node in sentinels.sentinel_nodes),
+        nodes=named(sentinels.sentinel_nodes, host),
         master=sentinels.master_name,
         password=Secret(DATA_PASSWORD),
         sentinel_password=Secret(SENTINEL_PASSWORD),
@@ -93,9 +102,10 @@ def causes(error: BaseException) -> str:
     return "\n".join(text)
 
 
-async def refused(target: RedisTarget) -> None:
-    """The store and the outbox refuse a server they cannot verify, and say so without a
-    password (the outbox's message carries redis-py's, which names the sentinels' errors)."""
+async def refused(target: RedisTarget, expected: str) -> None:
+    """The store and the outbox refuse a server they cannot verify (its certificate, or that
+    it is the host asked for), and say so without a password (the outbox's message carries
+    redis-py's, which names the sentinels' errors)."""
     store = RedisStore(target)
     try:
         with pytest.raises(StoreError) as store_error:
@@ -111,6 +121,7 @@ async def refused(target: RedisTarget) -> None:
     for caught in (store_error.value, outbox_error.value):
         chain = causes(caught)
         assert "CERTIFICATE_VERIFY_FAILED" in chain, chain
+        assert expected in chain, chain
         for password in PASSWORDS:
             assert password not in chain, "a password in the error"
 
@@ -130,16 +141,22 @@ async def test_the_store_and_the_outbox_talk_tls_to_a_cluster(
 
 
 @pytest.mark.parametrize("redis_sentinel_set", [SENTINEL], indirect=True)
-async def test_sentinels_with_a_certificate_the_ca_file_does_not_vouch_for_are_refused(
+async def test_sentinels_whose_certificate_is_not_vouched_for_or_names_another_host_are_refused(
     redis_sentinel_set: SentinelSet, tmp_path: Path
 ) -> None:
     other_ca, _key = await certificate(tmp_path)
-    await refused(behind_sentinel(redis_sentinel_set, other_ca))
+    await refused(behind_sentinel(redis_sentinel_set, other_ca), "self-signed certificate")
+    await refused(
+        behind_sentinel(redis_sentinel_set, redis_sentinel_set.ca_file, "localhost"),
+        "Hostname mismatch",
+    )
 
 
 @pytest.mark.parametrize("redis_cluster_set", [CLUSTER], indirect=True)
-async def test_a_cluster_with_a_certificate_the_ca_file_does_not_vouch_for_is_refused(
+async def test_a_cluster_whose_certificate_the_ca_file_does_not_vouch_for_is_refused(
     redis_cluster_set: ClusterSet, tmp_path: Path
 ) -> None:
+    # No host name check here: redis-py's cluster client turns "localhost" into 127.0.0.1
+    # before it connects, and every node it learns of is named by address.
     other_ca, _key = await certificate(tmp_path)
-    await refused(on_cluster(redis_cluster_set, other_ca))
+    await refused(on_cluster(redis_cluster_set, other_ca), "self-signed certificate")
