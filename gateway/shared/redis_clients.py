@@ -56,9 +56,15 @@ def connection_options(target: RedisTarget) -> dict[str, Any]:
     if target.password is not None:
         options["password"] = target.password.reveal()
     if target.tls:
-        options["ssl"] = True
-        if target.ca_file is not None:
-            options["ssl_ca_certs"] = str(target.ca_file)
+        options.update(_tls_options(target))
+    return options
+
+
+def _tls_options(target: RedisTarget) -> dict[str, Any]:
+    # The host name is checked whatever redis-py's default: before 6.0 it was not.
+    options: dict[str, Any] = {"ssl": True, "ssl_check_hostname": True}
+    if target.ca_file is not None:
+        options["ssl_ca_certs"] = str(target.ca_file)
     return options
 
 
@@ -91,9 +97,7 @@ def open_primary(target: RedisTarget) -> Redis:
         if target.sentinel_password is not None:
             sentinel_options["password"] = target.sentinel_password.reveal()
         if target.tls:
-            sentinel_options["ssl"] = True
-            if target.ca_file is not None:
-                sentinel_options["ssl_ca_certs"] = str(target.ca_file)
+            sentinel_options.update(_tls_options(target))
         sentinel = Sentinel(
             list(target.nodes), sentinel_kwargs=sentinel_options, **connection_options(target)
         )

@@ -155,12 +155,15 @@ class RedisStore:
         await close_client(self._redis)
 
     async def _run(self, operation: Awaitable[T]) -> T:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         try:
             return await operation
         except (
             RedisError,
+            # Not a RedisError: a Cluster none of whose nodes could be reached (down, refused
+            # TLS, wrong password) when the client first asks where the slots are.
+            RedisClusterException,
             NotAcknowledged,
             OSError,
             TimeoutError,

@@ -3,7 +3,8 @@ start, crash (SIGKILL, as a lost machine) and watch fail over.
 
 Each set keeps its files in a temporary directory of its own and its servers on free
 127.0.0.1 ports; `start()` returns once the set could fail over, `failed_over()` once it has,
-each bounded by a deadline whose failure shows the last state seen.
+each bounded by a deadline whose failure shows the last state seen. A set made with `tls` serves
+TLS alone, its servers' links to each other too.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ async def _poll(what: str, deadline_s: float, check: Callable[[], Awaitable[T]])
         raise AssertionError(f"{what}: not within {deadline_s} s; last seen: {last}") from None
 
 
-def _client(port: int, password: str | None) -> Redis:
+def _client(port: int, password: str | None, ca_file: Path | None = None) -> Redis:
+    """A client of one server; over TLS, trusting `ca_file`, when given one."""
+    tls = {"ssl": True, "ssl_ca_certs": str(ca_file)} if ca_file is not None else {}
     # No retries of its own: the polls above retry, and a dead server must fail at once.
     return Redis(
         host=HOST,
@@ -73,11 +76,12 @@ def _client(port: int, password: str | None) -> Redis:
         socket_timeout=QUERY_TIMEOUT_S,
         socket_connect_timeout=QUERY_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
+        **tls,
     )
 
 
-async def _role(port: int, password: str | None) -> str:
-    async with _client(port, password) as client:
+async def _role(port: int, password: str | None, ca_file: Path | None = None) -> str:
+    async with _client(port, password, ca_file) as client:
         reply = await client.execute_command("ROLE")
     return str(reply[0])
 
@@ -87,11 +91,26 @@ def _flags(state: dict[str, Any]) -> set[str]:
 
 
 class _ServerSet:
-    """Servers started in one temporary directory, all stopped by `stop()`, even half-started."""
+    """Servers started in one temporary directory, all stopped by `stop()`, even half-started.
 
-    def __init__(self, prefix: str) -> None:
+    With `tls`, every server speaks TLS only (no plain port), with one certificate for
+    127.0.0.1 kept in that directory: `ca_file` is what a client trusts.
+    """
+
+    def __init__(self, prefix: str, tls: bool = False) -> None:
         self._root = Path(tempfile.mkdtemp(prefix=prefix))
         self._servers: list[RedisServer] = []
+        self.tls = tls
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self._root / "cert.pem" if self.tls else None
+
+    @property
+    def _tls_peer_args(self) -> list[str]:
+        """A server's own links (a replica to its master, a sentinel to what it watches, a
+        cluster bus) over TLS too: with no plain port, there is nothing else to reach."""
+        return ["--tls-replication", "yes"] if self.tls else []
 
     async def _start_server(
         self,
@@ -104,8 +123,9 @@ class _ServerSet:
             directory = Path(tempfile.mkdtemp(dir=self._root))
             server = RedisServer(
                 password,
+                self._root if self.tls else None,
                 sentinel_config=sentinel_config(directory) if sentinel_config else None,
-                extra_args=["--dir", str(directory), *args(directory)],
+                extra_args=["--dir", str(directory), *self._tls_peer_args, *args(directory)],
             )
             self._servers.append(server)
             try:
@@ -128,8 +148,13 @@ class SentinelSet(_ServerSet):
 
     master_name = "neu-gateway-test"
 
-    def __init__(self, password: str | None = None, sentinel_password: str | None = None) -> None:
-        super().__init__("redis-sentinel-set-")
+    def __init__(
+        self,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        super().__init__("redis-sentinel-set-", tls)
         self.password = password
         self.sentinel_password = sentinel_password
         self._data: list[RedisServer] = []
@@ -186,12 +211,12 @@ class SentinelSet(_ServerSet):
             await _poll(what, START_DEADLINE_S, partial(self._sees_the_set, sentinel))
 
     async def _replica_linked(self) -> None:
-        async with _client(self._data[1].port, self.password) as client:
+        async with _client(self._data[1].port, self.password, self.ca_file) as client:
             replication = await client.info("replication")
         assert replication.get("master_link_status") == "up", replication
 
     async def _sees_the_set(self, sentinel: RedisServer) -> None:
-        async with _client(sentinel.port, self.sentinel_password) as client:
+        async with _client(sentinel.port, self.sentinel_password, self.ca_file) as client:
             master = await client.sentinel_master(self.master_name)
             replicas = await client.sentinel_slaves(self.master_name)
             others = await client.sentinel_sentinels(self.master_name)
@@ -203,7 +228,7 @@ class SentinelSet(_ServerSet):
         assert ports == expected, f"{ports} of the other sentinels {expected}"
 
     async def _named_master(self, sentinel: RedisServer) -> int:
-        async with _client(sentinel.port, self.sentinel_password) as client:
+        async with _client(sentinel.port, self.sentinel_password, self.ca_file) as client:
             address = await client.sentinel_get_master_addr_by_name(self.master_name)
         assert address is not None, f"sentinel {sentinel.port} names no master"
         return int(address[1])
@@ -236,7 +261,7 @@ class SentinelSet(_ServerSet):
             assert len(named) == 1, f"the sentinels name {sorted(named)}"
             (port,) = named
             assert port != old_port, f"the sentinels still name {old_port}"
-            role = await _role(port, self.password)
+            role = await _role(port, self.password, self.ca_file)
             assert role == "master", f"{port} named master but says {role}"
             return port
 
@@ -248,8 +273,8 @@ class ClusterSet(_ServerSet):
 
     size = 6
 
-    def __init__(self, password: str | None = None) -> None:
-        super().__init__("redis-cluster-set-")
+    def __init__(self, password: str | None = None, tls: bool = False) -> None:
+        super().__init__("redis-cluster-set-", tls)
         self.password = password
         self._nodes: list[RedisServer] = []
 
@@ -270,6 +295,7 @@ class ClusterSet(_ServerSet):
             str(free_port()),
             *REPLICATION_ARGS,
             *(["--masterauth", self.password] if self.password else []),
+            *(["--tls-cluster", "yes"] if self.tls else []),
         ]
 
     async def start(self) -> None:
@@ -284,8 +310,10 @@ class ClusterSet(_ServerSet):
             pytest.fail("redis-cli is not installed: ./scripts/test installs it from Debian")
         # The password by environment: `-a` would be seen in the process list, and warned of.
         env = {**os.environ, **({"REDISCLI_AUTH": self.password} if self.password else {})}
+        tls = ["--tls", "--cacert", str(self.ca_file)] if self.tls else []
         create = await asyncio.create_subprocess_exec(
             binary,
+            *tls,
             "--cluster",
             "create",
             *self.startup_nodes,
@@ -308,7 +336,7 @@ class ClusterSet(_ServerSet):
     async def _all_ok(self) -> None:
         roles = []
         for node in self._nodes:
-            async with _client(node.port, self.password) as client:
+            async with _client(node.port, self.password, self.ca_file) as client:
                 state = await client.execute_command("CLUSTER", "INFO")
                 replication = await client.info("replication")
             assert "cluster_state:ok" in state.splitlines(), f"{node.port}: {state}"
@@ -319,7 +347,7 @@ class ClusterSet(_ServerSet):
 
     async def _slot_owner(self, node: RedisServer, key: str) -> int:
         """The primary serving `key`'s slot, in `node`'s view."""
-        async with _client(node.port, self.password) as client:
+        async with _client(node.port, self.password, self.ca_file) as client:
             slot = await client.execute_command("CLUSTER", "KEYSLOT", key)
             ranges = await client.execute_command("CLUSTER", "SLOTS")
         for first, last, primary, *_replicas in ranges:
@@ -352,7 +380,7 @@ class ClusterSet(_ServerSet):
             live = self._live()
             owners = set()
             for node in live:
-                async with _client(node.port, self.password) as client:
+                async with _client(node.port, self.password, self.ca_file) as client:
                     state = await client.execute_command("CLUSTER", "INFO")
                 assert "cluster_state:ok" in state.splitlines(), f"{node.port} not ok"
                 owners.add(await self._slot_owner(node, key))
@@ -360,7 +388,7 @@ class ClusterSet(_ServerSet):
             (port,) = owners
             assert port != old_port, f"{key!r} still served by {old_port}"
             assert port in {node.port for node in live}, f"{key!r} served by {port}, not live"
-            role = await _role(port, self.password)
+            role = await _role(port, self.password, self.ca_file)
             assert role == "master", f"{port} serves {key!r} but says {role}"
             return port
 
@@ -369,7 +397,7 @@ class ClusterSet(_ServerSet):
 
 @pytest.fixture
 async def redis_sentinel_set(request: pytest.FixtureRequest) -> AsyncIterator[SentinelSet]:
-    """A started SentinelSet; its keyword arguments (passwords) by indirect parametrization."""
+    """A started SentinelSet; its keyword arguments (passwords, tls) by indirect parametrization."""
     sentinels = SentinelSet(**getattr(request, "param", {}))
     try:
         await sentinels.start()
@@ -380,7 +408,7 @@ async def redis_sentinel_set(request: pytest.FixtureRequest) -> AsyncIterator[Se
 
 @pytest.fixture
 async def redis_cluster_set(request: pytest.FixtureRequest) -> AsyncIterator[ClusterSet]:
-    """A started ClusterSet; its keyword arguments (a password) by indirect parametrization."""
+    """A started ClusterSet; its keyword arguments (a password, tls) by indirect parametrization."""
     cluster = ClusterSet(**getattr(request, "param", {}))
     try:
         await cluster.start()

@@ -18,6 +18,36 @@ SENTINEL_READY = b"Sentinel ID is"
 START_TIMEOUT_S = 20
 
 
+async def certificate(directory: Path) -> tuple[Path, Path]:
+    """cert.pem and key.pem in `directory`: a certificate for 127.0.0.1 that a client trusts as
+    its own CA. One already there is kept, so that the servers of a set share it."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.exists() and key.exists():
+        return cert, key
+    openssl = await asyncio.create_subprocess_exec(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await openssl.wait() == 0, "openssl could not make a test certificate"
+    return cert, key
+
+
 class RedisServer:
     """`sentinel_config` runs a sentinel instead, of that config file (which it rewrites);
     `extra_args` go on its command line after the options given here."""
@@ -48,29 +78,7 @@ class RedisServer:
 
     async def _tls_args(self) -> list[str]:
         assert self.tls_dir is not None
-        cert, key = self.tls_dir / "cert.pem", self.tls_dir / "key.pem"
-        # A certificate for 127.0.0.1 that the client trusts as its own CA.
-        openssl = await asyncio.create_subprocess_exec(
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert await openssl.wait() == 0, "openssl could not make a test certificate"
+        cert, key = await certificate(self.tls_dir)
         return [
             "--port",
             "0",

@@ -31,9 +31,10 @@ from gateway.shared.replication import NotAcknowledged, ReplicaWait
 
 
 def _store_errors() -> tuple[type[Exception], ...]:
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
-    return (RedisError, OSError, NotAcknowledged)
+    # RedisClusterException is no RedisError: a Cluster none of whose nodes could be reached.
+    return (RedisError, RedisClusterException, OSError, NotAcknowledged)
 
 
 translated = translating(_store_errors)
