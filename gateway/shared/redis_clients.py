@@ -68,14 +68,8 @@ def _tls_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
-def open_shared(target: RedisTarget) -> Redis | RedisCluster:
-    """A client of the whole Redis: any key, on whichever node holds it."""
-    if target.form == "cluster":
-        return open_cluster(target)
-    return open_primary(target)
-
-
 def open_cluster(target: RedisTarget) -> RedisCluster:
+    """A client of the whole Cluster: any key, on whichever node holds it."""
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
     return RedisCluster(
@@ -155,6 +149,7 @@ class PrimaryLink:
             return self._client
         if self._cluster is None:
             raise RuntimeError("the link is closed")
+        await self._close_stale()
         # A keyed call through the cluster client follows a failover or a MOVED slot.
         await self._cluster.exists(self._anchor)
         node = self._cluster.get_node_from_key(self._anchor)
@@ -185,10 +180,13 @@ class PrimaryLink:
             self._stale.append(self._client)
             self._client = None
 
+    async def _close_stale(self) -> None:
+        stale, self._stale = self._stale, []
+        for client in stale:
+            await client.aclose()
+
     async def close(self) -> None:
-        for stale in self._stale:
-            await stale.aclose()
-        self._stale.clear()
+        await self._close_stale()
         if self._client is not None:
             await close_client(self._client)
             self._client = None
