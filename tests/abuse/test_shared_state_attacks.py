@@ -1,0 +1,83 @@
+"""Attacks on the state the gateway shares through Redis: a replica or master that lags or
+freezes, a Cluster whose slot's primary refuses writes, a flood of logins while Redis is away,
+and hostile cache.sentinel / cache.cluster settings. Each test is an attack; it passes when
+the gateway held."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.callbacks.outbox import OutboxError, RedisOutbox
+from gateway.config.model import RedisTarget
+from tests.support.redis_ha import REPLICATION_ARGS
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import until_answers
+
+# The module's tests run on the module's event loop (conftest.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+NOW = 1_800_000_000.0
+# The schema's defaults (gateway/config/schema.py CacheConfig): timeout_s, wait_timeout_s.
+DEFAULT_TIMEOUT_S = 0.5
+DEFAULT_WAIT_TIMEOUT_S = 0.5
+
+
+@asynccontextmanager
+async def replicated() -> AsyncIterator[tuple[RedisServer, RedisServer]]:
+    """A master and its replica, linked as WAIT sees it."""
+    master = RedisServer(extra_args=REPLICATION_ARGS)
+    await master.start()
+    replica = RedisServer(
+        extra_args=[*REPLICATION_ARGS, "--replicaof", "127.0.0.1", str(master.port)]
+    )
+    client = Redis(port=master.port)
+    try:
+        await replica.start()
+
+        async def linked() -> bool:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set("linked", b"1")
+                pipe.execute_command("WAIT", 1, 100)
+                return bool((await pipe.execute())[1] == 1)
+
+        await until_answers(linked, timeout_s=10)
+        yield master, replica
+    finally:
+        await client.aclose()
+        await replica.stop()
+        await master.stop()
+
+
+async def test_a_lagging_replica_counts_a_failed_delivery_once() -> None:
+    """With the default timeouts a write's WAIT outlasts the socket's timeout: a retried
+    pipeline would run the outbox's script again, counting one failed attempt three times
+    (a delivery dead after a third of callbacks.max_attempts) and holding the worker for
+    three timeouts."""
+    async with replicated() as (master, replica):
+        target = dataclasses.replace(
+            RedisTarget.of_url(master.url, "neu:", DEFAULT_TIMEOUT_S),
+            wait_replicas=1,
+            wait_timeout_s=DEFAULT_WAIT_TIMEOUT_S,
+        )
+        outbox = RedisOutbox(target)
+        reader = Redis(port=master.port)
+        try:
+            assert await outbox.add("demo", "T1", 2, b"{}", NOW)
+            [delivery] = await outbox.due(NOW, 10, lease_s=30)
+            replica.pause()
+            started = time.monotonic()
+            with pytest.raises(OutboxError):
+                await outbox.failed(delivery.id, "HTTP 500", NOW + 1, dead=False)
+            took_s = time.monotonic() - started
+            attempts = await reader.hget(f"neu:outbox:d:{delivery.id}", "attempts")
+            assert attempts == b"1", "one failed attempt, counted more than once"
+            assert took_s < 2 * DEFAULT_TIMEOUT_S, f"a refused write took {took_s:.2f} s"
+        finally:
+            replica.resume()
+            await reader.aclose()
+            await outbox.close()
