@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 import pytest
 from redis.asyncio import Redis
 
-from gateway.callbacks.outbox import OutboxError, RedisOutbox
+from gateway.callbacks.outbox import OutboxError, OutboxNotWritable, RedisOutbox
+from gateway.callbacks.outbox.redis import outbox_prefix
 from gateway.config.model import RedisTarget
-from tests.support.redis_ha import REPLICATION_ARGS
+from tests.support.redis_ha import REPLICATION_ARGS, ClusterSet
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import until_answers
 
@@ -25,6 +26,7 @@ NOW = 1_800_000_000.0
 # The schema's defaults (gateway/config/schema.py CacheConfig): timeout_s, wait_timeout_s.
 DEFAULT_TIMEOUT_S = 0.5
 DEFAULT_WAIT_TIMEOUT_S = 0.5
+REFUSED_WRITES = 30
 
 
 @asynccontextmanager
@@ -81,3 +83,42 @@ async def test_a_lagging_replica_counts_a_failed_delivery_once() -> None:
             replica.resume()
             await reader.aclose()
             await outbox.close()
+
+
+async def connections_to(port: int) -> int:
+    """Clients connected to the server on `port` now (CLIENT LIST), this probe's own aside."""
+    async with Redis(port=port) as client:
+        listed = await client.execute_command("CLIENT", "LIST")
+    text = listed.decode() if isinstance(listed, bytes) else str(listed)
+    return len(text.strip().splitlines()) - 1
+
+
+async def test_a_full_cluster_primary_does_not_make_the_outbox_hoard_connections() -> None:
+    """The outbox's slot primary refusing every write (out of memory, noeviction): each refused
+    write, a readiness check or a callback the platform sends again, must not leave one more
+    client with its open connection behind, for as long as the primary stays full."""
+    cluster = ClusterSet()
+    try:
+        await cluster.start()
+        target = RedisTarget(
+            form="cluster",
+            nodes=tuple(("127.0.0.1", int(node.rpartition(":")[2])) for node in cluster.startup_nodes),
+            timeout_s=1,
+        )
+        outbox = RedisOutbox(target)
+        try:
+            await outbox.check_writable()
+            primary = await cluster.primary_port_for(f"{outbox_prefix(target)}seq")
+            async with Redis(port=primary) as admin:
+                await admin.config_set("maxmemory-policy", "noeviction")
+                await admin.config_set("maxmemory", "1")
+            before = await connections_to(primary)
+            for _ in range(REFUSED_WRITES):
+                with pytest.raises(OutboxNotWritable):
+                    await outbox.check_writable()
+            grown = await connections_to(primary) - before
+            assert grown <= 2, f"{grown} more connections after {REFUSED_WRITES} refused writes"
+        finally:
+            await outbox.close()
+    finally:
+        await cluster.stop()
