@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 # Redis that is down would hold each call for seconds. Twice, quickly: a stale connection (the
 # old master's, an idle one the server closed) gets one fresh try; longer outages are the
 # callers' to handle (the cache skips Redis, a callback is refused 503, a delivery waits).
+# Never after a timeout: the command was sent and may still run (a WAIT outlasting the socket's
+# timeout, a frozen server that wakes), so a retry would run a script twice (a failed delivery
+# counted twice), and a call would take its timeout three times.
 RETRIES = 2
 RETRY_BASE_S = 0.02
 RETRY_CAP_S = 0.1
@@ -40,8 +43,10 @@ RETRY_CAP_S = 0.1
 def _retry() -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError
 
-    return Retry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES)
+    backoff = ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S)
+    return Retry(backoff, RETRIES, supported_errors=(ConnectionError,))
 
 
 def connection_options(target: RedisTarget) -> dict[str, Any]:
