@@ -176,12 +176,17 @@ class PrimaryLink:
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Redis]:
-        """The client, for calls that, should one fail, leave the link to look again."""
+        """The client, for calls that, should one fail as a moved primary would, leave the
+        link to look again."""
         client = await self.client()
         try:
             yield client
-        except BaseException:
-            self.failed()
+        except Exception as exc:
+            # Not on an answer the primary gave (out of memory, replicas lagging): the slot
+            # has not moved, and a client left behind at each such write, with its open
+            # connection, would pile up for as long as the primary keeps refusing.
+            if _may_have_moved(exc):
+                self.failed()
             raise
 
     def failed(self) -> None:
@@ -200,3 +205,19 @@ class PrimaryLink:
         if self._cluster is not None:
             await self._cluster.aclose()
             self._cluster = None
+
+
+def _may_have_moved(exc: Exception) -> bool:
+    """Whether a failed call could mean that another node serves the slot now."""
+    from redis.exceptions import (
+        ClusterDownError,
+        ConnectionError,
+        MasterDownError,
+        MovedError,
+        ReadOnlyError,
+        TimeoutError,
+        TryAgainError,
+    )
+
+    moved = (ClusterDownError, MasterDownError, MovedError, ReadOnlyError, TryAgainError)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError, *moved))
