@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from gateway.callbacks.outbox import OutboxError, OutboxNotWritable, RedisOutbox
 from gateway.callbacks.outbox.redis import outbox_prefix
 from gateway.config.model import RedisTarget
+from tests.config.test_json_schema import BASE, loader_accepts, schema_accepts
 from tests.support.redis_ha import REPLICATION_ARGS, ClusterSet
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import until_answers
@@ -122,3 +123,29 @@ async def test_a_full_cluster_primary_does_not_make_the_outbox_hoard_connections
             await outbox.close()
     finally:
         await cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("node", "valid"),
+    [
+        pytest.param("user:secret@r0:6379", False, id="a password in a node is refused"),
+        pytest.param("user@r0:6379", False, id="a user in a node is refused"),
+        pytest.param("r0?db=1:6379", False, id="a query in a node is refused"),
+        pytest.param("r0#x:6379", False, id="a fragment in a node is refused"),
+        pytest.param("r0:6379/", False, id="a path in a node is refused"),
+        pytest.param("r0:0", False, id="port 0 is refused"),
+        pytest.param("r0:65536", False, id="a port past 65535 is refused"),
+        pytest.param("r0:99999", False, id="five digits past 65535 are refused"),
+        pytest.param("[zz::1]:6379", False, id="an IPv6 address of no hex is refused"),
+        pytest.param("r0:65535", True, id="port 65535 is a port"),
+        pytest.param("[fd00::1]:26379", True, id="an IPv6 address is a host"),
+        pytest.param("redis-0.redis.svc:6379", True, id="a DNS name is a host"),
+    ],
+)
+async def test_check_config_and_the_json_schema_agree_on_a_hostile_node(
+    node: str, valid: bool
+) -> None:
+    """A node the loader reads differently from what the file says (a password dropped, a
+    host cut at `?`) must be refused by both, not started with."""
+    text = BASE + f"cache: {{backend: redis, cluster: {{nodes: ['{node}']}}}}\n"
+    assert (loader_accepts(text), schema_accepts(text)) == (valid, valid)
