@@ -103,7 +103,9 @@ async def test_a_full_cluster_primary_does_not_make_the_outbox_hoard_connections
         await cluster.start()
         target = RedisTarget(
             form="cluster",
-            nodes=tuple(("127.0.0.1", int(node.rpartition(":")[2])) for node in cluster.startup_nodes),
+            nodes=tuple(
+                ("127.0.0.1", int(node.rpartition(":")[2])) for node in cluster.startup_nodes
+            ),
             timeout_s=1,
         )
         outbox = RedisOutbox(target)
