@@ -6,7 +6,9 @@ the gateway held."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +18,10 @@ from redis.asyncio import Redis
 from gateway.callbacks.outbox import OutboxError, OutboxNotWritable, RedisOutbox
 from gateway.callbacks.outbox.redis import outbox_prefix
 from gateway.config.model import RedisTarget
+from gateway.core import jwt
+from gateway.upstream.tokens import UNSTORED_MAX, CachedAnswer, StoreError, TokenCache
 from tests.config.test_json_schema import BASE, loader_accepts, schema_accepts
+from tests.support.clock import MutableClock
 from tests.support.redis_ha import REPLICATION_ARGS, ClusterSet
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import until_answers
@@ -151,3 +156,74 @@ async def test_check_config_and_the_json_schema_agree_on_a_hostile_node(
     host cut at `?`) must be refused by both, not started with."""
     text = BASE + f"cache: {{backend: redis, cluster: {{nodes: ['{node}']}}}}\n"
     assert (loader_accepts(text), schema_accepts(text)) == (valid, valid)
+
+
+class AwayStore:
+    """A shared store that never answers, as Redis in an outage (refused at once, so that
+    thousands of logins take no time; a refused connection to redis-py costs its retries)."""
+
+    shared = True
+
+    async def get(self, key: str) -> bytes | None:
+        raise StoreError("ConnectionError")
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        raise StoreError("ConnectionError")
+
+    async def delete(self, *keys: str) -> None:
+        raise StoreError("ConnectionError")
+
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        raise StoreError("ConnectionError")
+
+    async def count(self, prefix: str) -> int:
+        raise StoreError("ConnectionError")
+
+    async def ping(self) -> None:
+        raise StoreError("ConnectionError")
+
+    async def unlock(self, key: str) -> None:
+        raise StoreError("ConnectionError")
+
+    async def close(self) -> None:
+        return None
+
+
+def login_answer(open_id: str, padding: int) -> CachedAnswer:
+    access_token = jwt.encode({"openId": open_id, "exp": time.time() + 3600}, b"platform-key")
+    body = {
+        "responseHeader": {"status": 200, "msg": "OK"},
+        "response": {"accessToken": access_token, "expire": 3600, "pad": "x" * padding},
+    }
+    return CachedAnswer(200, "application/json", json.dumps(body).encode())
+
+
+async def test_a_login_flood_while_redis_is_away_keeps_bounded_memory() -> None:
+    """Every exchange while Redis cannot store its answer is kept in this process (so the same
+    code sent again is not exchanged twice): a flood of distinct codes must not grow it past
+    its bound of answers."""
+    store = AwayStore()
+    cache = TokenCache(store, MutableClock(), margin_s=60, wait_s=1)
+    answer_bytes = 8_000
+
+    async def flood(count: int, start: int) -> None:
+        for n in range(start, start + count):
+            answer = login_answer(f"user-{n}", answer_bytes)
+
+            async def fetch(answer: CachedAnswer = answer) -> CachedAnswer:
+                return answer
+
+            _, source = await cache.exchange("demo", f"code-{n}", "user.info", fetch)
+            assert source == "miss"
+
+    tracemalloc.start()
+    try:
+        await flood(UNSTORED_MAX, 0)
+        filled = tracemalloc.get_traced_memory()[0]
+        await flood(2 * UNSTORED_MAX, UNSTORED_MAX)
+        grown_mb = (tracemalloc.get_traced_memory()[0] - filled) / 2**20
+    finally:
+        tracemalloc.stop()
+        await store.close()
+    # Unbounded, 2000 more answers of 8 kB would be 16 MB more.
+    assert grown_mb < 2, f"{grown_mb:.1f} MB more after {2 * UNSTORED_MAX} more logins"
