@@ -33,6 +33,7 @@ from typing import Any
 # The loader's own pattern of a placeholder, so that the two cannot drift apart.
 from gateway.config.load import _ENV_REFERENCE
 from gateway.config.schema import (
+    HOST_PORT_PATTERN,
     PROXY_DIRECT,
     PROXY_FROM_ENV,
     READY_BACKENDS,
@@ -192,10 +193,6 @@ def _sentinel_login(model: dict[str, Any]) -> None:
     _redis_login(model, _not_both("sentinel_password_env", "sentinel_password_file"))
 
 
-# host:port, or [IPv6]:port.
-_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$"
-
-
 def _doc_or_off(option: dict[str, Any]) -> None:
     # The validator reads YAML's booleans as the words they came from (`validation: off`).
     option.pop("type")
@@ -234,9 +231,9 @@ _REFINEMENTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "CacheConfig": _one_redis,
     "CacheConfig.key_prefix": _string_pattern("^[^{}]*$"),
     "RedisSentinelConfig": _sentinel_login,
-    "RedisSentinelConfig.nodes": _items({"type": "string", "pattern": _HOST_PORT}),
+    "RedisSentinelConfig.nodes": _items({"type": "string", "pattern": HOST_PORT_PATTERN}),
     "RedisClusterConfig": _redis_login,
-    "RedisClusterConfig.nodes": _items({"type": "string", "pattern": _HOST_PORT}),
+    "RedisClusterConfig.nodes": _items({"type": "string", "pattern": HOST_PORT_PATTERN}),
     "CacheConfig.url": _string_pattern(
         "^(" + "|".join(_case_free(s) for s in ("redis", "rediss", "unix")) + "):"
     ),

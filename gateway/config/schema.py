@@ -451,16 +451,27 @@ class CallerConfig(_Model):
         return value
 
 
+# host:port or [IPv6]:port, the port 1 to 65535; the JSON Schema's pattern too, so that an
+# editor and check-config agree. No user, password, query or path: read as a URL, they would
+# be dropped, and the gateway would start with another node than the file names.
+HOST_PORT_PATTERN = (
+    r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@?#%]+):"
+    r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+)
+
+
 def host_port(value: str) -> tuple[str, int]:
     """`host:port` (`[v6]:port`) as a pair; ValueError saying what is wrong."""
-    try:
-        url = URL(f"redis://{value}")
-        host, port = url.host, url.explicit_port
-    except ValueError:
-        host, port = None, None
-    if not host or port is None or not 0 < port < 65536 or url.raw_path not in ("", "/"):
+    matched = re.fullmatch(HOST_PORT_PATTERN.removeprefix("^").removesuffix("$"), value)
+    host = matched.group(1) if matched else ""
+    if host.startswith("["):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            host = ""
+    if matched is None or not host:
         raise ValueError(f"{value!r} is not host:port (e.g. 10.0.0.7:26379)")
-    return host, port
+    return host, int(matched.group(2))
 
 
 HostPort = Annotated[str, Field(max_length=300)]

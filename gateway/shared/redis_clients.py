@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 # Redis that is down would hold each call for seconds. Twice, quickly: a stale connection (the
 # old master's, an idle one the server closed) gets one fresh try; longer outages are the
 # callers' to handle (the cache skips Redis, a callback is refused 503, a delivery waits).
+# Never after a timeout: the command was sent and may still run (a WAIT outlasting the socket's
+# timeout, a frozen server that wakes), so a retry would run a script twice (a failed delivery
+# counted twice), and a call would take its timeout three times.
 RETRIES = 2
 RETRY_BASE_S = 0.02
 RETRY_CAP_S = 0.1
@@ -40,8 +43,10 @@ RETRY_CAP_S = 0.1
 def _retry() -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError
 
-    return Retry(ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S), RETRIES)
+    backoff = ExponentialBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S)
+    return Retry(backoff, RETRIES, supported_errors=(ConnectionError,))
 
 
 def connection_options(target: RedisTarget) -> dict[str, Any]:
@@ -166,12 +171,17 @@ class PrimaryLink:
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Redis]:
-        """The client, for calls that, should one fail, leave the link to look again."""
+        """The client, for calls that, should one fail as a moved primary would, leave the
+        link to look again."""
         client = await self.client()
         try:
             yield client
-        except BaseException:
-            self.failed()
+        except Exception as exc:
+            # Not on an answer the primary gave (out of memory, replicas lagging): the slot
+            # has not moved, and a client left behind at each such write, with its open
+            # connection, would pile up for as long as the primary keeps refusing.
+            if _may_have_moved(exc):
+                self.failed()
             raise
 
     def failed(self) -> None:
@@ -193,3 +203,19 @@ class PrimaryLink:
         if self._cluster is not None:
             await self._cluster.aclose()
             self._cluster = None
+
+
+def _may_have_moved(exc: Exception) -> bool:
+    """Whether a failed call could mean that another node serves the slot now."""
+    from redis.exceptions import (
+        ClusterDownError,
+        ConnectionError,
+        MasterDownError,
+        MovedError,
+        ReadOnlyError,
+        TimeoutError,
+        TryAgainError,
+    )
+
+    moved = (ClusterDownError, MasterDownError, MovedError, ReadOnlyError, TryAgainError)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError, *moved))
