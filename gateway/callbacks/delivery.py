@@ -8,7 +8,8 @@ Each delivery is POSTed as JSON (the trade detail the platform confirmed) with
 Once: a delivery is sent only on a lease the outbox holds (and, on Redis, its replicas), and a
 2xx is recorded before anything else is sent. Should the outbox fail just then (a Redis
 failover), the worker keeps the delivery as sent and records it again until that works,
-sending it no more: the service gets it once, unless this process dies in those seconds.
+sending it no more, and its lease outlasts a failover so no other worker takes it meanwhile:
+the service gets it once, unless this process dies in those seconds.
 """
 
 from __future__ import annotations
@@ -134,9 +135,10 @@ class DeliveryWorker:
                 await within(self._clock, wait_s, self._wake.wait())
 
     async def _deliver_due(self, session: aiohttp.ClientSession) -> None:
-        # Longer than one attempt can take, so the lease outlives the delivery it guards; after
-        # a crash, what it had leased waits this long before it is sent again.
-        lease_s = 2 * self._settings.timeout_s + 1
+        # Longer than one attempt can take, and than a failover of the outbox's store (while
+        # a 2xx is being recorded, no other worker may take the delivery); after a crash,
+        # what it had leased waits this long before it is sent again.
+        lease_s = 2 * self._settings.timeout_s + self._outbox.lease_margin_s
         batch = await self._outbox.due(self._clock.now_ms() / 1000, BATCH, lease_s)
         # Sent already: only its record is missing (_record_sent sees to it).
         batch = [delivery for delivery in batch if delivery.id not in self._unrecorded]

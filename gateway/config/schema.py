@@ -561,7 +561,8 @@ class CacheConfig(_Model):
     key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "neu:"
     """Every Redis key starts with it (no `{` or `}`: they would choose a Cluster's slots)."""
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
-    """Seconds a Redis call may take before the cache carries on without it."""
+    """Seconds a Redis call may take before the cache carries on without it (a write that waits
+    for the replicas: wait_timeout_s more)."""
     wait_replicas: Annotated[int, Field(ge=0, le=16)] | None = None
     """Replicas that must have a write before the gateway counts on it (Redis's WAIT): an
     accepted callback before the platform is answered 200, an exchange's lock, a delivery's

@@ -52,7 +52,7 @@ def _retry() -> Any:
 def connection_options(target: RedisTarget) -> dict[str, Any]:
     """What every connection to a data node takes: timeouts, retries, credentials, TLS."""
     options: dict[str, Any] = {
-        "socket_timeout": target.timeout_s,
+        "socket_timeout": _read_timeout_s(target),
         "socket_connect_timeout": target.timeout_s,
         "retry": _retry(),
     }
@@ -63,6 +63,13 @@ def connection_options(target: RedisTarget) -> dict[str, Any]:
     if target.tls:
         options.update(_tls_options(target))
     return options
+
+
+def _read_timeout_s(target: RedisTarget) -> float:
+    # A write followed by WAIT may take wait_timeout_s on top of its own time: within the
+    # socket's timeout, it ends as "not acknowledged", not as a timeout that leaves unknown
+    # whether the write was made.
+    return target.timeout_s + (target.wait_timeout_s if target.wait_replicas else 0.0)
 
 
 def _tls_options(target: RedisTarget) -> dict[str, Any]:
@@ -109,7 +116,7 @@ def open_primary(target: RedisTarget) -> Redis:
 
     client: Redis = aioredis.from_url(
         target.url,
-        socket_timeout=target.timeout_s,
+        socket_timeout=_read_timeout_s(target),
         socket_connect_timeout=target.timeout_s,
         retry=_retry(),
     )

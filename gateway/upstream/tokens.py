@@ -33,8 +33,8 @@ T = TypeVar("T")
 # How long a store stays skipped after it failed, so an outage does not slow every request.
 RETRY_STORE_AFTER_S = 1.0
 LOCK_POLL_S = 0.05
-# Exchange answers this process keeps itself while the store cannot (a Redis failover).
-UNSTORED_MAX = 1000
+# Exchange answers this process keeps itself, beside a shared store.
+RECENT_MAX = 1000
 
 
 class StoreError(Exception):
@@ -137,11 +137,12 @@ class TokenCache:
         self._margin_s = margin_s
         self._wait_s = wait_s
         self._flights: SingleFlight[str, tuple[CachedAnswer, str]] = SingleFlight()
-        # Answers fetched while the store could not keep them: the same code sent again to
-        # this process is answered from here, not exchanged a second time (which the
-        # platform refuses), until the token's end.
-        self._unstored: TLRUCache[str, tuple[CachedAnswer, float]] = TLRUCache(
-            maxsize=UNSTORED_MAX,
+        # The answers this process fetched, kept here too when the store is shared: the same
+        # code sent again to this process is answered from here, not exchanged a second time
+        # (which the platform refuses), whatever Redis does meanwhile (a failover, a slot of
+        # a Cluster away, a write lost), until the token's end.
+        self._recent: TLRUCache[str, tuple[CachedAnswer, float]] = TLRUCache(
+            maxsize=RECENT_MAX,
             ttu=lambda _key, value, _now: value[1],
             timer=lambda: clock.now_ms() / 1000,
         )
@@ -231,7 +232,7 @@ class TokenCache:
         return CachedAnswer.loads(cached) if cached is not None else None
 
     async def _get_answer(self, key: str) -> CachedAnswer | None:
-        kept = self._unstored.get(key)
+        kept = self._recent.get(key)
         if kept is not None:
             return kept[0]
         cached = await self._get(key)
@@ -243,19 +244,14 @@ class TokenCache:
         if issued is None or issued.life_s <= 0:
             return
         life = issued.life_s
-        if not await self._put(key, answer.dumps(), life):
-            self._unstored[key] = (answer, now_s + life)
+        if self._store.shared:
+            self._recent[key] = (answer, now_s + life)
+        await self._put(key, answer.dumps(), life)
         await self._put(f"o:{app}:{issued.open_id}", issued.token.encode(), life)
         await self._put(f"t:{app}:{_digest(issued.token)}", key.encode(), life)
 
-    async def _put(self, key: str, value: bytes, life_s: float) -> bool:
-        """Whether the store kept it."""
-
-        async def put() -> bool:
-            await self._store.put(key, value, life_s)
-            return True
-
-        return await self._call(put(), False)
+    async def _put(self, key: str, value: bytes, life_s: float) -> None:
+        await self._call(self._store.put(key, value, life_s), None)
 
     async def token_for(self, app: str, open_id: str) -> str | None:
         """The live token cached for this user, None if there is none."""
@@ -276,9 +272,9 @@ class TokenCache:
         token_key = f"t:{app}:{_digest(token)}"
         exchange_key = await self._get(token_key)
         keys = [token_key] + ([exchange_key.decode()] if exchange_key else [])
-        for kept_key, (answer, _) in list(self._unstored.items()):
+        for kept_key, (answer, _) in list(self._recent.items()):
             if token.encode() in answer.body:
-                self._unstored.pop(kept_key, None)
+                self._recent.pop(kept_key, None)
         open_id = claims.get("openId")
         if isinstance(open_id, str):
             by_open_id = f"o:{app}:{open_id}"

@@ -19,7 +19,7 @@ from gateway.callbacks.outbox import OutboxError, OutboxNotWritable, RedisOutbox
 from gateway.callbacks.outbox.redis import outbox_prefix
 from gateway.config.model import RedisTarget
 from gateway.core import jwt
-from gateway.upstream.tokens import UNSTORED_MAX, CachedAnswer, StoreError, TokenCache
+from gateway.upstream.tokens import RECENT_MAX, CachedAnswer, StoreError, TokenCache
 from tests.config.test_json_schema import BASE, loader_accepts, schema_accepts
 from tests.support.clock import MutableClock
 from tests.support.redis_ha import REPLICATION_ARGS, ClusterSet
@@ -219,12 +219,12 @@ async def test_a_login_flood_while_redis_is_away_keeps_bounded_memory() -> None:
 
     tracemalloc.start()
     try:
-        await flood(UNSTORED_MAX, 0)
+        await flood(RECENT_MAX, 0)
         filled = tracemalloc.get_traced_memory()[0]
-        await flood(2 * UNSTORED_MAX, UNSTORED_MAX)
+        await flood(2 * RECENT_MAX, RECENT_MAX)
         grown_mb = (tracemalloc.get_traced_memory()[0] - filled) / 2**20
     finally:
         tracemalloc.stop()
         await store.close()
     # Unbounded, 2000 more answers of 8 kB would be 16 MB more.
-    assert grown_mb < 2, f"{grown_mb:.1f} MB more after {2 * UNSTORED_MAX} more logins"
+    assert grown_mb < 2, f"{grown_mb:.1f} MB more after {2 * RECENT_MAX} more logins"

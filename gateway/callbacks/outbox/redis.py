@@ -56,6 +56,9 @@ class RedisOutbox:
 
     RETAIN_S = 7 * 24 * 3600
     DEAD_RETAIN_S = 30 * 24 * 3600
+    # A failover's worst time: a Cluster's default cluster-node-timeout is 15 s, the election
+    # after it a few more.
+    lease_margin_s = 60.0
     # KEYS: the idempotency key, the id sequence, the due set. Already there: written again
     # unchanged, so that the WAIT after it covers the first write too (replication is one
     # ordered stream), and a platform retrying a callback refused 503 is answered 200 only
