@@ -29,6 +29,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
+from tests.e2e.test_replicas import exchange
 from tests.support.paths import TOKEN, TRADE
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import ENV_SECRET, GatewayProcess, StartGateway, write_config
@@ -137,15 +138,6 @@ async def login_round(
     for answer in answers:
         if answer["responseHeader"]["status"] != 200:
             traffic.refused_exchanges.append(answer)
-
-
-async def exchange(
-    session: aiohttp.ClientSession, gateway: GatewayProcess, code: str
-) -> dict[str, Any]:
-    data = {"code": code, "grantType": "authorization_code", "scope": "user.info"}
-    async with session.post(gateway.url + TOKEN, data=data) as response:
-        body: dict[str, Any] = await response.json()
-        return body
 
 
 async def payment_round(
