@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.model import RedisTarget
+from gateway.shared.replication import ReplicaWait
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.sentinel import Sentinel
 
@@ -226,3 +228,51 @@ def _may_have_moved(exc: Exception) -> bool:
 
     moved = (ClusterDownError, MasterDownError, MovedError, ReadOnlyError, TryAgainError)
     return isinstance(exc, (ConnectionError, TimeoutError, OSError, *moved))
+
+
+class ClusterPrimaries:
+    """Plain clients of a Cluster's primaries, one a node, for writes that WAIT: WAIT counts
+    what the connection that wrote has reached the replicas, and redis-py's cluster client
+    sends it to every node instead. Which node holds a key is the cluster client's to say."""
+
+    def __init__(self, cluster: RedisCluster, target: RedisTarget) -> None:
+        self._cluster = cluster
+        self._target = target
+        self._clients: dict[str, tuple[Redis, ReplicaWait]] = {}
+        # At first, the cluster client may not have learnt the slots yet.
+        self._look_again = True
+
+    async def write(self, key: str, queue: Callable[[Pipeline], object]) -> list[Any]:
+        """Runs what `queue` adds to a pipeline on the primary of `key`, then WAITs there."""
+        if self._look_again:
+            # A keyed call through the cluster client follows a failover or a MOVED slot.
+            await self._cluster.exists(key)
+            self._look_again = False
+        node = self._cluster.get_node_from_key(key)
+        if node is None:
+            from redis.exceptions import ClusterDownError
+
+            raise ClusterDownError("no primary holds the key's slot")
+        held = self._clients.get(node.name)
+        if held is None:
+            from redis.asyncio import Redis
+
+            client = Redis(host=node.host, port=int(node.port), **connection_options(self._target))
+            held = self._clients[node.name] = (
+                client,
+                ReplicaWait(self._target.wait_replicas, self._target.wait_timeout_s),
+            )
+        client, replicas = held
+        try:
+            return await replicas.write(client, queue)
+        except Exception as exc:
+            if _may_have_moved(exc):
+                self._look_again = True
+                del self._clients[node.name]
+                await client.aclose()
+            raise
+
+    async def close(self) -> None:
+        held, self._clients = self._clients, {}
+        for client, _ in held.values():
+            await client.aclose()

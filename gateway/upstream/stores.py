@@ -9,13 +9,19 @@ from cachetools import TLRUCache
 
 from gateway.config.model import RedisTarget
 from gateway.core.clock import Clock
-from gateway.shared.redis_clients import close_client, open_cluster, open_primary
+from gateway.shared.redis_clients import (
+    ClusterPrimaries,
+    close_client,
+    open_cluster,
+    open_primary,
+)
 from gateway.shared.replication import NotAcknowledged, ReplicaWait
 from gateway.upstream.tokens import StoreError
 
 if TYPE_CHECKING:
     # Imported for their types only: see RedisStore.__init__.
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.lock import Lock
 
@@ -84,12 +90,14 @@ class RedisStore:
         self._prefix = target.prefix
         self._held: dict[str, Lock] = {}
         self._redis: Redis | RedisCluster
-        # The one master a write can WAIT on. On a Cluster, WAIT would go to every node, not
-        # to the connection that wrote: the cache's writes there are not waited for (the
-        # outbox's are, see PrimaryLink).
+        # Where a write is made and WAITed for: the one master, or on a Cluster the primary
+        # of its key (WAIT through the cluster client would go to every node, not to the
+        # connection that wrote).
         self._primary: Redis | None = None
+        self._primaries: ClusterPrimaries | None = None
         if target.form == "cluster":
-            self._redis = open_cluster(target)
+            self._redis = cluster = open_cluster(target)
+            self._primaries = ClusterPrimaries(cluster, target)
         else:
             self._redis = self._primary = open_primary(target)
         self._replicas = ReplicaWait(target.wait_replicas, target.wait_timeout_s)
@@ -100,15 +108,17 @@ class RedisStore:
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         ttl_ms = max(1, int(ttl_s * 1000))
-        primary = self._primary
-        if primary is None or not self._replicas.wanted:
-            await self._run(self._redis.set(self._prefix + key, value, px=ttl_ms))
-            return
-        await self._run(
-            self._replicas.write(
-                primary, lambda pipe: pipe.set(self._prefix + key, value, px=ttl_ms)
-            )
-        )
+        name = self._prefix + key
+
+        def queue(pipe: Pipeline) -> object:
+            return pipe.set(name, value, px=ttl_ms)
+
+        if not self._replicas.wanted:
+            await self._run(self._redis.set(name, value, px=ttl_ms))
+        elif self._primaries is not None:
+            await self._run(self._primaries.write(name, queue))
+        elif self._primary is not None:
+            await self._run(self._replicas.write(self._primary, queue))
 
     async def delete(self, *keys: str) -> None:
         if keys:
@@ -152,6 +162,8 @@ class RedisStore:
             # Expired, or taken over since: it is no longer this replica's to release.
 
     async def close(self) -> None:
+        if self._primaries is not None:
+            await self._primaries.close()
         await close_client(self._redis)
 
     async def _run(self, operation: Awaitable[T]) -> T:
