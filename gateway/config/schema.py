@@ -486,7 +486,8 @@ class RedisAuthConfig(_Model):
     password_env: str | None = None
     """Environment variable holding the Redis password (`requirepass`, or the ACL user's)."""
     password_file: Path | None = None
-    """File holding the Redis password; read at start and at each reload."""
+    """File holding the Redis password, read at start: a new one takes a restart, as every cache
+    setting does."""
     tls: bool = False
     """Talk TLS to the nodes (as `rediss://` does for `url`)."""
     ca_file: Path | None = None
