@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import compileall
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
-from hypothesis import settings
 
 from gateway.config.load import from_mapping
 from gateway.config.model import Config
@@ -20,11 +20,6 @@ from gateway.runtime.app import create_app
 from gateway.runtime.listeners import connection_limits
 from tests.support.pki import Pki, make_pki
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
-
-# Hypothesis's per-example deadline measures the machine, not the code: on a loaded CI runner
-# (every core busy with the suite's other workers) a 200 ms deadline fails correct tests.
-settings.register_profile("neu-gateway", deadline=None)
-settings.load_profile("neu-gateway")
 
 pytest_plugins = [
     "tests.support.redis_server",
@@ -42,6 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         with contextlib.suppress(OSError):  # a read-only tree: the processes compile, as ever
             compileall.compile_dir(Path(__file__).parent.parent / "gateway", quiet=1)
+    # pytest keeps each test module, its asserts rewritten, as bytecode beside it (and the
+    # modules of the plugins whose asserts it rewrites, Hypothesis's), unless none is written:
+    # then every pytest process (each xdist worker, then the `alone` run) rewrites and compiles
+    # them all anew, about 5 s of CPU. Written once, the next process reads them.
+    sys.dont_write_bytecode = False
+    # Imported only now, so that its modules are written too.
+    from hypothesis import settings
+
+    # Hypothesis's per-example deadline measures the machine, not the code: on a loaded CI
+    # runner (every core busy with the suite's other workers) a 200 ms deadline fails correct
+    # tests.
+    settings.register_profile("neu-gateway", deadline=None)
+    settings.load_profile("neu-gateway")
 
 
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
