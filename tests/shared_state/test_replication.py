@@ -83,6 +83,9 @@ async def test_a_callback_is_accepted_only_once_the_replica_has_it(
         # The platform sends it again: still not known to survive a failover, still refused.
         with pytest.raises(OutboxError, match="0 of 1 replicas"):
             await outbox.add("demo", "T2", 2, b"{}", NOW)
+        # Nor does the listener's first look (is it held already?) answer for it meanwhile.
+        with pytest.raises(OutboxError, match="0 of 1 replicas"):
+            await outbox.holds("T2", 2)
         with pytest.raises(OutboxNotWritable, match="the outbox's replicas lag"):
             await outbox.check_writable()
 

@@ -76,6 +76,14 @@ class RedisOutbox:
     redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]))
     return 0
     """
+    # KEYS: the idempotency key. Written again unchanged when there, for the WAIT after it
+    # (see _ADD).
+    _HOLDS = """
+    local id = redis.call('GET', KEYS[1])
+    if not id then return 0 end
+    redis.call('SET', KEYS[1], id)
+    return 1
+    """
     # KEYS: the due set. Leased: moved ahead by the lease, so that replicas split the due.
     _LEASE = """
     local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -142,8 +150,10 @@ class RedisOutbox:
 
     @translated
     async def holds(self, trade_no: str, status: int) -> bool:
-        async with self._link.use() as redis:
-            return bool(await redis.exists(f"{self._p}key:{trade_no}:{status}"))
+        """Whether the outbox has this callback, as the replicas have it too: a retry of one
+        refused 503 for want of them is answered 200 only once they do."""
+        held = await self._script(self._HOLDS, [f"{self._p}key:{trade_no}:{status}"])
+        return bool(int(str(held)))
 
     async def _load(self, ids: Iterable[bytes | str | int]) -> list[Delivery]:
         deliveries = []
