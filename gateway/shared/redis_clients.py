@@ -243,7 +243,17 @@ class ClusterPrimaries:
         self._look_again = True
 
     async def write(self, key: str, queue: Callable[[Pipeline], object]) -> list[Any]:
-        """Runs what `queue` adds to a pipeline on the primary of `key`, then WAITs there."""
+        """Runs what `queue` adds to a pipeline on the primary of `key`, then WAITs there. A
+        primary gone (failed over, the slot moved) is looked for again once at once: the
+        cluster client's map of the slots is only as fresh as its own last error."""
+        try:
+            return await self._write_once(key, queue)
+        except Exception as exc:
+            if not _may_have_moved(exc):
+                raise
+        return await self._write_once(key, queue)
+
+    async def _write_once(self, key: str, queue: Callable[[Pipeline], object]) -> list[Any]:
         if self._look_again:
             # A keyed call through the cluster client follows a failover or a MOVED slot.
             await self._cluster.exists(key)

@@ -30,7 +30,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.sandbox.server import create_sandbox_app
 from gateway.sandbox.world import Settings
-from tests.e2e.test_replicas import exchange
+from tests.e2e.test_replicas import exchange, user_info
 from tests.support.paths import TOKEN, TRADE
 from tests.support.platform_double import APPID, SECRET
 from tests.support.processes import ENV_SECRET, GatewayProcess, StartGateway, write_config
@@ -68,6 +68,7 @@ ORDERS = itertools.count()
 @dataclass
 class Traffic:
     codes: list[str] = field(default_factory=list)
+    open_ids: list[str] = field(default_factory=list)
     trades: list[str] = field(default_factory=list)
     refused_exchanges: list[dict[str, Any]] = field(default_factory=list)
 
@@ -132,8 +133,10 @@ async def login_round(
 ) -> None:
     """A login whose code is sent twice at once: to both replicas (`across`), or to one."""
     async with session.post(base(platform) + "/sandbox/login", data={"user": "u"}) as response:
-        code = (await response.json())["response"]["code"]
+        login = (await response.json())["response"]
+    code = login["code"]
     traffic.codes.append(code)
+    traffic.open_ids.append(login["openId"])
     targets = replicas if across else [replicas[len(traffic.codes) % 2]] * 2
     answers = await asyncio.gather(*(exchange(session, gateway, code) for gateway in targets))
     for answer in answers:
@@ -285,6 +288,13 @@ async def failover_loses_nothing(
         # A code sent to one replica is exchanged once even while Redis is away.
         assert not during.refused_exchanges, during.refused_exchanges
 
+        async def caches_answer() -> bool:
+            # Each replica uses Redis again (it asks once a second after a failure, and its
+            # cluster client learns the new slots from its own next error).
+            answers = [await user_info(session, g, before.open_ids[0]) for g in replicas]
+            return all(status == 200 for status, _ in answers)
+
+        await until_answers(caches_answer, timeout_s=20)
         for code in before.codes:
             # Cached before the failover, and still cached after it: no second exchange.
             answers = await asyncio.gather(*(exchange(session, g, code) for g in replicas))
