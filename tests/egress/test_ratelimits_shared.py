@@ -89,7 +89,10 @@ async def test_two_processes_on_one_redis_let_the_rate_through_once(
         assert outcomes.count("ok") == 20, "20 in all, not 20 in each process"
         assert set(outcomes[20:]) == {"1"}
         # A fractional rate: one request every two seconds, in a window of 2 s.
-        assert await admitted(processes, caller(0.5, 1, "slow"), 3) == ["ok", "2", "2"]
+        # (Retry-After: the window's remaining whole seconds, 2 or 1 as the clock falls.)
+        slow = await admitted(processes, caller(0.5, 1, "slow"), 3)
+        assert slow[0] == "ok"
+        assert set(slow[1:]) <= {"1", "2"}, slow
     finally:
         for rates in processes:
             await rates.close()
