@@ -3,7 +3,9 @@
 Each delivery is POSTed as JSON (the trade detail the platform confirmed) with
 `Idempotency-Key: <tradeNo>:<transactionStatus>` and `X-Neu-Verified: tradedetail`, until a
 2xx; otherwise again after an exponential backoff with jitter, and parked as dead after
-`callbacks.max_attempts`.
+`callbacks.max_attempts`. With the app's signing secrets, each attempt is signed anew
+(Standard Webhooks: `webhook-id` the idempotency key, `webhook-timestamp` the attempt's time,
+`webhook-signature` over the bytes sent), so the service can tell it came from the gateway.
 
 Once: a delivery is sent only on a lease the outbox holds (and, on Redis, its replicas), and a
 2xx is recorded before anything else is sent. Should the outbox fail just then (a Redis
@@ -24,8 +26,10 @@ import aiohttp
 
 from gateway import logs
 from gateway.callbacks.outbox import Delivery, Outbox, OutboxError
+from gateway.config.model import App
 from gateway.core.clock import Clock, within
 from gateway.core.platform import backoff_s
+from gateway.core.webhooks import SigningKey, signed_headers, signing_key
 
 log = logs.logger("neu_gateway.delivery")
 BATCH = 20
@@ -33,6 +37,19 @@ IDLE_CHECK_S = 5.0
 # How soon a 2xx the outbox could not record is recorded again.
 RECORD_AGAIN_S = 0.5
 CANCEL_AGAIN_AFTER_S = 0.05
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an app's deliveries go (None: nowhere yet), and the keys each is signed with."""
+
+    url: str | None
+    signing_keys: tuple[SigningKey, ...] = ()
+
+    @classmethod
+    def of(cls, app: App) -> Destination:
+        keys = tuple(signing_key(secret.reveal()) for secret in app.signing_secrets)
+        return cls(app.callbacks.deliver_to, keys)
 
 
 def jittered_backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -54,7 +71,7 @@ class DeliveryWorker:
     def __init__(
         self,
         outbox: Outbox,
-        targets: Mapping[str, str | None],
+        targets: Mapping[str, Destination],
         settings: DeliveryPolicy,
         clock: Clock,
         count: Callable[[str], None] = lambda outcome: None,
@@ -174,17 +191,25 @@ class DeliveryWorker:
     async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         target = self._targets.get(delivery.app)
         error = ""
-        if target is None:
+        if target is None or target.url is None:
             error = "no callbacks.deliver_to for this app"
         else:
+            signed = signed_headers(
+                target.signing_keys,
+                delivery.idempotency_key,
+                self._clock.now_ms() // 1000,
+                delivery.payload,
+            )
             try:
                 async with session.post(
-                    target,
+                    target.url,
+                    # bytes, sent as they are: the signature is over exactly these.
                     data=delivery.payload,
                     headers={
                         "Content-Type": "application/json",
                         "Idempotency-Key": delivery.idempotency_key,
                         "X-Neu-Verified": "tradedetail",
+                        **signed,
                     },
                     allow_redirects=False,
                 ) as response:

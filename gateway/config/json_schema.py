@@ -34,16 +34,19 @@ from typing import Any
 from gateway.config.load import _ENV_REFERENCE
 from gateway.config.schema import (
     HOST_PORT_PATTERN,
+    PREVIOUS_SIGNING_SOURCES,
     PROXY_DIRECT,
     PROXY_FROM_ENV,
     READY_BACKENDS,
     REDIS_FORMS,
     SANDBOX,
+    SIGNING_SOURCES,
     FileConfig,
 )
 from gateway.core.access import METHODS
 from gateway.core.endpoints import ENDPOINTS
 from gateway.core.platform import API_PREFIX
+from gateway.core.webhooks import SECRET_PREFIX
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TITLE = "neu-gateway configuration (gateway.yaml)"
@@ -193,6 +196,20 @@ def _sentinel_login(model: dict[str, Any]) -> None:
     _redis_login(model, _not_both("sentinel_password_env", "sentinel_password_file"))
 
 
+def _signing_sources(model: dict[str, Any]) -> None:
+    # At most one source of each secret, and a previous one only beside a current one.
+    current = [_given(name) for name in SIGNING_SOURCES]
+    model["allOf"] = [
+        *(
+            _not_both(first, second)
+            for index, first in enumerate(SIGNING_SOURCES)
+            for second in SIGNING_SOURCES[index + 1 :]
+        ),
+        _not_both(*PREVIOUS_SIGNING_SOURCES),
+        *({"if": _given(name), "then": {"anyOf": current}} for name in PREVIOUS_SIGNING_SOURCES),
+    ]
+
+
 def _doc_or_off(option: dict[str, Any]) -> None:
     # The validator reads YAML's booleans as the words they came from (`validation: off`).
     option.pop("type")
@@ -222,6 +239,10 @@ _REFINEMENTS: dict[str, Callable[[dict[str, Any]], None]] = {
     ),
     "AppConfig.validation": _doc_or_off,
     "AppCallbacksConfig.deliver_to": _string_pattern(_url_pattern("http", "https")),
+    "AppCallbacksConfig": _signing_sources,
+    "AppCallbacksConfig.signing_secret": _string_pattern(
+        f"^{SECRET_PREFIX}[A-Za-z0-9+/]+={{0,2}}$"
+    ),
     "FileConfig.proxy": _choice_or_string(
         [PROXY_FROM_ENV, PROXY_DIRECT], _url_pattern("http", "https")
     ),

@@ -29,6 +29,7 @@ from gateway.config.model import App, Config, CredentialSource, RedisTarget, red
 from gateway.config.schema import (
     MIN_CALLER_TOKEN_LENGTH,
     SQLITE_STORE,
+    AppCallbacksConfig,
     CacheConfig,
     FileConfig,
     ListenConfig,
@@ -37,7 +38,8 @@ from gateway.config.schema import (
 )
 from gateway.core.access import Caller, Route
 from gateway.core.redaction import escape_controls
-from gateway.core.secrets import DEMO_SECRET, Secret
+from gateway.core.secrets import DEMO_SECRET, DEMO_SIGNING_SECRET, Secret
+from gateway.core.webhooks import SigningSecretError, signing_key
 
 log = logging.getLogger("neu_gateway.config")
 # The inline secrets already warned of, by key: a process warns of each once, however many
@@ -138,6 +140,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         secret = read_credential(
             f"apps.{name}", "secret", app.secret_env, app.secret_file, app.secret, environ, problems
         )
+        signing_secrets = _signing_secrets(f"apps.{name}", app.callbacks, environ, problems)
         if secret is not None:
             apps[name] = App(
                 name=name,
@@ -148,6 +151,7 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
                 tls=app.tls or parsed.tls,
                 proxy=resolved_proxy(app.proxy or parsed.proxy),
                 validation=app.validation,
+                signing_secrets=signing_secrets,
             )
     default_app = parsed.default_app or (next(iter(parsed.apps)) if len(parsed.apps) == 1 else None)
     callers = _callers(parsed, environ, problems)
@@ -242,6 +246,55 @@ def _redis_target(
     )
 
 
+# Keys' names (`what` of a CredentialSource), not secrets.
+SIGNING_SECRET = "callbacks.signing_secret"  # noqa: S105
+PREVIOUS_SIGNING_SECRET = "callbacks.signing_secret_previous"  # noqa: S105
+
+
+def _signing_secrets(
+    where: str, callbacks: AppCallbacksConfig, environ: Mapping[str, str], problems: list[str]
+) -> tuple[Secret, ...]:
+    """The app's delivery signing secrets, current first, each checked as Standard Webhooks
+    reads it (a problem names the key and why, never the value)."""
+    sources = (
+        (
+            SIGNING_SECRET,
+            callbacks.signing_secret_env,
+            callbacks.signing_secret_file,
+            callbacks.signing_secret,
+        ),
+        (
+            PREVIOUS_SIGNING_SECRET,
+            callbacks.signing_secret_previous_env,
+            callbacks.signing_secret_previous_file,
+            None,
+        ),
+    )
+    found: list[Secret] = []
+    for what, env, file, inline in sources:
+        if env is None and file is None and inline is None:
+            continue
+        secret = read_credential(where, what, env, file, inline, environ, problems)
+        if secret is None:
+            continue
+        reason = signing_secret_problem(secret)
+        if reason:
+            suffix = "_env" if env is not None else "_file" if file is not None else ""
+            problems.append(f"{where}.{what}{suffix}: {reason}")
+            continue
+        found.append(secret)
+    return tuple(found)
+
+
+def signing_secret_problem(secret: Secret) -> str:
+    """Why a delivery signing secret cannot be used ("" if it can)."""
+    try:
+        signing_key(secret.reveal())
+    except SigningSecretError as exc:
+        return str(exc)
+    return ""
+
+
 def _credential_sources(parsed: FileConfig) -> tuple[CredentialSource, ...]:
     apps = [
         CredentialSource(
@@ -249,13 +302,26 @@ def _credential_sources(parsed: FileConfig) -> tuple[CredentialSource, ...]:
         )
         for name, app in parsed.apps.items()
     ]
+    signing = [
+        CredentialSource(owner=f"apps.{name}", what=what, env=env, file=file)
+        for name, app in parsed.apps.items()
+        for what, env, file in (
+            (SIGNING_SECRET, app.callbacks.signing_secret_env, app.callbacks.signing_secret_file),
+            (
+                PREVIOUS_SIGNING_SECRET,
+                app.callbacks.signing_secret_previous_env,
+                app.callbacks.signing_secret_previous_file,
+            ),
+        )
+        if env is not None or file is not None
+    ]
     callers = [
         CredentialSource(
             owner=f"callers.{name}", what="token", env=caller.token_env, file=caller.token_file
         )
         for name, caller in parsed.callers.items()
     ]
-    return (*apps, *callers)
+    return (*apps, *signing, *callers)
 
 
 def open_to_anyone(
@@ -477,7 +543,7 @@ def read_credential(
         return None
     key = f"{where}.{what}"
     # The public demo secret protects nothing: a warning at every start of the demo is noise.
-    if key not in INLINE_WARNED and inline != DEMO_SECRET:
+    if key not in INLINE_WARNED and inline not in (DEMO_SECRET, DEMO_SIGNING_SECRET):
         INLINE_WARNED.add(key)
         log.warning(
             "%s: the secret is written in the config file; outside the sandbox demo use "

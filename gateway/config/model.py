@@ -35,6 +35,7 @@ from gateway.config.schema import (
 )
 from gateway.core.access import Caller, Network
 from gateway.core.secrets import Secret
+from gateway.core.webhooks import SECRET_PREFIX
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,9 @@ class App:
     tls: TlsConfig = field(default_factory=TlsConfig)
     proxy: str | None = None
     validation: str = "doc"
+    # The secrets deliveries are signed with (callbacks.signing_secret*), the current one
+    # first, then the one a rotation moves away from; none: deliveries go unsigned.
+    signing_secrets: tuple[Secret, ...] = ()
 
     @property
     def uses_sandbox(self) -> bool:
@@ -176,6 +180,13 @@ class Config:
         }
         return (
             [entry.secret.reveal() for entry in self.apps.values()]
+            + [
+                # With and without its prefix: the key alone is as secret as the whole.
+                text
+                for entry in self.apps.values()
+                for signing in entry.signing_secrets
+                for text in (signing.reveal(), signing.reveal().removeprefix(SECRET_PREFIX))
+            ]
             + [caller.token.reveal() for caller in self.callers.values()]
             + [proxy.password for proxy in proxies if proxy.password]
             + (self.redis.secrets() if self.redis is not None else [])

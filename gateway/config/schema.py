@@ -85,6 +85,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+SIGNING_SOURCES = ("signing_secret_file", "signing_secret_env", "signing_secret")
+PREVIOUS_SIGNING_SOURCES = ("signing_secret_previous_file", "signing_secret_previous_env")
+
+
 class AppCallbacksConfig(_Model):
     """What happens to this app's payment callbacks from the platform."""
 
@@ -94,6 +98,26 @@ class AppCallbacksConfig(_Model):
     """The internal service's http:// or https:// URL that confirmed payment callbacks are delivered
     to."""
 
+    signing_secret_file: Path | None = None
+    """File holding the secret deliveries are signed with (Standard Webhooks: `whsec_` and a
+    base64 key of 24 to 64 bytes, e.g. `whsec_$(openssl rand -base64 32)`); watched, so a new
+    secret written there is taken without a restart. When set, every delivery carries
+    `webhook-id`, `webhook-timestamp` and `webhook-signature`. One of signing_secret_file,
+    signing_secret_env or signing_secret, or none (deliveries unsigned)."""
+    signing_secret_env: str | None = None
+    """Environment variable holding the delivery signing secret; a running gateway keeps the
+    value it started with."""
+    signing_secret: str | None = None
+    """The signing secret written inline: only for the sandbox's public demo one (a warning is
+    logged otherwise)."""
+    signing_secret_previous_file: Path | None = None
+    """During a rotation, file holding the secret the service still verifies with: each
+    delivery is then signed with both, so the service accepts it whichever it knows. Watched;
+    remove it once every service has the new secret. Needs a signing secret."""
+    signing_secret_previous_env: str | None = None
+    """During a rotation, environment variable holding the previous signing secret (see
+    signing_secret_previous_file)."""
+
     @field_validator("deliver_to")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -102,6 +126,23 @@ class AppCallbacksConfig(_Model):
         ):
             raise ValueError("must be an http:// or https:// URL of the internal service")
         return value
+
+    @model_validator(mode="after")
+    def _signing_sources(self) -> AppCallbacksConfig:
+        current = [name for name in SIGNING_SOURCES if getattr(self, name) is not None]
+        previous = [name for name in PREVIOUS_SIGNING_SOURCES if getattr(self, name) is not None]
+        if len(current) > 1:
+            raise ValueError(
+                f"give one of {', '.join(SIGNING_SOURCES)}, not {' and '.join(current)}"
+            )
+        if len(previous) > 1:
+            raise ValueError(f"give one of {' or '.join(PREVIOUS_SIGNING_SOURCES)}, not both")
+        if previous and not current:
+            raise ValueError(
+                f"{previous[0]} is the secret being rotated away from: it needs the new one in "
+                "signing_secret_file (or signing_secret_env)"
+            )
+        return self
 
 
 class TlsConfig(_Model):

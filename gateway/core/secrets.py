@@ -8,6 +8,9 @@ import hmac
 # nothing is at stake when they are written in a file or shown in `ps`.
 DEMO_APPID = "demo-appid"
 DEMO_SECRET = "demo-secret"  # noqa: S105 - the documented, public sandbox demo secret
+# The demo app's delivery signing secret, which the sandbox's stand-in service verifies with:
+# public on purpose too (its key reads demo-signing-key-public-on-purpose).
+DEMO_SIGNING_SECRET = "whsec_ZGVtby1zaWduaW5nLWtleS1wdWJsaWMtb24tcHVycG9zZQ=="  # noqa: S105
 
 
 class Secret:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.callbacks.delivery import Destination
 from gateway.config.live import LiveConfig
 from gateway.config.model import Config
 from gateway.core.clock import Clock, SystemClock
@@ -42,7 +43,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app[READINESS] = Readiness(app[CLOCK])
     app[EMBEDDED_SANDBOX] = []
     # Where deliveries go, per app: updated in place by a reload.
-    app[DELIVER_TO] = {name: entry.callbacks.deliver_to for name, entry in config.apps.items()}
+    app[DELIVER_TO] = {name: Destination.of(entry) for name, entry in config.apps.items()}
     # Each app's upstream base URL; the embedded sandbox's address is filled in once it
     # listens, in this same mapping, so no resource depends on the order they start in.
     app[BASE_URLS] = {name: entry.upstream for name, entry in config.apps.items()}

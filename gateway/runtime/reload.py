@@ -24,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import logs
+from gateway.callbacks.delivery import Destination
 from gateway.config.errors import ConfigError
 from gateway.config.live import LiveConfig, kept_from_the_start
 from gateway.config.load import load
@@ -81,10 +82,10 @@ def apply_config(app: web.Application, new: Config) -> list[str]:
             app[BASE_URLS][name] = embedded[0][1]
         else:
             app[BASE_URLS][name] = entry.upstream
-        app[DELIVER_TO][name] = entry.callbacks.deliver_to
+        app[DELIVER_TO][name] = Destination.of(entry)
     if embedded:
         tell_sandbox(embedded[0][0], before, current)
-    deliver_to: dict[str, str | None] = app[DELIVER_TO]
+    deliver_to: dict[str, Destination] = app[DELIVER_TO]
     for gone in deliver_to.keys() - current.apps.keys():
         # Its pending deliveries wait, as for any app without deliver_to, until it is back.
         del deliver_to[gone]

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import logs
-from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
+from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker, Destination
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.config.model import App, Config
@@ -241,7 +241,7 @@ async def callbacks(app: web.Application) -> AsyncIterator[None]:
         max_backoff_s=config.callbacks.max_backoff_s,
         timeout_s=config.callbacks.timeout_s,
     )
-    targets: dict[str, str | None] = app[DELIVER_TO]
+    targets: dict[str, Destination] = app[DELIVER_TO]
     worker = DeliveryWorker(
         outbox,
         targets,

@@ -1,14 +1,16 @@
 """Secret and token files, watched: one that changes is put in force without a signal.
 
-Every `secrets.watch_s` seconds each apps.<name>.secret_file and callers.<name>.token_file of
-the config in force is read anew and its content compared with the value in force, so a file
+Every `secrets.watch_s` seconds each apps.<name>.secret_file, its
+callbacks.signing_secret_file (and _previous_file) and callers.<name>.token_file of the config
+in force is read anew and its content compared with the value in force, so a file
 written in place and one swapped by a rename or a symlink flip (Kubernetes mounts a secret as
 `..data` -> `..2026_...`, and flips `..data`) are both seen: reading follows the links, and a
 modification time alone would miss a swap to an older file. A new value is handed to
 `put_in_force`, which takes the path a reload takes (runtime/reload.py).
 
-A file that is empty, unreadable, or holds a caller token too short or another caller's, is
-refused: the value in force stays, and a WARNING names the key, the file and why, once for
+A file that is empty, unreadable, holds a caller token too short or another caller's, or a
+signing secret Standard Webhooks cannot read, is refused: the value in force stays, and a
+WARNING names the key, the file and why, once for
 each new reason rather than at every reading; once the file is good again it is taken.
 
 One process watches: a single gateway its own files, and with `workers: N` the supervisor,
@@ -23,8 +25,14 @@ from dataclasses import dataclass, replace
 
 from gateway import logs
 from gateway.config.live import LiveConfig
-from gateway.config.load import caller_with_token, read_credential
-from gateway.config.model import Config, CredentialSource
+from gateway.config.load import (
+    PREVIOUS_SIGNING_SECRET,
+    SIGNING_SECRET,
+    caller_with_token,
+    read_credential,
+    signing_secret_problem,
+)
+from gateway.config.model import App, Config, CredentialSource
 from gateway.config.schema import MIN_CALLER_TOKEN_LENGTH
 from gateway.core.clock import Clock
 from gateway.core.secrets import Secret
@@ -53,10 +61,21 @@ def rotated(config: Config, changes: Iterable[Change]) -> Config:
         if source not in config.credential_sources:
             continue
         if source.of_an_app and source.name in apps:
-            apps[source.name] = replace(apps[source.name], secret=change.value)
+            apps[source.name] = _with(apps[source.name], source.what, change.value)
         elif not source.of_an_app and source.name in callers:
             callers[source.name] = replace(callers[source.name], token=change.value)
     return replace(config, apps=apps, callers=callers)
+
+
+def _with(app: App, what: str, value: Secret) -> App:
+    if what == "secret":
+        return replace(app, secret=value)
+    # A signing secret: its place among the app's (current first, then the previous one).
+    index = 0 if what == SIGNING_SECRET else 1
+    signing = list(app.signing_secrets)
+    if index < len(signing):
+        signing[index] = value
+    return replace(app, signing_secrets=tuple(signing))
 
 
 def watched(config: Config) -> list[CredentialSource]:
@@ -71,6 +90,10 @@ def read(sources: Sequence[CredentialSource]) -> dict[CredentialSource, Reading]
         value = read_credential(source.owner, source.what, None, source.file, None, {}, problems)
         if value is None:
             readings[source] = problems[0]
+        elif source.what in (SIGNING_SECRET, PREVIOUS_SIGNING_SECRET) and (
+            reason := signing_secret_problem(value)
+        ):
+            readings[source] = f"{source.key}: {source.file}: {reason}"
         elif not source.of_an_app and len(value.reveal()) < MIN_CALLER_TOKEN_LENGTH:
             readings[source] = (
                 f"{source.key}: {source.file} holds a token shorter than "
@@ -82,6 +105,10 @@ def read(sources: Sequence[CredentialSource]) -> dict[CredentialSource, Reading]
 
 
 def in_force(config: Config, source: CredentialSource) -> Secret:
+    if source.what == SIGNING_SECRET:
+        return config.apps[source.name].signing_secrets[0]
+    if source.what == PREVIOUS_SIGNING_SECRET:
+        return config.apps[source.name].signing_secrets[1]
     if source.of_an_app:
         return config.apps[source.name].secret
     return config.callers[source.name].token

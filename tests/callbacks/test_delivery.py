@@ -13,6 +13,7 @@ from gateway.callbacks.delivery import (
     IDLE_CHECK_S,
     DeliveryPolicy,
     DeliveryWorker,
+    Destination,
     jittered_backoff_s,
 )
 from gateway.callbacks.outbox import (
@@ -47,7 +48,10 @@ async def two_workers_deliver_each_once(outbox: Outbox, receiver: CallbackReceiv
     for i in range(30):
         assert await outbox.add("demo", f"T{i}", 2, b'{"n": %d}' % i, now)
     assert not await outbox.add("demo", "T0", 2, b"again", now), "one row per (tradeNo, status)"
-    workers = [DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, clock) for _ in range(2)]
+    workers = [
+        DeliveryWorker(outbox, {"demo": Destination(receiver.url)}, SETTINGS, clock)
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     try:
@@ -84,7 +88,9 @@ async def test_stop_returns_promptly_in_every_state(
     outbox = RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:stop:", 2))
     try:
         for round_no in range(50):
-            worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, SystemClock())
+            worker = DeliveryWorker(
+                outbox, {"demo": Destination(receiver.url)}, SETTINGS, SystemClock()
+            )
             worker.start()
             for _ in range(round_no % 10):
                 # Each round stops the worker at a different point of its loop.
@@ -114,7 +120,7 @@ async def test_a_replay_from_another_process_wakes_the_worker(
     await outbox.add("demo", "T1", 2, b"{}", now)
     [delivery] = await outbox.due(now, 10, lease_s=30)
     await outbox.failed(delivery.id, "HTTP 500", now, dead=True)
-    worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, clock)
+    worker = DeliveryWorker(outbox, {"demo": Destination(receiver.url)}, SETTINGS, clock)
     worker.start()
     try:
         # The worker idles; with SQLite its watch sleeps between looks at the file too.
@@ -145,7 +151,7 @@ async def test_each_attempt_is_counted_and_the_last_failure_is_dead(
 
     policy = DeliveryPolicy(max_attempts=2, backoff_s=0.01, max_backoff_s=0.02, timeout_s=5)
     clock = SystemClock()
-    targets = {"demo": receiver.url, "gone": None}
+    targets = {"demo": Destination(receiver.url), "gone": Destination(None)}
     await outbox.add("gone", "T1", 2, b"{}", clock.now_ms() / 1000)
     await outbox.add("demo", "T2", 2, b"{}", clock.now_ms() / 1000)
     worker = DeliveryWorker(outbox, targets, policy, clock, count)
@@ -203,7 +209,7 @@ async def test_a_delivery_the_outbox_could_not_record_is_not_sent_again(
     clock = SystemClock()
     await outbox.add("demo", "T1", 2, b"{}", clock.now_ms() / 1000)
     quick = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=0.2)
-    worker = DeliveryWorker(outbox, {"demo": receiver.url}, quick, clock)  # type: ignore[arg-type]
+    worker = DeliveryWorker(outbox, {"demo": Destination(receiver.url)}, quick, clock)  # type: ignore[arg-type]
     worker.start()
     try:
         await receiver.wait_accepted(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.callbacks.delivery import Destination
 from gateway.egress.keys import BASE_URLS
 from gateway.http.keys import CONFIG, LIVE_CONFIG, METRICS
 from gateway.runtime.app import create_app
@@ -30,7 +31,7 @@ def test_a_new_app_holds_its_config_in_force_and_where_each_app_goes() -> None:
     assert app[CONFIG] is config
     assert app[LIVE_CONFIG].current is config
     assert app[BASE_URLS] == {"demo": "https://platform.example"}
-    assert app[DELIVER_TO] == {"demo": "http://orders.internal/payments"}
+    assert app[DELIVER_TO] == {"demo": Destination("http://orders.internal/payments")}
     assert app[EMBEDDED_SANDBOX] == []
 
 
