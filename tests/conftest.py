@@ -21,7 +21,12 @@ from gateway.runtime.listeners import connection_limits
 from tests.support.pki import Pki, make_pki
 from tests.support.platform_double import APPID, SECRET, PlatformDouble
 
-pytest_plugins = ["tests.support.redis_server", "tests.support.receiver", "tests.support.processes"]
+pytest_plugins = [
+    "tests.support.redis_server",
+    "tests.support.redis_ha",
+    "tests.support.receiver",
+    "tests.support.processes",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:

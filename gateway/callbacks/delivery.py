@@ -4,6 +4,12 @@ Each delivery is POSTed as JSON (the trade detail the platform confirmed) with
 `Idempotency-Key: <tradeNo>:<transactionStatus>` and `X-Neu-Verified: tradedetail`, until a
 2xx; otherwise again after an exponential backoff with jitter, and parked as dead after
 `callbacks.max_attempts`.
+
+Once: a delivery is sent only on a lease the outbox holds (and, on Redis, its replicas), and a
+2xx is recorded before anything else is sent. Should the outbox fail just then (a Redis
+failover), the worker keeps the delivery as sent and records it again until that works,
+sending it no more, and its lease outlasts a failover so no other worker takes it meanwhile:
+the service gets it once, unless this process dies in those seconds.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from gateway import logs
-from gateway.callbacks.outbox import Delivery, Outbox
+from gateway.callbacks.outbox import Delivery, Outbox, OutboxError
 from gateway.core.clock import Clock, within
 from gateway.core.platform import backoff_s
 
 log = logs.logger("neu_gateway.delivery")
 BATCH = 20
 IDLE_CHECK_S = 5.0
+# How soon a 2xx the outbox could not record is recorded again.
+RECORD_AGAIN_S = 0.5
 CANCEL_AGAIN_AFTER_S = 0.05
 
 
@@ -64,6 +72,8 @@ class DeliveryWorker:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
+        # Deliveries the service answered 2xx that the outbox has not recorded yet.
+        self._unrecorded: set[int] = set()
 
     def start(self) -> None:
         session = self._session = aiohttp.ClientSession(
@@ -105,14 +115,19 @@ class DeliveryWorker:
     async def _run(self, session: aiohttp.ClientSession) -> None:
         while not self._stopping:
             try:
+                await self._record_sent()
                 await self._deliver_due(session)
                 next_at = await self._outbox.next_due_at()
+            except OutboxError as exc:
+                # A Redis failover, say: expected to pass, so no traceback each turn.
+                log.warning("the outbox is unavailable (%s); delivering when it is back", exc)
+                next_at = None
             except Exception:
                 log.exception("delivery worker failed; trying again shortly")
                 next_at = None
-            wait_s = IDLE_CHECK_S
+            wait_s = RECORD_AGAIN_S if self._unrecorded else IDLE_CHECK_S
             if next_at is not None:
-                wait_s = min(max(0.0, next_at - self._clock.now_ms() / 1000), IDLE_CHECK_S)
+                wait_s = min(max(0.0, next_at - self._clock.now_ms() / 1000), wait_s)
             self._wake.clear()
             if self._stopping:
                 return
@@ -120,12 +135,41 @@ class DeliveryWorker:
                 await within(self._clock, wait_s, self._wake.wait())
 
     async def _deliver_due(self, session: aiohttp.ClientSession) -> None:
-        # Longer than one attempt can take, so the lease outlives the delivery it guards; after
-        # a crash, what it had leased waits this long before it is sent again.
-        lease_s = 2 * self._settings.timeout_s + 1
+        # Longer than one attempt can take, and than a failover of the outbox's store (while
+        # a 2xx is being recorded, no other worker may take the delivery); after a crash,
+        # what it had leased waits this long before it is sent again.
+        lease_s = 2 * self._settings.timeout_s + self._outbox.lease_margin_s
         batch = await self._outbox.due(self._clock.now_ms() / 1000, BATCH, lease_s)
+        # Sent already: only its record is missing (_record_sent sees to it).
+        batch = [delivery for delivery in batch if delivery.id not in self._unrecorded]
         # Side by side, so the whole batch finishes within one attempt's time and its lease.
         await asyncio.gather(*(self._deliver(session, delivery) for delivery in batch))
+
+    async def _record_sent(self) -> None:
+        for delivery_id in sorted(self._unrecorded):
+            try:
+                await self._outbox.delivered(delivery_id)
+            except OutboxError:
+                # Still failing: said when it first failed; the others are delivered meanwhile.
+                return
+            self._unrecorded.discard(delivery_id)
+            log.info("recorded delivery %d as delivered", delivery_id)
+
+    async def _sent(self, delivery: Delivery) -> None:
+        self._count("delivered")
+        log.info("delivered %s to app %s", delivery.idempotency_key, delivery.app)
+        self._unrecorded.add(delivery.id)
+        try:
+            await self._outbox.delivered(delivery.id)
+        except OutboxError as exc:
+            log.warning(
+                "delivered %s, but the outbox could not record it (%s); recording it again "
+                "shortly, and not sending it again",
+                delivery.idempotency_key,
+                exc,
+            )
+            return
+        self._unrecorded.discard(delivery.id)
 
     async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         target = self._targets.get(delivery.app)
@@ -146,9 +190,7 @@ class DeliveryWorker:
                 ) as response:
                     await response.read()
                     if 200 <= response.status < 300:
-                        await self._outbox.delivered(delivery.id)
-                        self._count("delivered")
-                        log.info("delivered %s to app %s", delivery.idempotency_key, delivery.app)
+                        await self._sent(delivery)
                         return
                     error = f"HTTP {response.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:

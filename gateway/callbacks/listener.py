@@ -103,8 +103,13 @@ async def pay_callback(request: web.Request) -> web.Response:
         params = await _params(request, config_of(request).limits)
         try:
             accepted = await _accept(context, app, params)
-        except OutboxError:
-            log.exception("the outbox could not be written")
+        except OutboxError as exc:
+            # Expected through a Redis failover or while replicas lag: one line, no traceback.
+            log.warning(
+                "the outbox could not take a callback (%s); answered 503, the platform sends "
+                "it again",
+                exc,
+            )
             raise OutboxUnavailable() from None
     except GatewayError as refusal:
         log.warning(

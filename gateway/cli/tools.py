@@ -20,7 +20,7 @@ from gateway.cli.schema_file import SCHEMA_FILE, write_schema
 from gateway.cli.starter import FILES, STARTER_CONFIG
 from gateway.config.model import App, Config
 from gateway.config.placeholders import placeholders_left
-from gateway.config.schema import DEFAULT_CONFIG_PATH, without_credentials
+from gateway.config.schema import DEFAULT_CONFIG_PATH
 from gateway.core import signing
 from gateway.core.clock import SystemClock
 from gateway.core.params import caller_fields, is_secret_name
@@ -109,10 +109,10 @@ def summary(config: Config) -> list[str]:
             + ("" if app.callbacks.verify_sign else "; verify_sign off")
             for app in config.apps.values()
         ]
-    cache = config.cache
-    if cache.backend == "redis" and cache.url is not None:
-        where = f"redis at {without_credentials(cache.url)}, keys under {cache.key_prefix!r}"
-        lines.append(f"cache: {where}")
+    cache, redis = config.cache, config.redis
+    if redis is not None:
+        waits = f", writes wait for {redis.wait_replicas} replica(s)" if redis.wait_replicas else ""
+        lines.append(f"cache: {redis.where}, keys under {cache.key_prefix!r}{waits}")
     else:
         lines.append(f"cache: memory, up to {cache.max_entries} logins")
     return lines

@@ -33,9 +33,11 @@ from typing import Any
 # The loader's own pattern of a placeholder, so that the two cannot drift apart.
 from gateway.config.load import _ENV_REFERENCE
 from gateway.config.schema import (
+    HOST_PORT_PATTERN,
     PROXY_DIRECT,
     PROXY_FROM_ENV,
     READY_BACKENDS,
+    REDIS_FORMS,
     SANDBOX,
     FileConfig,
 )
@@ -164,12 +166,31 @@ def _tls_pairs(model: dict[str, Any]) -> None:
     ]
 
 
-def _redis_needs_url(model: dict[str, Any]) -> None:
-    model["if"] = {"required": ["backend"], "properties": {"backend": {"const": "redis"}}}
-    model["then"] = {
-        "required": ["url"],
-        "properties": {"url": {"type": "string", "minLength": 1}},
-    }
+def _one_redis(model: dict[str, Any]) -> None:
+    backend_redis = {"required": ["backend"], "properties": {"backend": {"const": "redis"}}}
+    model["allOf"] = [
+        {"if": backend_redis, "then": {"oneOf": [_given(form) for form in REDIS_FORMS]}},
+        *({"if": _given(form), "then": backend_redis} for form in REDIS_FORMS if form != "url"),
+    ]
+
+
+def _not_both(first: str, second: str) -> dict[str, Any]:
+    return {"not": {"allOf": [_given(first), _given(second)]}}
+
+
+def _redis_login(model: dict[str, Any], *extra: dict[str, Any]) -> None:
+    model["allOf"] = [
+        _not_both("password_env", "password_file"),
+        {
+            "if": _given("ca_file"),
+            "then": {"required": ["tls"], "properties": {"tls": {"const": True}}},
+        },
+        *extra,
+    ]
+
+
+def _sentinel_login(model: dict[str, Any]) -> None:
+    _redis_login(model, _not_both("sentinel_password_env", "sentinel_password_file"))
 
 
 def _doc_or_off(option: dict[str, Any]) -> None:
@@ -207,7 +228,12 @@ _REFINEMENTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "TlsConfig": _tls_pairs,
     "CallerConfig": _exactly_one("token_env", "token_file"),
     "CallerConfig.allow": _items({"type": "string", "pattern": _ROUTE}),
-    "CacheConfig": _redis_needs_url,
+    "CacheConfig": _one_redis,
+    "CacheConfig.key_prefix": _string_pattern("^[^{}]*$"),
+    "RedisSentinelConfig": _sentinel_login,
+    "RedisSentinelConfig.nodes": _items({"type": "string", "pattern": HOST_PORT_PATTERN}),
+    "RedisClusterConfig": _redis_login,
+    "RedisClusterConfig.nodes": _items({"type": "string", "pattern": HOST_PORT_PATTERN}),
     "CacheConfig.url": _string_pattern(
         "^(" + "|".join(_case_free(s) for s in ("redis", "rediss", "unix")) + "):"
     ),

@@ -7,6 +7,7 @@ environment before validation.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -24,10 +25,11 @@ from pydantic import (
 
 from gateway.config.credential_files import CredentialFileError, read_credential_file
 from gateway.config.errors import ConfigError
-from gateway.config.model import App, Config, CredentialSource
+from gateway.config.model import App, Config, CredentialSource, RedisTarget, redis_nodes
 from gateway.config.schema import (
     MIN_CALLER_TOKEN_LENGTH,
     SQLITE_STORE,
+    CacheConfig,
     FileConfig,
     ListenConfig,
     above_connections,
@@ -157,7 +159,14 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         store = "redis" if parsed.cache.backend == "redis" else SQLITE_STORE
         callbacks = callbacks.model_copy(update={"store": store})
     if callbacks.store == "redis" and parsed.cache.backend != "redis":
-        problems.append("callbacks.store: redis needs cache.backend: redis (its url is used)")
+        problems.append("callbacks.store: redis needs cache.backend: redis (its Redis is used)")
+    redis = _redis_target(parsed.cache, environ, problems)
+    for name, caller in parsed.callers.items():
+        if caller.rate_limit and caller.rate_limit.scope == "shared" and redis is None:
+            problems.append(
+                f"callers.{name}.rate_limit.scope: shared needs cache.backend: redis (the "
+                "count is kept there, for every process and replica)"
+            )
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -183,7 +192,53 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
         clock=parsed.clock,
         workers=parsed.workers,
         secrets=parsed.secrets,
+        redis=redis,
         credential_sources=_credential_sources(parsed),
+    )
+
+
+def _redis_target(
+    cache: CacheConfig, environ: Mapping[str, str], problems: list[str]
+) -> RedisTarget | None:
+    """The Redis of cache.backend redis, its passwords read (None: the memory cache)."""
+    one_server = RedisTarget(
+        form="url",
+        url=cache.url,
+        prefix=cache.key_prefix,
+        timeout_s=cache.timeout_s,
+        wait_replicas=cache.replicas_to_wait_for,
+        wait_timeout_s=cache.wait_timeout_s,
+    )
+    if cache.redis_form == "url":
+        return one_server
+    nodes = cache.sentinel or cache.cluster
+    if cache.redis_form is None or nodes is None:
+        return None
+    where = f"cache.{cache.redis_form}"
+
+    def password(what: str, env: str | None, file: Path | None) -> Secret | None:
+        if env is None and file is None:
+            return None
+        return read_credential(where, what, env, file, None, environ, problems)
+
+    sentinel_password = None
+    if cache.sentinel is not None:
+        sentinel_password = password(
+            "sentinel_password",
+            cache.sentinel.sentinel_password_env,
+            cache.sentinel.sentinel_password_file,
+        )
+    return dataclasses.replace(
+        one_server,
+        form=cache.redis_form,
+        url=None,
+        nodes=redis_nodes(nodes.nodes),
+        master=cache.sentinel.master if cache.sentinel is not None else None,
+        username=nodes.username,
+        password=password("password", nodes.password_env, nodes.password_file),
+        sentinel_password=sentinel_password,
+        tls=nodes.tls,
+        ca_file=nodes.ca_file,
     )
 
 

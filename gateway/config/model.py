@@ -30,6 +30,8 @@ from gateway.config.schema import (
     ShutdownConfig,
     TimeoutsConfig,
     TlsConfig,
+    host_port,
+    without_credentials,
 )
 from gateway.core.access import Caller, Network
 from gateway.core.secrets import Secret
@@ -51,6 +53,53 @@ class App:
     @property
     def uses_sandbox(self) -> bool:
         return self.upstream == SANDBOX
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisTarget:
+    """The Redis the gateway shares with its replicas, passwords read: one server (`url`),
+    a master behind Sentinel, or a Cluster (cache.url, cache.sentinel, cache.cluster)."""
+
+    form: str  # url, sentinel or cluster
+    url: str | None = None
+    nodes: tuple[tuple[str, int], ...] = ()
+    master: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    sentinel_password: Secret | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    prefix: str = "neu:"
+    timeout_s: float = 0.5
+    # Redis's WAIT: replicas that must have a write before it is counted on.
+    wait_replicas: int = 0
+    wait_timeout_s: float = 0.5
+
+    @classmethod
+    def of_url(cls, url: str, prefix: str = "neu:", timeout_s: float = 0.5) -> RedisTarget:
+        return cls(form="url", url=url, prefix=prefix, timeout_s=timeout_s)
+
+    @property
+    def where(self) -> str:
+        """Which Redis, fit to print: no password."""
+        if self.url is not None:
+            return f"redis at {without_credentials(self.url)}"
+        nodes = ",".join(f"{host}:{port}" for host, port in self.nodes)
+        if self.form == "sentinel":
+            return f"redis master {self.master} behind sentinels {nodes}"
+        return f"redis cluster at {nodes}"
+
+    def secrets(self) -> list[str]:
+        found = [self.password, self.sentinel_password]
+        if self.url is not None:
+            url = URL(self.url)
+            found += [Secret(url.password)] if url.password else []
+            found += [Secret(v) for k, v in url.query.items() if "password" in k.lower() and v]
+        return [secret.reveal() for secret in found if secret is not None]
+
+
+def redis_nodes(nodes: list[str]) -> tuple[tuple[str, int], ...]:
+    return tuple(host_port(node) for node in nodes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +160,8 @@ class Config:
     clock: ClockConfig = field(default_factory=ClockConfig)
     workers: int = 1
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    # The Redis of cache.backend redis (None: the memory cache).
+    redis: RedisTarget | None = None
     # Where each app's secret and each caller's token came from, in the file's order.
     credential_sources: tuple[CredentialSource, ...] = ()
     # Set in a worker process: where the supervisor put it (see gateway/runtime/workers.py).
@@ -127,6 +178,7 @@ class Config:
             [entry.secret.reveal() for entry in self.apps.values()]
             + [caller.token.reveal() for caller in self.callers.values()]
             + [proxy.password for proxy in proxies if proxy.password]
+            + (self.redis.secrets() if self.redis is not None else [])
         )
 
     @property

@@ -387,12 +387,25 @@ class RateLimitConfig(_Model):
     """A caller's requests a second, and how many it may send at once after a quiet spell."""
 
     requests_per_s: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
-    """Requests a second the caller may send, in each gateway process."""
+    """Requests a second the caller may send, in each gateway process or in all of them
+    (`scope`)."""
     burst: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    """How many requests it may send at once after a quiet spell. Default: one second's worth."""
+    """How many requests it may send at once after a quiet spell. Default: one second's worth.
+    A shared limit counts in windows of whole seconds: a window of ceil(burst / requests_per_s)
+    s takes floor(requests_per_s * window) requests, so at once at least `burst` and fewer than
+    burst + requests_per_s go, and never more than requests_per_s a second over a window (2.5
+    with a burst of 1: 2 in each second)."""
+    scope: Literal["process", "shared"] = "process"
+    """`process`: a token bucket in each gateway process, so N workers or replicas let N times
+    the rate through; `shared`: counted once for all of them, in the cache's Redis (needs
+    cache.backend redis), as a sliding window (see `burst`; a burst at a window's end and
+    another at the next one's start may pass within one window). While that Redis does not
+    answer within cache.timeout_s, a shared limit is counted in each process again, asked of
+    Redis once a second, and neu_gateway_rate_limit_fallbacks_total says so."""
 
     def rate(self) -> Rate:
-        return Rate(self.requests_per_s, self.burst or max(1, math.ceil(self.requests_per_s)))
+        burst = self.burst or max(1, math.ceil(self.requests_per_s))
+        return Rate(self.requests_per_s, burst, shared=self.scope == "shared")
 
 
 class CallerConfig(_Model):
@@ -413,7 +426,8 @@ class CallerConfig(_Model):
     """Routes the caller may call: `METHOD /neuopenapi/path`, METHOD one of GET, POST or *, and * as
     a wildcard in the path."""
     rate_limit: RateLimitConfig | None = None
-    """Requests a second the caller may send, in each gateway process; none: no limit."""
+    """Requests a second the caller may send (in each process, or shared by all: `scope`); none:
+    no limit."""
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     """Requests the caller may have in flight at once, in each process; at most
     limits.max_connections. Default: limits.max_in_flight_per_caller."""
@@ -437,23 +451,127 @@ class CallerConfig(_Model):
         return value
 
 
+# host:port or [IPv6]:port, the port 1 to 65535; the JSON Schema's pattern too, so that an
+# editor and check-config agree. No user, password, query or path: read as a URL, they would
+# be dropped, and the gateway would start with another node than the file names.
+HOST_PORT_PATTERN = (
+    r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@?#%]+):"
+    r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+)
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port`) as a pair; ValueError saying what is wrong."""
+    matched = re.fullmatch(HOST_PORT_PATTERN.removeprefix("^").removesuffix("$"), value)
+    host = matched.group(1) if matched else ""
+    if host.startswith("["):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            host = ""
+    if matched is None or not host:
+        raise ValueError(f"{value!r} is not host:port (e.g. 10.0.0.7:26379)")
+    return host, int(matched.group(2))
+
+
+HostPort = Annotated[str, Field(max_length=300)]
+
+
+class RedisAuthConfig(_Model):
+    """How the gateway logs in to Redis nodes it finds itself (Sentinel, Cluster) and whether
+    it talks TLS to them."""
+
+    username: str | None = None
+    """ACL user name (Redis 6 and later); none: the default user."""
+    password_env: str | None = None
+    """Environment variable holding the Redis password (`requirepass`, or the ACL user's)."""
+    password_file: Path | None = None
+    """File holding the Redis password, read at start: a new one takes a restart, as every cache
+    setting does."""
+    tls: bool = False
+    """Talk TLS to the nodes (as `rediss://` does for `url`)."""
+    ca_file: Path | None = None
+    """With tls: PEM file of the CA that signed the nodes' certificates; none: the system's."""
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> RedisAuthConfig:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give at most one of password_env or password_file")
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file needs tls: true")
+        return self
+
+    @field_validator("nodes", check_fields=False)
+    @classmethod
+    def _nodes(cls, value: list[str]) -> list[str]:
+        for node in value:
+            host_port(node)
+        if len(set(value)) != len(value):
+            raise ValueError("a node is listed twice")
+        return value
+
+
+class RedisSentinelConfig(RedisAuthConfig):
+    """Redis behind Sentinel: the gateway asks the sentinels where the master is, and asks
+    again when they fail it over."""
+
+    master: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
+    """The name the sentinels monitor the master under (`sentinel monitor NAME ...`)."""
+    nodes: Annotated[list[HostPort], Field(min_length=1, max_length=64)]
+    """The sentinels, as host:port (26379 is Sentinel's usual port); three or more in
+    production, so that they can agree on a failover."""
+    sentinel_password_env: str | None = None
+    """Environment variable holding the sentinels' own password, when they ask for one
+    (`requirepass` in sentinel.conf); none: they are asked without one."""
+    sentinel_password_file: Path | None = None
+    """File holding the sentinels' own password."""
+
+    @model_validator(mode="after")
+    def _one_sentinel_password_source(self) -> RedisSentinelConfig:
+        if self.sentinel_password_env is not None and self.sentinel_password_file is not None:
+            raise ValueError("give at most one of sentinel_password_env or sentinel_password_file")
+        return self
+
+
+class RedisClusterConfig(RedisAuthConfig):
+    """A Redis Cluster: the gateway learns the slots' owners from these nodes and follows
+    the cluster when a primary fails over."""
+
+    nodes: Annotated[list[HostPort], Field(min_length=1, max_length=1000)]
+    """Some of the cluster's nodes, as host:port (any will do to start; two or more, so a start
+    does not depend on one node)."""
+
+
 class CacheConfig(_Model):
     """The accessToken cache: memory in this process, or Redis shared by replicas."""
 
     backend: Literal["memory", "redis"] = "memory"
-    """Where accessTokens are cached: `memory` (this process) or `redis` (shared by replicas; needs
-    `url`)."""
+    """Where accessTokens are cached: `memory` (this process) or `redis` (shared by replicas;
+    needs exactly one of `url`, `sentinel` or `cluster`)."""
     max_entries: Annotated[int, Field(gt=0)] = 10000
     """Logins the in-memory store keeps (least recently used dropped beyond)."""
     safety_margin_s: Annotated[float, Field(ge=0)] = 60.0
     """Served tokens have at least this many seconds of life left."""
     url: str | None = None
-    """With backend redis: redis://[:password@]host:port/db, rediss://... (TLS) or unix://...;
-    ${VAR} keeps the password out of the file."""
-    key_prefix: Annotated[str, Field(min_length=1)] = "neu:"
-    """Every Redis key starts with it."""
+    """With backend redis, one Redis: redis://[:password@]host:port/db, rediss://... (TLS) or
+    unix://...; ${VAR} keeps the password out of the file."""
+    sentinel: RedisSentinelConfig | None = None
+    """With backend redis, Redis behind Sentinel (automatic failover)."""
+    cluster: RedisClusterConfig | None = None
+    """With backend redis, a Redis Cluster."""
+    key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "neu:"
+    """Every Redis key starts with it (no `{` or `}`: they would choose a Cluster's slots)."""
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
-    """Seconds a Redis call may take before the cache carries on without it."""
+    """Seconds a Redis call may take before the cache carries on without it (a write that waits
+    for the replicas: wait_timeout_s more)."""
+    wait_replicas: Annotated[int, Field(ge=0, le=16)] | None = None
+    """Replicas that must have a write before the gateway counts on it (Redis's WAIT): an
+    accepted callback before the platform is answered 200, an exchange's lock, a delivery's
+    lease and its end. Fewer within wait_timeout_s: the callback is refused 503 (the platform
+    retries). Default: 1 with `sentinel` or `cluster` (a failover then loses nothing
+    acknowledged), 0 with `url`."""
+    wait_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+    """Seconds a write waits for wait_replicas replicas to have it."""
 
     @field_validator("url")
     @classmethod
@@ -462,11 +580,47 @@ class CacheConfig(_Model):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_hash_tag(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError(
+                "must not hold { or }: on a Redis Cluster they would decide where keys live"
+            )
+        return value
+
     @model_validator(mode="after")
-    def _redis_needs_url(self) -> CacheConfig:
-        if self.backend == "redis" and not self.url:
-            raise ValueError("url: required with backend: redis (e.g. redis://127.0.0.1:6379/0)")
+    def _one_redis(self) -> CacheConfig:
+        given = [name for name in REDIS_FORMS if getattr(self, name) is not None]
+        if self.backend == "redis" and len(given) != 1:
+            raise ValueError(
+                "backend redis needs exactly one of url, sentinel or cluster"
+                + (
+                    f" (given: {', '.join(given)})"
+                    if given
+                    else " (e.g. url: redis://127.0.0.1:6379/0)"
+                )
+            )
+        found_away = [name for name in given if name != "url"]
+        if self.backend != "redis" and found_away:
+            raise ValueError(f"{found_away[0]}: needs backend: redis")
         return self
+
+    @property
+    def redis_form(self) -> str | None:
+        """Which Redis the backend is (url, sentinel or cluster); None: the memory cache."""
+        if self.backend != "redis":
+            return None
+        return next((name for name in REDIS_FORMS if getattr(self, name) is not None), None)
+
+    @property
+    def replicas_to_wait_for(self) -> int:
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        return 0 if self.redis_form in (None, "url") else 1
+
+
+REDIS_FORMS = ("url", "sentinel", "cluster")
 
 
 def without_credentials(url: str) -> str:

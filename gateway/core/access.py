@@ -57,7 +57,8 @@ class Caller:
     token: Secret
     apps: frozenset[str]
     routes: tuple[Route, ...]
-    # Its requests a second and burst, in each gateway process; None: no limit.
+    # Its requests a second and burst (in each gateway process, or shared by all); None: no
+    # limit.
     rate: Rate | None = None
     # Its requests in flight at once, in each gateway process; None: limits' default.
     max_in_flight: int | None = None

@@ -3,12 +3,16 @@
 A bucket holds up to `burst` tokens and gains `per_s` of them a second; a request takes one.
 So a caller may send `burst` requests at once after a quiet spell, and `per_s` a second for as
 long as it likes, never more than `burst + per_s * t` in any `t` seconds.
+
+A rate shared by every process is counted elsewhere (in Redis), in windows of whole seconds:
+`Rate.window()` is the window that keeps it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,8 @@ class Rate:
 
     per_s: float
     burst: int
+    # Counted once for every process and replica (in Redis), not in each process.
+    shared: bool = False
 
     def __post_init__(self) -> None:
         if not (self.per_s > 0 and math.isfinite(self.per_s)) or self.burst < 1:
@@ -25,6 +31,29 @@ class Rate:
     def __str__(self) -> str:
         requests = "request" if self.per_s == 1 else "requests"
         return f"{self.per_s:g} {requests} a second, bursts of {self.burst}"
+
+    def window(self) -> Window:
+        """The rate as a count in a window of whole seconds (the shared counter's
+        granularity): the shortest window that holds the burst, ceil(burst / per_s) seconds,
+        taking per_s of its worth rounded down to whole requests.
+
+        So at once at least `burst` and fewer than `burst + per_s` requests may go, and a
+        window never takes more than per_s a second (a fraction of a request a window is
+        lost: 2.5 a second with a burst of 1 is 2 in each second).
+        """
+        # The decimal the config gave, not its binary neighbour: 0.3 with a burst of 3 is
+        # 3 in 10 s, where 0.29999999999999998 would make it 3 in 11.
+        per_s = Fraction(repr(self.per_s))
+        seconds = max(1, math.ceil(self.burst / per_s))
+        return Window(requests=max(1, math.floor(per_s * seconds)), seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Window:
+    """At most `requests` in any `seconds`."""
+
+    requests: int
+    seconds: int
 
 
 class TokenBucket:

@@ -35,7 +35,7 @@ from gateway.core.headers import APP_HEADER
 from gateway.core.platform import API_PREFIX
 from gateway.egress.keys import CALLER_RATES, IN_FLIGHT
 from gateway.http.bodies import refuse_compressed
-from gateway.http.keys import APP_NAME, CALLER_NAME, CLOCK, ROUTE, config_of
+from gateway.http.keys import APP_NAME, CALLER_NAME, ROUTE, config_of
 from gateway.metrics import route_label
 
 # Platform paths are plain words; anything encoded, dotted or empty is refused, not normalised.
@@ -56,7 +56,7 @@ class Admitted:
 ADMITTED = web.RequestKey("neu_admitted", Admitted)
 
 
-def admit(request: web.Request) -> Admitted:
+async def admit(request: web.Request) -> Admitted:
     if request.method not in ("GET", "POST"):
         documented = ENDPOINTS.get(request.rel_url.raw_path)
         # Allow names what this path takes: a documented endpoint one method, any other both.
@@ -78,7 +78,7 @@ def admit(request: web.Request) -> Admitted:
     request[CALLER_NAME] = name
     if isinstance(caller, Caller) and caller.rate is not None:
         # Before anything else is looked at: a caller over its rate costs little.
-        request.app[CALLER_RATES].check(caller, request.app[CLOCK].monotonic())
+        await request.app[CALLER_RATES].check(caller)
     hold_in_flight(request, caller, name, config.limits)
     app = choose_app(config, request.headers.get(APP_HEADER), caller)
     request[APP_NAME] = app.name

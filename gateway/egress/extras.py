@@ -44,7 +44,7 @@ async def exchange_code(
         return _answer(fetched[0])
 
     answer, state = await cache.exchange(app, fields["code"], fields.get("scope", ""), fetch)
-    if fetched:
+    if fetched and state == "miss":
         response = relay(fetched[0])
     else:
         response = web.Response(

@@ -102,7 +102,7 @@ async def expect_body(request: web.Request) -> web.Response | None:
     limit = config_of(request).limits.max_body_bytes
     try:
         check_header_size(request)
-        request[ADMITTED] = admit(request)
+        request[ADMITTED] = await admit(request)
         refuse_declared_size(request, limit, "limits.max_body_bytes")
         await send_continue(request)
     except GatewayError as exc:
@@ -116,7 +116,7 @@ async def expect_body(request: web.Request) -> web.Response | None:
 
 async def forward(request: web.Request) -> web.Response:
     # Admitted already when the caller asked Expect: 100-continue; not a second time.
-    admitted = request.get(ADMITTED) or admit(request)
+    admitted = request.get(ADMITTED) or await admit(request)
     app, path = admitted.app, admitted.path
     limits = config_of(request).limits
     query = parse_urlencoded(

@@ -1,5 +1,6 @@
-"""What each caller may take of this process, checked at admission: its request rate (its
-`rate_limit`) and its requests in flight (its `max_in_flight`)."""
+"""What each caller may take of the gateway, checked at admission: its request rate (its
+`rate_limit`: counted in this process, or shared by every process and replica) and its
+requests in flight in this process (its `max_in_flight`)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,129 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from gateway import logs
 from gateway.core.access import Caller
+from gateway.core.clock import Clock
 from gateway.core.errors import RateLimited, TooManyInFlight, quoted_name
 from gateway.core.headers import RETRY_AFTER
-from gateway.core.ratelimit import TokenBucket
+from gateway.core.ratelimit import Rate, TokenBucket, Window
+from gateway.shared.rate_storage import SharedCounter, SharedCountError
+
+log = logs.logger("neu_gateway.ratelimits")
 
 # No request's end can be foreseen; a second is a short wait that does not hammer.
 IN_FLIGHT_RETRY_AFTER_S = 1
 DEFAULT_SETTING = "limits.max_in_flight_per_caller"
+# How long the shared count stays skipped after it failed, so an outage does not hold every
+# request of a shared rate for cache.timeout_s.
+RETRY_SHARED_AFTER_S = 1.0
 
 
 class CallerRates:
-    """A token bucket per rate-limited caller, made at its first request, and made anew when a
-    reload changes its rate (a reload that leaves the rate as it was keeps the bucket)."""
+    """Each rate-limited caller's count.
 
-    def __init__(self) -> None:
+    A rate of `scope: process`: a token bucket in this process, made at the caller's first
+    request, and made anew when a reload changes its rate (a reload that leaves the rate as it
+    was keeps the bucket). A shared rate: the shared count (Redis), whose keys name the
+    window, so a changed rate starts a count of its own. While Redis fails, a shared rate is
+    counted in a bucket of this process as a process rate is, each such request told to
+    `on_fallback`, and Redis is asked again a second later.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        shared: SharedCounter | None = None,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        self._shared = shared
+        self._on_fallback = on_fallback
+        self._shared_down = False
+        self._skip_shared_until = 0.0
+        # A caller the shared count refused, until when no place in its window frees: its
+        # requests till then are refused here, so a caller far past its rate costs Redis
+        # nothing (nothing frees one sooner: the count only falls with time).
+        self._full_until: dict[str, tuple[Window, float]] = {}
+        # Each shared rate's window, worked out once (exact fractions: 25 µs each time).
+        self._windows: dict[Rate, Window] = {}
 
-    def check(self, caller: Caller, now: float) -> None:
-        """Takes one of the caller's tokens, or raises RateLimited with a Retry-After."""
+    async def check(self, caller: Caller) -> None:
+        """Counts one of the caller's requests, or raises RateLimited with a Retry-After."""
         rate = caller.rate
         if rate is None:
             return
+        if rate.shared and self._shared is not None:
+            window = self._windows.get(rate)
+            if window is None:
+                window = self._windows[rate] = rate.window()
+            wait_s = await self._shared_wait(self._shared, caller.name, window)
+            if wait_s is not None:
+                if wait_s > 0:
+                    raise _over_rate(caller.name, rate, wait_s)
+                return
+            if self._on_fallback is not None:
+                self._on_fallback(caller.name)
+        now = self._clock.monotonic()
         bucket = self._buckets.get(caller.name)
         if bucket is None or bucket.rate != rate:
             bucket = self._buckets[caller.name] = TokenBucket(rate, now)
         wait_s = bucket.take(now)
         if wait_s > 0:
-            retry_after = max(1, math.ceil(wait_s))
-            raise RateLimited(
-                f"caller {quoted_name(caller.name)} is over its rate limit ({rate}); "
-                f"retry in {retry_after} s",
-                headers={RETRY_AFTER: str(retry_after)},
+            raise _over_rate(caller.name, rate, wait_s)
+
+    async def close(self) -> None:
+        if self._shared is not None:
+            await self._shared.close()
+
+    async def _shared_wait(self, shared: SharedCounter, name: str, window: Window) -> float | None:
+        """0.0: counted, the request may go; above 0: the seconds until one may; None: the
+        shared count could not be asked (the request is counted in this process)."""
+        now = self._clock.monotonic()
+        full = self._full_until.get(name)
+        if full is not None:
+            if full[0] == window and now < full[1]:
+                return full[1] - now
+            del self._full_until[name]
+        if self._shared_down and now < self._skip_shared_until:
+            return None
+        try:
+            wait_s = await shared.take(name, window)
+        except SharedCountError as exc:
+            self._failed(shared, exc)
+            return None
+        self._recovered(shared)
+        if wait_s is None:
+            return 0.0
+        # A place may free within the millisecond (the keys' TTLs): still refused now.
+        wait_s = max(wait_s, 0.001)
+        self._full_until[name] = (window, self._clock.monotonic() + wait_s)
+        return wait_s
+
+    def _failed(self, shared: SharedCounter, exc: SharedCountError) -> None:
+        self._skip_shared_until = self._clock.monotonic() + RETRY_SHARED_AFTER_S
+        if not self._shared_down:
+            self._shared_down = True
+            log.warning(
+                "shared rate limits: %s unavailable (%s); each process counts them on its "
+                "own meanwhile",
+                shared.where,
+                exc,
             )
+
+    def _recovered(self, shared: SharedCounter) -> None:
+        if self._shared_down:
+            self._shared_down = False
+            log.warning("shared rate limits: %s is back, counting for every process", shared.where)
+
+
+def _over_rate(name: str, rate: Rate, wait_s: float) -> RateLimited:
+    retry_after = max(1, math.ceil(wait_s))
+    return RateLimited(
+        f"caller {quoted_name(name)} is over its rate limit ({rate}); retry in {retry_after} s",
+        headers={RETRY_AFTER: str(retry_after)},
+    )
 
 
 class InFlight:

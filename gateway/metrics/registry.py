@@ -189,6 +189,14 @@ class Metrics:
             ["app"],
             registry=registry,
         )
+        self.rate_limit_fallbacks = Counter(
+            "neu_gateway_rate_limit_fallbacks",
+            "Requests of a caller with a shared rate limit counted in this process instead, "
+            "because the shared Redis did not answer (or was skipped for a second after it "
+            "did not).",
+            ["caller"],
+            registry=registry,
+        )
         build_info = Gauge(
             "neu_gateway_build_info",
             "The running version.",
@@ -234,6 +242,9 @@ class Metrics:
 
     def count_sign_rejection(self, app: str) -> None:
         self.sign_rejections.labels(app).inc()
+
+    def count_rate_limit_fallback(self, caller: str) -> None:
+        self.rate_limit_fallbacks.labels(caller).inc()
 
     def count_token(self, app: str, result: str) -> None:
         self.token_cache.labels(app, result).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.runtime import reload, resources
 from gateway.runtime.keys import DELIVER_TO, EMBEDDED_SANDBOX
 from gateway.runtime.listeners import connection_limits
+from gateway.shared.rate_storage import SharedCounter
 from gateway.upstream.waits import TradeWaits
 
 
@@ -51,7 +53,8 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(resources.admin_listener)
     app.cleanup_ctx.append(reload.watch_secret_files)
     app[WAITS] = TradeWaits(app[CLOCK])
-    app[CALLER_RATES] = CallerRates()
+    app[CALLER_RATES] = caller_rates(config, app[CLOCK], metrics)
+    app.cleanup_ctx.append(_close_caller_rates)
     app[IN_FLIGHT] = InFlight(metrics.in_flight)
     # Ready once every resource above is open (cleanup contexts run before on_startup).
     app.on_startup.append(_started)
@@ -60,6 +63,22 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         app.router.add_routes(contract_routes(lambda: app[LIVE_CONFIG].current, for_callers=True))
     add_prefix_route(app, API_PREFIX, proxy.forward, proxy.expect_body)
     return app
+
+
+def caller_rates(config: Config, clock: Clock, metrics: Metrics) -> CallerRates:
+    """The callers' rate counts; the shared ones in the cache's Redis, connected at the first
+    request of a caller whose rate is shared (one may come with a reload)."""
+    shared = SharedCounter(config.redis) if config.redis is not None else None
+    for name, caller in config.callers.items():
+        if caller.rate is not None and caller.rate.shared:
+            # From the start, so an alert on a fallback sees 0 rather than no data.
+            metrics.rate_limit_fallbacks.labels(name)
+    return CallerRates(clock, shared, metrics.count_rate_limit_fallback)
+
+
+async def _close_caller_rates(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[CALLER_RATES].close()
 
 
 async def _started(app: web.Application) -> None:

@@ -19,7 +19,7 @@ from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker
 from gateway.callbacks.listener import CallbackContext, create_callbacks_app
 from gateway.callbacks.outbox import Outbox, OutboxError, RedisOutbox, SqliteOutbox, sqlite_path
 from gateway.config.model import App, Config
-from gateway.config.schema import SQLITE_STORE, without_credentials
+from gateway.config.schema import SQLITE_STORE
 from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError
 from gateway.egress.keys import BASE_URLS, TOKENS, UPSTREAM, WAITS
@@ -165,23 +165,16 @@ async def token_cache(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     cache = config.cache
     store: Store
-    if cache.backend == "redis" and cache.url is not None:
-        store = RedisStore(cache.url, cache.key_prefix, cache.timeout_s)
-        log.info(
-            "token cache: redis at %s, keys under %r",
-            without_credentials(cache.url),
-            cache.key_prefix,
-        )
-    elif cache.backend == "redis":
-        # The schema refuses a redis backend without a URL; this says so should that change.
-        raise CannotStart("cache.url: the redis backend needs a URL")
+    if config.redis is not None:
+        store = RedisStore(config.redis)
+        log.info("token cache: %s, keys under %r", config.redis.where, cache.key_prefix)
     else:
         store = MemoryStore(cache.max_entries, app[CLOCK])
     metrics = app[METRICS]
     tokens = app[TOKENS] = TokenCache(
         store, app[CLOCK], cache.safety_margin_s, config.timeouts.total_s, metrics.count_token
     )
-    if cache.backend == "redis":
+    if store.shared:
         # Shared by the replicas: reported (and exported), 503 only if required.
         watch_backend(app, "cache", store.ping)
     else:
@@ -220,10 +213,11 @@ def watch_backend(app: web.Application, name: str, check: Check) -> None:
 def open_outbox(config: Config, clock: Clock | None = None) -> Outbox:
     """The outbox callbacks.store names (raises OutboxError if it cannot be opened)."""
     if config.callbacks.store == "redis":
-        if config.cache.url is None:
-            # The schema refuses a redis store without cache.url; this says so should that change.
-            raise OutboxError("the redis store needs cache.url")
-        return RedisOutbox(config.cache.url, config.cache.key_prefix, config.cache.timeout_s)
+        if config.redis is None:
+            # The loader refuses a redis store without cache.backend redis; this says so
+            # should that change.
+            raise OutboxError("the redis store needs cache.backend: redis")
+        return RedisOutbox(config.redis)
     return SqliteOutbox(sqlite_path(config.callbacks.store or SQLITE_STORE), clock)
 
 

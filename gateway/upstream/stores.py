@@ -7,12 +7,22 @@ from typing import TYPE_CHECKING, TypeVar
 
 from cachetools import TLRUCache
 
+from gateway.config.model import RedisTarget
 from gateway.core.clock import Clock
+from gateway.shared.redis_clients import (
+    ClusterPrimaries,
+    close_client,
+    open_cluster,
+    open_primary,
+)
+from gateway.shared.replication import NotAcknowledged, ReplicaWait
 from gateway.upstream.tokens import StoreError
 
 if TYPE_CHECKING:
     # Imported for their types only: see RedisStore.__init__.
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.lock import Lock
 
 T = TypeVar("T")
@@ -70,29 +80,45 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Redis (or Redis over TLS): every key under the prefix, every key with a TTL."""
+    """Redis, one server, behind Sentinel or a Cluster: every key under the prefix, every key
+    with a TTL. An exchange's answer waits for the replicas (cache.wait_replicas), so a
+    failover right after it does not make the next call exchange the code again."""
 
     shared = True
 
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
-        # Imported here: redis-py costs a gateway without Redis about 10 MB of memory.
-        import redis.asyncio as aioredis
-
-        self._prefix = prefix
+    def __init__(self, target: RedisTarget) -> None:
+        self._prefix = target.prefix
         self._held: dict[str, Lock] = {}
-        self._redis: Redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-        )
+        self._redis: Redis | RedisCluster
+        # Where a write is made and WAITed for: the one master, or on a Cluster the primary
+        # of its key (WAIT through the cluster client would go to every node, not to the
+        # connection that wrote).
+        self._primary: Redis | None = None
+        self._primaries: ClusterPrimaries | None = None
+        if target.form == "cluster":
+            self._redis = cluster = open_cluster(target)
+            self._primaries = ClusterPrimaries(cluster, target)
+        else:
+            self._redis = self._primary = open_primary(target)
+        self._replicas = ReplicaWait(target.wait_replicas, target.wait_timeout_s)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._run(self._redis.get(self._prefix + key))
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._run(self._redis.set(self._prefix + key, value, px=max(1, int(ttl_s * 1000))))
+        ttl_ms = max(1, int(ttl_s * 1000))
+        name = self._prefix + key
+
+        def queue(pipe: Pipeline) -> object:
+            return pipe.set(name, value, px=ttl_ms)
+
+        if not self._replicas.wanted:
+            await self._run(self._redis.set(name, value, px=ttl_ms))
+        elif self._primaries is not None:
+            await self._run(self._primaries.write(name, queue))
+        elif self._primary is not None:
+            await self._run(self._replicas.write(self._primary, queue))
 
     async def delete(self, *keys: str) -> None:
         if keys:
@@ -136,14 +162,26 @@ class RedisStore:
             # Expired, or taken over since: it is no longer this replica's to release.
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._primaries is not None:
+            await self._primaries.close()
+        await close_client(self._redis)
 
     async def _run(self, operation: Awaitable[T]) -> T:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         try:
             return await operation
-        except (RedisError, OSError, TimeoutError, TypeError, ValueError) as exc:
+        except (
+            RedisError,
+            # Not a RedisError: a Cluster none of whose nodes could be reached (down, refused
+            # TLS, wrong password) when the client first asks where the slots are.
+            RedisClusterException,
+            NotAcknowledged,
+            OSError,
+            TimeoutError,
+            TypeError,
+            ValueError,
+        ) as exc:
             # TypeError and ValueError: redis-py's answer to a URL option it cannot use.
             # The message names the kind of failure only: a URL could carry a password.
             raise StoreError(type(exc).__name__) from exc

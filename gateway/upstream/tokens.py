@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from cachetools import TLRUCache
+
 from gateway import logs
 from gateway.core import jwt
 from gateway.core.clock import Clock
@@ -31,6 +33,8 @@ T = TypeVar("T")
 # How long a store stays skipped after it failed, so an outage does not slow every request.
 RETRY_STORE_AFTER_S = 1.0
 LOCK_POLL_S = 0.05
+# Exchange answers this process keeps itself, beside a shared store.
+RECENT_MAX = 1000
 
 
 class StoreError(Exception):
@@ -96,6 +100,10 @@ def issued_token(answer: CachedAnswer, now_s: float, margin_s: float) -> IssuedT
     return IssuedToken(token, open_id, max(0.0, min(lives) - margin_s))
 
 
+def _succeeded(answer: CachedAnswer) -> bool:
+    return answer.status == 200 and platform_status(answer.body)[0] == 200
+
+
 def says_token_invalid(answer: CachedAnswer) -> bool:
     """The platform refused the accessToken (401 in the envelope or on the wire). A refused
     sign is a 401 too, but says nothing of the token: evicting it would log every user out
@@ -129,6 +137,15 @@ class TokenCache:
         self._margin_s = margin_s
         self._wait_s = wait_s
         self._flights: SingleFlight[str, tuple[CachedAnswer, str]] = SingleFlight()
+        # The answers this process fetched, kept here too when the store is shared: the same
+        # code sent again to this process is answered from here, not exchanged a second time
+        # (which the platform refuses), whatever Redis does meanwhile (a failover, a slot of
+        # a Cluster away, a write lost), until the token's end.
+        self._recent: TLRUCache[str, tuple[CachedAnswer, float]] = TLRUCache(
+            maxsize=RECENT_MAX,
+            ttu=lambda _key, value, _now: value[1],
+            timer=lambda: clock.now_ms() / 1000,
+        )
         self._skip_store_until = 0.0
         self._store_down = False
 
@@ -146,10 +163,10 @@ class TokenCache:
         """
         scopes = ",".join(sorted({s.strip() for s in scope.split(",") if s.strip()}))
         key = f"x:{app}:{_digest(code)}:{scopes}"
-        cached = await self._get(key)
+        cached = await self._get_answer(key)
         if cached is not None:
             self._count(app, "hit")
-            return CachedAnswer.loads(cached), "hit"
+            return cached, "hit"
         (answer, state), shared = await self._flights.run(
             key, lambda: self._exchange_once(app, key, fetch)
         )
@@ -171,10 +188,16 @@ class TokenCache:
             if found is not None:
                 return found, "hit"
         try:
-            cached = await self._get(key)
+            cached = await self._get_answer(key)
             if cached is not None:
-                return CachedAnswer.loads(cached), "hit"
+                return cached, "hit"
             answer = await fetch()
+            if not _succeeded(answer):
+                # Refused: perhaps as a code exchanged already, by a replica that cached the
+                # answer while this one was skipping the store (an outage just ended).
+                found = await self._look_again(key)
+                if found is not None:
+                    return found, "hit"
             await self._remember(app, key, answer)
             return answer, "miss"
         finally:
@@ -199,18 +222,36 @@ class TokenCache:
                 return None, True
         return None, False
 
+    async def _look_again(self, key: str) -> CachedAnswer | None:
+        """The store's answer for `key`, asked even while it is being skipped."""
+        try:
+            cached = await self._store.get(key)
+        except StoreError:
+            return None
+        self._recovered()
+        return CachedAnswer.loads(cached) if cached is not None else None
+
+    async def _get_answer(self, key: str) -> CachedAnswer | None:
+        kept = self._recent.get(key)
+        if kept is not None:
+            return kept[0]
+        cached = await self._get(key)
+        return CachedAnswer.loads(cached) if cached is not None else None
+
     async def _remember(self, app: str, key: str, answer: CachedAnswer) -> None:
-        issued = issued_token(answer, self._clock.now_ms() / 1000, self._margin_s)
+        now_s = self._clock.now_ms() / 1000
+        issued = issued_token(answer, now_s, self._margin_s)
         if issued is None or issued.life_s <= 0:
             return
         life = issued.life_s
-        await self._call(self._store.put(key, answer.dumps(), life), None)
-        await self._call(
-            self._store.put(f"o:{app}:{issued.open_id}", issued.token.encode(), life), None
-        )
-        await self._call(
-            self._store.put(f"t:{app}:{_digest(issued.token)}", key.encode(), life), None
-        )
+        if self._store.shared:
+            self._recent[key] = (answer, now_s + life)
+        await self._put(key, answer.dumps(), life)
+        await self._put(f"o:{app}:{issued.open_id}", issued.token.encode(), life)
+        await self._put(f"t:{app}:{_digest(issued.token)}", key.encode(), life)
+
+    async def _put(self, key: str, value: bytes, life_s: float) -> None:
+        await self._call(self._store.put(key, value, life_s), None)
 
     async def token_for(self, app: str, open_id: str) -> str | None:
         """The live token cached for this user, None if there is none."""
@@ -231,6 +272,9 @@ class TokenCache:
         token_key = f"t:{app}:{_digest(token)}"
         exchange_key = await self._get(token_key)
         keys = [token_key] + ([exchange_key.decode()] if exchange_key else [])
+        for kept_key, (answer, _) in list(self._recent.items()):
+            if token.encode() in answer.body:
+                self._recent.pop(kept_key, None)
         open_id = claims.get("openId")
         if isinstance(open_id, str):
             by_open_id = f"o:{app}:{open_id}"
@@ -247,7 +291,17 @@ class TokenCache:
         # Without a shared store, the Future per key is all the single flight there is.
         if not self._store.shared:
             return True
-        return await self._call(self._store.lock(key, self._wait_s + 5), True)
+        # Asked even while the store is skipped: it is the single flight across replicas, and
+        # one call per exchange. Taken, it shows the store is back, so the cache is looked in
+        # at once rather than a second later, after the platform was asked a second time.
+        try:
+            locked = await self._store.lock(key, self._wait_s + 5)
+        except StoreError as exc:
+            # Alone, then: the platform refuses a code another replica exchanged meanwhile.
+            self._failed(exc)
+            return True
+        self._recovered()
+        return locked
 
     async def _call(self, operation: Awaitable[T], fallback: T) -> T:
         if self._skipping():

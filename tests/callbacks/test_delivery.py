@@ -15,11 +15,20 @@ from gateway.callbacks.delivery import (
     DeliveryWorker,
     jittered_backoff_s,
 )
-from gateway.callbacks.outbox import SQLITE_CHANGE_CHECK_S, Outbox, RedisOutbox, SqliteOutbox
+from gateway.callbacks.outbox import (
+    SQLITE_CHANGE_CHECK_S,
+    Delivery,
+    Outbox,
+    OutboxError,
+    RedisOutbox,
+    SqliteOutbox,
+)
+from gateway.config.model import RedisTarget
 from gateway.core.clock import SystemClock
 from tests.support.clock import MutableClock
 from tests.support.receiver import CallbackReceiver
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import until_answers
 
 SETTINGS = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=5)
 
@@ -61,7 +70,7 @@ async def test_two_workers_on_one_sqlite_outbox(tmp_path: Path, receiver: Callba
 async def test_two_workers_on_one_redis_outbox(
     redis_server: RedisServer, receiver: CallbackReceiver
 ) -> None:
-    outbox = RedisOutbox(redis_server.url, "neu:test:", timeout_s=2)
+    outbox = RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:test:", 2))
     try:
         await two_workers_deliver_each_once(outbox, receiver)
     finally:
@@ -72,7 +81,7 @@ async def test_stop_returns_promptly_in_every_state(
     redis_server: RedisServer, receiver: CallbackReceiver
 ) -> None:
     """redis-py may absorb a cancellation mid-call; stop() must not wait out an idle check."""
-    outbox = RedisOutbox(redis_server.url, "neu:stop:", timeout_s=2)
+    outbox = RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:stop:", 2))
     try:
         for round_no in range(50):
             worker = DeliveryWorker(outbox, {"demo": receiver.url}, SETTINGS, SystemClock())
@@ -98,7 +107,7 @@ async def test_a_replay_from_another_process_wakes_the_worker(
     def open_outbox() -> Outbox:
         if store == "sqlite":
             return SqliteOutbox(tmp_path / "outbox.db", clock)
-        return RedisOutbox(redis_server.url, "neu:wake:", timeout_s=2)
+        return RedisOutbox(RedisTarget.of_url(redis_server.url, "neu:wake:", 2))
 
     outbox, other = open_outbox(), open_outbox()
     now = clock.now_ms() / 1000
@@ -156,3 +165,57 @@ async def test_each_attempt_is_counted_and_the_last_failure_is_dead(
     )
     assert receiver.headers[0]["Idempotency-Key"] == "T2:2"
     assert receiver.headers[0]["X-Neu-Verified"] == "tradedetail"
+
+
+class RecordingFails:
+    """An outbox whose record of a delivery fails until told otherwise, as a Redis failover
+    makes it fail; everything else is the real SQLite outbox's."""
+
+    def __init__(self, outbox: SqliteOutbox) -> None:
+        self.outbox = outbox
+        self.failing = True
+        self.leased_again = asyncio.Event()
+        self._leased: set[int] = set()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.outbox, name)
+
+    async def due(self, now: float, limit: int, lease_s: float) -> list[Delivery]:
+        batch = await self.outbox.due(now, limit, lease_s)
+        for delivery in batch:
+            if delivery.id in self._leased:
+                self.leased_again.set()
+            self._leased.add(delivery.id)
+        return batch
+
+    async def delivered(self, delivery_id: int) -> None:
+        if self.failing:
+            raise OutboxError("ConnectionError: the master is gone")
+        await self.outbox.delivered(delivery_id)
+
+
+async def test_a_delivery_the_outbox_could_not_record_is_not_sent_again(
+    tmp_path: Path, receiver: CallbackReceiver
+) -> None:
+    """The service answered 2xx, then the outbox failed: even once the lease has run out and
+    the delivery is due again, it is recorded, not sent a second time."""
+    outbox = RecordingFails(SqliteOutbox(tmp_path / "outbox.db"))
+    clock = SystemClock()
+    await outbox.add("demo", "T1", 2, b"{}", clock.now_ms() / 1000)
+    quick = DeliveryPolicy(backoff_s=0.05, max_backoff_s=0.1, max_attempts=5, timeout_s=0.2)
+    worker = DeliveryWorker(outbox, {"demo": receiver.url}, quick, clock)  # type: ignore[arg-type]
+    worker.start()
+    try:
+        await receiver.wait_accepted(1)
+        async with asyncio.timeout(10):
+            await outbox.leased_again.wait()
+        outbox.failing = False
+
+        async def recorded() -> bool:
+            return not await outbox.outbox.listing(("pending",))
+
+        await until_answers(recorded, timeout_s=10)
+    finally:
+        await worker.stop()
+        await outbox.outbox.close()
+    assert len(receiver.headers) == 1

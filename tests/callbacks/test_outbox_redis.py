@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.callbacks.outbox import OutboxError, OutboxNotWritable, RedisOutbox
+from gateway.config.model import RedisTarget
 from tests.callbacks.outbox_contract import CONTRACT, NOW, Check
 from tests.support.redis_server import RedisServer
 
@@ -19,7 +20,7 @@ PREFIX = "neu:test:"
 
 @pytest.fixture
 async def outbox(redis_server: RedisServer) -> AsyncIterator[RedisOutbox]:
-    outbox = RedisOutbox(redis_server.url, PREFIX, timeout_s=2)
+    outbox = RedisOutbox(RedisTarget.of_url(redis_server.url, PREFIX, 2))
     yield outbox
     await outbox.close()
 
@@ -63,7 +64,7 @@ async def test_a_sign_is_forgotten_when_its_time_is_up(outbox: RedisOutbox) -> N
 async def test_a_replay_by_another_process_is_signalled(
     outbox: RedisOutbox, redis_server: RedisServer, admin: aioredis.Redis
 ) -> None:
-    other = RedisOutbox(redis_server.url, PREFIX, timeout_s=2)
+    other = RedisOutbox(RedisTarget.of_url(redis_server.url, PREFIX, 2))
     changes = outbox.changes()
     try:
         await outbox.add("demo", "T1", 2, b"{}", NOW)
@@ -90,7 +91,7 @@ def closed_port() -> int:
 
 
 async def test_a_redis_that_does_not_answer_is_an_outbox_error() -> None:
-    outbox = RedisOutbox(f"redis://127.0.0.1:{closed_port()}/0", "neu:", 0.5)
+    outbox = RedisOutbox(RedisTarget.of_url(f"redis://127.0.0.1:{closed_port()}/0", "neu:", 0.5))
     try:
         for call in (
             outbox.add("demo", "t1", 2, b"{}", 0.0),

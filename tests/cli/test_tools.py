@@ -172,6 +172,28 @@ def test_check_config_names_every_listener_the_workers_and_the_pid_file(
     assert "  callbacks: store redis" in ran.stdout.splitlines()
 
 
+def test_check_config_names_the_sentinels_and_the_replicas_writes_wait_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEU_SECRET_DEMO", "s3cret-value")
+    monkeypatch.setenv("REDIS_PW", "redis-s3cret")
+    config = write_config(
+        tmp_path,
+        "https://platform.example",
+        cache=(
+            "{backend: redis, sentinel: {master: neu, nodes: ['s0:26379', 's1:26379'], "
+            "password_env: REDIS_PW}}"
+        ),
+    )
+    ran = run(capsys, "check-config", "-c", str(config))
+    assert ran.status == 0, ran.stderr
+    assert (
+        "  cache: redis master neu behind sentinels s0:26379,s1:26379, keys under 'neu:', "
+        "writes wait for 1 replica(s)"
+    ) in ran.stdout.splitlines()
+    assert "redis-s3cret" not in ran.stdout + ran.stderr
+
+
 def test_check_config_refuses_inits_placeholders_naming_each_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

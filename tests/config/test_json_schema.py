@@ -256,6 +256,13 @@ AGREED = [
     ("a proxy's URL", "proxy: http://user:pw@proxy.internal:3128", True),
     ("a default app among the apps", "default_app: demo", True),
     ("redis with its url", "cache: {backend: redis, url: 'redis://:${PW:-x}@r:6379/0'}", True),
+    (
+        "redis behind sentinel",
+        "cache: {backend: redis, sentinel: {master: neu, nodes: ['s0:26379', '[fd00::1]:26379'], "
+        "username: gw, tls: true, ca_file: /ca.pem}, wait_replicas: 2}",
+        True,
+    ),
+    ("a redis cluster", "cache: {backend: redis, cluster: {nodes: ['r0:6379', 'r1:6379']}}", True),
     ("a watch turned off", "secrets: {watch_s: 0}", True),
     ("an endpoint's own retries", f"retries: {{endpoints: {{{DETAIL}: {{attempts: 5}}}}}}", True),
     (
@@ -303,6 +310,20 @@ AGREED = [
     ("a client certificate without its key", "tls: {client_cert: /c.pem}", False),
     ("ca_mode only without a ca_file", "tls: {ca_mode: only}", False),
     ("redis without its url", "cache: {backend: redis}", False),
+    (
+        "redis both behind sentinel and a cluster",
+        "cache: {backend: redis, sentinel: {master: m, nodes: ['s:1']}, cluster: {nodes: ['r:1']}}",
+        False,
+    ),
+    ("a cluster without backend redis", "cache: {cluster: {nodes: ['r:1']}}", False),
+    ("a node that is no host:port", "cache: {backend: redis, cluster: {nodes: ['r']}}", False),
+    (
+        "two password sources",
+        "cache: {backend: redis, cluster: {nodes: ['r:1'], password_env: P, password_file: /p}}",
+        False,
+    ),
+    ("a CA without TLS", "cache: {backend: redis, cluster: {nodes: ['r:1'], ca_file: /c}}", False),
+    ("a key prefix with a hash tag", "cache: {key_prefix: 'neu:{a}:'}", False),
     ("a cache url of another scheme", "cache: {url: 'http://r:6379'}", False),
     ("an outbox of another kind", "callbacks: {store: 'postgres://db'}", False),
     (

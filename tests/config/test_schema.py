@@ -251,7 +251,7 @@ def test_the_outbox_follows_the_cache() -> None:
     )
     assert redis.callbacks.store == "redis"
     problems = problems_of({"apps": {"demo": app()}, "callbacks": {"store": "redis"}})
-    assert problems == ["callbacks.store: redis needs cache.backend: redis (its url is used)"]
+    assert problems == ["callbacks.store: redis needs cache.backend: redis (its Redis is used)"]
 
 
 def test_operations_sections_have_safe_defaults() -> None:

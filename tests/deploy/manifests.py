@@ -128,13 +128,22 @@ def config_path_in(args: list[str]) -> str:
 
 
 def credential_env_names(document: Doc) -> set[str]:
-    """Every environment variable the config reads a secret or token from."""
+    """Every environment variable the config reads a secret, a token or a Redis password from."""
     names = {app["secret_env"] for app in document["apps"].values() if app.get("secret_env")}
-    return names | {
+    names |= {
         caller["token_env"]
         for caller in (document.get("callers") or {}).values()
         if caller.get("token_env")
     }
+    return names | set(redis_password_envs(document).values())
+
+
+def redis_password_envs(document: Doc) -> dict[str, str]:
+    """cache.sentinel's or cache.cluster's password settings that name a variable, by key
+    (password_env, sentinel_password_env)."""
+    cache = document.get("cache") or {}
+    nodes = cache.get("sentinel") or cache.get("cluster") or {}
+    return {key: nodes[key] for key in ("password_env", "sentinel_password_env") if nodes.get(key)}
 
 
 def credential_files(document: Doc) -> list[str]:
@@ -371,3 +380,64 @@ def secret_commands(readme: str) -> dict[str, set[str]]:
             keys = commands.setdefault(created.group(1), set())
             keys.update(re.findall(r"--from-(?:literal|file)=([A-Za-z0-9._-]+)=", command))
     return commands
+
+
+# --- Redis behind Sentinel -------------------------------------------------------------------
+
+
+@dataclass
+class RedisPods:
+    """A Kubernetes example's Redis StatefulSet, a sentinel beside each Redis, and the headless
+    Service that names its pods (<pod>.<service>.<namespace>.svc.cluster.local)."""
+
+    docs: list[Doc]
+    service: Doc
+    workload: Doc
+
+    @property
+    def names(self) -> list[str]:
+        """Each pod's name through the Service, pod 0 first."""
+        meta, spec = self.workload["metadata"], self.workload["spec"]
+        domain = f"{self.service['metadata']['name']}.{meta['namespace']}.svc.cluster.local"
+        return [f"{meta['name']}-{index}.{domain}" for index in range(spec.get("replicas", 1))]
+
+    def listening_on(self, port: int) -> Doc:
+        """The container that declares `port`."""
+        (found,) = [
+            c
+            for c in containers(self.workload)
+            if port in {p["containerPort"] for p in c.get("ports", [])}
+        ]
+        return found
+
+    def environ(self, container: Doc) -> dict[str, str]:
+        return container_environ(self.docs, container)[0]
+
+    def scripts(self, container: Doc) -> dict[str, str]:
+        """The files of the ConfigMap the container's command (`sh FILE`) runs from."""
+        command = container["command"]
+        assert command[0] == "sh", f"{container['name']}: not `sh FILE`"
+        assert len(command) == 2, f"{container['name']}: not `sh FILE`"
+        mount = mount_for(container, command[1])
+        assert mount is not None, f"{command[1]} is on no volume of {container['name']}"
+        volume = {v["name"]: v for v in self.workload["spec"]["template"]["spec"]["volumes"]}
+        configmap = named(self.docs, "ConfigMap", volume[mount["name"]]["configMap"]["name"])
+        files: dict[str, str] = configmap["data"]
+        return files
+
+    def script(self, container: Doc) -> str:
+        """The script the container's command runs."""
+        return self.scripts(container)[PurePosixPath(container["command"][1]).name]
+
+
+def redis_pods(docs: list[Doc], service_name: str) -> RedisPods:
+    """The StatefulSet whose pods the Service `service_name` names."""
+    service = named(docs, "Service", service_name)
+    (workload,) = [
+        doc
+        for doc in docs
+        if doc["kind"] == "StatefulSet"
+        and doc["spec"].get("serviceName") == service_name
+        and selects(service["spec"]["selector"], doc["spec"]["template"]["metadata"]["labels"])
+    ]
+    return RedisPods(docs, service, workload)

@@ -29,6 +29,7 @@ from tests.deploy.manifests import (
     ROOT,
     Doc,
     KubeGateway,
+    RedisPods,
     admin_host,
     admin_port,
     config_path_in,
@@ -49,6 +50,8 @@ from tests.deploy.manifests import (
     load_config,
     mount_for,
     outside_ports,
+    redis_password_envs,
+    redis_pods,
     secret_commands,
     selects,
     stage_name,
@@ -248,23 +251,137 @@ def test_gateway_and_its_reloader_run_as_the_images_user_and_group(gw: KubeGatew
 
 
 @each_gateway()
-def test_redis_url_names_a_redis_service_of_the_example(gw: KubeGateway) -> None:
-    if gw.config.cache.backend != "redis":
+def test_cache_sentinel_names_the_examples_sentinels(gw: KubeGateway) -> None:
+    target = gw.config.redis
+    if target is None:
         pytest.skip("in-memory cache")
-    url = URL(gw.config.cache.url or "")
-    assert url.password  # from a Secret (checked above)
-    service = next(s for s in gw.kind("Service") if s["metadata"]["name"] == url.host)
-    (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
-    pods = [
-        workload
-        for workload in gw.docs
-        if workload["kind"] in ("Deployment", "StatefulSet")
-        and selects(service["spec"]["selector"], workload["spec"]["template"]["metadata"]["labels"])
-    ]
-    assert pods, f"Service {url.host} selects no workload"
-    (redis,) = containers(pods[0])
+    assert target.form == "sentinel", "the example shows Redis behind Sentinel"
+    nodes = [f"{host}:{port}" for host, port in target.nodes]
+    (service_name,) = {host.split(".")[1] for host, _ in target.nodes}
+    pods = redis_pods(gw.docs, service_name)
+    # Names, not addresses: a recreated pod keeps its name. They must resolve while a pod is
+    # not ready (a replica syncing, a sentinel just started).
+    assert pods.service["spec"]["clusterIP"] == "None"
+    assert pods.service["spec"].get("publishNotReadyAddresses") is True
+    (sentinel_port,) = {port for _, port in target.nodes}
+    sentinel = pods.listening_on(sentinel_port)
+    assert nodes == [f"{name}:{sentinel_port}" for name in pods.names]
+    assert len(nodes) >= 3
+    (published,) = [p for p in pods.service["spec"]["ports"] if p["port"] == sentinel_port]
+    assert container_port(sentinel, published.get("targetPort", sentinel_port)) == sentinel_port
+
+    # The sentinels monitor the master under the name the gateway asks for, and know each other
+    # and every pod's Redis by the same names.
+    settings = pods.environ(sentinel)
+    assert "sentinel monitor $MASTER_NAME " in pods.script(sentinel)
+    assert target.master == settings["MASTER_NAME"]
+    assert settings["SENTINEL_NODES"].split() == nodes
+    # A majority: a failover needs as many sentinels to elect the one that runs it.
+    assert int(settings["QUORUM"]) == len(nodes) // 2 + 1
+    (redis,) = [c for c in containers(pods.workload) if c is not sentinel]
     assert redis["image"].startswith("redis:")
-    assert container_port(redis, port.get("targetPort", port["port"])) == 6379
+    assert sentinel["image"] == redis["image"]
+    (redis_port,) = [p["containerPort"] for p in redis["ports"]]
+    assert pods.environ(redis) == settings
+    assert settings["REDIS_NODES"].split() == [f"{name}:{redis_port}" for name in pods.names]
+    assert "redis-server" in pods.script(redis)
+
+    # One password, from one Secret key: the gateway's, Redis's (requirepass, masterauth) and
+    # the sentinels' (their own requirepass, auth-pass).
+    def secret_of(container: Doc, variable: str) -> tuple[str, str]:
+        (entry,) = [e for e in container.get("env", []) if e["name"] == variable]
+        ref = entry["valueFrom"]["secretKeyRef"]
+        return ref["name"], ref["key"]
+
+    assert target.password is not None
+    assert target.sentinel_password is not None
+    secret = secret_of(redis, "REDISCLI_AUTH")
+    assert secret_of(sentinel, "REDISCLI_AUTH") == secret
+    for variable in redis_password_envs(gw.document).values():
+        assert secret_of(gw.container, variable) == secret
+
+
+def example_redis(gw: KubeGateway) -> RedisPods:
+    """The Redis pods the gateway's cache.sentinel names (skips a gateway without Redis)."""
+    if gw.config.redis is None:
+        pytest.skip("in-memory cache")
+    (service_name,) = {host.split(".")[1] for host, _ in gw.config.redis.nodes}
+    return redis_pods(gw.docs, service_name)
+
+
+@each_gateway()
+def test_redis_pods_admit_the_gateway_and_each_other_only(gw: KubeGateway) -> None:
+    pods = example_redis(gw)
+    labels = pods.workload["spec"]["template"]["metadata"]["labels"]
+    ports = {p["containerPort"] for c in containers(pods.workload) for p in c["ports"]}
+
+    def port_number(port: int | str) -> int:
+        (number,) = {
+            container_port(c, port)
+            for c in containers(pods.workload)
+            if isinstance(port, int) or port in {p.get("name") for p in c["ports"]}
+        }
+        return number
+
+    admitted: dict[int, set[str]] = {port: set() for port in ports}
+    policies = [
+        policy
+        for policy in gw.kind("NetworkPolicy")
+        if selects(policy["spec"]["podSelector"].get("matchLabels", {}), labels)
+    ]
+    assert policies, "no NetworkPolicy selects the Redis pods"
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from"), "a rule without `from` admits every source"
+            assert rule.get("ports"), "a rule without `ports` admits every port"
+            sources = set()
+            for peer in rule["from"]:
+                # a podSelector alone: pods of this namespace
+                assert set(peer) == {"podSelector"}, peer
+                selector = peer["podSelector"]["matchLabels"]
+                assert selects(selector, gw.labels) or selects(selector, labels), selector
+                sources |= {"gateway"} if selects(selector, gw.labels) else set()
+                sources |= {"redis"} if selects(selector, labels) else set()
+            for port in rule["ports"]:
+                admitted[port_number(port["port"])] |= sources
+    # Redis: the gateway, and replication; the sentinels: the gateway, and each other.
+    assert admitted == {port: {"gateway", "redis"} for port in ports}
+
+
+@each_gateway()
+def test_redis_pods_run_locked_down_with_probes_and_a_budget(gw: KubeGateway) -> None:
+    pods = example_redis(gw)
+    pod = pods.workload["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod.get("automountServiceAccountToken") is False
+    for container in containers(pods.workload):
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert container["readinessProbe"], container["name"]
+        assert container["livenessProbe"], container["name"]
+        assert container["resources"]["limits"]["memory"], container["name"]
+    labels = pods.workload["spec"]["template"]["metadata"]["labels"]
+    (budget,) = [
+        pdb
+        for pdb in gw.kind("PodDisruptionBudget")
+        if selects(pdb["spec"]["selector"].get("matchLabels", {}), labels)
+    ]
+    # one pod away at a time: two sentinels of three still elect
+    assert budget["spec"]["maxUnavailable"] == 1
+    # the append-only file (the outbox survives a restart), on the pod's own volume
+    (claim,) = pods.workload["spec"]["volumeClaimTemplates"]
+    (redis,) = [
+        c
+        for c in containers(pods.workload)
+        if claim["metadata"]["name"] in {m["name"] for m in c["volumeMounts"]}
+    ]
+    (mount,) = [m for m in redis["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    script = pods.script(redis)
+    assert "appendonly yes" in script
+    assert f"dir ${{DATA_DIR:-{mount['mountPath']}}}" in script
 
 
 @each_gateway()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,58 @@ import pytest
 from tests.support.ports import free_port
 
 READY = b"Ready to accept connections"
+# A sentinel never says READY; it names itself once it listens.
+SENTINEL_READY = b"Sentinel ID is"
+START_TIMEOUT_S = 20
+
+
+async def certificate(directory: Path) -> tuple[Path, Path]:
+    """cert.pem and key.pem in `directory`: a certificate for 127.0.0.1 that a client trusts as
+    its own CA. One already there is kept, so that the servers of a set share it."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.exists() and key.exists():
+        return cert, key
+    openssl = await asyncio.create_subprocess_exec(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await openssl.wait() == 0, "openssl could not make a test certificate"
+    return cert, key
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None, tls_dir: Path | None = None) -> None:
+    """`sentinel_config` runs a sentinel instead, of that config file (which it rewrites);
+    `extra_args` go on its command line after the options given here."""
+
+    def __init__(
+        self,
+        password: str | None = None,
+        tls_dir: Path | None = None,
+        *,
+        sentinel_config: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.password = password
         self.tls_dir = tls_dir
+        self.sentinel_config = sentinel_config
+        self.extra_args = tuple(extra_args)
         self._process: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[bytes] | None = None
 
@@ -32,29 +78,7 @@ class RedisServer:
 
     async def _tls_args(self) -> list[str]:
         assert self.tls_dir is not None
-        cert, key = self.tls_dir / "cert.pem", self.tls_dir / "key.pem"
-        # A certificate for 127.0.0.1 that the client trusts as its own CA.
-        openssl = await asyncio.create_subprocess_exec(
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert await openssl.wait() == 0, "openssl could not make a test certificate"
+        cert, key = await certificate(self.tls_dir)
         return [
             "--port",
             "0",
@@ -70,29 +94,75 @@ class RedisServer:
             "no",
         ]
 
-    async def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    def _command(self) -> list[str]:
+        """The binary, and the config file a sentinel needs (the first argument, if any)."""
+        if self.sentinel_config is None:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                pytest.fail("redis-server is not installed: ./scripts/test installs it from Debian")
+            return [binary]
+        sentinel = shutil.which("redis-sentinel")
+        if sentinel is not None:
+            return [sentinel, str(self.sentinel_config)]
+        # redis-sentinel is redis-server under another name: `--sentinel` asks the same of it.
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed: ./scripts/test installs it from Debian")
+            pytest.fail("redis-sentinel is not installed: ./scripts/test installs it from Debian")
+        return [binary, str(self.sentinel_config), "--sentinel"]
+
+    async def start(self) -> None:
+        command = self._command()
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if self.tls_dir is not None:
             args = [*args[2:], *await self._tls_args()]
         if self.password:
             args += ["--requirepass", self.password]
         self._process = await asyncio.create_subprocess_exec(
-            binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command,
+            *args,
+            *self.extra_args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         assert self._process.stdout is not None
+        ready = READY if self.sentinel_config is None else SENTINEL_READY
         seen = b""
-        while READY not in seen:
-            line = await asyncio.wait_for(self._process.stdout.readline(), 20)
-            if not line:
-                raise AssertionError(f"redis-server did not start:\n{seen.decode()}")
-            seen += line
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while ready not in seen:
+                    line = await self._process.stdout.readline()
+                    if not line:
+                        break
+                    seen += line
+        except TimeoutError:
+            pass
+        if ready not in seen:
+            raise AssertionError(f"{' '.join(command)} did not start:\n{seen.decode()}")
         self._drain = asyncio.ensure_future(self._process.stdout.read())
+
+    async def kill(self) -> None:
+        """Ends the server as a crash would: SIGKILL, nothing saved, no goodbye to its peers."""
+        if self.running:
+            assert self._process is not None
+            self._process.kill()
+            await self._process.wait()
+
+    def pause(self) -> None:
+        """Freezes the server (SIGSTOP), as a node too busy or too far away to answer."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     async def stop(self) -> None:
         if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGCONT)
             self._process.terminate()
             await self._process.wait()
         if self._drain is not None:

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.config.model import RedisTarget
 from gateway.upstream.stores import RedisStore
 from gateway.upstream.tokens import StoreError
 from tests.support.redis_server import RedisServer
 
 
 async def test_entries_live_under_the_prefix_with_a_ttl(redis_server: RedisServer) -> None:
-    store = RedisStore(redis_server.url, "neu:test:", timeout_s=1)
+    store = RedisStore(RedisTarget.of_url(redis_server.url, "neu:test:", 1))
     await store.put("x:demo:abc", b"answer", ttl_s=30)
     assert await store.get("x:demo:abc") == b"answer"
     assert await store.lock("lock:x", ttl_s=5)
@@ -25,7 +26,7 @@ async def test_entries_live_under_the_prefix_with_a_ttl(redis_server: RedisServe
         assert 0 < await client.pttl(key) <= 30_000
     await store.unlock("lock:x")
     assert await store.lock("lock:x", ttl_s=5)
-    other = RedisStore(redis_server.url, "neu:test:", timeout_s=1)
+    other = RedisStore(RedisTarget.of_url(redis_server.url, "neu:test:", 1))
     await other.unlock("lock:x")
     assert not await other.lock("lock:x", ttl_s=5), "only the holder releases its lock"
     await other.close()
@@ -39,11 +40,13 @@ async def test_a_password_in_the_url() -> None:
     server = RedisServer(password="s3cret-pw")
     await server.start()
     try:
-        store = RedisStore(server.url, "neu:", timeout_s=1)
+        store = RedisStore(RedisTarget.of_url(server.url, "neu:", 1))
         await store.put("k", b"v", 5)
         assert await store.get("k") == b"v"
         await store.close()
-        wrong = RedisStore(server.url.replace("s3cret-pw", "wrong-pw"), "neu:", timeout_s=1)
+        wrong = RedisStore(
+            RedisTarget.of_url(server.url.replace("s3cret-pw", "wrong-pw"), "neu:", 1)
+        )
         with pytest.raises(StoreError) as caught:
             await wrong.get("k")
         assert "s3cret-pw" not in str(caught.value)
@@ -54,7 +57,7 @@ async def test_a_password_in_the_url() -> None:
 
 
 async def test_a_stopped_server_is_a_store_error(redis_server: RedisServer) -> None:
-    store = RedisStore(redis_server.url, "neu:", timeout_s=0.5)
+    store = RedisStore(RedisTarget.of_url(redis_server.url, "neu:", 0.5))
     await redis_server.stop()
     with pytest.raises(StoreError):
         await store.get("k")
@@ -66,12 +69,12 @@ async def test_redis_over_tls_with_a_password(tmp_path: Path) -> None:
     await server.start()
     try:
         assert server.url.startswith("rediss://")
-        store = RedisStore(server.url, "neu:", timeout_s=2)
+        store = RedisStore(RedisTarget.of_url(server.url, "neu:", 2))
         await store.put("k", b"over tls", 5)
         assert await store.get("k") == b"over tls"
         await store.close()
         without_tls = server.url.replace("rediss://", "redis://").split("?")[0]
-        plain = RedisStore(without_tls, "neu:", timeout_s=1)
+        plain = RedisStore(RedisTarget.of_url(without_tls, "neu:", 1))
         with pytest.raises(StoreError):
             await plain.get("k")
         await plain.close()

@@ -312,3 +312,66 @@ async def test_a_replica_takes_over_when_the_first_exchange_fails(clock: Mutable
     assert (await following)[0] == refused
     assert (platform.calls, held_while_fetching) == (1, [True])
     assert store.locks == set(), "the replica that took over released the lock"
+
+
+async def test_a_code_sent_again_while_the_store_is_down_is_not_exchanged_again(
+    clock: MutableClock,
+) -> None:
+    """A Redis failover: the answer could not be stored, so this process keeps it."""
+    cache, platform = TokenCache(BrokenStore(10, clock), clock, margin_s=0, wait_s=5), Platform()
+    answer = exchange_answer(token())
+    assert await cache.exchange("demo", "c1", "s", platform.fetcher(answer)) == (answer, "miss")
+    assert await cache.exchange("demo", "c1", "s", platform.fetcher(answer)) == (answer, "hit")
+    assert platform.calls == 1
+    await cache.evict("demo", token())
+    await cache.exchange("demo", "c1", "s", platform.fetcher(answer))
+    assert platform.calls == 2, "an evicted token's answer is forgotten here too"
+
+
+class RecoveringView(SharedStore):
+    """Another replica's view of the shared store: its first `failures` reads fail, as while
+    it still skips a Redis that has just failed over; its lock fails while `lock_fails`."""
+
+    def __init__(self, shared: SharedStore, failures: int, lock_fails: bool = False) -> None:
+        super().__init__(shared._clock)
+        self._entries = shared._entries
+        self.locks = shared.locks
+        self.failures = failures
+        self.lock_fails = lock_fails
+
+    async def get(self, key: str) -> bytes | None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("ConnectionError")
+        return await super().get(key)
+
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        if self.lock_fails:
+            raise StoreError("ConnectionError")
+        return await super().lock(key, ttl_s)
+
+
+async def test_a_lock_taken_shows_the_store_is_back(clock: MutableClock) -> None:
+    """The other replica cached the answer; this one's first look failed, and it would skip
+    the store for a second: the lock it takes shows the store is back, so it looks again."""
+    shared = SharedStore(clock)
+    first = TokenCache(shared, clock, margin_s=0, wait_s=5)
+    second = TokenCache(RecoveringView(shared, failures=1), clock, margin_s=0, wait_s=5)
+    platform, answer = Platform(), exchange_answer(token())
+    await first.exchange("demo", "c", "s", platform.fetcher(answer))
+    assert await second.exchange("demo", "c", "s", platform.fetcher(answer)) == (answer, "hit")
+    assert platform.calls == 1
+
+
+async def test_a_refused_exchange_looks_in_the_store_again(clock: MutableClock) -> None:
+    """Neither look nor lock reached the store: the platform refuses the code (exchanged by the
+    other replica), and the answer that replica cached is the one given."""
+    shared = SharedStore(clock)
+    first = TokenCache(shared, clock, margin_s=0, wait_s=5)
+    view = RecoveringView(shared, failures=1, lock_fails=True)
+    second = TokenCache(view, clock, margin_s=0, wait_s=5)
+    platform, answer = Platform(), exchange_answer(token())
+    await first.exchange("demo", "c", "s", platform.fetcher(answer))
+    refused = exchange_answer("", status=400)
+    assert await second.exchange("demo", "c", "s", platform.fetcher(refused)) == (answer, "hit")
+    assert platform.calls == 2

@@ -67,6 +67,11 @@ class Delivery:
 
 
 class Outbox(Protocol):
+    # How much longer than a delivery attempt its lease lasts: a moment, and on a store that
+    # can fail over, the failover's worst time (while a 2xx is being recorded, no other worker
+    # may take the delivery).
+    lease_margin_s: float
+
     async def add(
         self, app: str, trade_no: str, status: int, payload: bytes, now: float
     ) -> bool: ...

@@ -87,6 +87,8 @@ def _size(count: int) -> str:
 
 
 class SqliteOutbox:
+    lease_margin_s = 1.0
+
     def __init__(
         self, path: Path, clock: Clock | None = None, min_free_bytes: int = MIN_FREE_BYTES
     ) -> None:
