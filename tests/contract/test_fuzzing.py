@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.processes import StartGateway, write_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TOKEN = "fuzzer-token-0123456789abcdef0123"

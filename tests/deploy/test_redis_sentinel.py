@@ -40,7 +40,7 @@ from tests.deploy.manifests import (
 from tests.support.ports import free_port
 from tests.support.waiting import until_answers
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 # The scripts must write it into Redis's and Sentinel's config files verbatim.
 PASSWORD = 'pass "word" \\ with spaces'

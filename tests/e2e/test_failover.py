@@ -37,7 +37,7 @@ from tests.support.processes import ENV_SECRET, GatewayProcess, StartGateway, wr
 from tests.support.redis_ha import ClusterSet, SentinelSet
 from tests.support.waiting import until_answers
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 PASSWORD = "failover-s3cret"
 _CALLBACKS = re.compile(r"callbacks listening on (http://\S+)")
 # Login and payment rounds once the new primary is in place, through the mended replicas.
