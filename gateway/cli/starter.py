@@ -46,8 +46,12 @@ apps:
     # The platform's base URL, https://{domain}; the gateway appends /neuopenapi/...
     # (`upstream: sandbox` runs the embedded emulator instead, to try things first).
     upstream: $upstream
-    # Payment callbacks of this app; uncomment with the `callbacks:` block below.
-    # callbacks: {verify_sign: true, deliver_to: http://orders.internal:9000/payments}
+    # Payment callbacks of this app; uncomment with the `callbacks:` block below. Deliveries
+    # to your service are signed (Standard Webhooks) with the secret in signing_secret_file:
+    # echo "whsec_$$(openssl rand -base64 32)" > /run/secrets/myapp-signing
+    # callbacks:
+    #   deliver_to: http://orders.internal:9000/payments
+    #   signing_secret_file: /run/secrets/myapp-signing
 
 # Who may call. Each caller sends `Authorization: Bearer <its token>` and may use only its
 # apps and the routes it is allowed (METHOD /neuopenapi/path, * as a wildcard). A token is

@@ -107,6 +107,7 @@ def summary(config: Config) -> list[str]:
             f"  app {app.name}: deliver_to "
             + (app.callbacks.deliver_to or "none, so its callbacks end up dead in the outbox")
             + ("" if app.callbacks.verify_sign else "; verify_sign off")
+            + _signing(app)
             for app in config.apps.values()
         ]
     cache, redis = config.cache, config.redis
@@ -116,6 +117,14 @@ def summary(config: Config) -> list[str]:
     else:
         lines.append(f"cache: memory, up to {cache.max_entries} logins")
     return lines
+
+
+def _signing(app: App) -> str:
+    if not app.signing_secrets:
+        return "; deliveries unsigned (no callbacks.signing_secret_file)"
+    if len(app.signing_secrets) == 1:
+        return "; deliveries signed (Standard Webhooks)"
+    return "; deliveries signed with the new and the previous secret (a rotation)"
 
 
 def init(args: argparse.Namespace) -> int:

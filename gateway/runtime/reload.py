@@ -33,9 +33,9 @@ from gateway.egress.keys import BASE_URLS, UPSTREAM
 from gateway.http.keys import CLOCK, CONFIG, LIVE_CONFIG, METRICS
 from gateway.runtime import handover
 from gateway.runtime.keys import DELIVER_TO, EMBEDDED_SANDBOX
-from gateway.runtime.resources import tls_setup_problems
+from gateway.runtime.resources import sandbox_signing_secrets, tls_setup_problems
 from gateway.runtime.secret_files import Change, SecretFiles, rotated
-from gateway.sandbox.server import sandbox_appids, set_secret
+from gateway.sandbox.server import sandbox_appids, set_secret, set_signing_secrets
 
 log = logs.logger("neu_gateway")
 
@@ -111,11 +111,13 @@ def sandbox_problems(new: Config, sandbox: web.Application | None) -> list[str]:
 
 def tell_sandbox(sandbox: web.Application, before: Config, current: Config) -> None:
     """The emulated platform learns each secret that changed from `before` to `current`,
-    keeping the old one a while, as the real one does."""
+    keeping the old one a while, as the real one does; its stand-in service, the apps'
+    signing secrets."""
     for entry in current.sandbox_apps:
         old = before.apps.get(entry.name)
         if old is None or not old.secret.matches(entry.secret.reveal()):
             set_secret(sandbox, entry.appid, entry.secret.reveal())
+    set_signing_secrets(sandbox, sandbox_signing_secrets(current))
 
 
 async def reload_config(app: web.Application, path: Path, as_run: AsRun = as_is) -> bool:

@@ -39,7 +39,7 @@ from gateway.runtime.listeners import (
     sandbox_runner,
     start_listener,
 )
-from gateway.sandbox.server import create_sandbox_app
+from gateway.sandbox.server import create_sandbox_app, set_signing_secrets
 from gateway.sandbox.world import Settings
 from gateway.upstream.client import CallPolicy, Upstream
 from gateway.upstream.sessions import Sessions
@@ -64,11 +64,7 @@ async def embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
         return
     if placement is not None:
         raise CannotStart("sandbox.listen: a worker's supervisor runs no sandbox for it")
-    sandbox = create_sandbox_app(
-        {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
-        sandbox_settings(config),
-        app[CLOCK],
-    )
+    sandbox = sandbox_app(config, app[CLOCK])
     runner = sandbox_runner(
         sandbox, config.limits, on_connections=app[METRICS].connections_on(SANDBOX)
     )
@@ -81,6 +77,24 @@ async def embedded_sandbox(app: web.Application) -> AsyncIterator[None]:
     app[EMBEDDED_SANDBOX].append((sandbox, url))
     yield
     await runner.cleanup()
+
+
+def sandbox_app(config: Config, clock: Clock | None = None) -> web.Application:
+    """The sandbox for the config's sandbox apps: their secrets, and its stand-in service
+    their signing secrets."""
+    sandbox = create_sandbox_app(
+        {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
+        sandbox_settings(config),
+        clock,
+    )
+    set_signing_secrets(sandbox, sandbox_signing_secrets(config))
+    return sandbox
+
+
+def sandbox_signing_secrets(config: Config) -> list[str]:
+    """What the sandbox's stand-in service verifies deliveries with: the signing secrets of
+    the apps it plays the platform for (never another app's)."""
+    return [secret.reveal() for entry in config.sandbox_apps for secret in entry.signing_secrets]
 
 
 def sandbox_settings(config: Config) -> Settings:

@@ -36,11 +36,10 @@ from gateway.metrics import MULTIPROCESS_DIR_ENV
 from gateway.runtime import handover, reload, signals
 from gateway.runtime.listeners import StartError, http_url, sandbox_runner, start_listener
 from gateway.runtime.reload import AsRun, as_is
-from gateway.runtime.resources import sandbox_settings
+from gateway.runtime.resources import sandbox_app
 from gateway.runtime.secret_files import Change, SecretFiles
 from gateway.runtime.serve import remove_pid, write_pid
 from gateway.runtime.workers import PLACEMENT_ENV, Ports, SupervisorPipes, WorkerEnvironment
-from gateway.sandbox.server import create_sandbox_app
 
 log = logs.logger("neu_gateway.supervisor")
 
@@ -177,10 +176,7 @@ class Supervisor:
         config = self._config
         if not config.sandbox_apps:
             return None
-        self._sandbox = create_sandbox_app(
-            {entry.appid: entry.secret.reveal() for entry in config.sandbox_apps},
-            sandbox_settings(config),
-        )
+        self._sandbox = sandbox_app(config)
         # (Requests held at the sandbox may keep a stop a second, not aiohttp's 60 s.)
         runner = sandbox_runner(self._sandbox, config.limits, gateways=config.workers)
         self._sandbox_url = await start_listener(runner, config.sandbox.listen, "sandbox.listen")

@@ -19,6 +19,7 @@ from gateway.sandbox.controls import (
     set_secret,
 )
 from gateway.sandbox.faults import FAULTS
+from gateway.sandbox.receiver import RECEIVER
 from gateway.sandbox.world import trade_view as world_trade_view
 
 MAX_KEEP_PREVIOUS_S = 86400.0
@@ -77,9 +78,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    """POST /sandbox/reset: forgets users, trades, messages, calls and faults."""
+    """POST /sandbox/reset: forgets users, trades, messages, calls, faults and deliveries."""
     request.app[WORLD].reset()
     request.app[FAULTS].clear()
+    request.app[RECEIVER].received.clear()
     return ok(True)
 
 

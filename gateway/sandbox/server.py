@@ -32,6 +32,7 @@ from gateway.sandbox.faults import FAULTS, add_fault_routes, faulted_answer
 from gateway.sandbox.notifier import Notifier
 from gateway.sandbox.openapi import ECHO_PATH, add_openapi_routes
 from gateway.sandbox.origin import own_page_only
+from gateway.sandbox.receiver import add_receiver_routes, set_signing_secrets
 from gateway.sandbox.simulator import add_simulator_routes
 from gateway.sandbox.world import Settings, World
 
@@ -43,6 +44,7 @@ __all__ = [
     "create_sandbox_app",
     "sandbox_appids",
     "set_secret",
+    "set_signing_secrets",
 ]
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -107,7 +109,8 @@ def create_sandbox_app(
 ) -> web.Application:
     """The sandbox for these apps (appid -> secret)."""
     settings = settings or Settings()
-    clock = OffsetClock(clock or SystemClock(), settings.clock_offset_s)
+    host_clock = clock or SystemClock()
+    clock = OffsetClock(host_clock, settings.clock_offset_s)
     app = web.Application(
         # The guard inside the envelope's middleware, so its refusal is answered as any other.
         middlewares=[sandbox_middleware, own_page_only],
@@ -125,6 +128,7 @@ def create_sandbox_app(
     add_console_routes(app)
     add_fault_routes(app)
     add_simulator_routes(app)
+    add_receiver_routes(app, host_clock)
     app.on_shutdown.append(_end_event_streams)
     return app
 

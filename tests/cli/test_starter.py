@@ -11,6 +11,7 @@ from gateway.cli.starter import FILES, STARTER_CONFIG
 from gateway.config import placeholders
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load
+from gateway.core.secrets import DEMO_SIGNING_SECRET
 from tests.cli.support import run
 from tests.support.config_text import uncommented
 
@@ -37,9 +38,13 @@ def test_the_starter_config_is_valid_as_written_and_uncommented(
         text = uncommented(text, key)
     if "secret_env" in uncomment:
         text = text.replace("    secret_file: /run/secrets/myapp\n", "")
+    signing = tmp_path / "myapp-signing"
+    signing.write_text(DEMO_SIGNING_SECRET + "\n")
+    text = text.replace("/run/secrets/myapp-signing", str(signing))
     path = tmp_path / "gateway.yaml"
     path.write_text(written_files(text, tmp_path))
     config = load(path, environ={"NEU_SECRET_MYAPP": "the-app-secret", "REDIS_PASSWORD": "pw"})
+    assert bool(config.apps["myapp"].signing_secrets) is ("callbacks" in uncomment)
     assert config.apps["myapp"].upstream.startswith("https://")
     assert (config.callbacks.listen is not None) is ("callbacks" in uncomment)
     assert config.cache.backend == ("redis" if "cache" in uncomment else "memory")

@@ -29,11 +29,12 @@ from gateway.config.errors import ConfigError
 from gateway.config.json_schema import DIALECT, config_schema
 from gateway.config.load import from_mapping
 from gateway.config.schema import FileConfig
+from gateway.core.secrets import DEMO_SIGNING_SECRET
 from tests.support.paths import DETAIL
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docs" / "gateway.schema.json"
-ENVIRON = {"S": "the-app-secret", "T": "t" * 32}
+ENVIRON = {"S": "the-app-secret", "T": "t" * 32, "W": DEMO_SIGNING_SECRET}
 VALIDATOR = Draft202012Validator(config_schema())
 EDITOR_YAML = YAML(typ="safe")
 
@@ -270,7 +271,37 @@ AGREED = [
         "cache: {backend: redis, url: redis://r}\nadmin: {ready_requires: [cache]}",
         True,
     ),
+    (
+        "deliveries signed with the demo's signing secret",
+        f"apps: {{demo: {{appid: a, secret_env: S, upstream: sandbox, callbacks: "
+        f"{{signing_secret: {DEMO_SIGNING_SECRET}}}}}}}",
+        True,
+    ),
+    (
+        "a signing secret inline, and the previous one during a rotation",
+        f"apps: {{demo: {{appid: a, secret_env: S, upstream: sandbox, callbacks: "
+        f"{{signing_secret: {DEMO_SIGNING_SECRET}, signing_secret_previous_env: W}}}}}}",
+        True,
+    ),
     ("an unknown key", "listen: {host: 127.0.0.1, prot: 8080}", False),
+    (
+        "a signing secret that is no whsec_ secret",
+        "apps: {demo: {appid: a, secret_env: S, upstream: sandbox, callbacks: "
+        "{signing_secret: c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0}}}",
+        False,
+    ),
+    (
+        "two sources of the signing secret",
+        f"apps: {{demo: {{appid: a, secret_env: S, upstream: sandbox, callbacks: "
+        f"{{signing_secret: {DEMO_SIGNING_SECRET}, signing_secret_env: W}}}}}}",
+        False,
+    ),
+    (
+        "a previous signing secret without a current one",
+        "apps: {demo: {appid: a, secret_env: S, upstream: sandbox, callbacks: "
+        "{signing_secret_previous_env: W}}}",
+        False,
+    ),
     ("a misspelt section", "timeout: {connect_s: 3}", False),
     ("a port out of bounds", "listen: {port: 70000}", False),
     ("a negative timeout", "timeouts: {total_s: -1}", False),

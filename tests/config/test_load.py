@@ -8,9 +8,8 @@ import pytest
 from gateway.config import load as load_module
 from gateway.config.errors import ConfigError
 from gateway.config.load import from_mapping, load, read_credential
-from gateway.core.secrets import Secret
+from gateway.core.secrets import DEMO_SIGNING_SECRET, Secret
 from tests.config.documents import app, problems_of
-from tests.support.config_text import uncommented
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,13 +41,13 @@ def test_the_repository_config_moves_the_sandbox_with_neu_sandbox_port() -> None
     assert config.sandbox.listen.port == 18090
 
 
-def test_the_repository_config_turns_callbacks_on_once_uncommented(tmp_path: Path) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(uncommented((REPO / "gateway.yaml").read_text(), "callbacks"))
-    config = load(path, environ={})
+def test_the_repository_config_delivers_signed_to_the_sandbox_standing_in_for_the_service() -> None:
+    config = load(REPO / "gateway.yaml", environ={"NEU_CALLBACKS_PORT": "18081"})
     assert config.callbacks.listen is not None
-    assert config.callbacks.listen.port == 8081
-    assert config.apps["demo"].callbacks.deliver_to == "http://127.0.0.1:9000/payments"
+    assert config.callbacks.listen.port == 18081
+    demo = config.apps["demo"]
+    assert demo.callbacks.deliver_to == "http://127.0.0.1:8090/sandbox/deliveries"
+    assert [secret.reveal() for secret in demo.signing_secrets] == [DEMO_SIGNING_SECRET]
 
 
 def test_variables_are_substituted_with_defaults() -> None:

@@ -56,7 +56,8 @@ async def test_check_config_summarises_callers_callbacks_and_cache(tmp_path: Pat
         "rate limit 20 requests a second, bursts of 40 (each process)",
         "  trusted networks: 127.0.0.1/32",
         "  callbacks: store redis",
-        "    app demo: deliver_to http://127.0.0.1:9000/payments",
+        "    app demo: deliver_to http://127.0.0.1:9000/payments; deliveries unsigned "
+        "(no callbacks.signing_secret_file)",
         "  cache: redis at redis://redis.internal:6379/0, keys under 'neu:'",
     ]
     assert "hunter2" not in result.stdout + result.stderr

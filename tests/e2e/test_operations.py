@@ -107,7 +107,7 @@ async def test_metrics_count_what_happened(
     # Paths a caller made up are all one route, `other`.
     for index in range(3):
         await get_json(session, gateway.url + f"/neuopenapi/made/up{index}")
-    callbacks_url = gateway.log.split("callbacks listening on ")[1].split()[0]
+    callbacks_url = gateway.callbacks_url
     status, _ = await post_json(
         session, callbacks_url + "/callbacks/demo/pay", data={"tradeNo": "T", "sign": "forged"}
     )

@@ -26,7 +26,6 @@ from tests.support.processes import (
 from tests.support.receiver import CallbackReceiver
 
 pytestmark = pytest.mark.e2e
-_CALLBACKS = re.compile(r"callbacks listening on (http://\S+)")
 
 
 @pytest.fixture
@@ -50,12 +49,6 @@ def outbox_config(
     )
 
 
-def callbacks_url(gateway: GatewayProcess) -> str:
-    match = _CALLBACKS.search(gateway.log)
-    assert match, gateway.log
-    return match.group(1)
-
-
 async def paid_trade(platform: TestServer, gateway: GatewayProcess) -> str:
     base = str(platform.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as session:
@@ -66,7 +59,7 @@ async def paid_trade(platform: TestServer, gateway: GatewayProcess) -> str:
             "amount": "500",
             "currency": "SGD",
             "openId": open_id,
-            "notifyUrl": callbacks_url(gateway) + "/callbacks/demo/pay",
+            "notifyUrl": gateway.callbacks_url + "/callbacks/demo/pay",
         }
         async with session.post(gateway.url + TRADE, data=trade) as r:
             trade_no: str = (await r.json())["response"]["tradeNo"]

@@ -304,3 +304,47 @@ async def test_a_reading_that_fails_is_logged_and_the_watch_goes_on(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert "secret and token files: a reading failed (RuntimeError); watching on" in caplog.text
+
+
+SIGNING_NEW = "whsec_" + "bmV3LXNpZ25pbmcta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+SIGNING_OLD = "whsec_" + "b2xkLXNpZ25pbmcta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+SIGNING_NEXT = "whsec_" + "bmV4dC1zaWduaW5nLWtleS0wMTIzNDU2Nzg5YWJjZGVm"
+
+
+def signing_watch(tmp_path: Path) -> Watch:
+    current = write(tmp_path / "signing", SIGNING_NEW + "\n")
+    previous = write(tmp_path / "signing-previous", SIGNING_OLD + "\n")
+    callbacks = {"signing_secret_file": str(current), "signing_secret_previous_file": str(previous)}
+    document = {"apps": {"demo": app(callbacks=callbacks)}}
+    return Watch(from_mapping(document, {"S": "app-secret"}))
+
+
+def signing_in_force(watch: Watch) -> list[str]:
+    return [secret.reveal() for secret in watch.live.current.apps["demo"].signing_secrets]
+
+
+async def test_the_signing_secret_files_are_watched_each_in_its_place(tmp_path: Path) -> None:
+    watch = signing_watch(tmp_path)
+    assert signing_in_force(watch) == [SIGNING_NEW, SIGNING_OLD]
+    write(tmp_path / "signing-previous", SIGNING_NEW)
+    write(tmp_path / "signing", SIGNING_NEXT)
+    changes = await watch.files.check()
+    assert sorted(change.source.key for change in changes) == [
+        "apps.demo.callbacks.signing_secret_file",
+        "apps.demo.callbacks.signing_secret_previous_file",
+    ]
+    assert signing_in_force(watch) == [SIGNING_NEXT, SIGNING_NEW]
+    assert watch.live.current.apps["demo"].secret.reveal() == "app-secret"
+
+
+async def test_a_signing_file_holding_no_whsec_secret_is_refused_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watch = signing_watch(tmp_path)
+    write(tmp_path / "signing", "bm90LWEtd2hzZWMtc2VjcmV0LWF0LWFsbC0wMTIzNDU2")
+    assert await watch.files.check() == []
+    assert signing_in_force(watch) == [SIGNING_NEW, SIGNING_OLD]
+    [warning] = warnings_of(caplog)
+    assert warning.startswith(f"apps.demo.callbacks.signing_secret_file: {tmp_path / 'signing'}: ")
+    assert "must start with whsec_" in warning
+    assert "bm90LWEtd2hzZWMtc2VjcmV0" not in caplog.text

@@ -93,6 +93,13 @@ class GatewayProcess:
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
+    @property
+    def callbacks_url(self) -> str:
+        """Where its callbacks listener listens, as its log says."""
+        match = re.search(r"callbacks listening on (http://\S+)", self.log)
+        assert match, self.log
+        return match.group(1)
+
     def log_since(self, mark: int) -> str:
         """The log from line `mark` on (a `len(log_lines)` taken earlier)."""
         return "\n".join(self.log_lines[mark:])
