@@ -119,7 +119,12 @@ async def test_real_deliveries_verify_with_standard_webhooks_through_a_rotation(
         Webhook(SECOND).verify(body, headers)
 
     everything_written = gateway.log + "".join(h["webhook-signature"] for h in receiver.headers)
-    metrics = await (await session.get(gateway.url + "/metrics")).text()
+    answers = [
+        await (await session.get(gateway.url + path)).text()
+        for path in ("/metrics", "/readyz", "/openapi.json")
+    ]
+    answers.append(await (await session.get(gateway.sandbox_url + "/sandbox/deliveries")).text())
+    metrics = "".join(answers)
     checked = await neu_gateway("check-config", "-c", str(config), env=ENV_SECRET)
     for secret in (FIRST, SECOND, THIRD):
         for shown in (everything_written, metrics, checked.stdout + checked.stderr):
