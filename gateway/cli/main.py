@@ -5,6 +5,7 @@
     reload            make the running gateway re-read its config          cli/ops.py
     callbacks list    the pending and dead deliveries in the outbox        cli/ops.py
     callbacks replay  send one delivery again                              cli/ops.py
+    callbacks verify  check a saved delivery's signature with a secret     cli/deliveries.py
     check-config      validate gateway.yaml (--probe: call each upstream)  cli/tools.py
     init              write a commented gateway.yaml to start from         cli/tools.py
     schema            print the JSON Schema of gateway.yaml                cli/schema_file.py
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.cli import openapi_doc, ops, output, schema_file, serve, tools
+from gateway.cli import deliveries, openapi_doc, ops, output, schema_file, serve, tools
 from gateway.cli.config_file import EXIT_INVALID
 from gateway.config.peek import log_format_named
 from gateway.config.schema import DEFAULT_CONFIG_PATH
@@ -243,8 +244,11 @@ def parser_of_commands() -> argparse.ArgumentParser:
 
     callbacks = commands.add_parser(
         "callbacks",
-        help="list or replay payment callbacks in the outbox",
-        description="Inspect the outbox of verified payment callbacks (callbacks.store).",
+        help="list or replay payment callbacks in the outbox, or verify a saved one",
+        description=(
+            "Inspect the outbox of verified payment callbacks (callbacks.store), or check a "
+            "delivery an app's service saved."
+        ),
     )
     callback_commands = callbacks.add_subparsers(title="commands", required=True, metavar="COMMAND")
     listing = callback_commands.add_parser(
@@ -260,6 +264,66 @@ def parser_of_commands() -> argparse.ArgumentParser:
     _config_option(replay)
     replay.add_argument("id", type=int, help="delivery id, as `callbacks list` shows it")
     replay.set_defaults(command=ops.callbacks_replay)
+    checking = callback_commands.add_parser(
+        "verify",
+        help="check a saved delivery's signature with a secret",
+        description=(
+            "Check that a delivery an app's service received verifies with its signing "
+            "secret (Standard Webhooks, as the service's library checks it), and if not, why. "
+            "DELIVERY holds it as received: optionally the request line (POST /payments "
+            "HTTP/1.1), the header lines (Name: value, LF or CRLF line ends), an empty line, "
+            "then the body, taken byte for byte as it is after the empty line: an editor that "
+            "rewrites the file's line ends, or adds one at its end, changes the body, and the "
+            "signature no longer matches. Or the body alone with --body FILE and the headers "
+            "with -H. The secret from a file, an environment variable or the config, never on "
+            "the command line (ps would show it). Exit 0 verified, 1 not verified (stderr says "
+            "why), 2 when the input or the secret cannot be used."
+        ),
+        epilog=(
+            "The timestamp's age is always shown, but refused only with --tolerance-s: "
+            "receivers allow 300 s between it and their clock, and a saved delivery is older "
+            "than that by the time it is checked."
+        ),
+    )
+    checking.add_argument(
+        "delivery", nargs="?", metavar="DELIVERY", help="the saved delivery; - for stdin"
+    )
+    checking.add_argument(
+        "--body", metavar="FILE", help="the body alone, saved byte for byte (- for stdin)"
+    )
+    checking.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="a header of the delivery, with --body (repeatable)",
+    )
+    secret = checking.add_mutually_exclusive_group(required=True)
+    secret.add_argument(
+        "--secret-file", type=Path, metavar="PATH", help="the whsec_ secret is in this file"
+    )
+    secret.add_argument(
+        "--secret-env", metavar="VAR", help="the whsec_ secret is in this environment variable"
+    )
+    secret.add_argument(
+        "--app",
+        metavar="NAME",
+        help="the config's app: its signing secrets (during a rotation both; the output says "
+        "which signed)",
+    )
+    checking.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help=f"the config of --app (default ./{DEFAULT_CONFIG_PATH})",
+    )
+    checking.add_argument(
+        "--tolerance-s",
+        type=deliveries.nonnegative_seconds,
+        metavar="N",
+        help="refuse a timestamp more than N seconds from this clock (receivers allow 300)",
+    )
+    checking.set_defaults(command=deliveries.verify_delivery)
 
     for name, helptext, run in (
         ("sign", "show the canonical string (secret masked) and the sign", tools.sign),

@@ -43,7 +43,7 @@ def commands(
 
 def test_the_docstring_lists_every_command_of_the_parser_and_no_other() -> None:
     parsed = dict(commands(main.parser_of_commands()))
-    assert len(listed()) == 11
+    assert len(listed()) == 12
     assert sorted(listed()) == sorted(parsed)
 
 
