@@ -78,7 +78,8 @@ def signing_key(text: str) -> SigningKey:
 
 def signature(key: SigningKey, message_id: str, timestamp: int, body: bytes) -> str:
     """One `v1,<base64>` signature of the body as sent."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
+    # A header's bytes that are not UTF-8 come as surrogates; sign the bytes that were sent.
+    signed = f"{message_id}.{timestamp}.".encode("utf-8", "surrogateescape") + body
     digest = hmac.new(key.key, signed, hashlib.sha256).digest()
     return f"{VERSION},{base64.b64encode(digest).decode('ascii')}"
 

@@ -164,3 +164,11 @@ def test_an_unusable_secret_is_refused_without_its_value(text: str, reason: str)
 @given(key=keys)
 def test_every_key_of_a_good_length_reads_back(key: bytes) -> None:
     assert signing_key(whsec(key)) == SigningKey(key)
+
+
+def test_an_id_holding_bytes_that_are_not_utf8_is_checked_not_a_crash() -> None:
+    # As a server hands over a header's undecodable bytes: surrogates.
+    undecodable = b"T1\xff:2".decode("utf-8", "surrogateescape")
+    headers = signed_headers([KEY], undecodable, int(time.time()), b"{}")
+    assert verify([KEY], headers, b"{}", time.time()).accepted
+    assert not verify([OTHER_KEY], headers, b"{}", time.time()).accepted
