@@ -182,8 +182,8 @@ def _from_config(path: Path, name: str) -> Keys | None:
     where = f"apps.{name}.callbacks"
     if not app.signing_secrets:
         raise VerifyInputError(
-            f"--app {name}: {where} has no signing_secret_file (or _env): its deliveries go "
-            "unsigned"
+            f"--app {name}: {where} has no signing secret (signing_secret_file, _env or "
+            "signing_secret): its deliveries go unsigned"
         )
     given = app.callbacks
     current = _source(given.signing_secret_file, given.signing_secret_env)

@@ -124,6 +124,9 @@ def _signing(app: App) -> str:
         return "; deliveries unsigned (no callbacks.signing_secret_file)"
     if len(app.signing_secrets) == 1:
         return "; deliveries signed (Standard Webhooks)"
+    current, previous = app.signing_secrets
+    if current.matches(previous.reveal()):
+        return "; deliveries signed twice with one secret (the previous is the current one)"
     return "; deliveries signed with the new and the previous secret (a rotation)"
 
 

@@ -283,6 +283,13 @@ def _signing_secrets(
             problems.append(f"{where}.{what}{suffix}: {reason}")
             continue
         found.append(secret)
+    if len(found) == 2 and found[0].matches(found[1].reveal()):
+        # Step 1 of a rotation half done: the service is told nothing it can move to.
+        log.warning(
+            "%s.callbacks: the previous signing secret is the one in force; a rotation gives "
+            "the new secret in signing_secret_file and the old one as the previous",
+            where,
+        )
     return tuple(found)
 
 

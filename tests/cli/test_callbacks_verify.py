@@ -322,8 +322,8 @@ def test_with_the_configs_secrets_a_foreign_signature_names_both_tried(
         ("shop", "--app shop: no such app in {config} (its apps: demo)"),
         (
             "demo",
-            "--app demo: apps.demo.callbacks has no signing_secret_file (or _env): its "
-            "deliveries go unsigned",
+            "--app demo: apps.demo.callbacks has no signing secret (signing_secret_file, _env "
+            "or signing_secret): its deliveries go unsigned",
         ),
     ],
     ids=["an app not in the config", "an app whose deliveries are unsigned"],

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.starter import FILES, STARTER_CONFIG
+from gateway.cli.tools import summary
 from gateway.config import placeholders
+from gateway.config.load import from_mapping
 from tests.cli.support import run
+from tests.config.documents import app
 from tests.support.processes import write_config
 
 VECTOR_SIGN = "964bd40923c2f8911560c18cb06f580d3d26436378c11edff3f0691e4db00242"
@@ -274,3 +277,36 @@ def test_init_says_why_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFix
     ran = run(capsys, "init", str(blocker / "conf"))
     assert ran.status == 2
     assert ran.stderr.startswith(f"neu-gateway: cannot write {blocker}/conf/gateway.yaml (")
+
+
+NEW_SIGNING = "whsec_" + "bmV3LXNpZ25pbmcta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+OLD_SIGNING = "whsec_" + "b2xkLXNpZ25pbmcta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+
+
+@pytest.mark.parametrize(
+    ("callbacks", "said"),
+    [
+        ({}, "deliveries unsigned (no callbacks.signing_secret_file)"),
+        ({"signing_secret_env": "NEW"}, "deliveries signed (Standard Webhooks)"),
+        (
+            {"signing_secret_env": "NEW", "signing_secret_previous_env": "OLD"},
+            "deliveries signed with the new and the previous secret (a rotation)",
+        ),
+        (
+            {"signing_secret_env": "NEW", "signing_secret_previous_env": "NEW"},
+            "deliveries signed twice with one secret (the previous is the current one)",
+        ),
+    ],
+    ids=["unsigned", "signed", "a rotation", "a rotation half done"],
+)
+def test_check_config_says_whether_an_apps_deliveries_are_signed(
+    callbacks: dict[str, str], said: str
+) -> None:
+    document = {
+        "apps": {"demo": app(callbacks={"deliver_to": "http://orders:9000/p", **callbacks})},
+        "callbacks": {"listen": {"port": 0}},
+    }
+    config = from_mapping(document, {"S": "s", "NEW": NEW_SIGNING, "OLD": OLD_SIGNING})
+    [line] = [line for line in summary(config) if line.startswith("  app demo: ")]
+    assert line.endswith(f"; {said}")
+    assert "bmV3" not in line

@@ -136,3 +136,17 @@ def test_only_the_demo_secret_is_written_inline_without_a_warning(
     assert "apps.demo.callbacks.signing_secret: the secret is written in the config" in caplog.text
     assert "use callbacks.signing_secret_file" in caplog.text
     assert NEW.removeprefix("whsec_") not in caplog.text
+
+
+def test_a_previous_secret_that_is_the_current_one_is_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    document = with_callbacks(signing_secret_env="NEW", signing_secret_previous_env="OLD")
+    with caplog.at_level(logging.WARNING):
+        from_mapping(document, {"S": "s", "NEW": NEW, "OLD": NEW})
+    assert "apps.demo.callbacks: the previous signing secret is the one in force" in caplog.text
+    assert NEW.removeprefix("whsec_") not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        from_mapping(document, {"S": "s", "NEW": NEW, "OLD": OLD})
+    assert caplog.text == ""
