@@ -4,11 +4,14 @@ A Kubernetes example is a folder of multi-document YAML files under deploy/kuber
 Docker example is deploy/docker/ (the image's config, compose.yaml) and the repository's
 Dockerfile. The config a gateway container mounts is parsed with the gateway's own
 `from_mapping`, with a fake value for every environment variable the container is given and
-a temporary file for every secret or token file, so it is validated exactly as `serve` would.
+a temporary file for every secret, signing secret or token file, so it is validated exactly
+as `serve` would.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import tempfile
@@ -23,6 +26,7 @@ import yaml
 from gateway.config.load import from_mapping
 from gateway.config.model import Config
 from gateway.config.schema import is_loopback
+from gateway.core.webhooks import SECRET_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -128,8 +132,15 @@ def config_path_in(args: list[str]) -> str:
 
 
 def credential_env_names(document: Doc) -> set[str]:
-    """Every environment variable the config reads a secret, a token or a Redis password from."""
+    """Every environment variable the config reads a secret, a signing secret, a token or a
+    Redis password from."""
     names = {app["secret_env"] for app in document["apps"].values() if app.get("secret_env")}
+    names |= {
+        callbacks[key]
+        for callbacks in app_callbacks(document)
+        for key in SIGNING_ENV_KEYS
+        if callbacks.get(key)
+    }
     names |= {
         caller["token_env"]
         for caller in (document.get("callers") or {}).values()
@@ -146,26 +157,64 @@ def redis_password_envs(document: Doc) -> dict[str, str]:
     return {key: nodes[key] for key in ("password_env", "sentinel_password_env") if nodes.get(key)}
 
 
-def credential_files(document: Doc) -> list[str]:
-    """Every file the config reads a secret or token from."""
-    files = [app["secret_file"] for app in document["apps"].values() if app.get("secret_file")]
-    return files + [
-        caller["token_file"]
-        for caller in (document.get("callers") or {}).values()
-        if caller.get("token_file")
+# Where an app's callbacks section names its delivery signing secrets (current, previous).
+SIGNING_FILE_KEYS = ("signing_secret_file", "signing_secret_previous_file")
+SIGNING_ENV_KEYS = ("signing_secret_env", "signing_secret_previous_env")
+
+
+def fake_signing_secret(name: str) -> str:
+    """A stand-in signing secret: a valid `whsec_` one (the loader refuses anything else),
+    distinct per name."""
+    key = hashlib.sha256(name.encode()).digest()
+    return SECRET_PREFIX + base64.b64encode(key).decode("ascii")
+
+
+def app_callbacks(document: Doc) -> list[Doc]:
+    """Each app's callbacks section (those that have one)."""
+    return [app["callbacks"] for app in document["apps"].values() if app.get("callbacks")]
+
+
+def signing_files(document: Doc) -> list[str]:
+    """Every file the config reads a delivery signing secret from."""
+    return [
+        callbacks[key]
+        for callbacks in app_callbacks(document)
+        for key in SIGNING_FILE_KEYS
+        if callbacks.get(key)
     ]
 
 
+def credential_files(document: Doc) -> list[str]:
+    """Every file the config reads a secret, a signing secret or a token from."""
+    files = [app["secret_file"] for app in document["apps"].values() if app.get("secret_file")]
+    return (
+        files
+        + signing_files(document)
+        + [
+            caller["token_file"]
+            for caller in (document.get("callers") or {}).values()
+            if caller.get("token_file")
+        ]
+    )
+
+
 def with_stand_in_files(document: Doc, scratch: Path) -> Doc:
-    """A copy of the config whose secret and token files are files in `scratch`, each holding
-    `fake(<the path the config names>)`."""
+    """A copy of the config whose secret, signing secret and token files are files in
+    `scratch`, each holding `fake(<the path the config names>)`, or for a signing secret
+    `fake_signing_secret(<the path>)`."""
     document = json.loads(json.dumps(document))  # a deep copy to rewrite
-    entries = list(document["apps"].values()) + list((document.get("callers") or {}).values())
-    for index, entry in enumerate(entries):
-        for key in ("secret_file", "token_file"):
+    entries = [
+        (entry, ("secret_file", "token_file"), fake)
+        for entry in [*document["apps"].values(), *(document.get("callers") or {}).values()]
+    ]
+    entries += [
+        (callbacks, SIGNING_FILE_KEYS, fake_signing_secret) for callbacks in app_callbacks(document)
+    ]
+    for index, (entry, keys, value) in enumerate(entries):
+        for key in keys:
             if entry.get(key):
-                stand_in = scratch / f"credential-{index}"
-                stand_in.write_text(fake(entry[key]) + "\n", encoding="utf-8")
+                stand_in = scratch / f"credential-{index}-{key}"
+                stand_in.write_text(value(entry[key]) + "\n", encoding="utf-8")
                 entry[key] = str(stand_in)
     return document
 
@@ -370,16 +419,36 @@ def mount_for(container: Doc, path: str) -> Doc | None:
     return max(mounts, key=lambda m: len(m["mountPath"]), default=None)
 
 
-def secret_commands(readme: str) -> dict[str, set[str]]:
-    """`kubectl ... create secret generic NAME --from-literal=KEY=... --from-file=KEY=...`
-    commands in a README: NAME -> the keys they create."""
-    commands: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class SecretCommand:
+    """One `kubectl [-n NAMESPACE] create secret generic NAME --from-file=KEY=PATH
+    --from-literal=KEY=...` in a README."""
+
+    namespace: str | None
+    name: str
+    files: dict[str, str]  # key -> the local file it is made from
+    literals: frozenset[str]
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.files) | self.literals
+
+
+def secret_commands(readme: str) -> list[SecretCommand]:
+    """Every command in a README that creates (or, piped to `kubectl apply`, replaces) a generic
+    Secret, in order."""
+    found = []
     for command in re.sub(r"\\\n", " ", readme).splitlines():
-        created = re.search(r"create secret generic ([a-z0-9.-]+)", command)
+        created = re.search(
+            r"kubectl\s+(?:(?:-n|--namespace)[ =]([a-z0-9-]+)\s+)?"
+            r"create secret generic ([a-z0-9.-]+)",
+            command,
+        )
         if created:
-            keys = commands.setdefault(created.group(1), set())
-            keys.update(re.findall(r"--from-(?:literal|file)=([A-Za-z0-9._-]+)=", command))
-    return commands
+            files = dict(re.findall(r"--from-file=([A-Za-z0-9._-]+)=(\S+)", command))
+            literals = frozenset(re.findall(r"--from-literal=([A-Za-z0-9._-]+)=", command))
+            found.append(SecretCommand(created.group(1), created.group(2), files, literals))
+    return found
 
 
 # --- Redis behind Sentinel -------------------------------------------------------------------

@@ -59,6 +59,7 @@ from tests.deploy.manifests import (
 )
 
 KUBERNETES_VERSION = "1.32"
+README = DEPLOY / "README.md"
 HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 
 GATEWAYS = kube_gateways()
@@ -444,24 +445,70 @@ def test_reloader_can_signal_the_gateway(gw: KubeGateway) -> None:
     assert user(gw.container) not in others_users
 
 
-def test_readme_creates_every_secret_key_the_manifests_use() -> None:
-    wanted: set[tuple[str, str]] = set()
-    for gw in GATEWAYS:
-        for workload in (d for d in gw.docs if d["kind"] in ("Deployment", "StatefulSet")):
-            for container in containers(workload):
-                for entry in container.get("env", []):
-                    ref = entry.get("valueFrom", {}).get("secretKeyRef")
-                    if ref:
-                        wanted.add((ref["name"], ref["key"]))
-        for path in credential_files(gw.document):
-            mount = mount_for(gw.container, path)
-            assert mount is not None
-            secret = gw.volume(mount["name"])["secret"]
-            key = str(PurePosixPath(path).relative_to(mount["mountPath"]))
-            wanted.add((secret["secretName"], key))
-    created = secret_commands((DEPLOY / "README.md").read_text(encoding="utf-8"))
-    missing = {(name, key) for name, key in wanted if key not in created.get(name, set())}
-    assert not missing, f"deploy/README.md creates no {sorted(missing)}"
+def secret_keys_used(gw: KubeGateway) -> dict[tuple[str, str], set[str]]:
+    """(namespace, Secret) -> the keys the example's workloads read from it: as environment
+    variables, and as the files the gateway's config names."""
+    namespace = gw.workload["metadata"]["namespace"]
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for workload in (d for d in gw.docs if d["kind"] in ("Deployment", "StatefulSet")):
+        for container in containers(workload):
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    wanted.setdefault((workload["metadata"]["namespace"], ref["name"]), set()).add(
+                        ref["key"]
+                    )
+    for path in credential_files(gw.document):
+        secret, key = secret_key_of(gw, path)
+        wanted.setdefault((namespace, secret), set()).add(key)
+    return wanted
+
+
+def secret_key_of(gw: KubeGateway, path: str) -> tuple[str, str]:
+    """The Secret, and its key, that a file the gateway reads is mounted from."""
+    mount = mount_for(gw.container, path)
+    assert mount is not None
+    secret = gw.volume(mount["name"])["secret"]
+    return secret["secretName"], str(PurePosixPath(path).relative_to(mount["mountPath"]))
+
+
+@each_gateway()
+def test_readme_creates_every_secret_key_the_manifests_use(gw: KubeGateway) -> None:
+    """Each command that creates or replaces a Secret the example reads, the rotation's too,
+    holds every key: one replaced without a key would take that file away from the pods."""
+    commands = secret_commands(README.read_text(encoding="utf-8"))
+    for (namespace, name), keys in secret_keys_used(gw).items():
+        creating = [c for c in commands if (c.namespace, c.name) == (namespace, name)]
+        assert creating, f"deploy/README.md never creates the Secret {namespace}/{name}"
+        for command in creating:
+            missing = keys - command.keys
+            assert not missing, f"deploy/README.md makes {namespace}/{name} without {missing}"
+
+
+@each_gateway()
+def test_readme_gives_each_receiving_service_its_signing_secret(gw: KubeGateway) -> None:
+    """The service at an app's deliver_to verifies deliveries with the secret the gateway signs
+    them with: the README puts the same file in a Secret of the service's own namespace."""
+    commands = secret_commands(README.read_text(encoding="utf-8"))
+    namespace = gw.workload["metadata"]["namespace"]
+    signing = {
+        name: app["callbacks"]
+        for name, app in gw.document["apps"].items()
+        if (app.get("callbacks") or {}).get("signing_secret_file")
+    }
+    if not signing:
+        pytest.skip("no app signs deliveries")
+    for app, callbacks in signing.items():
+        secret, key = secret_key_of(gw, callbacks["signing_secret_file"])
+        (created, *_) = [c for c in commands if (c.namespace, c.name) == (namespace, secret)]
+        source = created.files[key]
+        # <service>.<namespace>.svc.cluster.local: a service of another namespace
+        host = URL(callbacks["deliver_to"]).host or ""
+        assert host.endswith(".svc.cluster.local"), f"{app}: deliver_to {host} is not a Service"
+        receiver = host.split(".")[1]
+        assert receiver != namespace
+        given = [c for c in commands if c.namespace == receiver and source in c.files.values()]
+        assert given, f"deploy/README.md gives namespace {receiver} no Secret from {source}"
 
 
 # --- Docker: the image ---------------------------------------------------------------------
@@ -587,6 +634,28 @@ def test_exposed_ports_are_the_listeners() -> None:
     assert exposed == outside_ports(image_config())
 
 
+def documented_runs() -> list[Any]:
+    """Each `podman run` or `docker run` of the image's gateway shown in a shell block of
+    deploy/README.md or docs/deploying.md (not those that run another command)."""
+    found = []
+    for path in (README, ROOT / "docs" / "deploying.md"):
+        text = path.read_text(encoding="utf-8")
+        for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                if re.match(r"(podman|docker) run ", line) and "--entrypoint" not in line:
+                    found.append(pytest.param(line, id=f"{path.name}: {line[:40]}"))
+    return found
+
+
+@pytest.mark.parametrize("command", documented_runs())
+def test_documented_run_gives_every_secret_the_config_reads(command: str) -> None:
+    """The image's config refuses to start without one of its secret files or variables."""
+    mounted = set(re.findall(r"-v \S+?:(/\S+?)(?::ro)?(?=\s)", command))
+    given = set(re.findall(r"-e ([A-Za-z_][A-Za-z0-9_]*)=", command))
+    assert set(credential_files(image_document())) <= mounted
+    assert credential_env_names(image_document()) <= given
+
+
 # --- Docker: compose -----------------------------------------------------------------------
 
 
@@ -657,14 +726,21 @@ def test_compose_gives_every_secret_from_the_env_file() -> None:
     assert required == dotenv_names()
 
 
-def test_compose_mounts_every_secret_file() -> None:
-    service, declared = gateway_service(), compose().get("secrets", {})
-    targets = {}
+def secret_files(service: Doc) -> dict[str, str]:
+    """The files a compose service's `secrets:` mounts (/run/secrets/TARGET), each with the
+    host file it is."""
+    declared = compose().get("secrets", {})
+    files = {}
     for entry in service.get("secrets", []):
         source = entry if isinstance(entry, str) else entry["source"]
         target = source if isinstance(entry, str) else entry.get("target", source)
         assert "file" in declared[source]
-        targets[str(PurePosixPath("/run/secrets") / target)] = source
+        files[str(PurePosixPath("/run/secrets") / target)] = declared[source]["file"]
+    return files
+
+
+def test_compose_mounts_every_secret_file() -> None:
+    targets = secret_files(gateway_service())
     for path in credential_files(image_document()):
         assert path in targets, f"{path} is not a compose secret of the gateway"
 
@@ -710,3 +786,14 @@ def test_compose_delivers_callbacks_to_a_service_of_its_own() -> None:
         stand_in = yaml.safe_dump(services[target.host]["command"])
         assert f"{target.port})" in stand_in
         assert services[target.host]["image"] == base_image()
+
+
+def test_compose_stand_in_verifies_with_the_secret_the_gateway_signs_with() -> None:
+    config, services = compose_config(), compose()["services"]
+    for name, app in image_document()["apps"].items():
+        path = (app.get("callbacks") or {}).get("signing_secret_file")
+        assert path, f"apps.{name}: deliveries unsigned"
+        stand_in = services[URL(config.apps[name].callbacks.deliver_to or "").host]
+        assert f'SECRET_FILE = "{path}"' in stand_in["command"][2]
+        # the same host file, mounted where the stand-in reads it
+        assert secret_files(stand_in).get(path) == secret_files(gateway_service())[path]
