@@ -136,3 +136,20 @@ def test_only_the_demo_secret_is_written_inline_without_a_warning(
     assert "apps.demo.callbacks.signing_secret: the secret is written in the config" in caplog.text
     assert "use callbacks.signing_secret_file" in caplog.text
     assert NEW.removeprefix("whsec_") not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("inline", "environ"),
+    [
+        pytest.param(NEW, {}, id="written inline"),
+        pytest.param("${SIGNING}", {"SIGNING": NEW}, id="a placeholder"),
+    ],
+)
+def test_the_config_in_force_prints_no_signing_secret(inline: str, environ: dict[str, str]) -> None:
+    # An App printed (a debugging line, a test's failure) showed the parsed callbacks
+    # section, the secret as it was written.
+    config = from_mapping(with_callbacks(signing_secret=inline), {"S": "s", **environ})
+    [secret] = config.apps["demo"].signing_secrets
+    assert secret.reveal() == NEW
+    for printed in (repr(config), str(config), repr(config.apps["demo"])):
+        assert NEW.removeprefix("whsec_") not in printed
