@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -37,6 +38,11 @@ IDLE_CHECK_S = 5.0
 # How soon a 2xx the outbox could not record is recorded again.
 RECORD_AGAIN_S = 0.5
 CANCEL_AGAIN_AFTER_S = 0.05
+# What a header's value cannot hold (RFC 9110 5.5: control characters; aiohttp raises on
+# them), or loses on the way (whitespace at its start, which receivers strip): the key is the
+# webhook-id, signed as it is, so it must arrive as it is.
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]")
+UNSENDABLE = "its tradeNo cannot be sent in a header as it is"
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,11 @@ class DeliveryWorker:
     async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         target = self._targets.get(delivery.app)
         error = ""
-        if target is None or target.url is None:
+        # Never sendable, so never tried again.
+        unsendable = _NOT_IN_A_HEADER.search(delivery.idempotency_key) is not None
+        if unsendable:
+            error = UNSENDABLE
+        elif target is None or target.url is None:
             error = "no callbacks.deliver_to for this app"
         else:
             signed = signed_headers(
@@ -221,7 +231,7 @@ class DeliveryWorker:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = type(exc).__name__
         attempts = delivery.attempts + 1
-        dead = attempts >= self._settings.max_attempts
+        dead = unsendable or attempts >= self._settings.max_attempts
         delay = jittered_backoff_s(
             attempts, self._settings.backoff_s, self._settings.max_backoff_s, self._rng
         )

@@ -147,7 +147,8 @@ def from_mapping(document: Any, environ: Mapping[str, str]) -> Config:
                 appid=app.appid,
                 secret=secret,
                 upstream=app.upstream,
-                callbacks=app.callbacks,
+                # Kept as a Secret in signing_secrets: as parsed it would print with the app.
+                callbacks=app.callbacks.model_copy(update={"signing_secret": None}),
                 tls=app.tls or parsed.tls,
                 proxy=resolved_proxy(app.proxy or parsed.proxy),
                 validation=app.validation,

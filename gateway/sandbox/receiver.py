@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -22,8 +22,11 @@ from gateway.core.secrets import DEMO_SIGNING_SECRET
 from gateway.core.verification import Rejected
 from gateway.core.webhooks import (
     ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     SigningKey,
     SigningSecretError,
+    Verdict,
     signing_key,
     verify,
 )
@@ -34,8 +37,12 @@ KEPT_DELIVERIES = 100
 # A delivery is a trade's detail, a few hundred bytes: far more is no delivery, and is
 # refused before it is read whole.
 MAX_DELIVERY_BYTES = 1 << 20
-# A body shown in the list is cut here.
+# A body shown in the list is cut here, and only one this short is shown parsed: a large one
+# parsed whole would be many times its size in memory, for each of the deliveries kept.
 SHOWN_BODY_CHARS = 4096
+# Which one of two a service reads depends on its framework (the first, the last, or both
+# joined by a comma): a delivery that repeats one is ambiguous, whichever would verify.
+SINGLE_HEADERS = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
 
 class Receiver:
@@ -56,8 +63,14 @@ class Receiver:
                 continue  # the gateway's loader refuses such a secret; nothing to verify with
         self._keys = tuple(keys)
 
-    def receive(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-        verdict = verify(self._keys, headers, body, self._clock.now_ms() / 1000)
+    def receive(
+        self, headers: Mapping[str, str], body: bytes, repeated: str = ""
+    ) -> dict[str, Any]:
+        """Verifies and keeps a delivery; `repeated`: a header it had more than once."""
+        if repeated:
+            verdict = Verdict(None, f"more than one {repeated} header")
+        else:
+            verdict = verify(self._keys, headers, body, self._clock.now_ms() / 1000)
         message_id = headers.get(ID_HEADER, "")
         record = {
             "webhookId": message_id,
@@ -83,10 +96,12 @@ def set_signing_secrets(sandbox: web.Application, secrets: Iterable[str]) -> Non
 
 
 def _shown(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body[:SHOWN_BODY_CHARS].decode("utf-8", "replace")
+    if len(body) <= SHOWN_BODY_CHARS:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            pass  # shown as text: anyone may post here, nested as deep as they like
+    return body[:SHOWN_BODY_CHARS].decode("utf-8", "replace")
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -97,7 +112,10 @@ async def receive(request: web.Request) -> web.Response:
         if len(body) > MAX_DELIVERY_BYTES:
             raise Rejected(413, f"a delivery is at most {MAX_DELIVERY_BYTES} bytes")
     headers = {name.lower(): value for name, value in request.headers.items()}
-    record = request.app[RECEIVER].receive(headers, bytes(body))
+    repeated = next(
+        (name for name in SINGLE_HEADERS if len(request.headers.getall(name, ())) > 1), ""
+    )
+    record = request.app[RECEIVER].receive(headers, bytes(body), repeated)
     if not record["verified"]:
         raise Rejected(400, f"delivery refused: {record['reason']}")
     return ok({"verified": True, "webhookId": record["webhookId"], "repeat": record["repeat"]})

@@ -225,3 +225,44 @@ async def test_a_delivery_the_outbox_could_not_record_is_not_sent_again(
         await worker.stop()
         await outbox.outbox.close()
     assert len(receiver.headers) == 1
+
+
+@pytest.mark.parametrize(
+    "trade_no",
+    [
+        pytest.param("T1\r\nX-Forged: 1", id="CR LF"),
+        pytest.param("T1\x00", id="NUL"),
+        pytest.param("T1\x7f", id="DEL"),
+        pytest.param(" T1", id="leading space (receivers drop it)"),
+    ],
+)
+async def test_a_trade_no_no_header_can_carry_is_dead_at_once(
+    tmp_path: Path, receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture, trade_no: str
+) -> None:
+    # The client library refuses such a header by raising, which the worker did not expect:
+    # the delivery was never recorded as failed, and went out again at each lease's end,
+    # a traceback each time. One a receiver would trim would be signed over other bytes.
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    outcomes: list[str] = []
+    finished = asyncio.Event()
+
+    def count(outcome: str) -> None:
+        outcomes.append(outcome)
+        finished.set()
+
+    clock = SystemClock()
+    await outbox.add("demo", trade_no, 2, b"{}", clock.now_ms() / 1000)
+    worker = DeliveryWorker(outbox, {"demo": Destination(receiver.url)}, SETTINGS, clock, count)
+    worker.start()
+    try:
+        async with asyncio.timeout(5):
+            await finished.wait()
+    finally:
+        await worker.stop()
+        [dead] = await outbox.listing(("dead",))
+        await outbox.close()
+    assert outcomes == ["dead"]
+    assert dead.attempts == 1
+    assert dead.last_error == "its tradeNo cannot be sent in a header as it is"
+    assert receiver.headers == []
+    assert "Traceback" not in caplog.text

@@ -157,3 +157,32 @@ async def test_the_readmes_receiving_side_accepts_a_delivery_and_nothing_else(
     stale = str(int(headers["webhook-timestamp"]) - 301)
     assert not from_the_gateway(SECRET, {**headers, "webhook-timestamp": stale}, body)
     assert not from_the_gateway(SECRET, {**headers, "webhook-timestamp": "-1"}, body)
+
+
+@pytest.mark.parametrize(
+    "trade_no",
+    [
+        pytest.param("T.1", id="a dot, the signed string's separator"),
+        pytest.param("T 1", id="a space inside"),
+        pytest.param("T\t1", id="a tab inside"),
+        pytest.param("T€1", id="non-ASCII, sent as UTF-8"),
+    ],
+)
+async def test_an_odd_trade_no_arrives_as_signed(
+    tmp_path: Path, receiver: CallbackReceiver, trade_no: str
+) -> None:
+    clock = SystemClock()
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    await outbox.add("demo", trade_no, 2, PAYLOAD, clock.now_ms() / 1000)
+    worker = DeliveryWorker(
+        outbox, {"demo": Destination(receiver.url, (signing_key(SECRET),))}, SETTINGS, clock
+    )
+    worker.start()
+    try:
+        await receiver.wait_accepted(1)
+    finally:
+        await worker.stop()
+        await outbox.close()
+    [headers] = receiver.headers
+    assert headers["webhook-id"] == f"{trade_no}:2"
+    Webhook(SECRET).verify(receiver.bodies[-1], headers)

@@ -150,3 +150,20 @@ def test_a_previous_secret_that_is_the_current_one_is_warned_of(
     with caplog.at_level(logging.WARNING):
         from_mapping(document, {"S": "s", "NEW": NEW, "OLD": OLD})
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("inline", "environ"),
+    [
+        pytest.param(NEW, {}, id="written inline"),
+        pytest.param("${SIGNING}", {"SIGNING": NEW}, id="a placeholder"),
+    ],
+)
+def test_the_config_in_force_prints_no_signing_secret(inline: str, environ: dict[str, str]) -> None:
+    # An App printed (a debugging line, a test's failure) showed the parsed callbacks
+    # section, the secret as it was written.
+    config = from_mapping(with_callbacks(signing_secret=inline), {"S": "s", **environ})
+    [secret] = config.apps["demo"].signing_secrets
+    assert secret.reveal() == NEW
+    for printed in (repr(config), str(config), repr(config.apps["demo"])):
+        assert NEW.removeprefix("whsec_") not in printed

@@ -4,14 +4,18 @@ accepts; what it refuses, ours refuses too."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from gateway.core import webhooks
 from gateway.core.secrets import DEMO_SIGNING_SECRET
 from gateway.core.webhooks import (
     MAX_KEY_BYTES,
@@ -166,9 +170,43 @@ def test_every_key_of_a_good_length_reads_back(key: bytes) -> None:
     assert signing_key(whsec(key)) == SigningKey(key)
 
 
-def test_an_id_holding_bytes_that_are_not_utf8_is_checked_not_a_crash() -> None:
-    # As a server hands over a header's undecodable bytes: surrogates.
-    undecodable = b"T1\xff:2".decode("utf-8", "surrogateescape")
-    headers = signed_headers([KEY], undecodable, int(time.time()), b"{}")
-    assert verify([KEY], headers, b"{}", time.time()).accepted
-    assert not verify([OTHER_KEY], headers, b"{}", time.time()).accepted
+def test_many_presented_signatures_cost_one_hmac_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A header line of 64 KiB holds ~10 000 candidates; an HMAC of a 1 MiB body for each
+    # was seconds of CPU per delivery, on the event loop of the sandbox that verifies.
+    computed: list[int] = []
+    real_new = webhooks.hmac.new
+
+    def counting_new(*args: Any, **kwargs: Any) -> Any:
+        computed.append(1)
+        return real_new(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks.hmac, "new", counting_new)
+    now = int(time.time())
+    forged = " ".join(f"v1,{index}" for index in range(5000))
+    headers = {"webhook-id": "T1:2", "webhook-timestamp": str(now), "webhook-signature": forged}
+    verdict = verify([KEY, OTHER_KEY], headers, b"{}", now)
+    assert not verdict.accepted
+    assert len(computed) == 2
+
+
+def test_an_id_that_is_not_utf8_is_checked_as_the_bytes_sent() -> None:
+    # A server hands a header's bytes that are not UTF-8 over as surrogates (aiohttp does):
+    # a verdict, not an exception, and the bytes are what the signature is checked over.
+    now = int(time.time())
+    message_id = b"T\xff:2".decode("utf-8", "surrogateescape")
+    digest = hmac.new(KEY.key, b"T\xff:2.%d.{}" % now, hashlib.sha256).digest()
+    headers = {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+    assert verify([KEY], headers, b"{}", now).accepted
+    assert not verify([OTHER_KEY], headers, b"{}", now).accepted
+
+
+def test_a_secret_behind_a_byte_order_mark_is_refused_saying_so() -> None:
+    # What some editors write at the start of a file saved as UTF-8: invisible, so "must
+    # start with whsec_" would puzzle whoever looks at the file.
+    with pytest.raises(SigningSecretError, match="byte order mark") as caught:
+        signing_key("\ufeff" + SECRET)
+    assert SECRET.removeprefix("whsec_") not in str(caught.value)

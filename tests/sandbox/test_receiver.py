@@ -9,10 +9,11 @@ import json
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from gateway.core.secrets import DEMO_SIGNING_SECRET
 from gateway.core.webhooks import signed_headers, signing_key
-from gateway.sandbox.receiver import KEPT_DELIVERIES, MAX_DELIVERY_BYTES
+from gateway.sandbox.receiver import KEPT_DELIVERIES, MAX_DELIVERY_BYTES, SHOWN_BODY_CHARS
 from gateway.sandbox.server import set_signing_secrets
 from tests.sandbox.conftest import Client, header
 from tests.support.clock import MutableClock
@@ -120,3 +121,52 @@ async def test_a_body_far_larger_than_a_delivery_is_refused_unread(sandbox: Clie
     assert answer.status == 413
     assert await received(sandbox) == []
     assert (await sandbox.get("/sandbox/deliveries")).status == 200
+
+
+@pytest.mark.parametrize("depth", [SHOWN_BODY_CHARS // 2, 100_000], ids=["short", "long"])
+async def test_a_body_nested_too_deep_to_parse_is_kept_as_text(
+    sandbox: Client, clock: MutableClock, depth: int
+) -> None:
+    deep = b"[" * depth + b"]" * depth
+    answer = await sandbox.post(
+        "/sandbox/deliveries", data=deep, headers=signed(DEMO_SIGNING_SECRET, clock, body=deep)
+    )
+    assert answer.status == 200
+    [kept] = await received(sandbox)
+    assert kept["verified"] is True
+    assert kept["body"] == deep[:SHOWN_BODY_CHARS].decode()
+
+
+async def test_what_is_kept_of_a_large_delivery_is_cut(
+    sandbox: Client, clock: MutableClock
+) -> None:
+    # Parsed whole, a 1 MiB array of empty arrays is ~20 MB of objects: the 100 kept were
+    # gigabytes, and the listing hundreds of megabytes.
+    large = b"[" + b",".join([b"[]"] * 300_000) + b"]"
+    for _ in range(3):
+        answer = await sandbox.post(
+            "/sandbox/deliveries",
+            data=large,
+            headers=signed(DEMO_SIGNING_SECRET, clock, body=large),
+        )
+        assert answer.status == 200
+    listing = await (await sandbox.get("/sandbox/deliveries")).read()
+    assert len(listing) < 3 * 2 * SHOWN_BODY_CHARS
+    assert (await received(sandbox))[0]["body"] == large[:SHOWN_BODY_CHARS].decode()
+
+
+@pytest.mark.parametrize("name", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+async def test_a_signature_header_given_twice_is_refused(
+    sandbox: Client, clock: MutableClock, name: str
+) -> None:
+    # Which of the two a service reads depends on its framework (the first, the last, both
+    # joined by a comma): a delivery so framed is ambiguous, whichever verifies.
+    headers = CIMultiDict(signed(DEMO_SIGNING_SECRET, clock))
+    headers.add(name, headers[name])
+    answer = await sandbox.post("/sandbox/deliveries", data=BODY, headers=headers)
+    assert answer.status == 400
+    status, msg = header(await answer.json())
+    assert status == 400
+    assert msg == f"delivery refused: more than one {name} header"
+    [kept] = await received(sandbox)
+    assert kept["verified"] is False
