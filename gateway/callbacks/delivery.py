@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from gateway.callbacks.outbox import Delivery, Outbox, OutboxError
 from gateway.config.model import App
 from gateway.core.clock import Clock, within
 from gateway.core.platform import backoff_s
+from gateway.core.redaction import escape_controls
 from gateway.core.webhooks import SigningKey, signed_headers, signing_key
 
 log = logs.logger("neu_gateway.delivery")
@@ -43,6 +45,41 @@ CANCEL_AGAIN_AFTER_S = 0.05
 # webhook-id, signed as it is, so it must arrive as it is.
 _NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]")
 UNSENDABLE = "its tradeNo cannot be sent in a header as it is"
+
+
+# Of a refusal's body, what is read for its reason: a service's error is a line or an
+# envelope; a service that answers megabytes is not waited for.
+REASON_READ_BYTES = 4096
+REASON_SHOWN_CHARS = 160
+
+
+async def _start_of(stream: aiohttp.StreamReader) -> bytes:
+    start = b""
+    while len(start) < REASON_READ_BYTES and (chunk := await stream.read(REASON_READ_BYTES)):
+        start += chunk
+    return start[:REASON_READ_BYTES]
+
+
+def refusal_reason(body: bytes) -> str:
+    """`: <why>` from a refusal's body (its envelope's msg, or its first line), to go after
+    the status in the log and in `callbacks list`; "" if it says nothing. A service that
+    checks signatures says there which check failed."""
+    text = body.decode("utf-8", "replace")
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        answer = None
+    if isinstance(answer, dict):
+        header = answer.get("responseHeader")
+        said = header.get("msg") if isinstance(header, dict) else None
+        said = said or next(
+            (answer[key] for key in ("error", "message", "reason") if key in answer), None
+        )
+        text = said if isinstance(said, str) else ""
+    line = " ".join(text.strip().splitlines()[:1]).strip()
+    if not line:
+        return ""
+    return f": {escape_controls(line[:REASON_SHOWN_CHARS])}"
 
 
 @dataclass(frozen=True)
@@ -223,11 +260,12 @@ class DeliveryWorker:
                     },
                     allow_redirects=False,
                 ) as response:
-                    await response.read()
                     if 200 <= response.status < 300:
                         await self._sent(delivery)
                         return
-                    error = f"HTTP {response.status}"
+                    error = f"HTTP {response.status}" + refusal_reason(
+                        await _start_of(response.content)
+                    )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = type(exc).__name__
         attempts = delivery.attempts + 1

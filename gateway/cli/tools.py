@@ -20,7 +20,7 @@ from gateway.cli.schema_file import SCHEMA_FILE, write_schema
 from gateway.cli.starter import FILES, STARTER_CONFIG
 from gateway.config.model import App, Config
 from gateway.config.placeholders import placeholders_left
-from gateway.config.schema import DEFAULT_CONFIG_PATH
+from gateway.config.schema import DEFAULT_CONFIG_PATH, without_credentials
 from gateway.core import signing
 from gateway.core.clock import SystemClock
 from gateway.core.params import caller_fields, is_secret_name
@@ -105,7 +105,11 @@ def summary(config: Config) -> list[str]:
         lines.append(f"callbacks: store {config.callbacks.store}")
         lines += [
             f"  app {app.name}: deliver_to "
-            + (app.callbacks.deliver_to or "none, so its callbacks end up dead in the outbox")
+            + (
+                without_credentials(app.callbacks.deliver_to)
+                if app.callbacks.deliver_to
+                else "none, so its callbacks end up dead in the outbox"
+            )
             + ("" if app.callbacks.verify_sign else "; verify_sign off")
             + _signing(app)
             for app in config.apps.values()

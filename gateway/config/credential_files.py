@@ -45,6 +45,12 @@ def read_credential_file(path: Path) -> str:
         os.close(fd)
     if len(data) > MAX_CREDENTIAL_FILE_BYTES:
         raise CredentialFileError(f"larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")
+    if data.startswith(b"\xef\xbb\xbf"):
+        # Invisible in an editor, yet part of the value: every sign made with it would be
+        # refused, with nothing to see in the file.
+        raise CredentialFileError(
+            "starts with a byte order mark (U+FEFF); save it as UTF-8 without one"
+        )
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -189,6 +189,13 @@ class Config:
             ]
             + [caller.token.reveal() for caller in self.callers.values()]
             + [proxy.password for proxy in proxies if proxy.password]
+            + [
+                # A service's URL may carry a password for it (https://user:pw@orders/...).
+                password
+                for entry in self.apps.values()
+                if entry.callbacks.deliver_to
+                and (password := URL(entry.callbacks.deliver_to).password)
+            ]
             + (self.redis.secrets() if self.redis is not None else [])
         )
 

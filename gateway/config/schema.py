@@ -665,8 +665,9 @@ REDIS_FORMS = ("url", "sentinel", "cluster")
 
 
 def without_credentials(url: str) -> str:
-    """A Redis URL fit to print: no user or password, and no query (redis-py reads a
-    password there too). Everything before the last `@` goes, so no password is half-kept."""
+    """A URL fit to print: no user or password, and no query (redis-py reads a password
+    there, and a service's URL may carry a token). Everything before the last `@` goes, so no
+    password is half-kept."""
     scheme, sep, rest = url.partition("://")
     location = re.split(r"[?#]", rest.rpartition("@")[2], maxsplit=1)[0]
     return f"{scheme}{sep}{location}"

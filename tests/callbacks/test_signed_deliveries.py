@@ -13,13 +13,20 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from gateway.callbacks.delivery import DeliveryPolicy, DeliveryWorker, Destination
+from gateway.callbacks.delivery import (
+    DeliveryPolicy,
+    DeliveryWorker,
+    Destination,
+    refusal_reason,
+)
 from gateway.callbacks.outbox import SqliteOutbox
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.webhooks import signing_key
+from gateway.sandbox.server import create_sandbox_app
 from tests.docs.pages import page, section
 from tests.support.clock import MutableClock
 from tests.support.receiver import CallbackReceiver
+from tests.support.waiting import until_answers
 
 SECRET = "whsec_" + base64.b64encode(b"the-orders-service-signing-key!!").decode()
 PREVIOUS = "whsec_" + base64.b64encode(b"the-signing-key-before-rotation!").decode()
@@ -157,6 +164,7 @@ async def test_the_readmes_receiving_side_accepts_a_delivery_and_nothing_else(
     stale = str(int(headers["webhook-timestamp"]) - 301)
     assert not from_the_gateway(SECRET, {**headers, "webhook-timestamp": stale}, body)
     assert not from_the_gateway(SECRET, {**headers, "webhook-timestamp": "-1"}, body)
+    assert not from_the_gateway(SECRET, {**headers, "webhook-signature": "v1,é"}, body)
 
 
 @pytest.mark.parametrize(
@@ -186,3 +194,50 @@ async def test_an_odd_trade_no_arrives_as_signed(
     [headers] = receiver.headers
     assert headers["webhook-id"] == f"{trade_no}:2"
     Webhook(SECRET).verify(receiver.bodies[-1], headers)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(b"", "", id="nothing"),
+        pytest.param(b"bad signature\nsecond line", ": bad signature", id="a line of text"),
+        pytest.param(
+            b'{"responseHeader": {"status": 400, "msg": "delivery refused: too old"}}',
+            ": delivery refused: too old",
+            id="the platform's envelope",
+        ),
+        pytest.param(b'{"error": "invalid signature"}', ": invalid signature", id="error"),
+        pytest.param(b'{"detail": 1}', "", id="JSON that says nothing"),
+        pytest.param(b"[" * 3000 + b"]" * 3000, ": " + "[" * 160, id="nested too deep"),
+        pytest.param(b"refused\x1b[31m red", ": refused\\x1b[31m red", id="a control character"),
+        pytest.param(b"x" * 5000, ": " + "x" * 160, id="long"),
+    ],
+)
+def test_a_refusals_reason_is_its_first_line_or_its_envelopes_msg(body: bytes, reason: str) -> None:
+    assert refusal_reason(body) == reason
+
+
+async def test_a_service_that_refuses_says_why_in_the_outbox(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    # The sandbox standing in for the service knows the demo secret, not this one.
+    sandbox = await aiohttp_client(create_sandbox_app({}))
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    clock = SystemClock()
+    await outbox.add("demo", "T1", 2, PAYLOAD, clock.now_ms() / 1000)
+    url = str(sandbox.make_url("/sandbox/deliveries"))
+    worker = DeliveryWorker(
+        outbox, {"demo": Destination(url, (signing_key(SECRET),))}, SETTINGS, clock
+    )
+    worker.start()
+    try:
+
+        async def failed_once() -> bool:
+            return bool([d for d in await outbox.listing(("pending",)) if d.attempts])
+
+        await until_answers(failed_once)
+    finally:
+        await worker.stop()
+    [pending] = await outbox.listing(("pending",))
+    await outbox.close()
+    assert pending.last_error.startswith("HTTP 400: delivery refused: no signature matches")

@@ -310,3 +310,15 @@ def test_check_config_says_whether_an_apps_deliveries_are_signed(
     [line] = [line for line in summary(config) if line.startswith("  app demo: ")]
     assert line.endswith(f"; {said}")
     assert "bmV3" not in line
+
+
+def test_check_config_shows_a_services_url_without_its_password() -> None:
+    deliver_to = "https://orders:hunter2-password@orders.internal/payments?token=t0ken-in-query"
+    document = {
+        "apps": {"demo": app(callbacks={"deliver_to": deliver_to})},
+        "callbacks": {"listen": {"port": 0}},
+    }
+    config = from_mapping(document, {"S": "s"})
+    [line] = [line for line in summary(config) if line.startswith("  app demo: ")]
+    assert line.startswith("  app demo: deliver_to https://orders.internal/payments;")
+    assert "hunter2-password" in config.credentials()

@@ -79,3 +79,13 @@ def test_what_cannot_be_a_credential_is_refused_at_once(
 def test_a_device_is_refused_unread() -> None:
     with pytest.raises(CredentialFileError, match="not a regular file"):
         read_credential_file(Path("/dev/zero"))
+
+
+def test_a_byte_order_mark_is_refused_saying_so(tmp_path: Path) -> None:
+    # Some editors write one at the start of a UTF-8 file: invisible, yet part of the value,
+    # so every sign made with it would be refused.
+    path = tmp_path / "secret"
+    path.write_bytes(b"\xef\xbb\xbfthe-app-secret\n")
+    with pytest.raises(CredentialFileError, match="byte order mark") as caught:
+        read_credential_file(path)
+    assert "the-app-secret" not in str(caught.value)
