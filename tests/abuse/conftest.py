@@ -40,7 +40,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.alone)
+            # A module whose tests run a command to its end and read the command's own peak
+            # memory, with a generous deadline, measures nothing other tests could disturb.
+            if not getattr(item.module, "BESIDE_OTHERS", False):
+                item.add_marker(pytest.mark.alone)
             marker = item.get_closest_marker("asyncio")
             if marker is None or marker.kwargs.get("loop_scope") != "module":
                 # The processes are started and watched on the module's loop (start_command

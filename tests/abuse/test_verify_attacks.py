@@ -26,6 +26,9 @@ from gateway.core.webhooks import signed_headers, signing_key
 
 # The processes are started and waited for on the module's loop (conftest.py).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Each run's own peak memory, and a deadline of seconds: nothing a neighbour can disturb, so
+# these run beside the other tests, not alone (conftest.py).
+BESIDE_OTHERS = True
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 # `python -m gateway`, which on its way out writes its peak memory (VmHWM) to the file named
