@@ -95,7 +95,9 @@ async def test_wait_times_out_with_status_1(held_gateway: Client, clock: Mutable
     await clock.until_sleeping(2)
     clock.advance(1)
     response, body = await waiting
-    assert response.headers["X-Neu-Wait"] == "timeout"
+    # The body says what came instead, should it not be the wait's answer (seen once under
+    # heavy load, not reproduced).
+    assert response.headers.get("X-Neu-Wait") == "timeout", (response.status, body)
     assert body["response"]["transactionStatus"] == 1
 
 
