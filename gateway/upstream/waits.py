@@ -82,6 +82,12 @@ class TradeWaits:
         watch = self._watches.get((app, trade_no))
         return 0 if watch is None else watch.waiters
 
+    def answered(self, app: str, trade_no: str) -> bool:
+        """Whether the platform has answered a poll of the trade waited on: until then a wait
+        that ends is an upstream timeout, not the latest detail."""
+        watch = self._watches.get((app, trade_no))
+        return watch is not None and watch.latest is not None
+
     def settle(self, app: str, trade_no: str, answer: Answer) -> None:
         """A verified callback's tradedetail answer: every waiter on the trade gets it now."""
         watch = self._watches.get((app, trade_no))
