@@ -165,6 +165,7 @@ async def test_the_readmes_receiving_side_accepts_a_delivery_and_nothing_else(
     assert not from_the_gateway(SECRET, {**headers, "webhook-timestamp": stale}, body)
     assert not from_the_gateway(SECRET, {**headers, "webhook-timestamp": "-1"}, body)
     assert not from_the_gateway(SECRET, {**headers, "webhook-signature": "v1,é"}, body)
+    assert not from_the_gateway(SECRET, {}, body)
 
 
 @pytest.mark.parametrize(
