@@ -29,9 +29,8 @@ from tests.support.processes import (
 )
 from tests.support.redis_server import RedisServer
 
-# Deadlines of stops and drains, and requests held in flight, are measured: those run alone
-# (ALONE), not beside other tests on the same cores. The others run three processes or more,
-# but measure nothing a neighbour could disturb (their waits allow tens of seconds).
+# Deadlines of stops and drains are measured, and every test but one runs three processes or
+# more: alone, not beside other tests on the same cores.
 pytestmark = pytest.mark.e2e
 ALONE = pytest.mark.alone
 
@@ -63,6 +62,7 @@ async def fresh_connection_post(url: str, data: dict[str, str]) -> tuple[int, An
         return response.status, await response.json(), response.headers.get("X-Neu-Cache", "")
 
 
+@ALONE
 async def test_two_workers_both_serve_and_a_code_is_exchanged_once(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -109,6 +109,7 @@ async def test_two_workers_both_serve_and_a_code_is_exchanged_once(
         assert counted == 40
 
 
+@ALONE
 async def test_a_worker_that_dies_is_started_again(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -139,6 +140,7 @@ async def test_several_workers_need_redis(tmp_path: Path) -> None:
     assert "needs cache.backend: redis" in result.stderr
 
 
+@ALONE
 async def test_workers_end_with_their_supervisor_even_killed(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -155,6 +157,7 @@ async def test_workers_end_with_their_supervisor_even_killed(
     raise AssertionError("workers outlived their supervisor")
 
 
+@ALONE
 async def test_a_sighup_while_workers_start_harms_none(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -177,6 +180,7 @@ async def test_a_sighup_while_workers_start_harms_none(
     assert b"before it listened" not in log + rest
 
 
+@ALONE
 async def test_a_reload_of_the_same_file_names_no_change_in_any_worker(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -272,6 +276,7 @@ async def sandbox_verdicts(gateway: GatewayProcess) -> list[int]:
     return [entry["status"] for entry in entries if entry["endpoint"] == ECHO]
 
 
+@ALONE
 async def test_a_worker_started_again_signs_with_the_secret_in_force_not_the_file(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -288,6 +293,7 @@ async def test_a_worker_started_again_signs_with_the_secret_in_force_not_the_fil
     assert await sandbox_verdicts(gateway) == [200] * len(statuses)
 
 
+@ALONE
 async def test_a_worker_started_again_runs_while_the_file_on_disk_is_invalid(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -303,6 +309,7 @@ async def test_a_worker_started_again_runs_while_the_file_on_disk_is_invalid(
     assert "status 2" not in gateway.log
 
 
+@ALONE
 async def test_after_a_reload_every_worker_signs_with_its_secret_a_new_one_too(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -467,6 +474,7 @@ def series(text: str, name: str) -> dict[str, float]:
     return {labels: float(number) for labels, number in found}
 
 
+@ALONE
 async def test_every_worker_is_exported_by_its_pid_whichever_is_scraped(
     start_gateway: StartGateway, tmp_path: Path, redis_server: RedisServer
 ) -> None:
