@@ -326,7 +326,9 @@ async def test_first_start_makes_pod_0_the_master_and_the_sentinels_agree(
     assert "starting as the master" in local_set.pods[0].redis.output
     store = local_set.store()
     try:
-        await store.put("first", b"1", 600)
+        # Written once the replicas confirm it: on a busy machine the first tries may not be
+        # (a replica ROLE lists may not acknowledge yet).
+        await until_answers(lambda: written(store, "first"), SETTLE_S)
         assert await store.get("first") == b"1"
     finally:
         await store.close()
@@ -342,7 +344,8 @@ async def test_masters_pre_stop_hands_over_and_the_pod_comes_back_a_replica(
     await until_answers(lambda: local_set.settled(0), SETTLE_S)
     store = local_set.store()
     try:
-        await store.put("before", b"1", 600)
+        # Written once the replicas confirm it: on a busy machine the first tries may not be.
+        await until_answers(lambda: written(store, "before"), SETTLE_S)
         status, output = await local_set.pods[0].pre_stop()
         assert status == 0, output
         await until_answers(local_set.moved_from_0, SETTLE_S)
