@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from gateway import logs
 from gateway.callbacks.outbox import Delivery, Outbox, OutboxError
 from gateway.config.model import App
 from gateway.core.clock import Clock, within
+from gateway.core.headers import NOT_IN_A_HEADER_VALUE
 from gateway.core.platform import backoff_s
 from gateway.core.redaction import escape_controls
 from gateway.core.webhooks import SigningKey, signed_headers, signing_key
@@ -40,10 +40,6 @@ IDLE_CHECK_S = 5.0
 # How soon a 2xx the outbox could not record is recorded again.
 RECORD_AGAIN_S = 0.5
 CANCEL_AGAIN_AFTER_S = 0.05
-# What a header's value cannot hold (RFC 9110 5.5: control characters; aiohttp raises on
-# them), or loses on the way (whitespace at its start, which receivers strip): the key is the
-# webhook-id, signed as it is, so it must arrive as it is.
-_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]")
 UNSENDABLE = "its tradeNo cannot be sent in a header as it is"
 
 
@@ -234,8 +230,11 @@ class DeliveryWorker:
     async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         target = self._targets.get(delivery.app)
         error = ""
-        # Never sendable, so never tried again.
-        unsendable = _NOT_IN_A_HEADER.search(delivery.idempotency_key) is not None
+        # Never sendable, so never tried again: what a header cannot hold, or loses on the way
+        # (white space at its start, which receivers strip), where the key is the webhook-id,
+        # signed as it is, so it must arrive as it is.
+        key = delivery.idempotency_key
+        unsendable = NOT_IN_A_HEADER_VALUE.search(key) is not None or key[:1] in (" ", "\t")
         if unsendable:
             error = UNSENDABLE
         elif target is None or target.url is None:

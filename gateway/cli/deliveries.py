@@ -26,6 +26,7 @@ from gateway.cli.config_file import EXIT_CONFIG, EXIT_INVALID, EXIT_OK, load_or_
 from gateway.config.credential_files import CredentialFileError, read_credential_file
 from gateway.config.schema import DEFAULT_CONFIG_PATH
 from gateway.core.clock import SystemClock
+from gateway.core.headers import NOT_IN_A_HEADER_VALUE
 from gateway.core.webhooks import (
     ID_HEADER,
     SIGNATURE_HEADER,
@@ -46,8 +47,6 @@ _CHUNK_BYTES = 64 * 1024
 _REQUEST_LINE = re.compile(r"[A-Z]+ \S+ HTTP/\d(?:\.\d)?")
 # RFC 9110 5.6.2: a field name is a token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 5.5: no control character in a field value but HTAB.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _SIGNED = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 _SHOWN_CHARS = 80
 _LISTED_HEADERS = 20
@@ -342,7 +341,7 @@ def _add_header(headers: dict[str, str], line: str, where: str) -> None:
     name, colon, value = line.partition(":")
     if not colon or not _TOKEN.fullmatch(name):
         raise VerifyInputError(f"{where} is not a header line (Name: value)")
-    if control := _CONTROL.search(value):
+    if control := NOT_IN_A_HEADER_VALUE.search(value):
         raise VerifyInputError(
             f"{where}: the value of {name} holds a control character ({ord(control[0]):#04x})"
         )

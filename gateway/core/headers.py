@@ -3,6 +3,12 @@ and docs/calling.md's table all take them from here."""
 
 from __future__ import annotations
 
+import re
+
+# What a header's value may not hold (RFC 9110 section 5.5: control characters, horizontal
+# tab aside): aiohttp refuses to send it, and a receiver may split or drop it.
+NOT_IN_A_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
 # Caller -> gateway
 AUTHORIZATION = "Authorization"
 APP_HEADER = "X-Neu-App"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.core.headers import NOT_IN_A_HEADER_VALUE
 from gateway.core.params import is_unicode
 
 # RFC 9110 section 7.6.1: these describe one connection, not the message, so never relay them.
@@ -28,8 +27,6 @@ REFRAMED = frozenset({"content-length", "content-encoding"})
 _NOT_RELAYED = HOP_BY_HOP | REFRAMED
 # The gateway's own headers: a caller sees only those the gateway set, never the platform's.
 OWN_PREFIX = "x-neu-"
-# Not allowed in a header value (RFC 9110 section 5.5), horizontal tab aside.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -54,4 +51,4 @@ def end_to_end_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIM
 
 def has_control_character(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> bool:
     """Whether a header value holds a character RFC 9110 forbids there (a tab aside)."""
-    return any(_CONTROL.search(value) for value in headers.values())
+    return any(NOT_IN_A_HEADER_VALUE.search(value) for value in headers.values())
