@@ -30,7 +30,7 @@ from gateway.core.headers import NOT_IN_A_HEADER_VALUE
 from gateway.core.webhooks import (
     ID_HEADER,
     SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
+    SIGNED_HEADERS,
     TOLERANCE_S,
     SigningKey,
     SigningSecretError,
@@ -47,7 +47,6 @@ _CHUNK_BYTES = 64 * 1024
 _REQUEST_LINE = re.compile(r"[A-Z]+ \S+ HTTP/\d(?:\.\d)?")
 # RFC 9110 5.6.2: a field name is a token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_SIGNED = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 _SHOWN_CHARS = 80
 _LISTED_HEADERS = 20
 # Bodies larger than this (a trade's detail is a few kB) are not tried with other line ends.
@@ -110,7 +109,7 @@ def verify_delivery(args: argparse.Namespace) -> int:
 
 def _refused(verdict: Verdict, keys: Keys, delivery: Delivery, now_s: float) -> list[str]:
     """What more there is to say of a refusal, a line each."""
-    if any(not delivery.headers.get(name) for name in _SIGNED):
+    if any(not delivery.headers.get(name) for name in SIGNED_HEADERS):
         names = sorted(delivery.headers)
         more = f" and {len(names) - _LISTED_HEADERS} more" if len(names) > _LISTED_HEADERS else ""
         return [f"headers found: {', '.join(names[:_LISTED_HEADERS]) or 'none'}{more}"]
@@ -346,7 +345,7 @@ def _add_header(headers: dict[str, str], line: str, where: str) -> None:
             f"{where}: the value of {name} holds a control character ({ord(control[0]):#04x})"
         )
     lowered = name.lower()
-    if lowered in _SIGNED and lowered in headers:
+    if lowered in SIGNED_HEADERS and lowered in headers:
         raise VerifyInputError(f"{where}: a second {lowered} header; a delivery carries one")
     value = value.strip(" \t")
     # RFC 9110 5.3: repeated fields are one, their values joined by commas.

@@ -32,6 +32,8 @@ VERSION = "v1"
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
+# The three a signed message carries, each once.
+SIGNED_HEADERS = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 # What receivers allow between the timestamp and their clock (the libraries' fixed tolerance).
 TOLERANCE_S = 300
 
@@ -128,18 +130,8 @@ def verify(
     over the exact body, and (unless tolerance_s is None) a timestamp within tolerance_s of
     now_s. `headers` is looked up case-insensitively."""
     lowered = {name.lower(): value for name, value in headers.items()}
-    message_id = lowered.get(ID_HEADER, "")
-    stamp = lowered.get(TIMESTAMP_HEADER, "")
-    signatures = lowered.get(SIGNATURE_HEADER, "")
-    missing = [
-        name
-        for name, value in (
-            (ID_HEADER, message_id),
-            (TIMESTAMP_HEADER, stamp),
-            (SIGNATURE_HEADER, signatures),
-        )
-        if not value
-    ]
+    message_id, stamp, signatures = (lowered.get(name, "") for name in SIGNED_HEADERS)
+    missing = [name for name in SIGNED_HEADERS if not lowered.get(name)]
     if missing:
         return Verdict(None, f"no {', '.join(missing)} header")
     if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:

@@ -22,8 +22,7 @@ from gateway.core.secrets import DEMO_SIGNING_SECRET
 from gateway.core.verification import Rejected
 from gateway.core.webhooks import (
     ID_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
+    SIGNED_HEADERS,
     SigningKey,
     SigningSecretError,
     Verdict,
@@ -40,9 +39,6 @@ MAX_DELIVERY_BYTES = 1 << 20
 # A body shown in the list is cut here, and only one this short is shown parsed: a large one
 # parsed whole would be many times its size in memory, for each of the deliveries kept.
 SHOWN_BODY_CHARS = 4096
-# Which one of two a service reads depends on its framework (the first, the last, or both
-# joined by a comma): a delivery that repeats one is ambiguous, whichever would verify.
-SINGLE_HEADERS = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
 
 class Receiver:
@@ -112,8 +108,10 @@ async def receive(request: web.Request) -> web.Response:
         if len(body) > MAX_DELIVERY_BYTES:
             raise Rejected(413, f"a delivery is at most {MAX_DELIVERY_BYTES} bytes")
     headers = {name.lower(): value for name, value in request.headers.items()}
+    # Which one of two a service reads depends on its framework (the first, the last, or both
+    # joined by a comma): a delivery that repeats one is ambiguous, whichever would verify.
     repeated = next(
-        (name for name in SINGLE_HEADERS if len(request.headers.getall(name, ())) > 1), ""
+        (name for name in SIGNED_HEADERS if len(request.headers.getall(name, ())) > 1), ""
     )
     record = request.app[RECEIVER].receive(headers, bytes(body), repeated)
     if not record["verified"]:
