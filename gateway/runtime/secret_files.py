@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from gateway import logs
-from gateway.config.live import LiveConfig
-from gateway.config.load import (
+from gateway.config.credentials import (
     PREVIOUS_SIGNING_SECRET,
     SIGNING_SECRET,
-    caller_with_token,
     read_credential,
     signing_secret_problem,
 )
+from gateway.config.live import LiveConfig
+from gateway.config.load import caller_with_token
 from gateway.config.model import App, Config, CredentialSource
 from gateway.config.schema import MIN_CALLER_TOKEN_LENGTH
 from gateway.core.clock import Clock

@@ -5,9 +5,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import load as load_module
+from gateway.config import credentials
+from gateway.config.credentials import read_credential
 from gateway.config.errors import ConfigError
-from gateway.config.load import from_mapping, load, read_credential
+from gateway.config.load import from_mapping, load
 from gateway.core.secrets import DEMO_SIGNING_SECRET, Secret
 from tests.config.documents import app, problems_of
 
@@ -28,7 +29,7 @@ def test_the_repository_config_is_valid(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Warned of once a process: as if this were the first load.
-    monkeypatch.setattr(load_module, "INLINE_WARNED", set())
+    monkeypatch.setattr(credentials, "INLINE_WARNED", set())
     config = load(REPO / "gateway.yaml", environ={})
     assert config.apps["demo"].appid == "demo-appid"
     assert config.sandbox.listen.port == 8090

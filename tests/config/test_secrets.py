@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load as load_module
+from gateway.config import credentials
 from gateway.config.live import LiveConfig, kept_from_the_start
 from gateway.config.load import from_mapping
 from gateway.config.model import CredentialSource
@@ -92,7 +92,7 @@ def test_a_reload_names_every_secret_and_token_from_the_environment(tmp_path: Pa
 def test_an_inline_secret_is_warned_of_once_per_process_and_app(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(load_module, "INLINE_WARNED", set())
+    monkeypatch.setattr(credentials, "INLINE_WARNED", set())
     document = {
         "apps": {
             "a": app(secret_env=None, secret="x"),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import load as load_module
+from gateway.config import credentials
 from gateway.config.live import kept_from_the_start
 from gateway.config.load import from_mapping
 from gateway.core.secrets import DEMO_SIGNING_SECRET
@@ -128,7 +128,7 @@ def test_a_missing_file_and_an_unset_variable_are_named(tmp_path: Path) -> None:
 def test_only_the_demo_secret_is_written_inline_without_a_warning(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(load_module, "INLINE_WARNED", set())
+    monkeypatch.setattr(credentials, "INLINE_WARNED", set())
     with caplog.at_level(logging.WARNING):
         from_mapping(with_callbacks(signing_secret=DEMO_SIGNING_SECRET), {"S": "s"})
         assert caplog.text == ""
